@@ -1,0 +1,302 @@
+// wm/work_manager.hpp: WorkManager, the one interface to every backend.
+//
+// @code
+//   int square(int x) { return x * x; }
+//   WM_TASK(square);
+//
+//   int main(int argc, char** argv) {
+//     auto wm = wm::make_work_manager(argc, argv);  // WM_WORK_MANAGER / --work-manager pick the backend
+//     std::vector<wm::TaskSpec<int>> tasks;
+//     for (int i = 0; i < 100; ++i) tasks.push_back(wm::task(square, i));
+//     long total = 0;
+//     for (wm::Future<int> f : wm->as_completed(wm->submit_many(std::move(tasks)))) total += f.get_result();
+//   }  // the work manager shuts down here
+// @endcode
+#pragma once
+
+#include <wm/future.hpp>
+#include <wm/task.hpp>
+
+#include <cstddef>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace wm {
+
+namespace detail {
+class BackendLink;
+
+/** Collects finished tasks in the order they finish; one consumer blocks on it (futex, no polling). */
+class CompletionQueue final : public Listener, public std::enable_shared_from_this<CompletionQueue> {
+ public:
+  CompletionQueue();
+  ~CompletionQueue() override;
+  /** Starts watching a task. */
+  void watch(const StatePtr& state);
+  /** Blocks until a watched task finishes and returns it; null when nothing is left to watch. */
+  StatePtr pop();
+  /** Tasks watched and not yet popped. */
+  std::size_t outstanding() const noexcept;
+  void on_done(TaskState* state) noexcept override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+template <class T>
+struct is_task_spec : std::false_type {};
+template <class R>
+struct is_task_spec<TaskSpec<R>> : std::true_type {};
+}  // namespace detail
+
+/** Range of futures in the order they finish (WorkManager::as_completed). Single pass. */
+template <class T>
+class AsCompleted {
+ public:
+  explicit AsCompleted(std::vector<Future<T>> futures)
+      : queue_(std::make_shared<detail::CompletionQueue>()) {
+    for (const auto& f : futures) queue_->watch(f.state());
+  }
+  /** Blocks until the next future finishes; nullopt when all have been returned. */
+  std::optional<Future<T>> next() {
+    detail::StatePtr s = queue_->pop();
+    if (!s) return std::nullopt;
+    return Future<T>(std::move(s));
+  }
+  std::size_t remaining() const noexcept { return queue_->outstanding(); }
+
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = Future<T>;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const Future<T>*;
+    using reference = const Future<T>&;
+    iterator() = default;
+    explicit iterator(AsCompleted* owner) : owner_(owner) { ++*this; }
+    reference operator*() const { return *current_; }
+    pointer operator->() const { return &*current_; }
+    iterator& operator++() {
+      current_ = owner_->next();
+      if (!current_) owner_ = nullptr;
+      return *this;
+    }
+    friend bool operator==(const iterator& a, const iterator& b) { return a.owner_ == b.owner_; }
+    friend bool operator!=(const iterator& a, const iterator& b) { return a.owner_ != b.owner_; }
+
+   private:
+    AsCompleted* owner_ = nullptr;
+    std::optional<Future<T>> current_;
+  };
+  iterator begin() { return iterator(this); }
+  iterator end() { return iterator(); }
+
+ private:
+  std::shared_ptr<detail::CompletionQueue> queue_;
+};
+
+template <class R, class Gen>
+class SubmitAsCompleted;
+
+/**
+ * Runs tasks on one backend. Made by make_work_manager() or WMEnvironment::make_work_manager().
+ * Thread-safe: any thread may submit and wait. The destructor shuts down and never throws.
+ */
+class WorkManager {
+ public:
+  explicit WorkManager(std::shared_ptr<detail::BackendLink> link);
+  ~WorkManager();
+  WorkManager(const WorkManager&) = delete;
+  WorkManager& operator=(const WorkManager&) = delete;
+
+  /** Name of the backend ("serial", "threads", ...). */
+  const std::string& name() const noexcept;
+  /** Starts workers. submit() calls it if you did not. */
+  void startup();
+  /** Finishes every pending future (failing those that did not run with ShutdownError) and stops
+   *  the workers. Idempotent. submit() afterwards throws ShutdownError. */
+  void shutdown();
+  /** Worker role: serves tasks until the master stops them. Master: returns at once. */
+  void run();
+  /** True in the process that submits tasks (false in MPI ranks > 0, worker processes). */
+  bool is_master() const;
+  /** Number of workers tasks run on. */
+  unsigned n_workers() const;
+  /** True if tasks run in this process (so lambdas are accepted). */
+  bool runs_in_process() const noexcept;
+
+  /** Submits a bound call (see wm::task). */
+  template <class R>
+  Future<R> submit(TaskSpec<R> spec) {
+    submit_states(&spec.state(), 1);
+    return Future<R>(spec.state());
+  }
+  /** Submits fn(args...). fn must be registered with WM_TASK unless the backend runs in process. */
+  template <class F, class... Args,
+            class = std::enable_if_t<!detail::is_task_spec<std::decay_t<F>>::value &&
+                                     !std::is_convertible_v<F&&, std::string_view>>>
+  auto submit(F&& fn, Args&&... args) {
+    return submit(wm::task(std::forward<F>(fn), std::forward<Args>(args)...));
+  }
+  /** Submits a task by registered name; R and the argument types must match its signature. */
+  template <class R, class... Args>
+  Future<R> submit(std::string_view name, Args&&... args) {
+    return submit(task_by_name<R>(name, std::forward<Args>(args)...));
+  }
+
+  /** Submits many bound calls at once (one hand-over to the backend). */
+  template <class R>
+  std::vector<Future<R>> submit_many(std::vector<TaskSpec<R>> specs) {
+    std::vector<detail::StatePtr> states;
+    states.reserve(specs.size());
+    for (auto& s : specs) states.push_back(s.state());
+    submit_states(states.data(), states.size());
+    std::vector<Future<R>> futures;
+    futures.reserve(states.size());
+    for (auto& s : states) futures.emplace_back(std::move(s));
+    return futures;
+  }
+  /** Submits fn(args...) for every tuple of arguments. */
+  template <class F, class... Args>
+  auto submit_many(F fn, const std::vector<std::tuple<Args...>>& arg_list) {
+    using Spec = decltype(wm::task(fn, std::declval<const Args&>()...));
+    std::vector<Spec> specs;
+    specs.reserve(arg_list.size());
+    for (const auto& args : arg_list)
+      specs.push_back(std::apply([&](const Args&... a) { return wm::task(fn, a...); }, args));
+    return submit_many(std::move(specs));
+  }
+
+  /** The futures, in the order they finish. */
+  template <class T>
+  AsCompleted<T> as_completed(std::vector<Future<T>> futures) {
+    return AsCompleted<T>(std::move(futures));
+  }
+
+  /**
+   * Pulls tasks from gen (a callable returning std::optional<TaskSpec<R>>; nullopt ends it) and
+   * yields their futures as they finish, with never more than queue_size submitted and not yet
+   * yielded (0: all at once).
+   */
+  template <class Gen>
+  auto submit_as_completed(Gen gen, std::size_t queue_size = 0) {
+    using Opt = std::invoke_result_t<Gen&>;
+    using Spec = typename Opt::value_type;
+    return SubmitAsCompleted<typename Spec::result_type, Gen>(this, std::move(gen), queue_size);
+  }
+
+  /** Blocks until any of the futures finishes and returns it. */
+  template <class T>
+  Future<T> wait_any(const std::vector<Future<T>>& futures) {
+    for (const auto& f : futures)
+      if (f.done()) return f;
+    std::shared_ptr<detail::CompletionQueue> q = std::make_shared<detail::CompletionQueue>();
+    for (const auto& f : futures) q->watch(f.state());
+    detail::StatePtr s = q->pop();
+    if (!s) throw Error("wait_any: no futures to wait on");
+    return Future<T>(std::move(s));
+  }
+  /** Blocks until all futures finish; returns them in the order given. */
+  template <class T>
+  std::vector<Future<T>> wait_all(const std::vector<Future<T>>& futures) {
+    for (const auto& f : futures) f.wait();
+    return futures;
+  }
+
+  /**
+   * On Ctrl-C (SIGINT): shuts this work manager down (pending futures fail with ShutdownError,
+   * workers are stopped), then hands the signal to the handler that was installed before.
+   */
+  void install_sigint_handler();
+
+  /** Submits already-bound tasks (the non-template core of every submit). */
+  void submit_states(const detail::StatePtr* states, std::size_t n);
+
+  const std::shared_ptr<detail::BackendLink>& link() const noexcept { return link_; }
+
+ private:
+  std::shared_ptr<detail::BackendLink> link_;
+};
+
+/** Range returned by WorkManager::submit_as_completed. Single pass. */
+template <class R, class Gen>
+class SubmitAsCompleted {
+ public:
+  SubmitAsCompleted(WorkManager* wm, Gen gen, std::size_t queue_size)
+      : wm_(wm), gen_(std::move(gen)), queue_size_(queue_size),
+        queue_(std::make_shared<detail::CompletionQueue>()) {}
+
+  /** Submits more tasks while there is room, then blocks for the next finished one. */
+  std::optional<Future<R>> next() {
+    refill();
+    detail::StatePtr s = queue_->pop();
+    if (!s) return std::nullopt;
+    return Future<R>(std::move(s));
+  }
+  /** Tasks submitted and not yet yielded. */
+  std::size_t in_flight() const noexcept { return queue_->outstanding(); }
+
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = Future<R>;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const Future<R>*;
+    using reference = const Future<R>&;
+    iterator() = default;
+    explicit iterator(SubmitAsCompleted* owner) : owner_(owner) { ++*this; }
+    reference operator*() const { return *current_; }
+    pointer operator->() const { return &*current_; }
+    iterator& operator++() {
+      current_ = owner_->next();
+      if (!current_) owner_ = nullptr;
+      return *this;
+    }
+    friend bool operator==(const iterator& a, const iterator& b) { return a.owner_ == b.owner_; }
+    friend bool operator!=(const iterator& a, const iterator& b) { return a.owner_ != b.owner_; }
+
+   private:
+    SubmitAsCompleted* owner_ = nullptr;
+    std::optional<Future<R>> current_;
+  };
+  iterator begin() { return iterator(this); }
+  iterator end() { return iterator(); }
+
+ private:
+  void refill() {
+    std::vector<detail::StatePtr> batch;
+    while (!exhausted_ && (queue_size_ == 0 || queue_->outstanding() + batch.size() < queue_size_)) {
+      auto spec = gen_();
+      if (!spec) {
+        exhausted_ = true;
+        break;
+      }
+      batch.push_back(spec->state());
+    }
+    if (batch.empty()) return;
+    wm_->submit_states(batch.data(), batch.size());
+    for (const auto& s : batch) queue_->watch(s);
+  }
+
+  WorkManager* wm_;
+  Gen gen_;
+  std::size_t queue_size_;
+  std::shared_ptr<detail::CompletionQueue> queue_;
+  bool exhausted_ = false;
+};
+
+/**
+ * If this process was started by a backend as one of its workers, serves tasks and exits the
+ * process; otherwise returns at once. make_work_manager() calls it first thing; call it yourself
+ * at the top of main() if your program does work before creating its work manager.
+ */
+void serve_if_worker();
+
+}  // namespace wm

@@ -1,0 +1,79 @@
+// backend_link.hpp: a created backend instance behind a WorkManager, and plugin loading.
+#pragma once
+
+#include "plugin_scan.hpp"
+
+#include <wm/abi.h>
+#include <wm/environment.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace wm::detail {
+
+/** Options and settings handed to a backend at creation; kept alive as long as the backend. */
+struct ResolvedOption {
+  std::string name;    // option name as declared ("spin-us")
+  std::string text;    // value as given
+  std::string source;  // "default", "environment", "command line"
+  std::uint32_t type = 0;
+  std::int32_t bool_value = 0;
+  std::int64_t int_value = 0;
+  double double_value = 0;
+};
+
+struct BackendConfigStorage {
+  std::vector<ResolvedOption> options;
+  std::vector<wm_option_value> values;
+  std::vector<std::string> libraries;
+  std::vector<const char*> library_ptrs;
+  std::string host_program, worker_arg;
+  wm_backend_config config{};
+  void finalize();  // points config at the vectors above
+};
+
+class BackendLink {
+ public:
+  BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendConfigStorage> config);
+  ~BackendLink();
+
+  const std::string& name() const noexcept { return *name_; }
+  const std::string* interned_name() const noexcept { return name_; }
+  std::uint64_t capabilities() const noexcept { return caps_; }
+  bool in_process() const noexcept { return (caps_ & WM_CAP_IN_PROCESS) != 0; }
+
+  void startup();
+  void shutdown() noexcept(false);
+  void run();
+  bool is_master() const;
+  unsigned n_workers() const;
+  void submit(const StatePtr* states, std::size_t n);
+  bool is_shut_down() const noexcept { return shut_down_.load(); }
+
+ private:
+  const std::string* name_;
+  const wm_backend_descriptor* desc_ = nullptr;
+  wm_backend* instance_ = nullptr;
+  std::uint64_t caps_ = 0;
+  std::unique_ptr<BackendConfigStorage> config_;
+  std::mutex lifecycle_;
+  std::atomic<bool> started_{false};
+  std::atomic<bool> shut_down_{false};
+};
+
+/** The core's service table handed to every backend. */
+const wm_core_services* core_services();
+/** Interns a backend name (never freed, so tasks can point at it). */
+const std::string* intern_name(const std::string& name);
+/** Directory of the installed plugins, next to the core library. */
+std::string default_plugin_directory();
+/** Default directory, then WM_PLUGIN_PATH entries. */
+std::vector<std::string> plugin_directories();
+/** Absolute path of the running program. */
+std::string host_program_path();
+
+}  // namespace wm::detail

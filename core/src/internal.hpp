@@ -1,0 +1,49 @@
+// internal.hpp: helpers shared by the core's source files (not installed).
+#pragma once
+
+#include <wm/abi.h>
+#include <wm/errors.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace wm::detail {
+
+struct TaskState;
+
+// ---- where code runs (for error records) ----
+const std::string& host_name();
+void set_worker_index(std::int32_t index) noexcept;
+std::int32_t worker_index() noexcept;
+/** Name of the work manager whose worker this process is, or of the last one created. */
+void set_process_backend(const std::string& name);
+std::string process_backend();
+
+// ---- stack traces ----
+/** Stack trace of the exception most recently thrown on this thread ("" if none was taken). */
+/** Records the frames of the throw in progress (called by the __cxa_throw hook). */
+void record_throw_trace() noexcept;
+std::string last_throw_stacktrace();
+
+/** Builds the failure record of the exception being handled (call inside a catch block). */
+ErrorInfo current_exception_info(const std::string& task_name);
+
+// ---- logging (stderr; WM_LOG_LEVEL=debug|info|warning|error, default warning) ----
+void log(int level, const std::string& component, const std::string& message) noexcept;
+
+// ---- wire format of replies ----
+/** Starts an "ok" reply; the encoded result follows. */
+void begin_ok_reply(std::string& out);
+/** A complete failure reply. */
+std::string failure_reply(const ErrorInfo& info);
+
+/** Master side of the wire: decode a reply into the task's result or failure (never throws). */
+void complete_from_reply(TaskState* s, const char* data, std::size_t size) noexcept;
+/** Absolute paths of the task libraries loaded so far. */
+std::vector<std::string> loaded_task_libraries();
+
+/** Worker side of the wire: execute a request by name, write the reply to sink. */
+void execute_encoded(const void* request, std::size_t size, wm_reply_sink* sink) noexcept;
+
+}  // namespace wm::detail

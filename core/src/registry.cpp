@@ -1,0 +1,300 @@
+// registry.cpp: the task registry, the wire format of requests and replies, and the worker-side
+// "execute this named task on these bytes".
+#include "internal.hpp"
+
+#include <wm/task.hpp>
+
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace wm {
+namespace detail {
+namespace {
+
+constexpr std::uint32_t kRequestMagic = 0x31514d57;  // "WMQ1"
+constexpr std::uint32_t kReplyMagic = 0x31504d57;    // "WMP1"
+constexpr std::uint8_t kReplyOk = 0;
+constexpr std::uint8_t kReplyFailure = 1;
+
+struct Registry {
+  std::shared_mutex mutex;
+  std::unordered_map<std::string, RegisteredTask> by_name;
+  std::unordered_map<const void*, const RegisteredTask*> by_address;
+  std::vector<std::string> libraries;  // task libraries loaded, in order
+};
+
+// Tasks register during static initialisation, possibly before any other static of the core is
+// constructed: a function-local static is initialised on first use.
+Registry& registry() {
+  static Registry* r = new Registry;  // never destroyed: tasks may be looked up during exit
+  return *r;
+}
+
+template <class T>
+void put(std::string& out, T v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+template <class T>
+bool get(const char*& p, const char* end, T& v) {
+  if (static_cast<std::size_t>(end - p) < sizeof v) return false;
+  std::memcpy(&v, p, sizeof v);
+  p += sizeof v;
+  return true;
+}
+
+ErrorInfo here_info(FailureKind kind, const std::string& task, std::string message) {
+  ErrorInfo info;
+  info.kind = kind;
+  info.task_name = task;
+  info.message = std::move(message);
+  info.host = host_name();
+  info.pid = static_cast<std::int64_t>(getpid());
+  info.worker_index = worker_index();
+  info.backend = process_backend();
+  return info;
+}
+
+[[noreturn]] void throw_failure(ErrorInfo info) { std::rethrow_exception(make_failure(std::move(info))); }
+
+struct ParsedRequest {
+  std::string name;
+  std::uint64_t fingerprint = 0;
+  const char* args = nullptr;
+  std::size_t args_size = 0;
+};
+
+ParsedRequest parse_request(const char* data, std::size_t size) {
+  const char* p = data;
+  const char* end = data + size;
+  std::uint32_t magic = 0;
+  std::uint16_t name_len = 0;
+  ParsedRequest r;
+  if (!get(p, end, magic) || magic != kRequestMagic)
+    throw_failure(here_info(FailureKind::protocol, "<unknown>",
+                            "request does not start with the task request marker (corrupt bytes, or "
+                            "a worker of another build)"));
+  if (!get(p, end, name_len) || static_cast<std::size_t>(end - p) < name_len)
+    throw_failure(here_info(FailureKind::protocol, "<unknown>", "request truncated in the task name"));
+  r.name.assign(p, name_len);
+  p += name_len;
+  if (!get(p, end, r.fingerprint))
+    throw_failure(here_info(FailureKind::protocol, r.name, "request truncated before the signature"));
+  r.args = p;
+  r.args_size = static_cast<std::size_t>(end - p);
+  return r;
+}
+
+// Runs a parsed request through the registry; the task's own exceptions propagate.
+void invoke_parsed(const ParsedRequest& r, std::string& payload) {
+  const RegisteredTask* task = find_task(r.name);
+  if (task == nullptr)
+    throw_failure(here_info(FailureKind::unknown_task, r.name,
+                            "no task named '" + r.name + "' is registered in this process: register it "
+                            "with WM_TASK(" + r.name + ") in the host program, or load the task library "
+                            "that defines it with wm::load_task_library() before creating the work manager"));
+  if (task->fingerprint != r.fingerprint)
+    throw_failure(here_info(FailureKind::signature_mismatch, r.name,
+                            "task '" + r.name + "' is registered with the signature " +
+                                demangle(task->signature) +
+                                "; the call used other argument or result types (submit by name with "
+                                "exactly the registered parameter types)"));
+  task->invoke_encoded(r.args, r.args_size, payload);
+}
+
+}  // namespace
+
+void register_task(const RegisteredTask& task) noexcept {
+  try {
+    Registry& r = registry();
+    std::unique_lock<std::shared_mutex> lock(r.mutex);
+    auto [it, inserted] = r.by_name.emplace(task.name, task);
+    if (!inserted) {
+      if (it->second.address != task.address)
+        log(WM_LOG_WARNING, "core",
+            std::string("task name '") + task.name +
+                "' is registered twice with different functions; the first registration is kept");
+      return;
+    }
+    r.by_address.emplace(task.address, &it->second);
+  } catch (...) {
+    // Registration runs before main(); an exception here would terminate the program.
+  }
+}
+
+const RegisteredTask* find_task(std::string_view name) noexcept {
+  Registry& r = registry();
+  std::shared_lock<std::shared_mutex> lock(r.mutex);
+  auto it = r.by_name.find(std::string(name));
+  return it == r.by_name.end() ? nullptr : &it->second;
+}
+
+const RegisteredTask* find_task(const void* address) noexcept {
+  // The last hit is cached per thread: submit loops look up the same function over and over.
+  thread_local const void* last_address = nullptr;
+  thread_local const RegisteredTask* last_task = nullptr;
+  if (address == last_address && last_task != nullptr) return last_task;
+  Registry& r = registry();
+  std::shared_lock<std::shared_mutex> lock(r.mutex);
+  auto it = r.by_address.find(address);
+  const RegisteredTask* t = it == r.by_address.end() ? nullptr : it->second;
+  last_address = address;
+  last_task = t;
+  return t;
+}
+
+std::uint64_t fingerprint_of(const char* mangled) noexcept {
+  std::uint64_t h = 1469598103934665603ull;
+  for (const char* p = mangled; *p != '\0'; ++p) {
+    h ^= static_cast<unsigned char>(*p);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string demangle(const char* mangled) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
+                                             std::free);
+  return status == 0 && out ? std::string(out.get()) : std::string(mangled);
+}
+
+void write_request_header(std::string& out, std::string_view name, std::uint64_t fingerprint) {
+  if (name.size() > 0xffff) throw Error("task name longer than 65535 bytes");
+  put(out, kRequestMagic);
+  put(out, static_cast<std::uint16_t>(name.size()));
+  out.append(name.data(), name.size());
+  put(out, fingerprint);
+}
+
+void invoke_request_locally(const std::string& request, std::string& payload) {
+  invoke_parsed(parse_request(request.data(), request.size()), payload);
+}
+
+void begin_ok_reply(std::string& out) {
+  put(out, kReplyMagic);
+  put(out, kReplyOk);
+}
+
+std::string failure_reply(const ErrorInfo& info) {
+  std::string out;
+  put(out, kReplyMagic);
+  put(out, kReplyFailure);
+  encode_value(out, info);
+  return out;
+}
+
+void execute_encoded(const void* request, std::size_t size, wm_reply_sink* sink) noexcept {
+  std::string reply;
+  std::string name = "<unknown>";
+  try {
+    ParsedRequest r = parse_request(static_cast<const char*>(request), size);
+    name = r.name;
+    begin_ok_reply(reply);
+    invoke_parsed(r, reply);
+  } catch (const TaskFailure& f) {
+    ErrorInfo info = f.info();
+    if (info.task_name == "<unknown>") info.task_name = name;
+    reply = failure_reply(info);
+  } catch (...) {
+    try {
+      reply = failure_reply(current_exception_info(name));
+    } catch (...) {
+      reply.clear();  // out of memory while describing the failure: an empty reply fails the task
+    }
+  }
+  sink->write(sink->context, reply.data(), reply.size());
+}
+
+/** Decodes a reply into the task's result or failure; bad bytes become a ProtocolError. */
+void complete_from_reply(TaskState* s, const char* data, std::size_t size) noexcept {
+  const char* p = data;
+  const char* end = data + size;
+  std::uint32_t magic = 0;
+  std::uint8_t status = 0;
+  std::string task = "<unknown>";
+  try {
+    task = s->display_name();
+    if (!get(p, end, magic) || magic != kReplyMagic || !get(p, end, status) ||
+        (status != kReplyOk && status != kReplyFailure)) {
+      finish_with(s, FailureKind::protocol,
+                  "reply of " + std::to_string(size) +
+                      " bytes is not a task reply (corrupt bytes, or a worker of another build)");
+      return;
+    }
+    if (status == kReplyOk) {
+      try {
+        s->set_result_from_payload(p, static_cast<std::size_t>(end - p));
+      } catch (const std::exception& e) {
+        finish_with(s, FailureKind::protocol, std::string("result did not decode: ") + e.what());
+        return;
+      }
+      finish_success(s);
+      return;
+    }
+    ErrorInfo info;
+    try {
+      info = decode_value<ErrorInfo>(p, static_cast<std::size_t>(end - p));
+    } catch (const std::exception& e) {
+      finish_with(s, FailureKind::protocol, std::string("error report did not decode: ") + e.what());
+      return;
+    }
+    if (info.backend.empty()) info.backend = process_backend();
+    auto shared = std::make_shared<const ErrorInfo>(info);
+    finish_failure(s, make_failure(std::move(info)), std::move(shared));
+  } catch (...) {
+    finish_with(s, FailureKind::protocol, "reply could not be processed (out of memory?)");
+  }
+}
+
+void throw_decode_failure(const char* what, const char* detail_text) {
+  throw_failure(here_info(FailureKind::protocol, "<unknown>",
+                          std::string(what) + ": " + detail_text));
+}
+
+}  // namespace detail
+
+std::vector<std::string> registered_tasks() {
+  detail::Registry& r = detail::registry();
+  std::shared_lock<std::shared_mutex> lock(r.mutex);
+  std::vector<std::string> names;
+  for (const auto& [name, task] : r.by_name) names.push_back(name);
+  return names;
+}
+
+void load_task_library(const std::string& path) {
+  // RTLD_NOW: a missing symbol is reported here, not as an uncatchable exit at the first call.
+  // Workers get the same absolute path, whatever their working directory.
+  std::string absolute = path.find('/') == std::string::npos ? path : std::filesystem::absolute(path).string();
+  void* handle = dlopen(absolute.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    const char* err = dlerror();
+    throw PluginError("cannot load task library '" + path + "': " + (err ? err : "unknown error"));
+  }
+  // Never dlclose'd: registered tasks point into the library.
+  detail::Registry& r = detail::registry();
+  std::unique_lock<std::shared_mutex> lock(r.mutex);
+  for (const auto& l : r.libraries)
+    if (l == absolute) return;
+  r.libraries.push_back(absolute);
+}
+
+namespace detail {
+std::vector<std::string> loaded_task_libraries() {
+  Registry& r = registry();
+  std::shared_lock<std::shared_mutex> lock(r.mutex);
+  return r.libraries;
+}
+}  // namespace detail
+
+}  // namespace wm

@@ -1,0 +1,408 @@
+// task_state.cpp: finishing, waiting on and listening to tasks; futures, completion queues and
+// FutureWatcher. Waiting spins for a few microseconds (short tasks end sooner than a sleeping
+// thread wakes), then sleeps on a futex; nothing polls.
+#include "internal.hpp"
+
+#include <wm/future.hpp>
+#include <wm/future_watcher.hpp>
+#include <wm/work_manager.hpp>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <mutex>
+#include <random>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define WM_CPU_RELAX() _mm_pause()
+#else
+#define WM_CPU_RELAX() ((void)0)
+#endif
+
+namespace wm::detail {
+namespace {
+
+long futex(std::atomic<std::uint32_t>* addr, int op, std::uint32_t value, const timespec* timeout) {
+  return syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(addr), op, value, timeout, nullptr, 0);
+}
+
+// Spins until pred() or about `micros` microseconds pass; true if pred() held.
+template <class Pred>
+bool spin_for(Pred pred, int micros) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (pred()) return true;
+      WM_CPU_RELAX();
+    }
+    if (std::chrono::steady_clock::now() >= until) return pred();
+  }
+}
+
+constexpr int kWaitSpinMicros = 20;
+
+void finish(TaskState* s, std::uint32_t status) noexcept {
+  std::uint32_t old = s->word.load(std::memory_order_relaxed);
+  do {
+    if ((old & TaskState::status_mask) != TaskState::pending) {
+      log(WM_LOG_ERROR, "core", "a backend finished task " + std::to_string(s->sequence) +
+                                    " twice; the second outcome is ignored");
+      return;
+    }
+  } while (!s->word.compare_exchange_weak(old, status, std::memory_order_seq_cst));
+  if (old & TaskState::waiters) futex(&s->word, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr);
+  if (s->has_listeners.load(std::memory_order_seq_cst)) {
+    std::vector<std::shared_ptr<Listener>> listeners;
+    {
+      std::lock_guard<std::mutex> lock(s->mutex);
+      listeners.swap(s->listeners);
+    }
+    for (auto& l : listeners) l->on_done(s);
+  }
+}
+
+}  // namespace
+
+TaskState::TaskState() noexcept : sequence(next_sequence()) {}
+TaskState::~TaskState() = default;
+
+std::uint64_t next_sequence() noexcept {
+  static std::atomic<std::uint64_t> counter{0};
+  return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+void finish_success(TaskState* s) noexcept { finish(s, TaskState::succeeded); }
+
+void finish_failure(TaskState* s, std::exception_ptr error, std::shared_ptr<const ErrorInfo> info) noexcept {
+  if (s->done()) {
+    log(WM_LOG_ERROR, "core", "a backend failed an already finished task; ignored");
+    return;
+  }
+  s->error = std::move(error);
+  s->error_info = std::move(info);
+  finish(s, TaskState::failed);
+}
+
+void finish_with(TaskState* s, FailureKind kind, std::string message) noexcept {
+  try {
+    ErrorInfo info;
+    info.kind = kind;
+    info.task_name = s->display_name();
+    info.message = std::move(message);
+    info.host = host_name();
+    info.pid = static_cast<std::int64_t>(getpid());
+    info.backend = s->backend_name != nullptr ? *s->backend_name : process_backend();
+    auto shared = std::make_shared<const ErrorInfo>(info);
+    finish_failure(s, make_failure(std::move(info)), std::move(shared));
+  } catch (...) {
+    // Out of memory while describing the failure: still finish the task, so nobody waits forever.
+    finish_failure(s, std::current_exception(), nullptr);
+  }
+}
+
+void execute_local(TaskState* s) noexcept {
+  try {
+    s->run_local();
+  } catch (const TaskFailure& f) {
+    try {
+      finish_failure(s, std::current_exception(), std::make_shared<const ErrorInfo>(f.info()));
+    } catch (...) {
+      finish_failure(s, std::current_exception(), nullptr);
+    }
+    return;
+  } catch (...) {
+    std::exception_ptr original = std::current_exception();
+    try {
+      ErrorInfo info = current_exception_info(s->display_name());
+      if (s->backend_name != nullptr) info.backend = *s->backend_name;
+      auto shared = std::make_shared<const ErrorInfo>(info);
+      finish_failure(s, make_failure(std::move(info), original), std::move(shared));
+    } catch (...) {
+      finish_failure(s, original, nullptr);
+    }
+    return;
+  }
+  finish_success(s);
+}
+
+void wait(TaskState* s) noexcept {
+  if (s->done()) return;
+  if (spin_for([s] { return s->done(); }, kWaitSpinMicros)) return;
+  std::uint32_t w = s->word.load(std::memory_order_acquire);
+  while ((w & TaskState::status_mask) == TaskState::pending) {
+    if (!(w & TaskState::waiters) &&
+        !s->word.compare_exchange_weak(w, w | TaskState::waiters, std::memory_order_acq_rel))
+      continue;
+    futex(&s->word, FUTEX_WAIT_PRIVATE, TaskState::pending | TaskState::waiters, nullptr);
+    w = s->word.load(std::memory_order_acquire);
+  }
+}
+
+bool wait_until(TaskState* s, std::chrono::steady_clock::time_point deadline) noexcept {
+  if (s->done()) return true;
+  std::uint32_t w = s->word.load(std::memory_order_acquire);
+  while ((w & TaskState::status_mask) == TaskState::pending) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return false;
+    if (!(w & TaskState::waiters) &&
+        !s->word.compare_exchange_weak(w, w | TaskState::waiters, std::memory_order_acq_rel))
+      continue;
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
+    timespec ts{static_cast<time_t>(left / 1000000000), static_cast<long>(left % 1000000000)};
+    futex(&s->word, FUTEX_WAIT_PRIVATE, TaskState::pending | TaskState::waiters, &ts);
+    w = s->word.load(std::memory_order_acquire);
+  }
+  return true;
+}
+
+void add_listener(TaskState* s, std::shared_ptr<Listener> listener) {
+  {
+    std::lock_guard<std::mutex> lock(s->mutex);
+    s->has_listeners.store(1, std::memory_order_seq_cst);
+    if (!s->done()) {
+      s->listeners.push_back(std::move(listener));
+      return;
+    }
+  }
+  listener->on_done(s);
+}
+
+std::string task_uuid(const TaskState* s) {
+  // Per-process random key; the low half is key XOR sequence, so ids never repeat in a process,
+  // and the random key keeps processes apart. Version 4 / RFC 4122 variant bits are set.
+  static const std::pair<std::uint64_t, std::uint64_t> key = [] {
+    std::random_device rd;
+    auto r64 = [&] { return (std::uint64_t(rd()) << 32) ^ rd(); };
+    return std::make_pair(r64(), r64());
+  }();
+  std::uint64_t hi = key.first ^ (s->sequence * 0x9e3779b97f4a7c15ull);
+  std::uint64_t lo = key.second ^ s->sequence;
+  hi = (hi & ~0xf000ull) | 0x4000ull;
+  lo = (lo & ~(3ull << 62)) | (2ull << 62);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", unsigned(hi >> 32),
+                unsigned((hi >> 16) & 0xffff), unsigned(hi & 0xffff), unsigned(lo >> 48),
+                static_cast<unsigned long long>(lo & 0xffffffffffffull));
+  return buf;
+}
+
+// ---- CompletionQueue ----
+
+struct CompletionQueue::Impl {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::vector<StatePtr> ready;       // filled by finishing threads (under mutex)
+  std::vector<StatePtr> local;       // taken in one swap by the consumer
+  std::size_t local_pos = 0;
+  std::atomic<std::size_t> ready_count{0};
+  std::atomic<std::size_t> outstanding{0};
+  bool sleeping = false;
+};
+
+CompletionQueue::CompletionQueue() : impl_(std::make_unique<Impl>()) {}
+CompletionQueue::~CompletionQueue() = default;
+
+void CompletionQueue::watch(const StatePtr& state) {
+  impl_->outstanding.fetch_add(1, std::memory_order_relaxed);
+  if (state->done()) {  // common in as_completed: skip the listener
+    on_done(state.get());
+    return;
+  }
+  add_listener(state.get(), shared_from_this());
+}
+
+void CompletionQueue::on_done(TaskState* state) noexcept {
+  Impl& q = *impl_;
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(q.mutex);
+    q.ready.emplace_back(state);
+    q.ready_count.fetch_add(1, std::memory_order_release);
+    wake = q.sleeping;
+  }
+  if (wake) q.cv.notify_one();
+}
+
+StatePtr CompletionQueue::pop() {
+  Impl& q = *impl_;
+  if (q.outstanding.load(std::memory_order_relaxed) == 0) return nullptr;
+  if (q.local_pos == q.local.size()) {
+    q.local.clear();
+    q.local_pos = 0;
+    spin_for([&q] { return q.ready_count.load(std::memory_order_acquire) != 0; }, kWaitSpinMicros);
+    std::unique_lock<std::mutex> lock(q.mutex);
+    while (q.ready.empty()) {
+      q.sleeping = true;
+      q.cv.wait(lock);
+      q.sleeping = false;
+    }
+    q.local.swap(q.ready);
+    q.ready_count.store(0, std::memory_order_relaxed);
+  }
+  q.outstanding.fetch_sub(1, std::memory_order_relaxed);
+  return std::move(q.local[q.local_pos++]);
+}
+
+std::size_t CompletionQueue::outstanding() const noexcept {
+  return impl_->outstanding.load(std::memory_order_relaxed);
+}
+
+// ---- WatcherCore (FutureWatcher) ----
+
+class WatcherCore final : public Listener, public std::enable_shared_from_this<WatcherCore> {
+ public:
+  explicit WatcherCore(std::size_t threshold) : threshold_(threshold == 0 ? 1 : threshold) {}
+
+  void add(const WMFuture& f) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++watching_;
+    }
+    add_listener(f.state().get(), shared_from_this());
+  }
+  void signal(const WMFuture& f) {
+    bool wake;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      completed_.push_back(f);
+      wake = ready_locked();
+    }
+    if (wake) cv_.notify_all();
+  }
+  void on_done(TaskState* s) noexcept override {
+    try {
+      signal(WMFuture(StatePtr(s)));
+    } catch (...) {
+      log(WM_LOG_ERROR, "core", "FutureWatcher: out of memory while recording a finished future");
+    }
+  }
+  std::vector<WMFuture> wait(std::optional<std::chrono::steady_clock::time_point> deadline) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    auto ready = [this] { return ready_locked() || watching_ == 0; };
+    if (deadline)
+      cv_.wait_until(lock, *deadline, ready);
+    else
+      cv_.wait(lock, ready);
+    return reset_locked();
+  }
+  std::vector<WMFuture> reset() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return reset_locked();
+  }
+  std::size_t threshold() const noexcept { return threshold_; }
+  std::size_t pending() const noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return watching_;
+  }
+
+ private:
+  // Ready once `threshold` finished, or once every watched future has (fewer may remain).
+  bool ready_locked() const {
+    return !completed_.empty() && (completed_.size() >= threshold_ || completed_.size() >= watching_);
+  }
+  std::vector<WMFuture> reset_locked() {
+    std::vector<WMFuture> out;
+    out.swap(completed_);
+    watching_ -= std::min(watching_, out.size());
+    return out;
+  }
+
+  const std::size_t threshold_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<WMFuture> completed_;
+  std::size_t watching_ = 0;
+};
+
+}  // namespace wm::detail
+
+namespace wm {
+
+// ---- WMFuture ----
+
+std::string WMFuture::task_id() const { return detail::task_uuid(state_.get()); }
+std::string WMFuture::task_name() const { return state_->display_name(); }
+
+std::exception_ptr WMFuture::get_exception() const {
+  wait();
+  return state_->status() == detail::TaskState::failed ? state_->error : nullptr;
+}
+
+std::string WMFuture::get_traceback() const {
+  wait();
+  if (state_->status() != detail::TaskState::failed || !state_->error_info) return {};
+  return state_->error_info->stacktrace;
+}
+
+std::optional<ErrorInfo> WMFuture::error_info() const {
+  wait();
+  if (state_->status() != detail::TaskState::failed) return std::nullopt;
+  if (state_->error_info) return *state_->error_info;
+  return ErrorInfo{};
+}
+
+namespace {
+class CallbackListener final : public detail::Listener {
+ public:
+  explicit CallbackListener(std::function<void(const WMFuture&)> fn) : fn_(std::move(fn)) {}
+  void on_done(detail::TaskState* s) noexcept override {
+    try {
+      fn_(WMFuture(detail::StatePtr(s)));
+    } catch (const std::exception& e) {
+      detail::log(WM_LOG_WARNING, "core", std::string("a done-callback threw (ignored): ") + e.what());
+    } catch (...) {
+      detail::log(WM_LOG_WARNING, "core", "a done-callback threw a non-std exception (ignored)");
+    }
+  }
+
+ private:
+  std::function<void(const WMFuture&)> fn_;
+};
+}  // namespace
+
+void WMFuture::add_done_callback(std::function<void(const WMFuture&)> fn) const {
+  detail::add_listener(state_.get(), std::make_shared<CallbackListener>(std::move(fn)));
+}
+
+std::any WMFuture::get_result_any(bool discard) const {
+  wait();
+  detail::TaskState& s = *state_;
+  if (s.status() == detail::TaskState::failed) {
+    if (s.error) std::rethrow_exception(s.error);
+    throw Error("task failed and its failure could not be recorded (out of memory)");
+  }
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (s.result_discarded)
+    throw std::logic_error("get_result: the result of task '" + s.display_name() +
+                           "' was already taken with discard=true");
+  if (!discard) return s.result;
+  s.result_discarded = true;
+  return std::move(s.result);
+}
+
+// ---- FutureWatcher ----
+
+FutureWatcher::FutureWatcher(std::size_t threshold)
+    : core_(std::make_shared<detail::WatcherCore>(threshold)) {}
+FutureWatcher::~FutureWatcher() = default;
+FutureWatcher::FutureWatcher(FutureWatcher&&) noexcept = default;
+FutureWatcher& FutureWatcher::operator=(FutureWatcher&&) noexcept = default;
+
+void FutureWatcher::add_one(const WMFuture& future) { core_->add(future); }
+void FutureWatcher::signal(const WMFuture& future) { core_->signal(future); }
+std::vector<WMFuture> FutureWatcher::wait() { return core_->wait(std::nullopt); }
+std::vector<WMFuture> FutureWatcher::wait_for(std::chrono::steady_clock::duration timeout) {
+  return core_->wait(std::chrono::steady_clock::now() + timeout);
+}
+std::vector<WMFuture> FutureWatcher::reset() { return core_->reset(); }
+std::size_t FutureWatcher::threshold() const noexcept { return core_->threshold(); }
+std::size_t FutureWatcher::pending() const noexcept { return core_->pending(); }
+
+}  // namespace wm

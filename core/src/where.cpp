@@ -1,0 +1,120 @@
+// where.cpp: host, pid, worker index and stack traces for error records, and the core's log.
+#include "internal.hpp"
+
+#include <wm/task.hpp>
+
+#include <boost/stacktrace.hpp>
+
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <typeinfo>
+
+namespace wm::detail {
+
+const std::string& host_name() {
+  static const std::string name = [] {
+    char buf[256] = {};
+    if (gethostname(buf, sizeof buf - 1) != 0) return std::string("unknown-host");
+    return std::string(buf);
+  }();
+  return name;
+}
+
+namespace {
+thread_local std::int32_t t_worker_index = -1;
+std::mutex g_backend_mutex;
+std::string g_backend;
+
+// Frames of the last throw on this thread, captured by the __cxa_throw hook below. A fixed array:
+// a throw must not allocate more than it does already.
+struct ThrowTrace {
+  std::array<void*, 64> frames{};
+  std::size_t count = 0;
+};
+thread_local ThrowTrace t_trace;
+
+bool stacktraces_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("WM_STACKTRACE");
+    return v == nullptr || (std::strcmp(v, "0") != 0 && std::strcmp(v, "off") != 0 &&
+                            std::strcmp(v, "false") != 0 && std::strcmp(v, "no") != 0);
+  }();
+  return enabled;
+}
+
+int log_threshold() {
+  static const int level = [] {
+    const char* v = std::getenv("WM_LOG_LEVEL");
+    if (v == nullptr) return int(WM_LOG_WARNING);
+    if (std::strcmp(v, "debug") == 0) return int(WM_LOG_DEBUG);
+    if (std::strcmp(v, "info") == 0) return int(WM_LOG_INFO);
+    if (std::strcmp(v, "error") == 0) return int(WM_LOG_ERROR);
+    return int(WM_LOG_WARNING);
+  }();
+  return level;
+}
+}  // namespace
+
+void set_worker_index(std::int32_t index) noexcept { t_worker_index = index; }
+std::int32_t worker_index() noexcept { return t_worker_index; }
+
+void set_process_backend(const std::string& name) {
+  std::lock_guard<std::mutex> lock(g_backend_mutex);
+  g_backend = name;
+}
+std::string process_backend() {
+  std::lock_guard<std::mutex> lock(g_backend_mutex);
+  return g_backend;
+}
+
+void record_throw_trace() noexcept {
+  if (!stacktraces_enabled()) return;
+  t_trace.count = boost::stacktrace::safe_dump_to(2, t_trace.frames.data(), sizeof(t_trace.frames));
+}
+
+std::string last_throw_stacktrace() {
+  if (t_trace.count == 0) return {};
+  auto st = boost::stacktrace::stacktrace::from_dump(t_trace.frames.data(),
+                                                    t_trace.count * sizeof(void*));
+  return boost::stacktrace::to_string(st);
+}
+
+ErrorInfo current_exception_info(const std::string& task_name) {
+  ErrorInfo info;
+  info.kind = FailureKind::task_exception;
+  info.task_name = task_name;
+  info.host = host_name();
+  info.pid = static_cast<std::int64_t>(getpid());
+  info.worker_index = worker_index();
+  info.backend = process_backend();
+  const std::type_info* type = abi::__cxa_current_exception_type();
+  info.type_name = type != nullptr ? demangle(type->name()) : "unknown";
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    info.message = e.what();
+  } catch (...) {
+    info.message = "(an exception of type " + info.type_name + ", not derived from std::exception)";
+  }
+  info.stacktrace = last_throw_stacktrace();
+  return info;
+}
+
+void log(int level, const std::string& component, const std::string& message) noexcept {
+  if (level < log_threshold()) return;
+  static const char* names[] = {"debug", "info", "warning", "error"};
+  const char* lvl = (level >= 0 && level <= 3) ? names[level] : "log";
+  std::fprintf(stderr, "[wm %s] %s: %s\n", component.c_str(), lvl, message.c_str());
+}
+
+}  // namespace wm::detail
+

@@ -1,0 +1,24 @@
+// serial_backend.cpp: the "serial" backend: runs each task in the submitting thread, at submit.
+#include <wm/sdk/backend.hpp>
+
+namespace {
+
+class SerialBackend final : public wm::sdk::Backend {
+ public:
+  using Backend::Backend;
+
+ protected:
+  void do_submit(wm_task* const* tasks, std::size_t n) override {
+    // Tasks run as worker 0 (for error reports), in the order given.
+    services().set_worker_index(0);
+    for (std::size_t i = 0; i < n; ++i) execute(tasks[i]);
+    services().set_worker_index(-1);
+  }
+  unsigned do_n_workers() const override { return 1; }
+};
+
+}  // namespace
+
+WM_DECLARE_BACKEND(serial, SerialBackend, "1.0.0",
+                   "Runs every task in the submitting thread when it is submitted (no parallelism)",
+                   WM_CAP_IN_PROCESS)

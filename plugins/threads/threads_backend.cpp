@@ -1,0 +1,146 @@
+// threads_backend.cpp: the "threads" backend: a pool of threads in this process sharing one queue.
+#include <wm/sdk/backend.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define WM_CPU_RELAX() _mm_pause()
+#else
+#define WM_CPU_RELAX() ((void)0)
+#endif
+
+namespace {
+
+class ThreadsBackend final : public wm::sdk::Backend {
+ public:
+  ThreadsBackend(const wm_core_services* s, const wm_backend_config* c, const char* name)
+      : Backend(s, c, name) {
+    n_workers_ = requested_workers();
+    if (n_workers_ == 0) n_workers_ = std::max(1u, std::thread::hardware_concurrency());
+    spin_us_ = static_cast<int>(option_int("spin-us"));
+  }
+
+  ~ThreadsBackend() override { stop_workers(); }
+
+ protected:
+  void do_startup() override {
+    workers_.reserve(n_workers_);
+    for (unsigned i = 0; i < n_workers_; ++i) workers_.emplace_back([this, i] { work(static_cast<int>(i)); });
+  }
+
+  void do_submit(wm_task* const* tasks, std::size_t n) override {
+    bool wake_all;
+    bool wake_one;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_) throw std::runtime_error("the threads work manager is shut down");
+      queue_.insert(queue_.end(), tasks, tasks + n);
+      queued_.store(queue_.size(), std::memory_order_release);
+      wake_all = sleepers_ > 1 && n > 1;
+      wake_one = sleepers_ > 0;
+    }
+    if (wake_all)
+      cv_.notify_all();
+    else if (wake_one)
+      cv_.notify_one();
+  }
+
+  void do_shutdown() override {
+    std::deque<wm_task*> left;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+      left.swap(queue_);
+      queued_.store(0);
+    }
+    cv_.notify_all();
+    // Tasks not started fail at once; running ones finish (a thread cannot be stopped safely).
+    for (wm_task* t : left)
+      fail(t, WM_FAIL_SHUTDOWN, "the threads work manager shut down before this task started");
+    stop_workers();
+  }
+
+  unsigned do_n_workers() const override { return n_workers_; }
+
+ private:
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_)
+      if (t.joinable()) t.join();
+    workers_.clear();
+  }
+
+  // Waits briefly for work without the lock: a burst of tiny tasks arrives faster than a thread
+  // wakes from sleep. spin_us_ = 0 turns it off.
+  void spin_for_work() {
+    if (spin_us_ <= 0) return;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
+    do {
+      for (int i = 0; i < 64; ++i) {
+        if (queued_.load(std::memory_order_acquire) != 0) return;
+        WM_CPU_RELAX();
+      }
+    } while (std::chrono::steady_clock::now() < until);
+  }
+
+  void work(int index) {
+    services().set_worker_index(index);
+    std::vector<wm_task*> batch;
+    for (;;) {
+      batch.clear();
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        while (queue_.empty() && !stopping_) {
+          lock.unlock();
+          spin_for_work();
+          lock.lock();
+          if (!queue_.empty() || stopping_) break;
+          ++sleepers_;
+          cv_.wait(lock);
+          --sleepers_;
+        }
+        if (queue_.empty()) return;  // stopping
+        // Take a share of the queue: fewer lock round trips for tiny tasks, and small enough
+        // near the end that no worker sits on a backlog while another idles.
+        std::size_t take = std::clamp<std::size_t>(queue_.size() / (4 * n_workers_), 1, 64);
+        for (std::size_t i = 0; i < take; ++i) {
+          batch.push_back(queue_.front());
+          queue_.pop_front();
+        }
+        queued_.store(queue_.size(), std::memory_order_release);
+      }
+      for (wm_task* t : batch) execute(t);
+    }
+  }
+
+  unsigned n_workers_ = 1;
+  int spin_us_ = 0;
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<wm_task*> queue_;
+  std::atomic<std::size_t> queued_{0};
+  int sleepers_ = 0;
+  bool stopping_ = false;
+};
+
+}  // namespace
+
+WM_DECLARE_BACKEND(threads, ThreadsBackend, "1.0.0",
+                   "Runs tasks on a pool of threads in this process (n_workers defaults to the cores)",
+                   WM_CAP_IN_PROCESS,
+                   wm::sdk::option_int("spin-us", "50", 0, 100000,
+                                       "microseconds an idle worker keeps looking for work before it "
+                                       "sleeps (0: sleep at once)"))

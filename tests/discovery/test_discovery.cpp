@@ -1,0 +1,517 @@
+// test_discovery.cpp: plugin discovery reads metadata without running plugin code and survives any file.
+#include "plugin_scan.hpp"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <link.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fs = std::filesystem;
+using wm::detail::read_plugin_file;
+using wm::detail::scan_plugin_directories;
+using wm::detail::ScannedPlugin;
+
+namespace {
+
+using Bytes = std::vector<unsigned char>;
+
+// A fresh directory per test, removed afterwards even when the test fails.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "wm_discovery_XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  std::string str() const { return path_.string(); }
+
+ private:
+  fs::path path_;
+};
+
+Bytes read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_bytes(const std::string& path, const Bytes& bytes, std::size_t size) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(std::min(size, bytes.size())));
+  ASSERT_TRUE(out.good()) << path;
+}
+void write_bytes(const std::string& path, const Bytes& bytes) { write_bytes(path, bytes, bytes.size()); }
+
+bool contains(const std::string& text, std::string_view part) { return text.find(part) != std::string::npos; }
+
+// Every read must return promptly: a hang is as bad as a crash for the host.
+ScannedPlugin timed_read(const std::string& path) {
+  const auto start = std::chrono::steady_clock::now();
+  ScannedPlugin p = read_plugin_file(path);
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(took, std::chrono::seconds(5)) << path;
+  return p;
+}
+
+std::size_t find_unique(const Bytes& bytes, std::string_view needle) {
+  std::size_t found = std::string::npos;
+  for (auto it = bytes.begin();; ++it) {
+    it = std::search(it, bytes.end(), needle.begin(), needle.end());
+    if (it == bytes.end()) break;
+    EXPECT_EQ(found, std::string::npos) << "'" << needle << "' occurs twice";
+    found = static_cast<std::size_t>(it - bytes.begin());
+  }
+  return found;
+}
+
+std::size_t record_offset(const Bytes& bytes) {
+  const std::size_t at = find_unique(bytes, std::string_view(WM_PLUGIN_MAGIC, 8));
+  EXPECT_NE(at, std::string::npos);
+  EXPECT_LE(at + sizeof(wm_plugin_metadata), bytes.size());
+  return at;
+}
+
+Elf64_Ehdr header_of(const Bytes& bytes) {
+  Elf64_Ehdr eh{};
+  std::memcpy(&eh, bytes.data(), sizeof eh);
+  return eh;
+}
+
+// The invariant every outcome must satisfy, whatever the input was.
+void expect_well_formed(const ScannedPlugin& p) {
+  if (p.usable) {
+    EXPECT_TRUE(p.reason.empty()) << p.path;
+    EXPECT_TRUE(p.has_meta) << p.path;
+  } else {
+    EXPECT_FALSE(p.reason.empty()) << p.path;
+  }
+  // One printable line: bytes taken from a hostile file must not reach a terminal raw.
+  EXPECT_TRUE(std::all_of(p.reason.begin(), p.reason.end(), [](char c) { return c >= 0x20 && c < 0x7f; }))
+      << p.reason;
+  if (p.has_meta) {
+    ASSERT_NE(std::memchr(p.meta.name, '\0', sizeof p.meta.name), nullptr) << p.path;
+    const std::string name = p.meta.name;
+    EXPECT_FALSE(name.empty()) << p.path;
+    EXPECT_TRUE(std::all_of(name.begin(), name.end(),
+                            [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'; }))
+        << name;
+  }
+}
+
+bool is_loaded(std::string_view basename) {
+  struct Query {
+    std::string_view name;
+    bool found = false;
+  } q{basename};
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, std::size_t, void* data) {
+        auto* query = static_cast<Query*>(data);
+        const std::string_view n = info->dlpi_name != nullptr ? info->dlpi_name : "";
+        if (n.size() >= query->name.size() && n.substr(n.size() - query->name.size()) == query->name)
+          query->found = true;
+        return 0;
+      },
+      &q);
+  return q.found;
+}
+
+// Sets an environment variable for one scope and restores the old value.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) ::setenv(name_, old_->c_str(), 1);
+    else ::unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+}  // namespace
+
+TEST(Discovery, GoodPluginIsReadWithoutRunningItsConstructor) {
+  // good.so's constructor aborts: this test process surviving is the proof it was never loaded.
+  const ScannedPlugin p = timed_read(WM_FIXTURE_GOOD);
+  EXPECT_TRUE(p.usable) << p.reason;
+  EXPECT_TRUE(p.reason.empty());
+  ASSERT_TRUE(p.has_meta);
+  EXPECT_STREQ(p.meta.name, "fixture_good");
+  EXPECT_STREQ(p.meta.version, "1.2.3");
+  EXPECT_STREQ(p.meta.entry_symbol, "fixture_entry");
+  EXPECT_EQ(p.meta.abi_version, WM_ABI_VERSION);
+  EXPECT_EQ(p.meta.capabilities, static_cast<uint64_t>(WM_CAP_IN_PROCESS));
+  ASSERT_EQ(p.meta.n_options, 2u);
+  EXPECT_STREQ(p.meta.options[0].name, "workers");
+  EXPECT_EQ(p.meta.options[0].type, static_cast<uint32_t>(WM_OPTION_INT));
+  EXPECT_EQ(p.meta.options[0].int_max, 1024);
+  EXPECT_STREQ(p.meta.options[1].name, "spin-us");
+  EXPECT_EQ(p.path, WM_FIXTURE_GOOD);
+  EXPECT_FALSE(is_loaded("/good.so"));
+}
+
+TEST(Discovery, StrippedPluginKeepsItsRecord) {
+  const ScannedPlugin p = timed_read(WM_FIXTURE_GOOD_STRIPPED);
+  EXPECT_TRUE(p.usable) << p.reason;
+  EXPECT_STREQ(p.meta.name, "fixture_good");
+}
+
+TEST(Discovery, SymlinkToPluginIsFollowed) {
+  TempDir dir;
+  fs::create_symlink(WM_FIXTURE_GOOD, dir.file("link.so"));
+  EXPECT_TRUE(timed_read(dir.file("link.so")).usable);
+  fs::create_symlink(dir.file("nowhere.so"), dir.file("dangling.so"));
+  const ScannedPlugin p = timed_read(dir.file("dangling.so"));
+  EXPECT_FALSE(p.usable);
+  EXPECT_TRUE(contains(p.reason, "cannot read")) << p.reason;
+}
+
+TEST(Discovery, WrongAbiIsRefusedButNamed) {
+  const ScannedPlugin p = timed_read(WM_FIXTURE_WRONG_ABI);
+  EXPECT_FALSE(p.usable);
+  EXPECT_TRUE(contains(p.reason, "built for ABI version 999, this core speaks ABI version 1")) << p.reason;
+  EXPECT_TRUE(contains(p.reason, "rebuild the plugin against this SDK")) << p.reason;
+  ASSERT_TRUE(p.has_meta);
+  EXPECT_STREQ(p.meta.name, "fixture_wrong_abi");
+}
+
+TEST(Discovery, MissingDependencyIsNamed) {
+  const ScannedPlugin p = timed_read(WM_FIXTURE_MISSING_DEP);
+  EXPECT_FALSE(p.usable);
+  EXPECT_TRUE(contains(p.reason, "missing dependency libwm_fixture_dep.so")) << p.reason;
+  EXPECT_TRUE(contains(p.reason, "searched:")) << p.reason;
+  EXPECT_TRUE(p.has_meta);
+  EXPECT_STREQ(p.meta.name, "fixture_missing_dep");
+}
+
+TEST(Discovery, DependencyFoundThroughLdLibraryPath) {
+  ScopedEnv env("LD_LIBRARY_PATH", std::string("/nonexistent:") + WM_FIXTURE_DEP_DIR);
+  const ScannedPlugin p = timed_read(WM_FIXTURE_MISSING_DEP);
+  EXPECT_TRUE(p.usable) << p.reason;
+}
+
+TEST(Discovery, DependencyFoundThroughOriginRunpath) {
+  const ScannedPlugin in_place = timed_read(WM_FIXTURE_ORIGIN_DEP);
+  EXPECT_TRUE(in_place.usable) << in_place.reason;
+  // $ORIGIN follows the file: a copy elsewhere no longer finds the library.
+  TempDir dir;
+  fs::copy_file(WM_FIXTURE_ORIGIN_DEP, dir.file("origin_dep.so"));
+  const ScannedPlugin moved = timed_read(dir.file("origin_dep.so"));
+  EXPECT_FALSE(moved.usable);
+  EXPECT_TRUE(contains(moved.reason, "missing dependency libwm_fixture_dep.so")) << moved.reason;
+}
+
+TEST(Discovery, LdSoConfDirectoriesAreAbsolute) {
+  for (const std::string& d : wm::detail::ld_so_conf_directories()) EXPECT_EQ(d.front(), '/') << d;
+}
+
+TEST(Discovery, NonPluginFilesGetSpecificReasons) {
+  TempDir dir;
+  const Bytes good = read_bytes(WM_FIXTURE_GOOD);
+  ASSERT_GT(good.size(), 1000u);
+
+  write_bytes(dir.file("x.so"), Bytes{'h', 'e', 'l', 'l', 'o', '\n'});
+  EXPECT_TRUE(contains(timed_read(dir.file("x.so")).reason, "not an ELF file"));
+
+  write_bytes(dir.file("empty.so"), Bytes{});
+  EXPECT_TRUE(contains(timed_read(dir.file("empty.so")).reason, "empty file"));
+
+  for (std::size_t len : {std::size_t{10}, std::size_t{64}, good.size() / 2, good.size() - 1}) {
+    const std::string path = dir.file("trunc" + std::to_string(len) + ".so");
+    write_bytes(path, good, len);
+    const ScannedPlugin p = timed_read(path);
+    EXPECT_FALSE(p.usable);
+    EXPECT_TRUE(contains(p.reason, "truncated")) << len << ": " << p.reason;
+  }
+
+  ASSERT_EQ(::mkfifo(dir.file("fifo.so").c_str(), 0600), 0);
+  const ScannedPlugin fifo = timed_read(dir.file("fifo.so"));
+  EXPECT_FALSE(fifo.usable);
+  EXPECT_TRUE(contains(fifo.reason, "not a regular file")) << fifo.reason;
+
+  fs::create_directory(dir.file("dir.so"));
+  EXPECT_TRUE(contains(timed_read(dir.file("dir.so")).reason, "not a regular file"));
+  EXPECT_TRUE(contains(timed_read("/dev/null").reason, "not a regular file"));
+  EXPECT_TRUE(contains(timed_read("/dev/zero").reason, "not a regular file"));
+
+  EXPECT_TRUE(contains(timed_read(dir.file("absent.so")).reason, "cannot read"));
+
+  // A sparse file: large on paper, cheap on disk; it must be refused without being read.
+  {
+    const std::string huge = dir.file("huge.so");
+    write_bytes(huge, good);
+    ASSERT_EQ(::truncate(huge.c_str(), static_cast<off_t>(wm::detail::kMaxPluginFileSize + 1)), 0);
+    EXPECT_TRUE(contains(timed_read(huge).reason, "too large"));
+  }
+}
+
+TEST(Discovery, ElfLevelDefectsGetSpecificReasons) {
+  TempDir dir;
+  const Bytes good = read_bytes(WM_FIXTURE_GOOD);
+  ASSERT_GE(good.size(), sizeof(Elf64_Ehdr));
+  struct Case {
+    const char* what;
+    std::function<void(Bytes&)> patch;
+    const char* expected;
+  };
+  const std::vector<Case> cases = {
+      {"aarch64",
+       [](Bytes& b) {
+         const std::uint16_t machine = EM_AARCH64;
+         std::memcpy(b.data() + offsetof(Elf64_Ehdr, e_machine), &machine, sizeof machine);
+       },
+       "built for another architecture (EM_AARCH64)"},
+      {"32-bit", [](Bytes& b) { b[EI_CLASS] = ELFCLASS32; }, "32-bit"},
+      {"big-endian", [](Bytes& b) { b[EI_DATA] = ELFDATA2MSB; }, "byte order"},
+      {"executable", [](Bytes& b) { b[offsetof(Elf64_Ehdr, e_type)] = ET_EXEC; }, "not a shared library"},
+      {"section table past end",
+       [](Bytes& b) {
+         Elf64_Ehdr eh = header_of(b);
+         eh.e_shoff = b.size() - 10;
+         std::memcpy(b.data(), &eh, sizeof eh);
+       },
+       "truncated ELF file (section table past end of file)"},
+      {"no section", [](Bytes& b) {
+         const std::size_t at = find_unique(b, std::string_view(WM_PLUGIN_SECTION "", sizeof WM_PLUGIN_SECTION));
+         ASSERT_NE(at, std::string::npos);
+         b[at + 1] = 'x';
+       },
+       "not a work-manager plugin: no .wmplug section"},
+  };
+  for (const Case& c : cases) {
+    Bytes b = good;
+    c.patch(b);
+    const std::string path = dir.file(std::string(c.what) + ".so");
+    write_bytes(path, b);
+    const ScannedPlugin p = timed_read(path);
+    EXPECT_FALSE(p.usable) << c.what;
+    EXPECT_TRUE(contains(p.reason, c.expected)) << c.what << ": " << p.reason;
+    expect_well_formed(p);
+  }
+}
+
+TEST(Discovery, MalformedRecordsGetSpecificReasons) {
+  TempDir dir;
+  const Bytes good = read_bytes(WM_FIXTURE_GOOD);
+  const std::size_t at = record_offset(good);
+  ASSERT_NE(at, std::string::npos);
+  struct Case {
+    const char* what;
+    std::function<void(wm_plugin_metadata&)> patch;
+    const char* expected;
+    bool name_shown;
+  };
+  const std::vector<Case> cases = {
+      {"magic", [](wm_plugin_metadata& m) { m.magic[7] = '2'; }, "wrong magic", false},
+      {"abi7", [](wm_plugin_metadata& m) { m.abi_version = 7; },
+       "built for ABI version 7, this core speaks ABI version 1: rebuild the plugin against this SDK", true},
+      {"record_size", [](wm_plugin_metadata& m) { m.record_size = 12; }, "record_size is 12", true},
+      {"name_unterminated", [](wm_plugin_metadata& m) { std::memset(m.name, 'a', sizeof m.name); },
+       "metadata record malformed: name not NUL-terminated", false},
+      {"name_empty", [](wm_plugin_metadata& m) { m.name[0] = '\0'; }, "name is empty", false},
+      {"name_upper", [](wm_plugin_metadata& m) { m.name[0] = 'F'; }, "[a-z0-9_]", false},
+      {"version", [](wm_plugin_metadata& m) { std::memset(m.version, 'v', sizeof m.version); },
+       "version not NUL-terminated", true},
+      {"description", [](wm_plugin_metadata& m) { std::memset(m.description, 'd', sizeof m.description); },
+       "description not NUL-terminated", true},
+      {"entry_empty", [](wm_plugin_metadata& m) { m.entry_symbol[0] = '\0'; }, "entry_symbol is empty", true},
+      {"entry_unterminated", [](wm_plugin_metadata& m) { std::memset(m.entry_symbol, 'e', sizeof m.entry_symbol); },
+       "entry_symbol not NUL-terminated", true},
+      {"n_options", [](wm_plugin_metadata& m) { m.n_options = WM_META_MAX_OPTIONS + 1; }, "n_options is 17", true},
+      {"option_type0", [](wm_plugin_metadata& m) { m.options[1].type = 0; }, "option 1 ('spin-us') has type 0", true},
+      {"option_type5", [](wm_plugin_metadata& m) { m.options[0].type = 5; }, "has type 5", true},
+      {"option_name_chars", [](wm_plugin_metadata& m) { std::strcpy(m.options[0].name, "bad_name"); },
+       "option 0 name", true},
+      {"option_name_empty", [](wm_plugin_metadata& m) { m.options[0].name[0] = '\0'; }, "option 0 name", true},
+      {"option_duplicate", [](wm_plugin_metadata& m) { std::strcpy(m.options[1].name, "workers"); },
+       "declared twice", true},
+      {"option_help", [](wm_plugin_metadata& m) { std::memset(m.options[0].help, 'h', sizeof m.options[0].help); },
+       "help not NUL-terminated", true},
+  };
+  for (const Case& c : cases) {
+    Bytes b = good;
+    wm_plugin_metadata m{};
+    std::memcpy(&m, b.data() + at, sizeof m);
+    c.patch(m);
+    std::memcpy(b.data() + at, &m, sizeof m);
+    const std::string path = dir.file(std::string(c.what) + ".so");
+    write_bytes(path, b);
+    const ScannedPlugin p = timed_read(path);
+    EXPECT_FALSE(p.usable) << c.what;
+    EXPECT_TRUE(contains(p.reason, c.expected)) << c.what << ": " << p.reason;
+    EXPECT_EQ(p.has_meta, c.name_shown) << c.what;
+    if (c.name_shown && p.has_meta) {
+      EXPECT_STREQ(p.meta.name, "fixture_good") << c.what;
+    }
+    expect_well_formed(p);
+  }
+}
+
+TEST(Discovery, FuzzedCopiesNeverCrashOrHang) {
+  TempDir dir;
+  const Bytes good = read_bytes(WM_FIXTURE_GOOD);
+  ASSERT_GT(good.size(), sizeof(Elf64_Ehdr));
+  const Elf64_Ehdr eh = header_of(good);
+  const std::size_t record = record_offset(good);
+  ASSERT_NE(record, std::string::npos);
+  const std::size_t sh_begin = std::min<std::size_t>(eh.e_shoff, good.size() - 1);
+  const std::size_t sh_size = std::max<std::size_t>(1, good.size() - sh_begin);
+
+  // mt19937_64's output sequence is fixed by the standard, so every run fuzzes the same files;
+  // distributions are not, hence the plain modulo.
+  std::mt19937_64 rng(20240607);
+  auto below = [&rng](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
+  auto flip = [&](Bytes& b, std::size_t begin, std::size_t span, std::size_t count) {
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t at = begin + below(span);
+      if (at < b.size()) b[at] ^= static_cast<unsigned char>(1 + below(255));
+    }
+  };
+
+  int usable = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 300; ++i) {
+    Bytes b = good;
+    switch (i % 8) {
+      case 0: flip(b, 0, b.size(), 1 + below(8)); break;
+      case 1: flip(b, 0, sizeof(Elf64_Ehdr), 1 + below(4)); break;
+      case 2: flip(b, sh_begin, sh_size, 1 + below(8)); break;
+      case 3: {  // a random range overwritten with noise
+        const std::size_t at = below(b.size());
+        const std::size_t len = std::min(b.size() - at, 1 + below(256));
+        for (std::size_t k = 0; k < len; ++k) b[at + k] = static_cast<unsigned char>(rng());
+        break;
+      }
+      case 4: {  // extreme values in a header or section-header field
+        const bool in_header = below(2) == 0;
+        const std::size_t base = in_header ? 0 : sh_begin;
+        const std::size_t span = in_header ? sizeof(Elf64_Ehdr) : sh_size;
+        const std::size_t at = base + (below(span) & ~std::size_t{7});
+        const unsigned char fill = below(2) == 0 ? 0xff : 0x00;
+        for (std::size_t k = 0; k < 8 && at + k < b.size(); ++k) b[at + k] = fill;
+        if (below(2) == 0 && at + 7 < b.size()) b[at + 7] = 0x7f;
+        break;
+      }
+      case 5: flip(b, record, sizeof(wm_plugin_metadata), 1 + below(6)); break;
+      case 6: {
+        b.resize(1 + below(b.size()));
+        flip(b, 0, b.size(), below(3));
+        break;
+      }
+      case 7: {  // a random section header's offset/size/link fields swapped for large or odd values
+        const std::size_t nsec = eh.e_shnum == 0 ? 1 : eh.e_shnum;
+        const std::size_t sec = sh_begin + below(nsec) * sizeof(Elf64_Shdr);
+        const std::size_t fields[] = {offsetof(Elf64_Shdr, sh_offset), offsetof(Elf64_Shdr, sh_size),
+                                      offsetof(Elf64_Shdr, sh_link), offsetof(Elf64_Shdr, sh_name),
+                                      offsetof(Elf64_Shdr, sh_type), offsetof(Elf64_Shdr, sh_entsize)};
+        const std::size_t at = sec + fields[below(std::size(fields))];
+        const uint64_t values[] = {0, 1, b.size(), b.size() - 1, ~uint64_t{0}, uint64_t{1} << 31, rng()};
+        const uint64_t v = values[below(std::size(values))];
+        if (at + 8 <= b.size()) std::memcpy(b.data() + at, &v, at == sec + offsetof(Elf64_Shdr, sh_link) ? 4 : 8);
+        break;
+      }
+    }
+    const std::string path = dir.file("fuzz_" + std::to_string(i) + ".so");
+    write_bytes(path, b);
+    const ScannedPlugin p = timed_read(path);
+    expect_well_formed(p);
+    if (p.usable) ++usable;
+  }
+  // A scan must stay cheap enough for a host to do it at every start-up.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  RecordProperty("usable_fuzzed_copies", usable);
+}
+
+TEST(Discovery, ScanListsEveryCandidateWithItsReason) {
+  TempDir dir;
+  const Bytes good = read_bytes(WM_FIXTURE_GOOD);
+  fs::copy_file(WM_FIXTURE_GOOD, dir.file("a_good.so"));
+  fs::copy_file(WM_FIXTURE_GOOD_STRIPPED, dir.file("b_stripped.so"));
+  fs::copy_file(WM_FIXTURE_WRONG_ABI, dir.file("wrong_abi.so"));
+  fs::copy_file(WM_FIXTURE_MISSING_DEP, dir.file("missing_dep.so"));
+  fs::copy_file(WM_FIXTURE_GOOD, dir.file("libversioned.so.1.2"));
+  write_bytes(dir.file("x.so"), Bytes{'t', 'e', 'x', 't'});
+  write_bytes(dir.file("empty.so"), Bytes{});
+  write_bytes(dir.file("trunc.so"), good, good.size() / 2);
+  ASSERT_EQ(::mkfifo(dir.file("fifo.so").c_str(), 0600), 0);
+  fs::create_directory(dir.file("dir.so"));
+  // Not candidates: wrong suffixes.
+  write_bytes(dir.file("readme.txt"), Bytes{'x'});
+  fs::copy_file(WM_FIXTURE_GOOD, dir.file("good.sox"));
+  fs::copy_file(WM_FIXTURE_GOOD, dir.file("good.so~"));
+
+  TempDir second;
+  fs::copy_file(WM_FIXTURE_GOOD, second.file("z_second.so"));
+
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<ScannedPlugin> found =
+      scan_plugin_directories({dir.str(), "/nonexistent/wm/plugins", second.str(), dir.str() + "/"});
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+
+  std::vector<std::string> names;
+  for (const ScannedPlugin& p : found) {
+    names.push_back(fs::path(p.path).filename().string());
+    expect_well_formed(p);
+  }
+  // Sorted within a directory, directories in the given order, the repeated directory scanned once.
+  const std::vector<std::string> expected = {"a_good.so",     "b_stripped.so", "dir.so",          "empty.so",
+                                             "fifo.so",       "libversioned.so.1.2", "missing_dep.so", "trunc.so",
+                                             "wrong_abi.so",  "x.so",          "z_second.so"};
+  ASSERT_EQ(names, expected);
+
+  auto by_name = [&](const std::string& n) -> const ScannedPlugin& {
+    return found[static_cast<std::size_t>(std::find(names.begin(), names.end(), n) - names.begin())];
+  };
+  for (const char* n : {"a_good.so", "b_stripped.so", "libversioned.so.1.2", "z_second.so"}) {
+    EXPECT_TRUE(by_name(n).usable) << n << ": " << by_name(n).reason;
+    EXPECT_STREQ(by_name(n).meta.name, "fixture_good") << n;
+  }
+  EXPECT_EQ(by_name("a_good.so").path, dir.file("a_good.so"));
+  const std::pair<const char*, const char*> broken[] = {
+      {"wrong_abi.so", "ABI version 999"},
+      {"missing_dep.so", "missing dependency libwm_fixture_dep"},
+      {"x.so", "not an ELF"},
+      {"empty.so", "empty file"},
+      {"trunc.so", "truncated"},
+      {"fifo.so", "regular file"},
+      {"dir.so", "regular file"},
+  };
+  for (const auto& [n, why] : broken) {
+    EXPECT_FALSE(by_name(n).usable) << n;
+    EXPECT_TRUE(contains(by_name(n).reason, why)) << n << ": " << by_name(n).reason;
+  }
+  EXPECT_STREQ(by_name("wrong_abi.so").meta.name, "fixture_wrong_abi");
+
+  EXPECT_TRUE(scan_plugin_directories({}).empty());
+  EXPECT_TRUE(scan_plugin_directories({"", "/nonexistent"}).empty());
+}

@@ -1,0 +1,117 @@
+// loopback_backend.cpp: test-only backend that sends every task through the remote path in one
+// process: encode -> execute by name on a worker thread -> decode. It tests everything a remote
+// backend relies on before any remote backend exists, and can corrupt replies on request.
+#include <wm/sdk/backend.hpp>
+
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+class LoopbackBackend final : public wm::sdk::Backend {
+ public:
+  LoopbackBackend(const wm_core_services* s, const wm_backend_config* c, const char* name)
+      : Backend(s, c, name) {
+    n_workers_ = requested_workers() == 0 ? 2 : requested_workers();
+    corrupt_ = option_string("corrupt");
+  }
+  ~LoopbackBackend() override { join(); }
+
+ protected:
+  void do_startup() override {
+    for (unsigned i = 0; i < n_workers_; ++i) threads_.emplace_back([this, i] { work(static_cast<int>(i)); });
+  }
+
+  void do_submit(wm_task* const* tasks, std::size_t n) override {
+    std::vector<Job> jobs;
+    jobs.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      auto [data, size] = encode(tasks[i]);  // throws for tasks that cannot travel
+      // A private copy of the request, as a transport would have.
+      jobs.push_back(Job{tasks[i], std::string(static_cast<const char*>(data), size)});
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_) throw std::runtime_error("the loopback work manager is shut down");
+      for (auto& j : jobs) queue_.push_back(std::move(j));
+    }
+    cv_.notify_all();
+  }
+
+  void do_shutdown() override {
+    std::deque<Job> left;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+      left.swap(queue_);
+    }
+    cv_.notify_all();
+    for (auto& j : left) fail(j.task, WM_FAIL_SHUTDOWN, "the loopback work manager shut down first");
+    join();
+  }
+
+  unsigned do_n_workers() const override { return n_workers_; }
+
+ private:
+  struct Job {
+    wm_task* task;
+    std::string request;
+  };
+
+  void join() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+    threads_.clear();
+  }
+
+  static void append(void* ctx, const void* data, std::size_t size) {
+    static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), size);
+  }
+
+  void work(int index) {
+    services().set_worker_index(index);
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      if (corrupt_ == "request" && !job.request.empty()) job.request[0] ^= 0x5a;
+      std::string reply;
+      wm_reply_sink sink{&reply, &append};
+      services().execute_encoded(job.request.data(), job.request.size(), &sink);
+      if (corrupt_ == "reply" && reply.size() > 8) reply.resize(reply.size() / 2 + 1), reply[0] ^= 0x5a;
+      if (corrupt_ == "truncate" && reply.size() > 6) reply.resize(6);
+      complete_encoded(job.task, reply.data(), reply.size());
+    }
+  }
+
+  unsigned n_workers_ = 2;
+  std::string corrupt_;
+  std::vector<std::thread> threads_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Job> queue_;
+  bool stopping_ = false;
+};
+
+}  // namespace
+
+WM_DECLARE_BACKEND(loopback, LoopbackBackend, "1.0.0",
+                   "Test backend: every task is encoded, executed by name on a thread, and decoded",
+                   WM_CAP_REMOTE,
+                   wm::sdk::option_string("corrupt", "",
+                                          "test hook: 'request', 'reply' or 'truncate' corrupts bytes"))
