@@ -1,0 +1,55 @@
+// test_tasks.cpp: the tasks the tests submit. Registered by name, so every backend can run them.
+#include "test_tasks.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
+namespace wmtest {
+
+int square(int x) { return x * x; }
+int add(int a, int b) { return a + b; }
+void nothing() {}
+std::string echo(std::string s) { return s; }
+int sleep_then(int ms, int value) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return value;
+}
+int throw_runtime(std::string message) { throw std::runtime_error(message); }
+int throw_int(int value) { throw value; }
+std::int64_t where_pid() { return static_cast<std::int64_t>(getpid()); }
+std::string process_index() {
+  const char* v = std::getenv("WM_PROCESS_INDEX");
+  return v ? v : "";
+}
+
+ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
+  if (const char* old = std::getenv(name)) {
+    had_ = true;
+    old_ = old;
+  }
+  if (value)
+    setenv(name, value, 1);
+  else
+    unsetenv(name);
+}
+ScopedEnv::~ScopedEnv() {
+  if (had_)
+    setenv(name_.c_str(), old_.c_str(), 1);
+  else
+    unsetenv(name_.c_str());
+}
+
+}  // namespace wmtest
+
+WM_TASK(wmtest::square);
+WM_TASK(wmtest::add);
+WM_TASK(wmtest::nothing);
+WM_TASK(wmtest::echo);
+WM_TASK(wmtest::sleep_then);
+WM_TASK(wmtest::throw_runtime);
+WM_TASK(wmtest::throw_int);
+WM_TASK(wmtest::where_pid);
+WM_TASK(wmtest::process_index);

@@ -1,0 +1,37 @@
+// test_tasks.hpp: tasks registered with WM_TASK, shared by the tests, and small test helpers.
+#pragma once
+
+#include <wm/wm.hpp>
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace wmtest {
+
+int square(int x);
+int add(int a, int b);
+void nothing();
+std::string echo(std::string s);
+int sleep_then(int ms, int value);          // sleeps ms milliseconds, returns value
+int throw_runtime(std::string message);     // throws std::runtime_error(message)
+int throw_int(int value);                   // throws value (not a std::exception)
+std::int64_t where_pid();                   // getpid() of the process running it
+std::string process_index();                // WM_PROCESS_INDEX seen by the task ("" if unset)
+
+/** Sets an environment variable for the life of the object, restoring it afterwards. */
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_;
+  bool had_ = false;
+  std::string old_;
+};
+
+}  // namespace wmtest

@@ -1,0 +1,382 @@
+// conformance_test.cpp: the behaviour every backend must have, run on each backend by name through
+// the real WM_WORK_MANAGER variable (after WESTPA's CommonWorkManagerTests). A parameter is
+// "name" or "name:workers" (then WM_N_WORKERS is set too).
+#include "../common/test_tasks.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <numeric>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+using namespace std::chrono_literals;
+using wmtest::ScopedEnv;
+
+namespace {
+
+std::vector<std::string> backend_params() {
+  std::vector<std::string> out;
+  std::stringstream ss(WM_CONFORMANCE_BACKENDS);
+  std::string item;
+  while (std::getline(ss, item, ',')) if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::string param_name(const testing::TestParamInfo<std::string>& info) {
+  std::string s = info.param;
+  std::replace(s.begin(), s.end(), ':', '_');
+  return s;
+}
+
+class Conformance : public testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    const std::string p = GetParam();
+    const auto colon = p.find(':');
+    backend_ = p.substr(0, colon);
+    workers_ = colon == std::string::npos ? "" : p.substr(colon + 1);
+    env_wm_ = std::make_unique<ScopedEnv>("WM_WORK_MANAGER", backend_.c_str());
+    env_n_ = std::make_unique<ScopedEnv>("WM_N_WORKERS", workers_.empty() ? nullptr : workers_.c_str());
+    wm_ = wm::make_work_manager();
+    ASSERT_EQ(wm_->name(), backend_);
+  }
+  void TearDown() override { wm_.reset(); }
+
+  // Generous bound for "it finished": failing it means a hang, not slowness.
+  template <class F>
+  void expect_done(const F& f, std::chrono::seconds limit = 60s) {
+    ASSERT_TRUE(f.wait_for(limit)) << "future did not finish within " << limit.count() << " s";
+  }
+
+  std::string backend_, workers_;
+  std::unique_ptr<ScopedEnv> env_wm_, env_n_;
+  std::unique_ptr<wm::WorkManager> wm_;
+};
+
+TEST_P(Conformance, SubmitReturnsResult) {
+  wm::Future<int> f = wm_->submit(wmtest::square, 7);
+  expect_done(f);
+  EXPECT_TRUE(f.done());
+  EXPECT_FALSE(f.failed());
+  EXPECT_EQ(f.get_result(), 49);
+  EXPECT_EQ(f.task_name(), "wmtest::square");
+  EXPECT_TRUE(std::regex_match(f.task_id(), std::regex("[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")))
+      << f.task_id();
+}
+
+TEST_P(Conformance, TaskIdsAreUnique) {
+  std::set<std::string> ids;
+  for (int i = 0; i < 200; ++i) ids.insert(wm_->submit(wmtest::square, i).task_id());
+  EXPECT_EQ(ids.size(), 200u);
+}
+
+TEST_P(Conformance, VoidAndStringTasks) {
+  auto v = wm_->submit(wmtest::nothing);
+  auto s = wm_->submit(wmtest::echo, std::string("hello, world"));
+  v.get_result();
+  EXPECT_EQ(s.get_result(), "hello, world");
+}
+
+TEST_P(Conformance, SubmitManyKeepsOrder) {
+  std::vector<wm::TaskSpec<int>> specs;
+  for (int i = 0; i < 1000; ++i) specs.push_back(wm::task(wmtest::square, i));
+  auto futures = wm_->submit_many(std::move(specs));
+  ASSERT_EQ(futures.size(), 1000u);
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(futures[i].get_result(), i * i);
+}
+
+TEST_P(Conformance, SubmitManyFromArgumentTuples) {
+  std::vector<std::tuple<int, int>> args;
+  for (int i = 0; i < 100; ++i) args.emplace_back(i, 2 * i);
+  auto futures = wm_->submit_many(wmtest::add, args);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(futures[i].get_result(), 3 * i);
+}
+
+TEST_P(Conformance, AsCompletedYieldsEachFutureOnce) {
+  std::vector<wm::TaskSpec<int>> specs;
+  for (int i = 0; i < 20; ++i) specs.push_back(wm::task(wmtest::sleep_then, (i % 4) * 5, i));
+  auto futures = wm_->submit_many(std::move(specs));
+  std::multiset<int> seen;
+  std::set<const void*> identities;  // futures compare by the task they refer to
+  for (const auto& f : wm_->as_completed(futures)) {
+    EXPECT_TRUE(f.done());
+    seen.insert(f.get_result());
+    identities.insert(f.state().get());
+  }
+  std::multiset<int> expected;
+  for (int i = 0; i < 20; ++i) expected.insert(i);
+  EXPECT_EQ(seen, expected);
+  EXPECT_EQ(identities.size(), 20u);
+}
+
+TEST_P(Conformance, AsCompletedOfNothing) {
+  std::vector<wm::Future<int>> none;
+  int n = 0;
+  for (const auto& f : wm_->as_completed(none)) n += f.valid();
+  EXPECT_EQ(n, 0);
+}
+
+TEST_P(Conformance, SubmitAsCompletedBoundsInFlight) {
+  for (std::size_t queue_size : {std::size_t(1), std::size_t(5), std::size_t(0)}) {
+    int generated = 0, yielded = 0;
+    std::size_t max_in_flight = 0;
+    auto gen = [&]() -> std::optional<wm::TaskSpec<int>> {
+      if (generated == 60) return std::nullopt;
+      max_in_flight = std::max<std::size_t>(max_in_flight, std::size_t(generated - yielded + 1));
+      const int i = generated++;
+      return wm::task(wmtest::sleep_then, i % 3, i);
+    };
+    std::set<int> results;
+    for (const auto& f : wm_->submit_as_completed(gen, queue_size)) {
+      ++yielded;
+      results.insert(f.get_result());
+    }
+    EXPECT_EQ(generated, 60);
+    EXPECT_EQ(yielded, 60);
+    EXPECT_EQ(results.size(), 60u);
+    if (queue_size > 0) {
+      EXPECT_LE(max_in_flight, queue_size) << "queue_size " << queue_size;
+    } else {
+      EXPECT_EQ(max_in_flight, 60u);
+    }
+  }
+}
+
+TEST_P(Conformance, WaitAnyReturnsAFinishedFuture) {
+  std::vector<wm::Future<int>> futures;
+  futures.push_back(wm_->submit(wmtest::sleep_then, 300, 1));
+  futures.push_back(wm_->submit(wmtest::sleep_then, 0, 2));
+  futures.push_back(wm_->submit(wmtest::sleep_then, 300, 3));
+  wm::Future<int> first = wm_->wait_any(futures);
+  EXPECT_TRUE(first.done());
+  EXPECT_NE(std::find(futures.begin(), futures.end(), first), futures.end());
+  wm_->wait_all(futures);
+}
+
+TEST_P(Conformance, WaitAllWaitsForEveryFuture) {
+  std::vector<wm::Future<int>> futures;
+  for (int i = 0; i < 10; ++i) futures.push_back(wm_->submit(wmtest::sleep_then, 10, i));
+  auto same = wm_->wait_all(futures);
+  ASSERT_EQ(same.size(), futures.size());
+  for (std::size_t i = 0; i < futures.size(); ++i) {
+    EXPECT_TRUE(futures[i].done());
+    EXPECT_EQ(same[i], futures[i]);
+  }
+}
+
+TEST_P(Conformance, ExceptionIsRaisedWithTypeMessageAndPlace) {
+  auto f = wm_->submit(wmtest::throw_runtime, std::string("boom 42"));
+  expect_done(f);
+  EXPECT_TRUE(f.failed());
+  try {
+    f.get_result();
+    FAIL() << "get_result did not throw";
+  } catch (const wm::TaskError& e) {
+    EXPECT_EQ(e.type_name(), "std::runtime_error");
+    EXPECT_EQ(e.info().message, "boom 42");
+    EXPECT_EQ(e.task_name(), "wmtest::throw_runtime");
+    EXPECT_EQ(e.info().backend, backend_);
+    EXPECT_FALSE(e.info().host.empty());
+    EXPECT_GT(e.info().pid, 0);
+    EXPECT_GE(e.info().worker_index, 0);
+    EXPECT_NE(std::string(e.what()).find("boom 42"), std::string::npos);
+  }
+}
+
+TEST_P(Conformance, ExceptionIsRetrievedWithTraceback) {
+  auto f = wm_->submit(wmtest::throw_runtime, std::string("retrieved"));
+  std::exception_ptr e = f.get_exception();
+  ASSERT_TRUE(e);
+  EXPECT_THROW(std::rethrow_exception(e), wm::TaskError);
+  const std::string tb = f.get_traceback();
+  EXPECT_NE(tb.find("throw_runtime"), std::string::npos) << tb;
+  auto info = f.error_info();
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->kind, wm::FailureKind::task_exception);
+  // A succeeded future has neither.
+  auto ok = wm_->submit(wmtest::square, 2);
+  EXPECT_FALSE(ok.get_exception());
+  EXPECT_EQ(ok.get_traceback(), "");
+  EXPECT_FALSE(ok.error_info().has_value());
+}
+
+TEST_P(Conformance, NonStdExceptionStillCompletes) {
+  auto f = wm_->submit(wmtest::throw_int, 7);
+  expect_done(f);
+  try {
+    f.get_result();
+    FAIL() << "no exception";
+  } catch (const wm::TaskError& e) {
+    EXPECT_EQ(e.type_name(), "int");
+  }
+}
+
+TEST_P(Conformance, GetResultDiscard) {
+  auto f = wm_->submit(wmtest::echo, std::string("kept"));
+  EXPECT_EQ(f.get_result(false), "kept");
+  EXPECT_EQ(f.get_result(false), "kept");
+  EXPECT_EQ(f.get_result(true), "kept");
+  EXPECT_THROW(f.get_result(), std::logic_error);
+}
+
+TEST_P(Conformance, FutureWatcherThresholds) {
+  std::vector<wm::WMFuture> futures;
+  for (int i = 0; i < 10; ++i) futures.push_back(wm_->submit(wmtest::sleep_then, 5 * (i % 3), i));
+  wm::FutureWatcher watcher(futures, 3);
+  EXPECT_EQ(watcher.threshold(), 3u);
+  std::set<const void*> seen;
+  int rounds = 0;
+  while (watcher.pending() > 0 && rounds < 20) {
+    const std::size_t before = watcher.pending();
+    auto done = watcher.wait();
+    ++rounds;
+    EXPECT_GE(done.size(), std::min<std::size_t>(3, before));
+    for (auto& f : done) {
+      EXPECT_TRUE(f.done());
+      EXPECT_TRUE(seen.insert(f.state().get()).second) << "a future was returned twice";
+    }
+  }
+  EXPECT_EQ(seen.size(), 10u);
+  // A threshold above the number of futures wakes once all have finished.
+  std::vector<wm::WMFuture> few{wm_->submit(wmtest::square, 1), wm_->submit(wmtest::square, 2)};
+  wm::FutureWatcher big(few, 10);
+  EXPECT_EQ(big.wait().size(), 2u);
+  EXPECT_EQ(big.wait().size(), 0u);  // nothing left: returns at once
+}
+
+TEST_P(Conformance, CallbacksRunOnceAndThrowingOnesAreIgnored) {
+  std::atomic<int> calls{0};
+  auto f = wm_->submit(wmtest::sleep_then, 20, 5);
+  f.add_done_callback([](const wm::WMFuture&) { throw std::runtime_error("callback failure"); });
+  f.add_done_callback([&](const wm::WMFuture& done) {
+    EXPECT_TRUE(done.done());
+    calls++;
+  });
+  EXPECT_EQ(f.get_result(false), 5);
+  // The callback runs on the finishing thread, possibly just after the waiter woke.
+  for (int i = 0; i < 1000 && calls.load() == 0; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(calls.load(), 1);
+  f.add_done_callback([&](const wm::WMFuture&) { calls++; });  // already done: runs now
+  EXPECT_EQ(calls.load(), 2);
+}
+
+TEST_P(Conformance, WaitForTimesOutOnLongTask) {
+  auto f = wm_->submit(wmtest::sleep_then, 400, 1);
+  if (!f.done()) {
+    EXPECT_FALSE(f.wait_for(5ms));
+  }
+  EXPECT_TRUE(f.wait_for(60s));
+  EXPECT_EQ(f.get_result(), 1);
+}
+
+TEST_P(Conformance, FutureOutlivesItsWorkManager) {
+  std::vector<wm::Future<int>> futures;
+  for (int i = 0; i < 50; ++i) futures.push_back(wm_->submit(wmtest::square, i));
+  futures[0].wait();
+  wm_.reset();  // shuts down and destroys the backend
+  int succeeded = 0;
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(futures[i].done()) << "future " << i << " not finished after its work manager went";
+    if (!futures[i].failed()) {
+      EXPECT_EQ(futures[i].get_result(), i * i);
+      ++succeeded;
+    } else {
+      EXPECT_THROW(futures[i].get_result(), wm::ShutdownError);
+    }
+  }
+  EXPECT_GE(succeeded, 1);
+}
+
+TEST_P(Conformance, ShutdownFinishesEveryFutureAndRefusesNewTasks) {
+  std::vector<wm::Future<int>> futures;
+  for (int i = 0; i < 40; ++i) futures.push_back(wm_->submit(wmtest::sleep_then, 20, i));
+  wm_->shutdown();
+  for (auto& f : futures) {
+    ASSERT_TRUE(f.wait_for(60s));
+    if (f.failed()) {
+      EXPECT_THROW(f.get_result(), wm::ShutdownError);
+    }
+  }
+  EXPECT_THROW(wm_->submit(wmtest::square, 1), wm::ShutdownError);
+  wm_->shutdown();  // idempotent
+}
+
+TEST_P(Conformance, ConcurrentSubmitters) {
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      std::vector<wm::Future<int>> fs;
+      for (int i = 0; i < 500; ++i) fs.push_back(wm_->submit(wmtest::add, t, i));
+      for (int i = 0; i < 500; ++i)
+        if (fs[i].get_result() != t + i) wrong++;
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST_P(Conformance, ByNameAndSignatureChecks) {
+  EXPECT_EQ(wm_->submit<int>("wmtest::square", 9).get_result(), 81);
+  auto wrong_types = wm_->submit<int>("wmtest::square", std::string("nine"));
+  expect_done(wrong_types);
+  EXPECT_THROW(wrong_types.get_result(), wm::SignatureMismatchError);
+  auto wrong_result = wm_->submit<std::string>("wmtest::square", 9);
+  EXPECT_THROW(wrong_result.get_result(), wm::SignatureMismatchError);
+  auto unknown = wm_->submit<int>("no_such_task", 1);
+  EXPECT_THROW(unknown.get_result(), wm::UnknownTaskError);
+  // The pool keeps working.
+  EXPECT_EQ(wm_->submit(wmtest::square, 3).get_result(), 9);
+}
+
+TEST_P(Conformance, LambdasRunInProcessOrAreRefusedClearly) {
+  int captured = 10;
+  if (wm_->runs_in_process()) {
+    auto f = wm_->submit([captured](int x) { return x + captured; }, 5);
+    EXPECT_EQ(f.get_result(), 15);
+  } else {
+    try {
+      wm_->submit([captured](int x) { return x + captured; }, 5);
+      FAIL() << "a lambda was accepted by a backend that runs tasks elsewhere";
+    } catch (const wm::TaskNotRegisteredError& e) {
+      EXPECT_NE(std::string(e.what()).find("WM_TASK"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(wm_->submit(wmtest::square, 4).get_result(), 16);
+  }
+}
+
+TEST_P(Conformance, WorkerCount) {
+  if (backend_ == "serial") {
+    EXPECT_EQ(wm_->n_workers(), 1u);
+  } else if (!workers_.empty()) {
+    EXPECT_EQ(wm_->n_workers(), static_cast<unsigned>(std::stoi(workers_)));
+  } else {
+    EXPECT_GE(wm_->n_workers(), 1u);
+  }
+  EXPECT_TRUE(wm_->is_master());
+  wm_->run();  // the master returns at once
+}
+
+TEST_P(Conformance, LargeArgumentRoundTrip) {
+  std::string big(8 << 20, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131 % 251);
+  auto f = wm_->submit(wmtest::echo, big);
+  EXPECT_EQ(f.get_result(), big);
+}
+
+TEST_P(Conformance, ManyTinyTasks) {
+  std::vector<wm::TaskSpec<int>> specs;
+  for (int i = 0; i < 20000; ++i) specs.push_back(wm::task(wmtest::add, i, 1));
+  long long total = 0;
+  for (const auto& f : wm_->as_completed(wm_->submit_many(std::move(specs)))) total += f.get_result();
+  EXPECT_EQ(total, 20000LL * 19999 / 2 + 20000);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Conformance, testing::ValuesIn(backend_params()), param_name);
+
+}  // namespace

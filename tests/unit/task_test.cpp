@@ -1,0 +1,113 @@
+// task_test.cpp: the task registry, task libraries, argument checks and error records.
+#include "../common/test_tasks.hpp"
+
+#include <gtest/gtest.h>
+
+using wmtest::ScopedEnv;
+
+namespace {
+
+int not_registered(int x) { return x; }
+
+std::unique_ptr<wm::WorkManager> make(const char* name) {
+  ScopedEnv a("WM_WORK_MANAGER", name);
+  ScopedEnv p("WM_PLUGIN_PATH", WM_TEST_PLUGIN_DIR);
+  return wm::make_work_manager();
+}
+
+TEST(Tasks, RegistryKnowsTheRegisteredNames) {
+  auto names = wm::registered_tasks();
+  for (const char* n : {"wmtest::square", "wmtest::echo", "wmtest::throw_runtime"})
+    EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
+}
+
+TEST(Tasks, TaskLibraryTasksRunByNameOnEveryBackend) {
+  wm::load_task_library(WM_TASK_LIBRARY);
+  wm::load_task_library(WM_TASK_LIBRARY);  // twice is fine
+  for (const char* backend : {"serial", "threads", "loopback"}) {
+    auto wm = make(backend);
+    EXPECT_EQ(wm->submit<int>("tasklib::triple", 5).get_result(), 15) << backend;
+    EXPECT_EQ(wm->submit<std::string>("tasklib::shout", std::string("hi")).get_result(), "HI!") << backend;
+  }
+}
+
+TEST(Tasks, MissingTaskLibraryIsAClearError) {
+  try {
+    wm::load_task_library("/no/such/libtasks.so");
+    FAIL();
+  } catch (const wm::PluginError& e) {
+    EXPECT_NE(std::string(e.what()).find("/no/such/libtasks.so"), std::string::npos);
+  }
+}
+
+TEST(Tasks, UnregisteredFunctionIsRefusedAtSubmitByRemoteBackends) {
+  auto wm = make("loopback");
+  try {
+    wm->submit(not_registered, 1);
+    FAIL() << "accepted";
+  } catch (const wm::TaskNotRegisteredError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("WM_TASK"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("loopback"), std::string::npos) << msg;
+  }
+  // In process it simply runs.
+  EXPECT_EQ(make("threads")->submit(not_registered, 4).get_result(), 4);
+}
+
+TEST(Tasks, ATaskSpecRunsOnce) {
+  auto wm = make("threads");
+  auto spec = wm::task(wmtest::square, 3);
+  EXPECT_EQ(wm->submit(spec).get_result(), 9);
+  EXPECT_THROW(wm->submit(spec), wm::Error);
+}
+
+TEST(Tasks, InProcessErrorsKeepTheOriginalException) {
+  auto wm = make("threads");
+  auto f = wm->submit(wmtest::throw_runtime, std::string("original"));
+  try {
+    f.get_result();
+    FAIL();
+  } catch (const wm::TaskError& e) {
+    ASSERT_TRUE(e.original());
+    EXPECT_THROW(std::rethrow_exception(e.original()), std::runtime_error);
+    EXPECT_NE(e.stacktrace().find("throw_runtime"), std::string::npos) << e.stacktrace();
+    EXPECT_EQ(e.info().worker_index >= 0, true);
+  }
+}
+
+TEST(Tasks, RemoteErrorsCarryTheirRecord) {
+  auto wm = make("loopback");
+  auto f = wm->submit(wmtest::throw_runtime, std::string("remote"));
+  try {
+    f.get_result();
+    FAIL();
+  } catch (const wm::TaskError& e) {
+    EXPECT_FALSE(e.original());  // it crossed the wire as a record
+    EXPECT_EQ(e.type_name(), "std::runtime_error");
+    EXPECT_NE(e.stacktrace().find("throw_runtime"), std::string::npos) << e.stacktrace();
+  }
+}
+
+TEST(Tasks, CorruptBytesFailOneFutureAndThePoolGoesOn) {
+  for (const char* mode : {"request", "reply", "truncate"}) {
+    ScopedEnv c("WM_LOOPBACK_CORRUPT", mode);
+    auto wm = make("loopback");
+    auto f = wm->submit(wmtest::echo, std::string("some bytes to damage"));
+    ASSERT_TRUE(f.wait_for(std::chrono::seconds(30))) << mode;
+    EXPECT_THROW(f.get_result(), wm::ProtocolError) << mode;
+  }
+  EXPECT_EQ(make("loopback")->submit(wmtest::square, 6).get_result(), 36);
+}
+
+TEST(Tasks, LambdasAndFunctorsRunInProcess) {
+  auto wm = make("threads");
+  struct Functor {
+    int k;
+    int operator()(int x) const { return k * x; }
+  };
+  EXPECT_EQ(wm->submit(Functor{3}, 4).get_result(), 12);
+  std::vector<int> data{1, 2, 3};
+  EXPECT_EQ(wm->submit([&data] { return int(data.size()); }).get_result(), 3);
+}
+
+}  // namespace
