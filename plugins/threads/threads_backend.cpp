@@ -141,6 +141,6 @@ class ThreadsBackend final : public wm::sdk::Backend {
 WM_DECLARE_BACKEND(threads, ThreadsBackend, "1.0.0",
                    "Runs tasks on a pool of threads in this process (n_workers defaults to the cores)",
                    WM_CAP_IN_PROCESS,
-                   wm::sdk::option_int("spin-us", "50", 0, 100000,
-                                       "microseconds an idle worker keeps looking for work before it "
-                                       "sleeps (0: sleep at once)"))
+                   wm::sdk::option_int("spin-us", "0", 0, 100000,
+                                       "microseconds a worker that ran out of work keeps looking "
+                                       "before it sleeps (0: sleep at once)"))
