@@ -166,6 +166,9 @@ struct WMEnvironment::Impl {
 };
 
 WMEnvironment::WMEnvironment(bool use_arg_prefixes) : impl_(std::make_unique<Impl>()) {
+  // A worker process must never get as far as creating a master of its own (that would start
+  // workers of workers): whichever way the host configures its work manager, serve here.
+  serve_if_worker();
   impl_->use_arg_prefixes = use_arg_prefixes;
 }
 WMEnvironment::~WMEnvironment() = default;
@@ -463,6 +466,7 @@ std::string WMEnvironment::format_config_report() const {
 }
 
 std::unique_ptr<WorkManager> WMEnvironment::make_work_manager() const {
+  serve_if_worker();
   const std::string name = work_manager_name();
   const unsigned workers = n_workers();
   const detail::ScannedPlugin* p = impl_->find(name);
