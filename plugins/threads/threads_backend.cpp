@@ -28,7 +28,10 @@ class ThreadsBackend final : public wm::sdk::Backend {
     spin_us_ = static_cast<int>(option_int("spin-us"));
   }
 
-  ~ThreadsBackend() override { stop_workers(); }
+  ~ThreadsBackend() override {
+    stop_workers();
+    for (auto& t : workers_) t.detach();
+  }
 
  protected:
   void do_startup() override {
@@ -77,9 +80,17 @@ class ThreadsBackend final : public wm::sdk::Backend {
       stopping_ = true;
     }
     cv_.notify_all();
-    for (auto& t : workers_)
-      if (t.joinable()) t.join();
-    workers_.clear();
+    // A task may shut its own work manager down: its thread cannot join itself. It stays in
+    // workers_ and is joined by the destructor (detached only if the task destroys it too).
+    std::vector<std::thread> self;
+    for (auto& t : workers_) {
+      if (!t.joinable()) continue;
+      if (t.get_id() == std::this_thread::get_id())
+        self.push_back(std::move(t));
+      else
+        t.join();
+    }
+    workers_ = std::move(self);
   }
 
   // Waits briefly for work without the lock: a burst of tiny tasks arrives faster than a thread
