@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps build demo test bench clean
+.PHONY: all deps build demo test bench bench-smoke clean
 
 all: build
 
@@ -20,6 +20,14 @@ demo: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+# Benchmark every installed backend against the floor (bench/README.md); results in bench/results/.
+bench: build
+	python3 bench/run.py --build $(BUILD) --update-readme
+
+# The same with tiny N and one run (what ctest's bench.smoke runs); results in $(BUILD)/bench-smoke.
+bench-smoke: build
+	python3 bench/run.py --build $(BUILD) --smoke --check --out $(BUILD)/bench-smoke
 
 clean:
 	rm -rf $(BUILD)

@@ -3,7 +3,7 @@
 set -euo pipefail
 
 packages=(
-  g++ make cmake pkg-config binutils
+  g++ make cmake pkg-config binutils python3
   libboost-dev libboost-program-options-dev libboost-stacktrace-dev
   libcereal-dev libelf-dev libgtest-dev
   openmpi-bin libopenmpi-dev

@@ -1,0 +1,644 @@
+#!/usr/bin/env python3
+"""Benchmark driver: runs wm_bench for every installed backend (mpi under mpirun), the floor
+programs, and writes the report: JSON + Markdown table + SVG plots. Standard library only.
+
+    python3 bench/run.py [--build build] [--runs 5] [--smoke] [--backends a,b] [--out DIR]
+                         [--check] [--update-readme]
+
+See bench/README.md for what each figure means.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+FIGURES = ["throughput", "roundtrip", "bandwidth", "idle", "efficiency", "death", "memory", "sweep"]
+# Figures run in a fresh process per run: VmHWM only grows, and an MPI job cannot replace a rank.
+ONE_RUN_PER_PROCESS = {"death", "memory"}
+SWEEP_US = [1, 10, 100, 1000, 10000]
+# Metrics each figure must produce (smoke check). "na" is accepted where marked.
+EXPECTED = {
+    "throughput": ["throughput"],
+    "roundtrip": ["rt_median", "rt_p99"],
+    "bandwidth": ["bandwidth"],
+    "idle": ["idle_cpu"],
+    "efficiency": ["efficiency"],
+    "death": ["death_ms"],
+    "memory": ["mem_master_hwm", "mem_per_future", "mem_worker_hwm"],
+    "sweep": ["sweep_%dus" % us for us in SWEEP_US],
+}
+NA_OK_IN_PROCESS = {"death_ms", "mem_worker_hwm"}
+FLOOR_EXPECTED = ["pool_throughput", "pool_rt_median", "pool_rt_p99", "pipe_rt_median", "pipe_rt_p99",
+                  "memcpy", "pool_mem_master_hwm", "pool_mem_per_future"]
+MPI_FLOOR_EXPECTED = ["mpi_rt_median", "mpi_rt_p99", "mpi_bandwidth"]
+# Table rows, in order: metric, label.
+ROWS = [
+    ("throughput", "tiny-task throughput"),
+    ("rt_median", "round trip, median"),
+    ("rt_p99", "round trip, p99"),
+    ("bandwidth", "64 MiB echo bandwidth"),
+    ("idle_cpu", "idle CPU, 3 s, whole tree"),
+    ("efficiency", "submit_as_completed efficiency"),
+    ("death_ms", "worker-death detection"),
+    ("mem_master_hwm", "peak RSS master, 100k futures"),
+    ("mem_worker_hwm", "peak RSS one worker"),
+    ("mem_per_future", "memory per outstanding future"),
+]
+FLOOR_ROWS = [
+    ("pool_throughput", "std::thread pool + packaged_task throughput"),
+    ("pool_rt_median", "std::thread pool round trip, median"),
+    ("pool_rt_p99", "std::thread pool round trip, p99"),
+    ("pipe_rt_median", "pipe ping-pong round trip, median"),
+    ("pipe_rt_p99", "pipe ping-pong round trip, p99"),
+    ("mpi_rt_median", "MPI ping-pong round trip, median (np 2)"),
+    ("mpi_rt_p99", "MPI ping-pong round trip, p99 (np 2)"),
+    ("memcpy", "memcpy 64 MiB"),
+    ("mpi_bandwidth", "MPI 64 MiB echo, both ways (np 2)"),
+    ("pool_mem_master_hwm", "std::thread pool peak RSS, 100k futures"),
+    ("pool_mem_per_future", "std::thread pool memory per future"),
+]
+KNOWN_BACKENDS = ["serial", "threads", "processes", "mpi"]
+MPI_NP = 3
+
+
+# ----------------------------------------------------------------------------- running programs
+
+def session_members(sid):
+    """Pids of live processes whose session id is sid (everything a run started)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                s = f.read()
+            fields = s[s.rindex(")") + 2:].split()
+            if int(fields[3]) == sid:  # field 6 of stat: session
+                out.append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def run_program(cmd, env, timeout, log):
+    """Runs cmd in its own session, bounded by timeout; kills whatever it leaves behind.
+    Returns (parsed JSON lines, error string or None)."""
+    log("  $ " + " ".join(cmd))
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    err = None
+    try:
+        out, errtext = proc.communicate(timeout=timeout)
+        if proc.returncode != 0:
+            err = "exit code %d: %s" % (proc.returncode, errtext.strip()[-500:])
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, errtext = proc.communicate()
+        err = "timed out after %d s" % timeout
+    left = [p for p in session_members(proc.pid) if p != os.getpid()]
+    if left:
+        for p in left:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log("  warning: killed %d leftover process(es) of this run: %s" % (len(left), left))
+    records = []
+    for line in out.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "kind" in rec:
+            records.append(rec)
+    log("    %.1f s, %d records%s" % (time.time() - t0, len(records), (", " + err) if err else ""))
+    return records, err
+
+
+class Store:
+    """Collects records per source (backend name or "floor")."""
+
+    def __init__(self):
+        self.metrics = {}   # source -> metric -> {unit, values, note}
+        self.na = {}        # source -> metric -> reason
+        self.hists = {}     # source -> metric -> {edges_us, counts}
+        self.info = {}      # source -> info record
+        self.errors = []    # strings
+
+    def add(self, records):
+        for r in records:
+            src, kind = r.get("source", "?"), r["kind"]
+            if kind == "metric":
+                m = self.metrics.setdefault(src, {}).setdefault(
+                    r["metric"], {"unit": r.get("unit", ""), "values": [], "note": r.get("note", "")})
+                m["values"].extend(v for v in r.get("values", []) if v is not None)
+                if r.get("note"):
+                    m["note"] = r["note"]
+            elif kind == "na":
+                self.na.setdefault(src, {})[r["metric"]] = r.get("reason", "")
+            elif kind == "hist":
+                h = self.hists.setdefault(src, {}).get(r["metric"])
+                if h is None:
+                    self.hists[src][r["metric"]] = {"edges_us": r["edges_us"], "counts": list(r["counts"])}
+                else:
+                    h["counts"] = [a + b for a, b in zip(h["counts"], r["counts"])]
+            elif kind == "info":
+                self.info[src] = r
+            elif kind == "error":
+                self.errors.append("%s/%s: %s" % (src, r.get("figure", "?"), r.get("message", "")))
+
+
+# ----------------------------------------------------------------------------- statistics, formatting
+
+def summary(values):
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def fmt(v):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    a = abs(v)
+    if a >= 10000:
+        return "{:,.0f}".format(v)
+    if a >= 100:
+        return "%.0f" % v
+    if a >= 10:
+        return "%.1f" % v
+    if a >= 1:
+        return "%.2f" % v
+    if a == 0:
+        return "0"
+    return "%.3g" % v
+
+
+def floor_for(metric, backend, info, floor_metrics):
+    """Name of the floor metric a backend metric is compared with (None: no floor)."""
+    in_process = info.get("in_process", True)
+    have = lambda m: m in floor_metrics and floor_metrics[m]["values"]
+    if metric == "throughput":
+        return "pool_throughput"
+    if metric in ("rt_median", "rt_p99"):
+        suffix = metric[len("rt_"):]
+        if in_process:
+            return "pool_rt_" + suffix
+        if backend == "mpi" and have("mpi_rt_" + suffix):
+            return "mpi_rt_" + suffix
+        return "pipe_rt_" + suffix
+    if metric == "bandwidth":
+        return "mpi_bandwidth" if backend == "mpi" and have("mpi_bandwidth") else "memcpy"
+    if metric == "mem_master_hwm":
+        return "pool_mem_master_hwm"
+    if metric == "mem_per_future":
+        return "pool_mem_per_future"
+    return None
+
+
+def check_target(target, value):
+    if target is None or value is None:
+        return None
+    op, bound = target
+    return value >= bound if op == ">=" else value <= bound
+
+
+# ----------------------------------------------------------------------------- SVG (self-written)
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
+
+
+def svg_chart(title, xlabel, ylabel, series, logx=True, logy=False):
+    """series: [{name, points: [(x, y)], color, dash}] -> SVG text."""
+    W, H, L, R, T, B = 820, 500, 80, 210, 40, 60
+    pts = [(x, y) for s in series for (x, y) in s["points"] if y is not None and (not logy or y > 0)]
+    if not pts:
+        pts = [(1, 1), (10, 10)]
+    xs = [p[0] for p in pts]
+    ys = [p[1] for p in pts]
+    tx = (lambda v: math.log10(v)) if logx else (lambda v: v)
+    ty = (lambda v: math.log10(v)) if logy else (lambda v: v)
+    x0, x1 = tx(min(xs)), tx(max(xs))
+    if logx:
+        x0, x1 = math.floor(x0), math.ceil(x1)
+    if logy:
+        y0, y1 = math.floor(ty(min(ys))), math.ceil(ty(max(ys)))
+    else:
+        y0, y1 = 0.0, max(ys) * 1.05
+    if x1 == x0:
+        x1 = x0 + 1
+    if y1 == y0:
+        y1 = y0 + 1
+    px = lambda v: L + (tx(v) - x0) / (x1 - x0) * (W - L - R)
+    py = lambda v: H - B - (ty(v) - y0) / (y1 - y0) * (H - T - B)
+    o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H),
+         '<rect width="100%" height="100%" fill="white"/>',
+         '<text x="%d" y="24" font-size="15" font-weight="bold">%s</text>' % (L, esc(title))]
+    # grid and ticks
+    if logx:
+        xt = [10 ** e for e in range(int(x0), int(x1) + 1)]
+    else:
+        xt = [x0 + (x1 - x0) * i / 5 for i in range(6)]
+    for v in xt:
+        X = px(v)
+        o.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>' % (X, T, X, H - B))
+        o.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (X, H - B + 16, esc(tick(v))))
+    if logy:
+        yt = [10 ** e for e in range(int(y0), int(y1) + 1)]
+    else:
+        yt = [y0 + (y1 - y0) * i / 5 for i in range(6)]
+    for v in yt:
+        Y = py(v)
+        o.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (L, Y, W - R, Y))
+        o.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (L - 6, Y + 4, esc(tick(v))))
+    o.append('<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#333"/>' % (L, T, W - L - R, H - T - B))
+    o.append('<text x="%d" y="%d" text-anchor="middle">%s</text>' % ((L + W - R) // 2, H - 18, esc(xlabel)))
+    o.append('<text transform="translate(18,%d) rotate(-90)" text-anchor="middle">%s</text>' % ((T + H - B) // 2, esc(ylabel)))
+    for i, s in enumerate(series):
+        color = s.get("color") or COLORS[i % len(COLORS)]
+        p = [(px(x), py(y)) for (x, y) in s["points"] if y is not None and (not logy or y > 0)]
+        if not p:
+            continue
+        dash = ' stroke-dasharray="6,4"' if s.get("dash") else ""
+        o.append('<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>' % (
+            color, dash, " ".join("%.1f,%.1f" % q for q in p)))
+        if s.get("markers", True):
+            for (X, Y) in p:
+                o.append('<circle cx="%.1f" cy="%.1f" r="2.5" fill="%s"/>' % (X, Y, color))
+        ly = T + 10 + 18 * i
+        o.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"%s/>' % (W - R + 12, ly, W - R + 36, ly, color, dash))
+        o.append('<text x="%d" y="%d">%s</text>' % (W - R + 42, ly + 4, esc(s["name"])))
+    o.append("</svg>")
+    return "\n".join(o) + "\n"
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def tick(v):
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1e6:
+        return "%gM" % (v / 1e6)
+    if a >= 1e3:
+        return "%gk" % (v / 1e3)
+    return "%g" % float("%.3g" % v)
+
+
+# ----------------------------------------------------------------------------- main
+
+def machine_info():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"hostname": socket.gethostname(), "cpu_model": model, "nproc": os.cpu_count(),
+            "kernel": platform.release(), "loadavg_at_start": loadavg()}
+
+
+def loadavg():
+    """1-minute load average: the machines are shared, this says how busy this one was."""
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def git_commit():
+    try:
+        c = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        commit = c.stdout.strip() or "unknown"
+        d = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10)
+        return commit, bool(d.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="CMake build directory")
+    ap.add_argument("--runs", type=int, default=None, help="runs per figure (default 5, smoke 1)")
+    ap.add_argument("--smoke", action="store_true", help="tiny N, one run: checks that every figure is produced")
+    ap.add_argument("--backends", default="", help="comma-separated subset of the installed backends")
+    ap.add_argument("--figures", default=",".join(FIGURES), help="comma-separated subset of " + ",".join(FIGURES))
+    ap.add_argument("--out", default=os.path.join(HERE, "results"), help="directory for JSON, Markdown and SVG")
+    ap.add_argument("--timeout", type=int, default=None, help="seconds per program run (default 300, smoke 60)")
+    ap.add_argument("--check", action="store_true", help="exit 1 unless every figure was produced")
+    ap.add_argument("--update-readme", action="store_true", help="put the table into bench/README.md")
+    args = ap.parse_args()
+    runs = args.runs or (1 if args.smoke else 5)
+    timeout = args.timeout or (60 if args.smoke else 300)
+    figures = [f for f in args.figures.split(",") if f]
+    bindir = os.path.join(os.path.abspath(args.build), "bin")
+    bench_bin = os.path.join(bindir, "wm_bench")
+    floor_bin = os.path.join(bindir, "wm_floor")
+    mpi_floor_bin = os.path.join(bindir, "wm_mpi_floor")
+    os.makedirs(args.out, exist_ok=True)
+    log_lines = []
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+        log_lines.append(msg)
+
+    for b in (bench_bin, floor_bin):
+        if not os.access(b, os.X_OK):
+            sys.exit("run.py: %s is missing: build first (make build, or cmake --build %s)" % (b, args.build))
+    env = dict(os.environ)
+    for k in ("WM_WORK_MANAGER", "WM_N_WORKERS"):  # the harness picks the backend itself
+        env.pop(k, None)
+    mpirun = shutil.which("mpirun")
+    mpi_env = dict(env)
+    if os.geteuid() == 0:
+        mpi_env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    smoke_flags = ["--bench-smoke"] if args.smoke else []
+    notes = []
+    store = Store()
+    machine = machine_info()
+
+    # Backends: whatever the plugin scan finds (third-party ones included).
+    recs = subprocess.run([bench_bin, "--bench-list"], capture_output=True, text=True, env=env, timeout=60)
+    installed = [l.strip() for l in recs.stdout.splitlines() if l.strip()]
+    wanted = [b for b in args.backends.split(",") if b] or installed
+    for b in KNOWN_BACKENDS:
+        if b not in installed:
+            notes.append("backend '%s' is not installed: skipped" % b)
+    backends = []
+    for b in wanted:
+        if b not in installed:
+            notes.append("backend '%s' asked for but not installed: skipped" % b)
+        elif b == "mpi" and not mpirun:
+            notes.append("backend 'mpi' is installed but mpirun was not found: skipped")
+        else:
+            backends.append(b)
+    for n in notes:
+        log("note: " + n)
+
+    # The floor.
+    log("floor:")
+    for fig in ("memory", "pool", "pipe", "memcpy"):
+        r, err = run_program([floor_bin, "--bench-figure", fig, "--bench-runs", str(runs)] + smoke_flags, env, timeout, log)
+        store.add(r)
+        if err:
+            store.errors.append("floor/%s: %s" % (fig, err))
+    have_mpi_floor = bool(mpirun) and os.access(mpi_floor_bin, os.X_OK)
+    if have_mpi_floor:
+        cmd = [mpirun, "--oversubscribe", "-np", "2", mpi_floor_bin, "--bench-runs", str(runs)] + smoke_flags
+        r, err = run_program(cmd, mpi_env, timeout, log)
+        store.add(r)
+        if err:
+            store.errors.append("floor/mpi: %s" % err)
+    else:
+        notes.append("raw MPI floor not run (%s)" % ("mpirun not found" if not mpirun else "wm_mpi_floor not built"))
+
+    # Every backend, one program run per figure (per run for ONE_RUN_PER_PROCESS figures).
+    for b in backends:
+        log("backend %s:" % b)
+        for fig in figures:
+            passes = runs if fig in ONE_RUN_PER_PROCESS else 1
+            per_pass_runs = 1 if fig in ONE_RUN_PER_PROCESS else runs
+            for _ in range(passes):
+                cmd = [bench_bin, "--work-manager", b, "--bench-figure", fig, "--bench-runs", str(per_pass_runs)] + smoke_flags
+                e = env
+                if b == "mpi":
+                    pre = [mpirun, "--oversubscribe", "-np", str(MPI_NP)]
+                    if fig == "death":
+                        pre.append("--enable-recovery")  # otherwise mpirun ends the job when a rank dies
+                    cmd, e = pre + cmd, mpi_env
+                r, err = run_program(cmd, e, timeout, log)
+                store.add(r)
+                if err:
+                    store.errors.append("%s/%s: %s" % (b, fig, err))
+
+    # ---- assemble
+    with open(os.path.join(HERE, "targets.json")) as f:
+        targets = json.load(f)
+    floor_metrics = store.metrics.get("floor", {})
+    floor = {}
+    for m, d in floor_metrics.items():
+        floor[m] = dict(d, **(summary(d["values"]) or {}))
+    results = {}
+    missing = []
+    for b in backends:
+        info = store.info.get(b, {})
+        mets = store.metrics.get(b, {})
+        na = store.na.get(b, {})
+        out = {}
+        for m, d in mets.items():
+            s = summary(d["values"])
+            entry = dict(d, **(s or {}))
+            fm = floor_for(m, b, info, floor_metrics)
+            if fm and fm in floor and s and floor[fm].get("median"):
+                entry["floor"] = fm
+                entry["floor_median"] = floor[fm]["median"]
+                entry["ratio"] = s["median"] / floor[fm]["median"]
+            if m == "efficiency" and s:
+                entry["floor"], entry["floor_median"], entry["ratio"] = "ideal", 1.0, s["median"]
+            t = targets.get(b, {}).get(m)
+            if t and s:
+                entry["target"] = t
+                entry["met"] = check_target(t, s["median"])
+            out[m] = entry
+        for m, reason in na.items():
+            if m not in out:
+                out[m] = {"na": reason}
+                t = targets.get(b, {}).get(m)
+                if t:
+                    out[m]["target"], out[m]["met"] = t, False
+        for fig in figures:
+            for m in EXPECTED[fig]:
+                d = out.get(m)
+                if d and d.get("values"):
+                    continue
+                if d and "na" in d and m in NA_OK_IN_PROCESS and info.get("in_process", False):
+                    continue  # no worker process to kill or measure
+                missing.append("%s/%s" % (b, m))
+        results[b] = {"info": info, "metrics": out, "hists": store.hists.get(b, {})}
+    for m in FLOOR_EXPECTED + (MPI_FLOOR_EXPECTED if have_mpi_floor else []):
+        if m not in floor or not floor[m].get("values"):
+            missing.append("floor/%s" % m)
+
+    commit, dirty = git_commit()
+    now = datetime.datetime.now().astimezone()
+    report = {
+        "machine": dict(machine, loadavg_at_end=loadavg()),
+        "date": now.isoformat(timespec="seconds"),
+        "commit": commit + ("-dirty" if dirty else ""),
+        "smoke": args.smoke,
+        "runs": runs,
+        "mpi_np": MPI_NP,
+        "backends": results,
+        "floor": floor,
+        "floor_hists": store.hists.get("floor", {}),
+        "notes": notes,
+        "errors": store.errors,
+        "missing": missing,
+    }
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    if not args.smoke:
+        shutil.copy(os.path.join(args.out, "latest.json"), os.path.join(args.out, "bench-%s.json" % stamp))
+
+    md = markdown(report, backends)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(md)
+    write_plots(report, backends, args.out)
+    print(md)
+    if args.update_readme:
+        update_readme(md)
+    if missing:
+        print("missing figures: " + ", ".join(missing), file=sys.stderr)
+    if args.check and missing:
+        return 1
+    return 0
+
+
+def markdown(rep, backends):
+    m = rep["machine"]
+    o = ["Benchmark: %s, %s, %s cores (%s), load average %s at start, %s at end; %s; commit %s; median of %d run(s) [min, max]%s" % (
+        m["hostname"], m["cpu_model"], m["nproc"], m["kernel"], fmt(m.get("loadavg_at_start")),
+        fmt(m.get("loadavg_at_end")), rep["date"], rep["commit"], rep["runs"],
+        "; SMOKE (tiny N, not a measurement)" if rep["smoke"] else ""), ""]
+    o.append("Floor (measured in the same run):")
+    o.append("")
+    o.append("| floor | median | min | max | unit |")
+    o.append("|---|---:|---:|---:|---|")
+    for key, label in FLOOR_ROWS:
+        d = rep["floor"].get(key)
+        if d and d.get("values"):
+            o.append("| %s | %s | %s | %s | %s |" % (label, fmt(d["median"]), fmt(d["min"]), fmt(d["max"]), d["unit"]))
+    o.append("")
+    o.append("| backend | figure | median | min | max | unit | floor | ratio to floor | target | met |")
+    o.append("|---|---|---:|---:|---:|---|---:|---:|---|---|")
+    for b in backends:
+        r = rep["backends"][b]
+        nw = r["info"].get("n_workers")
+        name = "%s (%d worker%s)" % (b, nw, "s" if nw != 1 else "") if nw is not None else b
+        for key, label in ROWS:
+            d = r["metrics"].get(key)
+            if d is None:
+                o.append("| %s | %s | missing | | | | | | | |" % (name, label))
+                continue
+            tgt = d.get("target")
+            tgt_s = ("%s %s" % (tgt[0].replace(">=", "≥").replace("<=", "≤"), fmt(tgt[1]))) if tgt else ""
+            met = {True: "yes", False: "**no**", None: ""}[d.get("met")]
+            if "na" in d:
+                o.append("| %s | %s | n/a | | | | | | %s | %s |" % (name, label, tgt_s, met))
+                continue
+            floor_s = ""
+            ratio_s = ""
+            if "floor" in d:
+                floor_s = "%s (%s)" % (fmt(d["floor_median"]), d["floor"])
+                ratio_s = "%s×" % fmt(d["ratio"])
+            o.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                name, label, fmt(d["median"]), fmt(d["min"]), fmt(d["max"]), d["unit"], floor_s, ratio_s, tgt_s, met))
+    o.append("")
+    sweep_rows = []
+    for b in backends:
+        mets = rep["backends"][b]["metrics"]
+        nw = rep["backends"][b]["info"].get("n_workers") or 1
+        cells = []
+        for us in SWEEP_US:
+            d = mets.get("sweep_%dus" % us)
+            if d and d.get("median"):
+                cells.append("%s (%.0f%%)" % (fmt(d["median"]), 100.0 * d["median"] / (nw * 1e6 / us)))
+            else:
+                cells.append("n/a")
+        sweep_rows.append("| %s | %s |" % (b, " | ".join(cells)))
+    if sweep_rows:
+        o.append("Throughput against task size [tasks/s] (percent of ideal n_workers / task time):")
+        o.append("")
+        o.append("| backend | " + " | ".join("%s us" % tick(u) for u in SWEEP_US) + " |")
+        o.append("|---|" + "---:|" * len(SWEEP_US))
+        o.extend(sweep_rows)
+        o.append("")
+    for n in rep["notes"]:
+        o.append("- note: " + n)
+    for e in rep["errors"]:
+        o.append("- error: " + e)
+    for b in backends:
+        for key, d in rep["backends"][b]["metrics"].items():
+            if "na" in d:
+                o.append("- %s %s n/a: %s" % (b, key, d["na"]))
+    return "\n".join(o) + "\n"
+
+
+def write_plots(rep, backends, out):
+    series = []
+    hist_sources = [(b, rep["backends"][b]["hists"].get("roundtrip")) for b in backends]
+    hist_sources += [("floor: " + k.replace("_roundtrip", ""), v) for k, v in sorted(rep["floor_hists"].items())]
+    for i, (name, h) in enumerate(hist_sources):
+        if not h:
+            continue
+        total = sum(h["counts"]) or 1
+        e = h["edges_us"]
+        pts = [(math.sqrt(e[j] * e[j + 1]), 100.0 * c / total) for j, c in enumerate(h["counts"])]
+        # trim empty tails
+        nz = [j for j, p in enumerate(pts) if p[1] > 0]
+        if nz:
+            pts = pts[max(0, nz[0] - 1): nz[-1] + 2]
+        series.append({"name": name, "points": pts, "dash": name.startswith("floor"), "markers": False,
+                       "color": COLORS[i % len(COLORS)]})
+    with open(os.path.join(out, "latency_histogram.svg"), "w") as f:
+        f.write(svg_chart("Single submit + get round trip (%s)" % rep["date"][:10], "round trip [us] (log)",
+                          "share of samples [%]", series, logx=True, logy=False))
+    series = []
+    ideals = set()
+    for i, b in enumerate(backends):
+        mets = rep["backends"][b]["metrics"]
+        pts = [(us, mets.get("sweep_%dus" % us, {}).get("median")) for us in SWEEP_US]
+        series.append({"name": b, "points": pts, "color": COLORS[i % len(COLORS)]})
+        ideals.add(rep["backends"][b]["info"].get("n_workers") or 1)
+    for nw in sorted(ideals):
+        series.append({"name": "ideal, %d worker%s" % (nw, "s" if nw > 1 else ""), "dash": True, "markers": False,
+                       "color": "#999", "points": [(us, nw * 1e6 / us) for us in SWEEP_US]})
+    with open(os.path.join(out, "throughput_vs_task_size.svg"), "w") as f:
+        f.write(svg_chart("Throughput against task size (%s)" % rep["date"][:10], "CPU work per task [us] (log)",
+                          "tasks/s (log)", series, logx=True, logy=True))
+
+
+def update_readme(md):
+    path = os.path.join(HERE, "README.md")
+    begin, end = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return
+    if begin not in text or end not in text:
+        return
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(head + begin + "\n" + md + end + tail)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

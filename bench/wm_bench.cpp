@@ -1,0 +1,388 @@
+// wm_bench: measures the figures of ONE backend, chosen the usual way (--work-manager NAME,
+// WM_WORK_MANAGER, --n-workers, --wm-*), and prints them as JSON lines (see bench_common.hpp).
+// bench/run.py runs it once per backend and figure and writes the report.
+//
+//   wm_bench --bench-list                      names of the installed backends, one per line
+//   wm_bench --work-manager threads --bench-figure throughput [--bench-runs 5] [--bench-smoke]
+//   mpirun -np 3 wm_bench --work-manager mpi --bench-figure roundtrip
+//
+// Figures: throughput roundtrip bandwidth idle efficiency death memory sweep.
+// The program's own flags start with --bench- so that Boost.Program_options (which accepts
+// unambiguous prefixes of the work manager's flags) never mistakes one for a --wm-/--n-... flag.
+#include "bench_common.hpp"
+
+#include <wm/environment.hpp>
+#include <wm/wm.hpp>
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+// ------------------------------------------------------------------ tasks (registered by name)
+
+int bench_noop(int x) { return x; }
+WM_TASK(bench_noop);
+
+std::string bench_echo(std::string s) { return s; }
+WM_TASK(bench_echo);
+
+std::int64_t bench_busy(std::int64_t us) {
+  bench::busy_cpu_us(us);
+  return us;
+}
+WM_TASK(bench_busy);
+
+namespace {
+void write_pid_file(const std::string& path) {
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  {
+    std::ofstream out(tmp);
+    out << getpid() << "\n";
+  }
+  std::rename(tmp.c_str(), path.c_str());
+}
+}  // namespace
+
+/** Reports its pid through the file `path`, then burns CPU for up to max_ms (the worker-death victim). */
+std::int64_t bench_report_and_spin(std::string path, std::int64_t max_ms) {
+  write_pid_file(path);
+  const double end = bench::now_s() + double(max_ms) / 1000.0;
+  while (bench::now_s() < end) bench::busy_cpu_us(100);
+  return getpid();
+}
+WM_TASK(bench_report_and_spin);
+
+/** Holds its worker: reports its pid in dir/pid.<index>, then waits (1 ms naps) until dir/release
+ *  exists or max_ms pass. */
+std::int64_t bench_gate(std::string dir, int index, std::int64_t max_ms) {
+  write_pid_file(dir + "/pid." + std::to_string(index));
+  const double end = bench::now_s() + double(max_ms) / 1000.0;
+  while (bench::now_s() < end && !fs::exists(dir + "/release"))
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return getpid();
+}
+WM_TASK(bench_gate);
+
+// ------------------------------------------------------------------ figures
+
+namespace {
+
+struct Ctx {
+  wm::WorkManager* wm;
+  std::string src;  // backend name, the "source" of every line
+  int runs = 5;
+  bool smoke = false;
+};
+
+std::string make_tmpdir() {
+  char tmpl[] = "/tmp/wm_bench.XXXXXX";
+  const char* d = mkdtemp(tmpl);
+  if (!d) throw std::runtime_error("mkdtemp failed");
+  return d;
+}
+
+/** Waits (polling, 100 us) until the file exists and holds a pid; -1 on timeout. */
+pid_t wait_pid_file(const std::string& path, double timeout_s) {
+  const double end = bench::now_s() + timeout_s;
+  while (bench::now_s() < end) {
+    std::ifstream in(path);
+    long pid = 0;
+    if (in >> pid && pid > 0) return pid_t(pid);
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return -1;
+}
+
+double run_throughput_once(wm::WorkManager& wm, int n) {
+  const double t0 = bench::now_s();
+  std::vector<wm::TaskSpec<int>> specs;
+  specs.reserve(std::size_t(n));
+  for (int i = 0; i < n; ++i) specs.push_back(wm::task(bench_noop, i));
+  long long sum = 0;
+  for (const auto& f : wm.as_completed(wm.submit_many(std::move(specs)))) sum += f.get_result();
+  const double dt = bench::now_s() - t0;
+  if (sum != (long long)n * (n - 1) / 2) throw std::runtime_error("throughput: wrong sum");
+  return double(n) / dt;
+}
+
+void fig_throughput(Ctx& c) {
+  const int n = c.smoke ? 2000 : 200000;
+  run_throughput_once(*c.wm, n / 10);  // warm-up
+  std::vector<double> v;
+  for (int r = 0; r < c.runs; ++r) v.push_back(run_throughput_once(*c.wm, n));
+  bench::emit_metric(c.src, "throughput", "tasks/s", v, "submit_many of " + std::to_string(n) + " no-op tasks + as_completed");
+}
+
+void fig_roundtrip(Ctx& c) {
+  const int m = c.smoke ? 200 : 20000;
+  for (int i = 0; i < 500; ++i) c.wm->submit(bench_noop, i).get_result();  // warm-up
+  std::vector<double> med, p99, all;
+  for (int r = 0; r < c.runs; ++r) {
+    std::vector<double> s;
+    s.reserve(std::size_t(m));
+    for (int i = 0; i < m; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const int got = c.wm->submit(bench_noop, i).get_result();
+      const auto t1 = std::chrono::steady_clock::now();
+      if (got != i) throw std::runtime_error("roundtrip: wrong result");
+      s.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    }
+    med.push_back(bench::quantile(s, 0.5));
+    p99.push_back(bench::quantile(s, 0.99));
+    all.insert(all.end(), s.begin(), s.end());
+  }
+  const std::string note = std::to_string(m) + " sequential submit+get_result per run";
+  bench::emit_metric(c.src, "rt_median", "us", med, note);
+  bench::emit_metric(c.src, "rt_p99", "us", p99, note);
+  bench::emit_hist(c.src, "roundtrip", all);
+}
+
+void fig_bandwidth(Ctx& c) {
+  const std::size_t size = c.smoke ? (std::size_t(4) << 20) : (std::size_t(64) << 20);
+  auto once = [&] {
+    std::string arg(size, 'x');
+    arg[size / 2] = 'y';
+    const double t0 = bench::now_s();
+    std::string back = c.wm->submit(bench_echo, std::move(arg)).get_result();
+    const double dt = bench::now_s() - t0;
+    if (back.size() != size || back[size / 2] != 'y') throw std::runtime_error("bandwidth: wrong echo");
+    return 2.0 * double(size) / dt / 1e9;
+  };
+  once();  // warm-up
+  std::vector<double> v;
+  for (int r = 0; r < c.runs; ++r) v.push_back(once());
+  bench::emit_metric(c.src, "bandwidth", "GB/s", v,
+                     std::to_string(size >> 20) + " MiB std::string echoed, bytes counted both ways");
+}
+
+/** Root of the process tree whose CPU we count: this process, or mpirun (our parent) under MPI. */
+pid_t tree_root() {
+  if (std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_RANK") || std::getenv("PMIX_RANK")) return getppid();
+  return getpid();
+}
+
+void fig_idle(Ctx& c) {
+  const double idle_s = c.smoke ? 0.3 : 3.0;
+  const pid_t root = tree_root();
+  std::vector<double> v;
+  std::size_t nproc = 0;
+  for (int r = 0; r < c.runs; ++r) {
+    c.wm->submit(bench_noop, r).get_result();  // warm-up: every worker has run something lately
+    // The tree is listed before the window, so walking /proc is not counted as idle cost.
+    const auto tree = bench::process_tree(root);
+    nproc = tree.size();
+    const double a = bench::tree_cpu_s(tree);
+    std::this_thread::sleep_for(std::chrono::duration<double>(idle_s));
+    const double b = bench::tree_cpu_s(tree);
+    v.push_back((b - a) * (3.0 / idle_s));  // scaled to 3 s (no-op unless smoke)
+  }
+  bench::emit_metric(c.src, "idle_cpu", "CPU-s", v,
+                     "CPU of the process tree (" + std::to_string(nproc) + " processes) over " +
+                         bench::json_num(idle_s) + " s idle after a task" + (idle_s != 3.0 ? ", scaled to 3 s" : ""));
+}
+
+void fig_efficiency(Ctx& c) {
+  const int n = c.smoke ? 20 : 200;
+  const std::int64_t us = c.smoke ? 1000 : 10000;
+  const std::size_t queue = 10;
+  const double ideal = double(n) * double(us) * 1e-6 / double(c.wm->n_workers());
+  std::vector<double> v;
+  for (int r = 0; r < c.runs; ++r) {
+    int i = 0, got = 0;
+    auto gen = [&]() -> std::optional<wm::TaskSpec<std::int64_t>> {
+      if (i >= n) return std::nullopt;
+      ++i;
+      return wm::task(bench_busy, us);
+    };
+    const double t0 = bench::now_s();
+    for (const auto& f : c.wm->submit_as_completed(gen, queue)) got += (f.get_result() == us);
+    const double dt = bench::now_s() - t0;
+    if (got != n) throw std::runtime_error("efficiency: wrong results");
+    v.push_back(ideal / dt);
+  }
+  bench::emit_metric(c.src, "efficiency", "ideal/wall", v,
+                     std::to_string(n) + " tasks x " + std::to_string(us / 1000) + " ms CPU, queue_size 10, " +
+                         std::to_string(c.wm->n_workers()) + " workers");
+}
+
+void fig_death(Ctx& c) {
+  if (c.wm->runs_in_process()) {
+    bench::emit_na(c.src, "death_ms", "tasks run in the master process: no worker to kill");
+    return;
+  }
+  const std::string dir = make_tmpdir();
+  std::vector<double> v;
+  std::string note;
+  for (int r = 0; r < c.runs; ++r) {
+    const std::string path = dir + "/victim." + std::to_string(r);
+    auto f = c.wm->submit(bench_report_and_spin, path, std::int64_t(30000));
+    const pid_t pid = wait_pid_file(path, 20.0);
+    if (pid <= 0 || pid == getpid()) {
+      note = pid <= 0 ? "the task never reported its pid" : "the task ran in the master";
+      break;
+    }
+    const double t0 = bench::now_s();
+    kill(pid, SIGKILL);
+    const bool done = f.wait_for(std::chrono::seconds(10));
+    const double dt = (bench::now_s() - t0) * 1e3;
+    if (!done) {
+      note = "the future did not fail within 10 s of SIGKILL";
+      break;
+    }
+    try {
+      f.get_result();
+      note = "the future succeeded although its worker was killed";
+      break;
+    } catch (const wm::WorkerLostError&) {
+      v.push_back(dt);
+    } catch (const std::exception& e) {
+      note = std::string("the future failed with another error: ") + e.what();
+      break;
+    }
+    // The work manager keeps working after a death.
+    auto g = c.wm->submit(bench_noop, 7);
+    if (!g.wait_for(std::chrono::seconds(10)) || g.get_result() != 7) {
+      note = "no task ran after the worker death";
+      break;
+    }
+  }
+  fs::remove_all(dir);
+  if (v.empty()) {
+    bench::emit_na(c.src, "death_ms", note);
+    return;
+  }
+  bench::emit_metric(c.src, "death_ms", "ms", v, note.empty() ? "SIGKILL of a busy worker -> WorkerLostError" : note);
+}
+
+void fig_memory(Ctx& c) {
+  const int n = c.smoke ? 2000 : 100000;
+  const std::string dir = make_tmpdir();
+  const unsigned nw = c.wm->n_workers();
+  // serial runs every task inside submit(): a gate would block the master itself.
+  const bool gated = c.wm->name() != "serial";
+  c.wm->submit(bench_noop, 0).get_result();  // workers started
+  const double rss_before = bench::proc_status_kb(getpid(), "VmRSS");
+  std::vector<wm::Future<std::int64_t>> gates;
+  pid_t worker = -1;
+  int held = 0;
+  if (gated) {
+    for (unsigned i = 0; i < nw; ++i) gates.push_back(c.wm->submit(bench_gate, dir, int(i), std::int64_t(60000)));
+    // Wait for every gate to hold its worker (a backend may queue two on one worker: then wait 2 s).
+    const double end = bench::now_s() + 2.0;
+    while (bench::now_s() < end && held < int(nw)) {
+      held = 0;
+      for (unsigned i = 0; i < nw; ++i) held += fs::exists(dir + "/pid." + std::to_string(i));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    const pid_t p = wait_pid_file(dir + "/pid.0", 10.0);
+    if (p > 0 && p != getpid()) worker = p;
+  }
+  std::vector<wm::TaskSpec<int>> specs;
+  specs.reserve(std::size_t(n));
+  for (int i = 0; i < n; ++i) specs.push_back(wm::task(bench_noop, i));
+  auto futures = c.wm->submit_many(std::move(specs));
+  std::this_thread::sleep_for(std::chrono::milliseconds(c.smoke ? 20 : 200));  // let the backend ship what it ships
+  std::size_t outstanding = 0;
+  for (const auto& f : futures) outstanding += !f.done();
+  const double master_hwm_held = bench::proc_status_kb(getpid(), "VmHWM");
+  const double worker_hwm = worker > 0 ? bench::proc_status_kb(worker, "VmHWM") : -1;
+  { std::ofstream(dir + "/release") << "go\n"; }
+  long long sum = 0;
+  for (const auto& f : c.wm->as_completed(std::move(futures))) sum += f.get_result();
+  for (auto& g : gates) g.wait_for(std::chrono::seconds(60));
+  const double master_hwm = bench::proc_status_kb(getpid(), "VmHWM");
+  const double worker_hwm_end = worker > 0 ? bench::proc_status_kb(worker, "VmHWM") : -1;
+  fs::remove_all(dir);
+  if (sum != (long long)n * (n - 1) / 2) throw std::runtime_error("memory: wrong sum");
+  const std::string note = std::to_string(n) + " futures submitted, " + std::to_string(outstanding) +
+                           " outstanding at the measurement, " +
+                           (gated ? std::to_string(held) + "/" + std::to_string(nw) + " workers held by a gate task"
+                                  : std::string("tasks run inside submit (serial)"));
+  bench::emit_metric(c.src, "mem_master_hwm", "MiB", {master_hwm / 1024.0}, note);
+  bench::emit_metric(c.src, "mem_per_future", "bytes",
+                     {(master_hwm_held - rss_before) * 1024.0 / double(n)},
+                     "(master VmHWM with the futures outstanding - VmRSS before) / " + std::to_string(n));
+  if (worker > 0)
+    bench::emit_metric(c.src, "mem_worker_hwm", "MiB", {std::max(worker_hwm, worker_hwm_end) / 1024.0}, note);
+  else
+    bench::emit_na(c.src, "mem_worker_hwm", c.wm->runs_in_process() ? "tasks run in the master process" : "no worker pid");
+}
+
+void fig_sweep(Ctx& c) {
+  const std::vector<std::int64_t> sizes{1, 10, 100, 1000, 10000};
+  const double budget_s = c.smoke ? 0.01 : 0.25;
+  for (const std::int64_t us : sizes) {
+    const double want = budget_s * double(c.wm->n_workers()) / (double(us) * 1e-6);
+    const int n = int(std::clamp(want, 8.0, c.smoke ? 2000.0 : 100000.0));
+    std::vector<double> v;
+    for (int r = 0; r < c.runs; ++r) {
+      std::vector<wm::TaskSpec<std::int64_t>> specs;
+      specs.reserve(std::size_t(n));
+      const double t0 = bench::now_s();
+      for (int i = 0; i < n; ++i) specs.push_back(wm::task(bench_busy, us));
+      for (const auto& f : c.wm->as_completed(c.wm->submit_many(std::move(specs)))) f.get_result();
+      v.push_back(double(n) / (bench::now_s() - t0));
+    }
+    bench::emit_metric(c.src, "sweep_" + std::to_string(us) + "us", "tasks/s", v,
+                       std::to_string(n) + " tasks of " + std::to_string(us) + " us CPU");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  wm::serve_if_worker();  // the processes backend re-executes this program as its workers
+  if (bench::arg_flag(argc, argv, "--bench-list")) {
+    for (const auto& name : wm::scan_plugins().names()) std::cout << name << "\n";
+    return 0;
+  }
+  try {
+    auto wm = wm::make_work_manager(argc, argv);
+    if (!wm->is_master()) {  // SPMD backends (mpi): the other ranks serve tasks
+      wm->run();
+      return 0;
+    }
+    Ctx c{wm.get(), wm->name()};
+    c.smoke = bench::arg_flag(argc, argv, "--bench-smoke");
+    c.runs = std::max(1, std::atoi(bench::arg_value(argc, argv, "--bench-runs", c.smoke ? "1" : "5").c_str()));
+    const std::string figure = bench::arg_value(argc, argv, "--bench-figure", "all");
+    wm->startup();
+    bench::Json()
+        .str("kind", "info").str("source", c.src).num("n_workers", wm->n_workers())
+        .boolean("in_process", wm->runs_in_process()).num("pid", getpid()).emit();
+    const std::vector<std::pair<std::string, void (*)(Ctx&)>> figures{
+        {"throughput", fig_throughput}, {"roundtrip", fig_roundtrip}, {"bandwidth", fig_bandwidth},
+        {"idle", fig_idle},             {"efficiency", fig_efficiency}, {"death", fig_death},
+        {"memory", fig_memory},         {"sweep", fig_sweep}};
+    bool found = false;
+    for (const auto& [name, fn] : figures) {
+      if (figure != "all" && figure != name) continue;
+      found = true;
+      try {
+        fn(c);
+      } catch (const std::exception& e) {
+        bench::Json().str("kind", "error").str("source", c.src).str("figure", name).str("message", e.what()).emit();
+      }
+    }
+    if (!found) {
+      std::cerr << "wm_bench: unknown figure '" << figure << "'\n";
+      return 2;
+    }
+    wm->shutdown();
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "wm_bench: " << e.what() << "\n";
+    return 1;
+  }
+}
