@@ -625,19 +625,20 @@ def write_plots(rep, backends, out):
 
 
 def update_readme(md):
-    path = os.path.join(HERE, "README.md")
+    """Puts the table between the bench-table markers of bench/README.md and the top README.md."""
     begin, end = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return
-    if begin not in text or end not in text:
-        return
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    with open(path, "w") as f:
-        f.write(head + begin + "\n" + md + end + tail)
+    for path in (os.path.join(HERE, "README.md"), os.path.join(HERE, os.pardir, "README.md")):
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            continue
+        if begin not in text or end not in text:
+            continue
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        with open(path, "w") as f:
+            f.write(head + begin + "\n" + md + end + tail)
 
 
 if __name__ == "__main__":
