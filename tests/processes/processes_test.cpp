@@ -1,0 +1,802 @@
+// processes_test.cpp: the processes backend: crash matrix (after CPython's test_deadlock.py),
+// worker and master death, shutdown, Ctrl-C, retries, timeouts, WM_PROCESS_INDEX and seeds.
+// Every test checks that no process of ours is left: the fixture counts this process's children.
+#include <wm/wm.hpp>
+
+#include <gtest/gtest.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <future>
+#include <map>
+#include <numeric>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// ---------------------------------------------------------------- tasks (run in the workers)
+
+int square(int x) { return x * x; }
+WM_TASK(square);
+
+int process_index() {
+  const char* v = std::getenv("WM_PROCESS_INDEX");
+  return v ? std::atoi(v) : -1;
+}
+
+struct WhereInfo {
+  int index = -1;
+  long pid = 0;
+  std::string seed;
+  template <class A>
+  void serialize(A& a) {
+    a(index, pid, seed);
+  }
+};
+
+WhereInfo where_am_i(int sleep_ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));
+  const char* seed = std::getenv("WM_PROCESS_SEED");
+  return WhereInfo{process_index(), static_cast<long>(getpid()), seed ? seed : ""};
+}
+WM_TASK(where_am_i);
+
+void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+WM_TASK(sleep_ms);
+
+std::vector<char> echo_bytes(std::vector<char> v) { return v; }
+WM_TASK(echo_bytes);
+
+std::uint64_t add_one(std::uint64_t x) { return x + 1; }
+WM_TASK(add_one);
+
+// How a task (or a type's serialization) misbehaves.
+enum Mode : int { kAbort = 0, kSegv = 1, kExit = 2, kThrow = 3, kCorrupt = 4, kNone = 9 };
+
+[[noreturn]] void die_by(int mode) {
+  switch (mode) {
+    case kAbort: std::abort();
+    case kSegv: raise(SIGSEGV); break;
+    case kExit: _exit(3);
+    default: break;
+  }
+  _exit(99);
+}
+
+void misbehave(int mode, const char* where) {
+  if (mode == kNone) return;
+  if (mode == kThrow) throw std::runtime_error(std::string("deliberate failure at ") + where);
+  if (mode == kCorrupt) {
+    // Writes junk into the worker's channel to the master (the fd is in WM_WORKER_ARG).
+    int fd = -1;
+    if (const char* a = std::getenv("WM_WORKER_ARG")) std::sscanf(a, "fd=%d", &fd);
+    const char junk[] = "this is not a frame header, not at all!!";
+    if (fd >= 0) {
+      [[maybe_unused]] ssize_t r = write(fd, junk, sizeof junk);
+    }
+    return;
+  }
+  die_by(mode);
+}
+
+int misbehaving_task(int mode) {
+  misbehave(mode, "execution");
+  return 42;
+}
+WM_TASK(misbehaving_task);
+
+// Argument whose decoding (in the worker) misbehaves.
+struct ArgBomb {
+  int mode = kNone;
+  template <class A>
+  void save(A& a) const {
+    a(mode);
+  }
+  template <class A>
+  void load(A& a) {
+    a(mode);
+    misbehave(mode, "argument decoding");
+  }
+};
+int take_arg_bomb(ArgBomb b) { return b.mode; }
+WM_TASK(take_arg_bomb);
+
+// Result whose encoding (in the worker) misbehaves.
+struct ResultBomb {
+  int mode = kNone;
+  template <class A>
+  void save(A& a) const {
+    misbehave(mode, "result encoding");
+    a(mode);
+  }
+  template <class A>
+  void load(A& a) {
+    a(mode);
+  }
+};
+ResultBomb make_result_bomb(int mode) { return ResultBomb{mode}; }
+WM_TASK(make_result_bomb);
+
+// Result whose decoding (in the master) throws.
+struct ResultLoadBomb {
+  int mode = kNone;
+  template <class A>
+  void save(A& a) const {
+    a(mode);
+  }
+  template <class A>
+  void load(A& a) {
+    a(mode);
+    if (mode == kThrow) throw std::runtime_error("ResultLoadBomb refuses to decode");
+  }
+};
+ResultLoadBomb make_result_load_bomb(int mode) { return ResultLoadBomb{mode}; }
+WM_TASK(make_result_load_bomb);
+
+// Argument whose encoding (in the master) throws.
+struct SaveThrows {
+  int x = 0;
+  template <class A>
+  void save(A&) const {
+    throw std::runtime_error("SaveThrows cannot be encoded");
+  }
+  template <class A>
+  void load(A& a) {
+    a(x);
+  }
+};
+int take_save_throws(SaveThrows s) { return s.x; }
+WM_TASK(take_save_throws);
+
+// Crashes the worker on the first `crashes` runs (counted in a file), then returns the run number.
+int crash_first(std::string counter_file, int crashes, int mode) {
+  int runs = 0;
+  {
+    std::ifstream in(counter_file);
+    in >> runs;
+  }
+  ++runs;
+  {
+    std::ofstream out(counter_file, std::ios::trunc);
+    out << runs;
+  }
+  if (runs <= crashes) misbehave(mode, "execution");
+  return runs;
+}
+WM_TASK(crash_first);
+
+// ---------------------------------------------------------------- helpers
+
+namespace {
+
+// Processes whose parent is `parent` (zombies included: an unreaped child is a leak too).
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  DIR* d = opendir("/proc");
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0) continue;
+    std::ifstream f(std::string("/proc/") + e->d_name + "/stat");
+    std::string line;
+    if (!std::getline(f, line)) continue;
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    long ppid;
+    rest >> state >> ppid;
+    if (ppid == parent) out.push_back(static_cast<pid_t>(pid));
+  }
+  closedir(d);
+  return out;
+}
+
+// True while the process exists and is not a zombie.
+bool running(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return false;
+  auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+}
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit) {
+  const auto until = Clock::now() + limit;
+  while (Clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return pred();
+}
+
+std::unique_ptr<wm::WorkManager> make_processes(int workers, std::map<std::string, std::string> options = {}) {
+  std::vector<std::string> args = {"processes_test", "--work-manager", "processes", "--n-workers",
+                                   std::to_string(workers)};
+  for (auto& [k, v] : options) {
+    args.push_back("--wm-processes-" + k);
+    args.push_back(v);
+  }
+  std::vector<const char*> argv;
+  for (auto& a : args) argv.push_back(a.c_str());
+  auto wm = wm::make_work_manager(static_cast<int>(argv.size()), argv.data());
+  EXPECT_EQ(wm->name(), "processes");
+  return wm;
+}
+
+// The failure of a finished future as text "Type: what()" for diagnostics.
+std::string failure_of(const wm::WMFuture& f) {
+  try {
+    f.get_result_any(false);
+    return "(no failure)";
+  } catch (const wm::WorkerLostError& e) {
+    return std::string("WorkerLostError: ") + e.what();
+  } catch (const wm::ProtocolError& e) {
+    return std::string("ProtocolError: ") + e.what();
+  } catch (const wm::TaskError& e) {
+    return std::string("TaskError: ") + e.what();
+  } catch (const wm::TaskTimeoutError& e) {
+    return std::string("TaskTimeoutError: ") + e.what();
+  } catch (const wm::ShutdownError& e) {
+    return std::string("ShutdownError: ") + e.what();
+  } catch (const std::exception& e) {
+    return std::string("other: ") + e.what();
+  }
+}
+
+template <class E>
+bool fails_with(const wm::WMFuture& f) {
+  try {
+    f.get_result_any(false);
+  } catch (const E&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+  return false;
+}
+
+// Starts this test program as a helper (see helper_main) with its own process group; its
+// standard output is a pipe whose read end is returned.
+pid_t spawn_helper(const std::string& role, int& out_fd, const std::string& extra_env = "") {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return -1;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.emplace_back(*e);
+  env.push_back("WM_PT_HELPER=" + role);
+  if (!extra_env.empty()) env.push_back(extra_env);
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string self = "/proc/self/exe";
+  char* argv[] = {self.data(), nullptr};
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  close(p[1]);
+  if (rc != 0) {
+    close(p[0]);
+    return -1;
+  }
+  out_fd = p[0];
+  return pid;
+}
+
+// Reads one line from fd within the limit ("" on timeout or end of file).
+std::string read_line(int fd, std::chrono::milliseconds limit) {
+  std::string line;
+  const auto until = Clock::now() + limit;
+  while (Clock::now() < until) {
+    pollfd pfd{fd, POLLIN, 0};
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count());
+    if (poll(&pfd, 1, std::max(left, 1)) <= 0) continue;
+    char c;
+    ssize_t r = read(fd, &c, 1);
+    if (r <= 0) break;
+    if (c == '\n') return line;
+    line += c;
+  }
+  return line;
+}
+
+// Waits for a child within the limit; returns its wait status or -1.
+int wait_child(pid_t pid, std::chrono::milliseconds limit) {
+  int status = 0;
+  const auto until = Clock::now() + limit;
+  for (;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) return status;
+    if (Clock::now() >= until) return -1;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+class Processes : public ::testing::Test {
+ protected:
+  void SetUp() override { before_ = children_of(getpid()).size(); }
+  void TearDown() override {
+    // Every work manager of the test is gone: no worker (nor zombie) may be left.
+    EXPECT_TRUE(eventually([&] { return children_of(getpid()).size() == before_; }, 5000ms))
+        << "processes left behind: " << children_of(getpid()).size() - before_;
+  }
+  std::size_t before_ = 0;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- basics
+
+TEST_F(Processes, RunsTasksAndBatches) {
+  auto wm = make_processes(2);
+  EXPECT_EQ(wm->n_workers(), 2u);
+  EXPECT_FALSE(wm->runs_in_process());
+  EXPECT_EQ(wm->submit(square, 7).get_result(), 49);
+  std::vector<wm::TaskSpec<std::uint64_t>> specs;
+  for (std::uint64_t i = 0; i < 20000; ++i) specs.push_back(wm::task(add_one, i));
+  std::uint64_t sum = 0;
+  for (const auto& f : wm->as_completed(wm->submit_many(std::move(specs)))) sum += f.get_result();
+  EXPECT_EQ(sum, 20000ull * 19999 / 2 + 20000);
+}
+
+TEST_F(Processes, WorkerStartsAreCountedAndReaped) {
+  {
+    auto wm = make_processes(3);
+    wm->startup();
+    EXPECT_EQ(children_of(getpid()).size(), before_ + 3);
+  }
+  EXPECT_EQ(children_of(getpid()).size(), before_);  // shutdown reaped them all
+}
+
+TEST_F(Processes, UnregisteredCallableIsRefusedAtSubmit) {
+  auto wm = make_processes(1);
+  EXPECT_THROW(wm->submit([](int x) { return x; }, 1), wm::TaskNotRegisteredError);
+  EXPECT_EQ(wm->submit(square, 3).get_result(), 9);
+}
+
+TEST_F(Processes, ProcessIndexCoversAllWorkersAndSeedsDiffer) {
+  const int n = 3;
+  auto wm = make_processes(n);
+  std::vector<wm::TaskSpec<WhereInfo>> specs;
+  for (int i = 0; i < 12 * n; ++i) specs.push_back(wm::task(where_am_i, 40));
+  std::set<int> indices;
+  std::map<int, std::set<std::string>> seeds;
+  std::set<std::string> all_seeds;
+  for (const auto& f : wm->submit_many(std::move(specs))) {
+    WhereInfo w = f.get_result();
+    indices.insert(w.index);
+    seeds[w.index].insert(w.seed);
+    all_seeds.insert(w.seed);
+  }
+  EXPECT_EQ(indices, (std::set<int>{0, 1, 2}));
+  for (auto& [i, s] : seeds) EXPECT_EQ(s.size(), 1u) << "worker " << i << " changed its seed";
+  EXPECT_EQ(all_seeds.size(), static_cast<std::size_t>(n)) << "two workers got the same seed";
+  for (const auto& s : all_seeds) EXPECT_FALSE(s.empty());
+}
+
+TEST_F(Processes, LargeArgumentsAndResultsRoundTrip) {
+  auto wm = make_processes(2);
+  for (std::size_t size : {std::size_t(0), std::size_t(1), std::size_t(255 << 10), std::size_t(256 << 10),
+                           std::size_t(300 << 10), std::size_t(5 << 20), std::size_t(64 << 20)}) {
+    std::vector<char> v(size);
+    for (std::size_t i = 0; i < size; ++i) v[i] = static_cast<char>(i * 131 + 7);
+    auto f = wm->submit(echo_bytes, v);
+    ASSERT_TRUE(f.wait_for(60s));
+    EXPECT_TRUE(f.get_result() == v) << "size " << size;
+  }
+  // Several large ones at once, interleaved with small ones.
+  std::vector<wm::Future<std::vector<char>>> big;
+  std::vector<wm::Future<int>> small;
+  for (int i = 0; i < 6; ++i) {
+    big.push_back(wm->submit(echo_bytes, std::vector<char>(3 << 20, static_cast<char>(i))));
+    small.push_back(wm->submit(square, i));
+  }
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(big[i].get_result(), std::vector<char>(3 << 20, static_cast<char>(i)));
+    EXPECT_EQ(small[i].get_result(), i * i);
+  }
+}
+
+TEST_F(Processes, ConcurrentSubmittersFromSeveralThreads) {
+  auto wm = make_processes(2);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      std::vector<wm::Future<int>> fs;
+      for (int i = 0; i < 2000; ++i) fs.push_back(wm->submit(square, t * 10000 + i));
+      for (int i = 0; i < 2000; ++i)
+        if (fs[i].get_result() != (t * 10000 + i) * (t * 10000 + i)) ++wrong;
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST_F(Processes, TaskLibrariesAreLoadedInWorkers) {
+  wm::load_task_library(WM_TEST_TASK_LIBRARY);
+  auto wm = make_processes(2);
+  EXPECT_EQ(wm->submit(wm::task_by_name<int>("tasklib::triple", 5)).get_result(), 15);
+}
+
+TEST_F(Processes, FutureOutlivesWorkManager) {
+  std::vector<wm::Future<int>> fs;
+  {
+    auto wm = make_processes(1);
+    for (int i = 0; i < 20; ++i) fs.push_back(wm->submit(square, i));
+    fs[0].wait();
+  }
+  // Each finished: with its result, or (not run before the shutdown) with ShutdownError.
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(fs[i].done());
+    if (fs[i].failed())
+      EXPECT_TRUE(fails_with<wm::ShutdownError>(fs[i])) << failure_of(fs[i]);
+    else
+      EXPECT_EQ(fs[i].get_result(), i * i);
+  }
+  EXPECT_FALSE(fs[0].failed());
+}
+
+// Done-callbacks run on the master's I/O thread: they may submit more work and may shut down.
+TEST_F(Processes, CallbacksMaySubmitAndShutDown) {
+  auto wm = make_processes(2);
+  wm::WorkManager* w = wm.get();
+  std::promise<wm::Future<int>> chained;
+  auto first = wm->submit(square, 3);
+  first.add_done_callback([&](const wm::WMFuture&) { chained.set_value(w->submit(square, 4)); });
+  auto second = chained.get_future().get();
+  ASSERT_TRUE(second.wait_for(10s));
+  EXPECT_EQ(second.get_result(), 16);
+  auto last = wm->submit(sleep_ms, 10);
+  std::atomic<bool> called{false};
+  last.add_done_callback([&](const wm::WMFuture&) {
+    w->shutdown();  // returns at once on the I/O thread; the destructor waits for the rest
+    called = true;
+  });
+  ASSERT_TRUE(last.wait_for(10s));
+  EXPECT_TRUE(eventually([&] { return called.load(); }, 10000ms));
+  EXPECT_THROW(wm->submit(square, 1), wm::ShutdownError);
+  const auto t0 = Clock::now();
+  wm.reset();
+  EXPECT_LT(Clock::now() - t0, 10s);
+}
+
+// ---------------------------------------------------------------- crash matrix
+
+struct CrashCase {
+  const char* name;
+  enum Stage { arg_decode, execution, result_encode, result_decode } stage;
+  int mode;
+  enum Expect { worker_lost, protocol, task_error } expect;
+};
+
+void PrintTo(const CrashCase& c, std::ostream* os) { *os << c.name; }
+
+class CrashMatrix : public Processes, public ::testing::WithParamInterface<CrashCase> {};
+
+TEST_P(CrashMatrix, EndsWithItsErrorAndThePoolKeepsWorking) {
+  const CrashCase c = GetParam();
+  auto wm = make_processes(2);
+  wm::WMFuture f;
+  switch (c.stage) {
+    case CrashCase::arg_decode: f = wm->submit(take_arg_bomb, ArgBomb{c.mode}); break;
+    case CrashCase::execution: f = wm->submit(misbehaving_task, c.mode); break;
+    case CrashCase::result_encode: f = wm->submit(make_result_bomb, c.mode); break;
+    case CrashCase::result_decode: f = wm->submit(make_result_load_bomb, c.mode); break;
+  }
+  // Other work at the same time is unaffected.
+  std::vector<wm::Future<int>> others;
+  for (int i = 0; i < 50; ++i) others.push_back(wm->submit(square, i));
+  ASSERT_TRUE(f.wait_for(10s)) << c.name << ": the future did not finish";
+  const std::string what = failure_of(f);
+  switch (c.expect) {
+    case CrashCase::worker_lost: {
+      EXPECT_TRUE(fails_with<wm::WorkerLostError>(f)) << what;
+      auto info = f.error_info();
+      ASSERT_TRUE(info.has_value());
+      EXPECT_EQ(info->kind, wm::FailureKind::worker_lost);
+      EXPECT_NE(what.find("worker "), std::string::npos) << what;
+      EXPECT_NE(what.find("pid "), std::string::npos) << what;
+      if (c.mode == kExit) { EXPECT_NE(what.find("exited with code 3"), std::string::npos) << what; }
+      if (c.mode == kAbort) { EXPECT_NE(what.find("signal 6"), std::string::npos) << what; }
+      if (c.mode == kSegv) { EXPECT_NE(what.find("signal 11"), std::string::npos) << what; }
+      break;
+    }
+    case CrashCase::protocol: EXPECT_TRUE(fails_with<wm::ProtocolError>(f)) << what; break;
+    case CrashCase::task_error: EXPECT_TRUE(fails_with<wm::TaskError>(f)) << what; break;
+  }
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(others[i].wait_for(10s));
+    if (c.mode == kCorrupt) continue;  // its worker's other in-flight tasks may fail with it
+    EXPECT_EQ(others[i].get_result(), i * i) << failure_of(others[i]);
+  }
+  auto follow = wm->submit(square, 11);
+  ASSERT_TRUE(follow.wait_for(10s));
+  EXPECT_EQ(follow.get_result(), 121);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Processes, CrashMatrix,
+    ::testing::Values(
+        CrashCase{"arg_decode_abort", CrashCase::arg_decode, kAbort, CrashCase::worker_lost},
+        CrashCase{"arg_decode_segv", CrashCase::arg_decode, kSegv, CrashCase::worker_lost},
+        CrashCase{"arg_decode_exit", CrashCase::arg_decode, kExit, CrashCase::worker_lost},
+        CrashCase{"arg_decode_throw", CrashCase::arg_decode, kThrow, CrashCase::protocol},
+        CrashCase{"exec_abort", CrashCase::execution, kAbort, CrashCase::worker_lost},
+        CrashCase{"exec_segv", CrashCase::execution, kSegv, CrashCase::worker_lost},
+        CrashCase{"exec_exit", CrashCase::execution, kExit, CrashCase::worker_lost},
+        CrashCase{"exec_throw", CrashCase::execution, kThrow, CrashCase::task_error},
+        CrashCase{"exec_corrupt_channel", CrashCase::execution, kCorrupt, CrashCase::protocol},
+        CrashCase{"result_encode_abort", CrashCase::result_encode, kAbort, CrashCase::worker_lost},
+        CrashCase{"result_encode_segv", CrashCase::result_encode, kSegv, CrashCase::worker_lost},
+        CrashCase{"result_encode_exit", CrashCase::result_encode, kExit, CrashCase::worker_lost},
+        CrashCase{"result_encode_throw", CrashCase::result_encode, kThrow, CrashCase::protocol},
+        CrashCase{"result_decode_throw", CrashCase::result_decode, kThrow, CrashCase::protocol}),
+    [](const ::testing::TestParamInfo<CrashCase>& i) { return std::string(i.param.name); });
+
+// Argument encoding happens in the master, at submit: the submit itself fails, naming the task.
+TEST_F(Processes, ArgumentEncodingFailureFailsSubmit) {
+  auto wm = make_processes(1);
+  try {
+    wm->submit(take_save_throws, SaveThrows{});
+    FAIL() << "submit should have thrown";
+  } catch (const wm::TaskNotRegisteredError& e) {
+    EXPECT_NE(std::string(e.what()).find("take_save_throws"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("SaveThrows cannot be encoded"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(wm->submit(square, 5).get_result(), 25);
+}
+
+// ---------------------------------------------------------------- worker death
+
+TEST_F(Processes, SigkillDuringTaskFailsOnlyThatTask) {
+  auto wm = make_processes(1);
+  const long pid = wm->submit(where_am_i, 0).get_result().pid;
+  auto victim = wm->submit(sleep_ms, 30000);
+  auto queued = wm->submit(square, 6);  // waits behind the victim on the only worker
+  std::this_thread::sleep_for(200ms);   // let it start
+  ASSERT_EQ(kill(static_cast<pid_t>(pid), SIGKILL), 0);
+  ASSERT_TRUE(victim.wait_for(10s));
+  const std::string what = failure_of(victim);
+  EXPECT_TRUE(fails_with<wm::WorkerLostError>(victim)) << what;
+  EXPECT_NE(what.find("sleep_ms"), std::string::npos) << what;
+  EXPECT_NE(what.find("worker 0"), std::string::npos) << what;
+  EXPECT_NE(what.find("pid " + std::to_string(pid)), std::string::npos) << what;
+  EXPECT_NE(what.find("signal 9"), std::string::npos) << what;
+  ASSERT_TRUE(queued.wait_for(10s));
+  EXPECT_EQ(queued.get_result(), 36) << failure_of(queued);
+  WhereInfo after = wm->submit(where_am_i, 0).get_result();
+  EXPECT_EQ(after.index, 0);  // the replacement serves the same slot
+  EXPECT_NE(after.pid, pid);
+}
+
+TEST_F(Processes, DeathOfAnIdleWorkerIsReplaced) {
+  auto wm = make_processes(2);
+  wm->startup();
+  auto kids = children_of(getpid());
+  ASSERT_EQ(kids.size(), before_ + 2);
+  // Kill one of the (idle) workers.
+  pid_t victim = -1;
+  for (pid_t k : kids)
+    if (running(k)) victim = k;
+  ASSERT_GT(victim, 0);
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto now = children_of(getpid());
+        return now.size() == before_ + 2 && std::find(now.begin(), now.end(), victim) == now.end();
+      },
+      5000ms));
+  std::set<int> indices;
+  std::vector<wm::Future<WhereInfo>> fs;
+  for (int i = 0; i < 20; ++i) fs.push_back(wm->submit(where_am_i, 30));
+  for (auto& f : fs) indices.insert(f.get_result().index);
+  EXPECT_EQ(indices, (std::set<int>{0, 1}));
+}
+
+TEST_F(Processes, RetriesRerunTasksLostToWorkerDeath) {
+  char dir[] = "/tmp/wm_processes_test_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string ok_file = std::string(dir) + "/ok", lost_file = std::string(dir) + "/lost",
+                    throw_file = std::string(dir) + "/throw";
+  {
+    auto wm = make_processes(2, {{"retries", "2"}});
+    // Crashes twice, succeeds on the third run.
+    auto ok = wm->submit(crash_first, ok_file, 2, int(kAbort));
+    ASSERT_TRUE(ok.wait_for(20s));
+    EXPECT_EQ(ok.get_result(), 3) << failure_of(ok);
+    // Crashes every time: three attempts, then it fails and says so.
+    auto lost = wm->submit(crash_first, lost_file, 100, int(kExit));
+    ASSERT_TRUE(lost.wait_for(20s));
+    const std::string what = failure_of(lost);
+    EXPECT_TRUE(fails_with<wm::WorkerLostError>(lost)) << what;
+    EXPECT_NE(what.find("attempts made: 3"), std::string::npos) << what;
+    // Exceptions are never retried.
+    auto thrown = wm->submit(crash_first, throw_file, 100, int(kThrow));
+    ASSERT_TRUE(thrown.wait_for(20s));
+    EXPECT_TRUE(fails_with<wm::TaskError>(thrown)) << failure_of(thrown);
+  }
+  std::ifstream in(throw_file);
+  int runs = 0;
+  in >> runs;
+  EXPECT_EQ(runs, 1);
+  std::remove(ok_file.c_str());
+  std::remove(lost_file.c_str());
+  std::remove(throw_file.c_str());
+  rmdir(dir);
+}
+
+TEST_F(Processes, TaskTimeoutKillsAndReplacesTheWorker) {
+  auto wm = make_processes(1, {{"task-timeout", "0.5"}});
+  const auto t0 = Clock::now();
+  auto slow = wm->submit(sleep_ms, 60000);
+  auto behind = wm->submit(square, 4);  // sent to the same worker; it did not run, so it runs again
+  ASSERT_TRUE(slow.wait_for(10s));
+  EXPECT_TRUE(fails_with<wm::TaskTimeoutError>(slow)) << failure_of(slow);
+  EXPECT_NE(failure_of(slow).find("timeout of 0.5 s"), std::string::npos) << failure_of(slow);
+  EXPECT_LT(Clock::now() - t0, 10s);
+  ASSERT_TRUE(behind.wait_for(10s));
+  EXPECT_EQ(behind.get_result(), 16) << failure_of(behind);
+  EXPECT_EQ(wm->submit(square, 9).get_result(), 81);
+}
+
+TEST_F(Processes, WorkersThatCannotStartFailStartupWithTheReason) {
+  setenv("WM_PT_BROKEN_WORKER", "1", 1);
+  auto wm = make_processes(2);
+  const auto t0 = Clock::now();
+  try {
+    wm->startup();
+    ADD_FAILURE() << "startup should have failed";
+  } catch (const wm::PluginError& e) {
+    EXPECT_NE(std::string(e.what()).find("exited with code 7"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(Clock::now() - t0, 30s);
+  // Once the cause is gone, the same work manager starts.
+  unsetenv("WM_PT_BROKEN_WORKER");
+  EXPECT_EQ(wm->submit(square, 8).get_result(), 64);
+}
+
+// ---------------------------------------------------------------- shutdown, master death, Ctrl-C
+
+TEST_F(Processes, ShutdownWhileTasksRunFailsThemWithinTheDeadline) {
+  auto wm = make_processes(2, {{"shutdown-timeout", "0.5"}});
+  std::vector<wm::Future<void>> fs;
+  for (int i = 0; i < 10; ++i) fs.push_back(wm->submit(sleep_ms, 30000));
+  std::this_thread::sleep_for(200ms);
+  const auto t0 = Clock::now();
+  wm->shutdown();
+  EXPECT_LT(Clock::now() - t0, 5s);
+  for (auto& f : fs) {
+    ASSERT_TRUE(f.done());
+    EXPECT_TRUE(fails_with<wm::ShutdownError>(f)) << failure_of(f);
+  }
+  EXPECT_EQ(children_of(getpid()).size(), before_);
+  EXPECT_THROW(wm->submit(square, 1), wm::ShutdownError);
+}
+
+TEST_F(Processes, ShutdownLetsShortRunningTasksFinish) {
+  auto wm = make_processes(2);
+  std::vector<wm::Future<void>> fs;
+  for (int i = 0; i < 2; ++i) fs.push_back(wm->submit(sleep_ms, 300));
+  std::this_thread::sleep_for(100ms);
+  wm->shutdown();
+  for (auto& f : fs) EXPECT_FALSE(f.failed()) << failure_of(f);
+}
+
+TEST_F(Processes, ShutdownFromAnotherThreadWhileWaiting) {
+  auto wm = make_processes(2, {{"shutdown-timeout", "0.2"}});
+  auto f = wm->submit(sleep_ms, 30000);
+  std::thread t([&] {
+    std::this_thread::sleep_for(200ms);
+    wm->shutdown();
+  });
+  EXPECT_TRUE(f.wait_for(10s));
+  t.join();
+  EXPECT_TRUE(fails_with<wm::ShutdownError>(f)) << failure_of(f);
+}
+
+TEST_F(Processes, WorkersEndWhenTheMasterIsKilled) {
+  int out = -1;
+  pid_t helper = spawn_helper("master", out);
+  ASSERT_GT(helper, 0);
+  ASSERT_EQ(read_line(out, 30000ms), "ready");
+  auto workers = children_of(helper);
+  ASSERT_EQ(workers.size(), 2u);
+  ASSERT_EQ(kill(helper, SIGKILL), 0);
+  ASSERT_NE(wait_child(helper, 10000ms), -1);
+  close(out);
+  EXPECT_TRUE(eventually(
+      [&] {
+        for (pid_t w : workers)
+          if (running(w)) return false;
+        return true;
+      },
+      5000ms))
+      << "a worker outlived its master";
+}
+
+TEST_F(Processes, CtrlCShutsDownAndChainsThePreviousHandler) {
+  int out = -1;
+  pid_t helper = spawn_helper("sigint", out);
+  ASSERT_GT(helper, 0);
+  ASSERT_EQ(read_line(out, 30000ms), "ready");
+  auto workers = children_of(helper);
+  ASSERT_EQ(workers.size(), 2u);
+  // As a terminal does: SIGINT to the whole foreground process group.
+  ASSERT_EQ(kill(-helper, SIGINT), 0);
+  // The helper reports that its futures failed with ShutdownError, then dies by the SIGINT.
+  // (It may die before it gets to print the line; it must not report another failure.)
+  EXPECT_NE(read_line(out, 20000ms), "other");
+  const int status = wait_child(helper, 20000ms);
+  close(out);
+  ASSERT_NE(status, -1) << "the host did not end after Ctrl-C";
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) << "wait status " << status;
+  for (pid_t w : workers) EXPECT_FALSE(running(w)) << "worker " << w << " outlived Ctrl-C";
+}
+
+// ---------------------------------------------------------------- helper processes
+
+int helper_main(const std::string& role) {
+  auto wm = make_processes(2, {{"shutdown-timeout", "1"}});
+  wm->startup();
+  if (role == "master") {
+    std::printf("ready\n");
+    std::fflush(stdout);
+    for (;;) pause();
+  }
+  if (role == "sigint") {
+    wm->install_sigint_handler();
+    std::vector<wm::Future<void>> fs;
+    for (int i = 0; i < 4; ++i) fs.push_back(wm->submit(sleep_ms, 60000));
+    std::printf("ready\n");
+    std::fflush(stdout);
+    bool all_shutdown = true;
+    for (auto& f : fs) all_shutdown = all_shutdown && fails_with<wm::ShutdownError>(f);
+    std::printf("%s\n", all_shutdown ? "shutdown" : "other");
+    std::fflush(stdout);
+    for (;;) pause();  // the chained SIGINT ends the process
+  }
+  return 2;
+}
+
+int main(int argc, char** argv) {
+  // Test hook: workers that die before they are ready (as with a host that never serves).
+  if (std::getenv("WM_PT_BROKEN_WORKER") != nullptr && std::getenv("WM_WORKER_BACKEND") != nullptr) _exit(7);
+  wm::serve_if_worker();
+  if (const char* role = std::getenv("WM_PT_HELPER")) {
+    unsetenv("WM_PT_HELPER");
+    return helper_main(role);
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
