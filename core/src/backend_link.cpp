@@ -79,6 +79,13 @@ void svc_fail(wm_task* t, std::int32_t kind, const char* message) {
   intrusive_ptr_release(s);
 }
 
+void svc_fail_at(wm_task* t, std::int32_t kind, const char* message, std::int32_t worker_index,
+                 std::int64_t pid, std::uint32_t attempts) {
+  TaskState* s = state_of(t);
+  finish_with(s, kind_of(kind), message != nullptr ? message : "", worker_index, pid, attempts);
+  intrusive_ptr_release(s);
+}
+
 const char* svc_task_name(wm_task* t) {
   const TaskState* s = state_of(t);
   return s->registered != nullptr ? s->registered->name : "";
@@ -105,6 +112,7 @@ const wm_core_services g_services = [] {
   s.execute_encoded = &execute_encoded;
   s.set_worker_index = &svc_set_worker_index;
   s.log = &svc_log;
+  s.fail_at = &svc_fail_at;
   return s;
 }();
 

@@ -90,14 +90,17 @@ void finish_failure(TaskState* s, std::exception_ptr error, std::shared_ptr<cons
   finish(s, TaskState::failed);
 }
 
-void finish_with(TaskState* s, FailureKind kind, std::string message) noexcept {
+void finish_with(TaskState* s, FailureKind kind, std::string message, std::int32_t worker_index,
+                 std::int64_t pid, std::uint32_t attempts) noexcept {
   try {
     ErrorInfo info;
     info.kind = kind;
     info.task_name = s->display_name();
     info.message = std::move(message);
     info.host = host_name();
-    info.pid = static_cast<std::int64_t>(getpid());
+    info.pid = pid != 0 ? pid : static_cast<std::int64_t>(getpid());
+    info.worker_index = worker_index;
+    info.attempts = attempts == 0 ? 1 : attempts;
     info.backend = s->backend_name != nullptr ? *s->backend_name : process_backend();
     auto shared = std::make_shared<const ErrorInfo>(info);
     finish_failure(s, make_failure(std::move(info)), std::move(shared));

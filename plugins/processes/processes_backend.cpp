@@ -585,6 +585,11 @@ class ProcessesBackend final : public wm::sdk::Backend {
   void fail(const Job& j, wm_failure_kind kind, const std::string& message) {
     Backend::fail(j.task, kind, message);
   }
+  // A task that was in flight on worker s: its failure record names that worker.
+  void fail(const Job& j, const Slot& s, wm_failure_kind kind, const std::string& message,
+            std::uint32_t attempts = 1) {
+    Backend::fail(j.task, kind, message, s.index, static_cast<std::int64_t>(s.pid), attempts);
+  }
 
   void fail_ready(wm_failure_kind kind, const std::string& message) {
     std::deque<Job> left;
@@ -880,13 +885,13 @@ class ProcessesBackend final : public wm::sdk::Backend {
       Job j = lost[i].job;
       const bool guilty = i == 0 && front_started;
       if (s.kill_reason == KillReason::protocol) {
-        fail(j, WM_FAIL_PROTOCOL, task_label(j) + " was in flight when " + s.kill_note);
+        fail(j, s, WM_FAIL_PROTOCOL, task_label(j) + " was in flight when " + s.kill_note);
       } else if (guilty && s.kill_reason == KillReason::timeout) {
-        fail(j, WM_FAIL_TIMEOUT, task_label(j) + " ran longer than the per-task timeout of " +
+        fail(j, s, WM_FAIL_TIMEOUT, task_label(j) + " ran longer than the per-task timeout of " +
                                      seconds_text(task_timeout_) + " on " + who +
                                      "; the worker was killed (SIGKILL) and replaced");
       } else if (guilty && s.kill_reason == KillReason::shutdown) {
-        fail(j, WM_FAIL_SHUTDOWN, task_label(j) + " did not finish within the shutdown timeout of " +
+        fail(j, s, WM_FAIL_SHUTDOWN, task_label(j) + " did not finish within the shutdown timeout of " +
                                       seconds_text(shutdown_timeout_) + "; " + who + " was stopped");
       } else if (guilty) {
         const std::uint32_t attempts = j.attempts + 1;
@@ -896,11 +901,12 @@ class ProcessesBackend final : public wm::sdk::Backend {
           j.attempts = attempts;
           requeue.push_back(j);
         } else {
-          fail(j, WM_FAIL_WORKER_LOST,
+          fail(j, s, WM_FAIL_WORKER_LOST,
                who + " " + status + " while running " + task_label(j) + "; attempts made: " +
                    std::to_string(attempts) +
                    (retries_ == 0 ? std::string(" (set WM_PROCESSES_RETRIES to re-run tasks lost to a worker death)")
-                                  : " of " + std::to_string(retries_ + 1)));
+                                  : " of " + std::to_string(retries_ + 1)),
+               attempts);
         }
       } else if (stopping_) {
         fail(j, WM_FAIL_SHUTDOWN, task_label(j) + " had not started when the processes work manager shut down");

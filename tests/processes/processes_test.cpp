@@ -593,6 +593,13 @@ TEST_F(Processes, SigkillDuringTaskFailsOnlyThatTask) {
   EXPECT_NE(what.find("worker 0"), std::string::npos) << what;
   EXPECT_NE(what.find("pid " + std::to_string(pid)), std::string::npos) << what;
   EXPECT_NE(what.find("signal 9"), std::string::npos) << what;
+  // The record names the worker too, not only the message.
+  const auto info = victim.error_info();
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->kind, wm::FailureKind::worker_lost);
+  EXPECT_EQ(info->worker_index, 0);
+  EXPECT_EQ(info->pid, pid);
+  EXPECT_EQ(info->attempts, 1u);
   ASSERT_TRUE(queued.wait_for(10s));
   EXPECT_EQ(queued.get_result(), 36) << failure_of(queued);
   WhereInfo after = wm->submit(where_am_i, 0).get_result();
@@ -641,6 +648,7 @@ TEST_F(Processes, RetriesRerunTasksLostToWorkerDeath) {
     const std::string what = failure_of(lost);
     EXPECT_TRUE(fails_with<wm::WorkerLostError>(lost)) << what;
     EXPECT_NE(what.find("attempts made: 3"), std::string::npos) << what;
+    EXPECT_EQ(lost.error_info()->attempts, 3u);
     // Exceptions are never retried.
     auto thrown = wm->submit(crash_first, throw_file, 100, int(kThrow));
     ASSERT_TRUE(thrown.wait_for(20s));

@@ -176,7 +176,13 @@ typedef struct wm_core_services {
   /* ---- misc ---- */
   void (*log)(int32_t level, const char* backend, const char* message);
 
-  void* reserved[16];
+  /** As fail, saying where the task ran: worker index (-1: unknown), pid (0: unknown) and the
+   *  number of attempts made (0 counts as 1). Added in ABI 1 from reserved space: a backend
+   *  that may meet an older core checks the pointer for NULL and falls back to fail. */
+  void (*fail_at)(wm_task* task, int32_t kind, const char* message, int32_t worker_index, int64_t pid,
+                  uint32_t attempts);
+
+  void* reserved[15];
 } wm_core_services;
 
 /** Entry points of a loaded backend. Returned by the entry symbol named in the metadata. */

@@ -80,8 +80,10 @@ using StatePtr = boost::intrusive_ptr<TaskState>;
 void finish_success(TaskState* s) noexcept;
 /** Marks a task failed with the given failure and tells waiters and listeners. */
 void finish_failure(TaskState* s, std::exception_ptr error, std::shared_ptr<const ErrorInfo> info) noexcept;
-/** Fails a task for a reason other than the task's own exception. */
-void finish_with(TaskState* s, FailureKind kind, std::string message) noexcept;
+/** Fails a task for a reason other than the task's own exception. worker_index/pid/attempts say
+ *  where it ran, if known (-1 / 0 / 1: not known, the failure is recorded as this process's). */
+void finish_with(TaskState* s, FailureKind kind, std::string message, std::int32_t worker_index = -1,
+                 std::int64_t pid = 0, std::uint32_t attempts = 1) noexcept;
 /** Runs the task here and finishes it, turning any exception into a TaskError. */
 void execute_local(TaskState* s) noexcept;
 /** Blocks until the task is finished; no polling (futex). */

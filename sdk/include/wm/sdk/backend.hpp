@@ -95,6 +95,15 @@ class Backend {
   void fail(wm_task* task, wm_failure_kind kind, const std::string& message) const {
     services_->fail(task, kind, message.c_str());
   }
+  /** Fails a task that ran (or was running) on a known worker: the failure record then names
+   *  that worker's index and pid, and how many attempts were made. */
+  void fail(wm_task* task, wm_failure_kind kind, const std::string& message, std::int32_t worker_index,
+            std::int64_t pid, std::uint32_t attempts = 1) const {
+    if (services_->fail_at != nullptr)
+      services_->fail_at(task, kind, message.c_str(), worker_index, pid, attempts);
+    else
+      services_->fail(task, kind, message.c_str());
+  }
   void log(wm_log_level level, const std::string& message) const {
     services_->log(level, name_, message.c_str());
   }
