@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <condition_variable>
 #include <cstdio>
@@ -207,6 +208,7 @@ struct CompletionQueue::Impl {
   std::atomic<std::size_t> ready_count{0};
   std::atomic<std::size_t> outstanding{0};
   bool sleeping = false;
+  int spin_us = kWaitSpinMicros;  // consumer's spin window, adapted in pop()
 };
 
 CompletionQueue::CompletionQueue() : impl_(std::make_unique<Impl>()) {}
@@ -239,12 +241,27 @@ StatePtr CompletionQueue::pop() {
   if (q.local_pos == q.local.size()) {
     q.local.clear();
     q.local_pos = 0;
-    spin_for([&q] { return q.ready_count.load(std::memory_order_acquire) != 0; }, kWaitSpinMicros);
+    // Adaptive spin: worth it when results arrive within microseconds of each other (tiny
+    // tasks), wasted when they are tens of microseconds apart: then the consumer would take a
+    // core from the workers at every result. So the window follows how long waits turn out.
+    const auto t0 = std::chrono::steady_clock::now();
+    const bool caught =
+        spin_for([&q] { return q.ready_count.load(std::memory_order_acquire) != 0; }, q.spin_us);
     std::unique_lock<std::mutex> lock(q.mutex);
+    bool slept = false;
     while (q.ready.empty()) {
       q.sleeping = true;
       q.cv.wait(lock);
       q.sleeping = false;
+      slept = true;
+    }
+    if (caught) {
+      q.spin_us = std::min(q.spin_us + 2, kWaitSpinMicros);
+    } else if (slept) {
+      const auto waited = std::chrono::steady_clock::now() - t0;
+      q.spin_us = waited < std::chrono::microseconds(kWaitSpinMicros) ? std::max(2 * q.spin_us, 2)
+                                                                       : q.spin_us / 2;
+      q.spin_us = std::min(q.spin_us, kWaitSpinMicros);
     }
     q.local.swap(q.ready);
     q.ready_count.store(0, std::memory_order_relaxed);
