@@ -393,7 +393,11 @@ std::vector<detail::ResolvedOption> resolve_options(const WMEnvironment& env,
     }
     out.push_back(std::move(r));
   }
-  // A misspelt WM_<BACKEND>_<OPTION> would otherwise be ignored without a word.
+  return out;
+}
+
+// A misspelt WM_<BACKEND>_<OPTION> would otherwise be ignored without a word.
+void warn_unknown_variables(const WMEnvironment& env, const wm_plugin_metadata& meta) {
   const std::string prefix = env.env_name(meta.name) + "_";
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     std::string kv = *e;
@@ -407,7 +411,6 @@ std::vector<detail::ResolvedOption> resolve_options(const WMEnvironment& env,
                   "environment variable " + var + " is not an option of work manager '" +
                       std::string(meta.name) + "' and is ignored");
   }
-  return out;
 }
 
 std::unique_ptr<detail::BackendConfigStorage> make_config(const WMEnvironment& env,
@@ -416,6 +419,7 @@ std::unique_ptr<detail::BackendConfigStorage> make_config(const WMEnvironment& e
                                                           bool worker_role) {
   auto c = std::make_unique<detail::BackendConfigStorage>();
   c->options = resolve_options(env, cli, meta);
+  if (!worker_role) warn_unknown_variables(env, meta);
   c->libraries = detail::loaded_task_libraries();
   c->host_program = detail::host_program_path();
   if (worker_role)
