@@ -242,7 +242,11 @@ def svg_chart(title, xlabel, ylabel, series, logx=True, logy=False):
     if logy:
         y0, y1 = math.floor(ty(min(ys))), math.ceil(ty(max(ys)))
     else:
-        y0, y1 = 0.0, max(ys) * 1.05
+        # Round steps (1, 2 or 5 times a power of ten), with the top on a step.
+        raw = max(max(ys), 1e-12) / 5
+        mag = 10 ** math.floor(math.log10(raw))
+        ystep = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+        y0, y1 = 0.0, math.ceil(max(ys) / ystep) * ystep
     if x1 == x0:
         x1 = x0 + 1
     if y1 == y0:
@@ -264,7 +268,7 @@ def svg_chart(title, xlabel, ylabel, series, logx=True, logy=False):
     if logy:
         yt = [10 ** e for e in range(int(y0), int(y1) + 1)]
     else:
-        yt = [y0 + (y1 - y0) * i / 5 for i in range(6)]
+        yt = [y0 + ystep * i for i in range(int(round((y1 - y0) / ystep)) + 1)]
     for v in yt:
         Y = py(v)
         o.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (L, Y, W - R, Y))
