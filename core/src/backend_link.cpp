@@ -86,6 +86,18 @@ void svc_fail_at(wm_task* t, std::int32_t kind, const char* message, std::int32_
   intrusive_ptr_release(s);
 }
 
+// What submit() and startup() throw once the work manager is shut down.
+ShutdownError shut_down_error(const std::string& backend, const std::string& task) {
+  ErrorInfo info;
+  info.kind = FailureKind::shutdown;
+  info.message = "work manager '" + backend + "' was shut down; create a new one to submit more tasks";
+  info.task_name = task;
+  info.host = host_name();
+  info.pid = getpid();
+  info.backend = backend;
+  return ShutdownError(std::move(info));
+}
+
 const char* svc_task_name(wm_task* t) {
   const TaskState* s = state_of(t);
   return s->registered != nullptr ? s->registered->name : "";
@@ -243,8 +255,7 @@ void BackendLink::startup() {
   std::lock_guard<std::mutex> lock(lifecycle_);
   if (started_.load(std::memory_order_relaxed)) return;
   if (shut_down_.load())
-    throw ShutdownError(ErrorInfo{FailureKind::shutdown, "", "work manager '" + *name_ + "' was shut down",
-                                  "", host_name(), getpid(), -1, *name_, "", 1});
+    throw shut_down_error(*name_, "");
   wm_error err{};
   if (desc_->startup(instance_, &err) != 0)
     throw PluginError("work manager '" + *name_ + "' failed to start: " + err.message);
@@ -272,10 +283,7 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
   if (n == 0) return;
   startup();
   auto shutdown_error = [&] {
-    return ShutdownError(ErrorInfo{FailureKind::shutdown, "", "work manager '" + *name_ + "' was shut down; "
-                                   "create a new one to submit more tasks",
-                                   n == 1 ? states[0]->display_name() : std::string("<many>"),
-                                   host_name(), getpid(), -1, *name_, "", 1});
+    return shut_down_error(*name_, n == 1 ? states[0]->display_name() : std::string("<many>"));
   };
   if (shut_down_.load()) throw shutdown_error();
   for (std::size_t i = 0; i < n; ++i) {
