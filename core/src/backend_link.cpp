@@ -73,18 +73,15 @@ FailureKind kind_of(std::int32_t kind) {
   }
 }
 
-void svc_fail(wm_task* t, std::int32_t kind, const char* message) {
-  TaskState* s = state_of(t);
-  finish_with(s, kind_of(kind), message != nullptr ? message : "");
-  intrusive_ptr_release(s);
-}
-
 void svc_fail_at(wm_task* t, std::int32_t kind, const char* message, std::int32_t worker_index,
                  std::int64_t pid, std::uint32_t attempts) {
   TaskState* s = state_of(t);
   finish_with(s, kind_of(kind), message != nullptr ? message : "", worker_index, pid, attempts);
   intrusive_ptr_release(s);
 }
+
+// fail() is fail_at() without knowing where the task ran.
+void svc_fail(wm_task* t, std::int32_t kind, const char* message) { svc_fail_at(t, kind, message, -1, 0, 1); }
 
 // What submit() and startup() throw once the work manager is shut down.
 ShutdownError shut_down_error(const std::string& backend, const std::string& task) {
