@@ -470,7 +470,6 @@ std::string WMEnvironment::format_config_report() const {
 }
 
 std::unique_ptr<WorkManager> WMEnvironment::make_work_manager() const {
-  serve_if_worker();
   const std::string name = work_manager_name();
   const unsigned workers = n_workers();
   const detail::ScannedPlugin* p = impl_->find(name);
@@ -479,13 +478,12 @@ std::unique_ptr<WorkManager> WMEnvironment::make_work_manager() const {
   return std::make_unique<WorkManager>(std::move(link));
 }
 
+// Both go through WMEnvironment's constructor, which serves (and exits) in a worker process.
 std::unique_ptr<WorkManager> make_work_manager() {
-  serve_if_worker();
   return WMEnvironment().make_work_manager();
 }
 
 std::unique_ptr<WorkManager> make_work_manager(int argc, const char* const* argv) {
-  serve_if_worker();
   WMEnvironment env;
   env.parse_args(argc, argv);
   return env.make_work_manager();
