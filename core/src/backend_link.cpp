@@ -39,21 +39,109 @@ void svc_execute(wm_task* t) {
   intrusive_ptr_release(s);
 }
 
+// Writes a request (StringSink) until a block of kDeferBytes or more comes, then only counts: a
+// large request is measured at submit and encoded when sent, straight into the backend's storage.
+class RequestSink final : public BlockSink {
+ public:
+  static constexpr std::size_t kDeferBytes = std::size_t(1) << 20;
+  explicit RequestSink(std::string& out) : copy_(out) {}
+  bool deferred() const { return deferred_; }
+  std::size_t total() const { return total_; }
+
+ protected:
+  std::streamsize xsputn(const char* p, std::streamsize n) override {
+    const auto k = static_cast<std::size_t>(n);
+    if (k >= kDeferBytes) deferred_ = true;
+    if (!deferred_) copy_.sputn(p, n);
+    total_ += k;
+    return n;
+  }
+
+ private:
+  StringSink copy_;
+  bool deferred_ = false;
+  std::size_t total_ = 0;
+};
+
+// Encodes (or, if large, measures) a task's request at submit. False: it cannot run by name.
+// Throws what encoding throws.
+bool prepare_request(TaskState* s) {
+  if (!s->request.empty() || s->deferred_size != 0) return true;
+  RequestSink sink(s->request);
+  if (!s->encode_request(sink)) return false;
+  if (sink.deferred()) {
+    std::string().swap(s->request);
+    s->deferred_size = sink.total();
+  }
+  return true;
+}
+
+int encode_failed(TaskState* s, wm_error* err, const char* what) {
+  set_error(err, "encoding task '" + s->display_name() + "' failed: " + what);
+  return 1;
+}
+
+// The request bytes of a task, encoded now if they were deferred (a backend that uses encode).
 int svc_encode(wm_task* t, const void** data, std::size_t* size, wm_error* err) {
   TaskState* s = state_of(t);
-  if (s->request.empty()) {
-    try {
-      if (!s->encode_request(s->request)) {
-        set_error(err, "task '" + s->display_name() + "' cannot run by name: register it with WM_TASK");
-        return 1;
-      }
-    } catch (const std::exception& e) {
-      set_error(err, std::string("encoding task '") + s->display_name() + "' failed: " + e.what());
+  try {
+    if (!prepare_request(s)) {
+      set_error(err, "task '" + s->display_name() + "' cannot run by name: register it with WM_TASK");
       return 1;
     }
+    if (s->deferred_size != 0) {
+      StringSink sink(s->request);
+      s->encode_request(sink);
+      s->deferred_size = 0;
+    }
+  } catch (const std::exception& e) {
+    return encode_failed(s, err, e.what());
   }
   *data = s->request.data();
   *size = s->request.size();
+  return 0;
+}
+
+int svc_encoded_size(wm_task* t, std::size_t* size, wm_error* err) {
+  TaskState* s = state_of(t);
+  try {
+    if (!prepare_request(s)) {
+      set_error(err, "task '" + s->display_name() + "' cannot run by name: register it with WM_TASK");
+      return 1;
+    }
+  } catch (const std::exception& e) {
+    return encode_failed(s, err, e.what());
+  }
+  *size = s->deferred_size != 0 ? s->deferred_size : s->request.size();
+  return 0;
+}
+
+int svc_encode_into(wm_task* t, wm_byte_buffer* out, wm_error* err) {
+  TaskState* s = state_of(t);
+  const std::size_t start = out->size;
+  try {
+    if (!prepare_request(s)) {
+      set_error(err, "task '" + s->display_name() + "' cannot run by name: register it with WM_TASK");
+      return 1;
+    }
+    BufferSink sink(*out);
+    if (s->deferred_size == 0) {
+      sink.sputn(s->request.data(), static_cast<std::streamsize>(s->request.size()));
+      return 0;
+    }
+    s->encode_request(sink);
+    if (out->size - start != s->deferred_size) {
+      set_error(err, "the arguments of task '" + s->display_name() + "' encoded to " +
+                         std::to_string(s->deferred_size) + " bytes at submit and to " +
+                         std::to_string(out->size - start) +
+                         " bytes when sent: their serialize() must not depend on anything but their value");
+      out->size = start;
+      return 1;
+    }
+  } catch (const std::exception& e) {
+    out->size = start;
+    return encode_failed(s, err, e.what());
+  }
   return 0;
 }
 
@@ -122,6 +210,9 @@ const wm_core_services g_services = [] {
   s.set_worker_index = &svc_set_worker_index;
   s.log = &svc_log;
   s.fail_at = &svc_fail_at;
+  s.encoded_size = &svc_encoded_size;
+  s.encode_into = &svc_encode_into;
+  s.execute_encoded_into = &execute_encoded_into;
   return s;
 }();
 
@@ -297,7 +388,7 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
       TaskState* s = states[i].get();
       bool ok = false;
       try {
-        ok = !s->request.empty() || s->encode_request(s->request);
+        ok = prepare_request(s);
       } catch (const std::exception& e) {
         for (std::size_t j = 0; j < n; ++j) states[j]->submitted = false;
         throw TaskNotRegisteredError("the arguments of task '" + s->display_name() +

@@ -67,11 +67,4 @@ std::exception_ptr make_failure(ErrorInfo info, std::exception_ptr original) {
   return std::make_exception_ptr(BackendError(std::move(info)));
 }
 
-namespace detail {
-void throw_trailing_bytes(std::size_t remaining, std::size_t size) {
-  throw Error(std::to_string(remaining) + " of " + std::to_string(size) +
-              " bytes left over after decoding: the two sides disagree on the types");
-}
-}  // namespace detail
-
 }  // namespace wm

@@ -32,18 +32,14 @@ ErrorInfo current_exception_info(const std::string& task_name);
 // ---- logging (stderr; WM_LOG_LEVEL=debug|info|warning|error, default warning) ----
 void log(int level, const std::string& component, const std::string& message) noexcept;
 
-// ---- wire format of replies ----
-/** Starts an "ok" reply; the encoded result follows. */
-void begin_ok_reply(std::string& out);
-/** A complete failure reply. */
-std::string failure_reply(const ErrorInfo& info);
-
 /** Master side of the wire: decode a reply into the task's result or failure (never throws). */
 void complete_from_reply(TaskState* s, const char* data, std::size_t size) noexcept;
 /** Absolute paths of the task libraries loaded so far. */
 std::vector<std::string> loaded_task_libraries();
 
-/** Worker side of the wire: execute a request by name, write the reply to sink. */
+/** Worker side of the wire: execute a request by name, append the reply to out. */
+void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer* out) noexcept;
+/** As execute_encoded_into, handing the reply to sink in one piece. */
 void execute_encoded(const void* request, std::size_t size, wm_reply_sink* sink) noexcept;
 
 }  // namespace wm::detail

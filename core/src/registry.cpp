@@ -42,8 +42,8 @@ Registry& registry() {
 }
 
 template <class T>
-void put(std::string& out, T v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+void put(std::streambuf& out, T v) {
+  out.sputn(reinterpret_cast<const char*>(&v), sizeof v);
 }
 template <class T>
 bool get(const char*& p, const char* end, T& v) {
@@ -96,7 +96,7 @@ ParsedRequest parse_request(const char* data, std::size_t size) {
 }
 
 // Runs a parsed request through the registry; the task's own exceptions propagate.
-void invoke_parsed(const ParsedRequest& r, std::string& payload) {
+void invoke_parsed(const ParsedRequest& r, std::streambuf& payload) {
   const RegisteredTask* task = find_task(r.name);
   if (task == nullptr)
     throw_failure(here_info(FailureKind::unknown_task, r.name,
@@ -169,51 +169,59 @@ std::string demangle(const char* mangled) {
   return status == 0 && out ? std::string(out.get()) : std::string(mangled);
 }
 
-void write_request_header(std::string& out, std::string_view name, std::uint64_t fingerprint) {
+void write_request_header(std::streambuf& out, std::string_view name, std::uint64_t fingerprint) {
   if (name.size() > 0xffff) throw Error("task name longer than 65535 bytes");
   put(out, kRequestMagic);
   put(out, static_cast<std::uint16_t>(name.size()));
-  out.append(name.data(), name.size());
+  out.sputn(name.data(), static_cast<std::streamsize>(name.size()));
   put(out, fingerprint);
 }
 
-void invoke_request_locally(const std::string& request, std::string& payload) {
-  invoke_parsed(parse_request(request.data(), request.size()), payload);
+void invoke_request_locally(const std::string& request, ByteBuffer& payload) {
+  BufferSink sink(payload);
+  invoke_parsed(parse_request(request.data(), request.size()), sink);
 }
 
-void begin_ok_reply(std::string& out) {
-  put(out, kReplyMagic);
-  put(out, kReplyOk);
-}
-
-std::string failure_reply(const ErrorInfo& info) {
-  std::string out;
-  put(out, kReplyMagic);
-  put(out, kReplyFailure);
-  encode_value(out, info);
-  return out;
+void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer* out) noexcept {
+  const std::size_t start = out->size;
+  std::string name = "<unknown>";
+  ErrorInfo info;
+  try {
+    BufferSink sink(*out);
+    ParsedRequest r = parse_request(static_cast<const char*>(request), size);
+    name = r.name;
+    put(sink, kReplyMagic);
+    put(sink, kReplyOk);
+    invoke_parsed(r, sink);
+    return;
+  } catch (const TaskFailure& f) {
+    try {
+      info = f.info();
+      if (info.task_name == "<unknown>") info.task_name = name;
+    } catch (...) {
+    }
+  } catch (...) {
+    try {
+      info = current_exception_info(name);
+    } catch (...) {
+    }
+  }
+  // The task failed: whatever part of an "ok" reply was written gives way to the failure reply.
+  out->size = start;
+  try {
+    BufferSink sink(*out);
+    put(sink, kReplyMagic);
+    put(sink, kReplyFailure);
+    encode_value(sink, info);
+  } catch (...) {
+    out->size = start;  // out of memory while describing the failure: an empty reply fails the task
+  }
 }
 
 void execute_encoded(const void* request, std::size_t size, wm_reply_sink* sink) noexcept {
-  std::string reply;
-  std::string name = "<unknown>";
-  try {
-    ParsedRequest r = parse_request(static_cast<const char*>(request), size);
-    name = r.name;
-    begin_ok_reply(reply);
-    invoke_parsed(r, reply);
-  } catch (const TaskFailure& f) {
-    ErrorInfo info = f.info();
-    if (info.task_name == "<unknown>") info.task_name = name;
-    reply = failure_reply(info);
-  } catch (...) {
-    try {
-      reply = failure_reply(current_exception_info(name));
-    } catch (...) {
-      reply.clear();  // out of memory while describing the failure: an empty reply fails the task
-    }
-  }
-  sink->write(sink->context, reply.data(), reply.size());
+  ByteBuffer reply;
+  execute_encoded_into(request, size, &reply);
+  sink->write(sink->context, reply.data, reply.size);
 }
 
 /** Decodes a reply into the task's result or failure; bad bytes become a ProtocolError. */

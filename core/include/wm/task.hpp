@@ -40,8 +40,8 @@ struct RegisteredTask {
   const void* address;        // the function; lets submit(fn, ...) find the name
   std::uint64_t fingerprint;  // of the signature R(P...)
   const char* signature;      // mangled R(P...), for error messages
-  /** Decodes the arguments, calls the function, appends the encoded result to reply. */
-  void (*invoke_encoded)(const char* args, std::size_t size, std::string& reply);
+  /** Decodes the arguments, calls the function, writes the encoded result to reply. */
+  void (*invoke_encoded)(const char* args, std::size_t size, std::streambuf& reply);
 };
 
 void register_task(const RegisteredTask& task) noexcept;
@@ -52,10 +52,10 @@ std::uint64_t fingerprint_of(const char* mangled) noexcept;
 /** Demangled type name. */
 std::string demangle(const char* mangled);
 /** Writes the request header: magic, name, fingerprint. Arguments follow. */
-void write_request_header(std::string& out, std::string_view name, std::uint64_t fingerprint);
+void write_request_header(std::streambuf& out, std::string_view name, std::uint64_t fingerprint);
 /** Runs an encoded request through the registry, appending its payload (locally, for by-name tasks
  *  on in-process backends). Throws the task's exception or a TaskFailure. */
-void invoke_request_locally(const std::string& request, std::string& payload);
+void invoke_request_locally(const std::string& request, ByteBuffer& payload);
 /** Throws ProtocolError "<what>: <detail>". */
 [[noreturn]] void throw_decode_failure(const char* what, const char* detail);
 
@@ -105,7 +105,7 @@ decltype(auto) call_with(Fn&& fn, Args& args, std::index_sequence<I...>) {
 }
 
 template <auto Fn>
-void invoke_encoded(const char* data, std::size_t size, std::string& reply) {
+void invoke_encoded(const char* data, std::size_t size, std::streambuf& reply) {
   using T = function_traits<decltype(Fn)>;
   using Args = typename T::args;
   Args args;
@@ -176,7 +176,7 @@ class TaskStateImpl final : public TaskState {
     args_.reset();  // arguments are not kept alive by the future
   }
 
-  bool encode_request(std::string& out) const override {
+  bool encode_request(std::streambuf& out) const override {
     if constexpr (all_encodable<Args>::value) {
       if (!encodable_ || registered == nullptr || !args_) return false;
       write_request_header(out, registered->name, registered->fingerprint);
@@ -212,13 +212,13 @@ class NamedTaskState final : public TaskState {
     request = std::move(encoded);
   }
   void run_local() override {
-    std::string payload;
+    ByteBuffer payload;
     invoke_request_locally(request, payload);
-    store_payload<R>(result, payload.data(), payload.size());
+    store_payload<R>(result, payload.data, payload.size);
   }
-  bool encode_request(std::string& out) const override {
-    out = request;
-    return true;
+  bool encode_request(std::streambuf& out) const override {
+    return out.sputn(request.data(), static_cast<std::streamsize>(request.size())) ==
+           static_cast<std::streamsize>(request.size());
   }
   void set_result_from_payload(const char* data, std::size_t size) override {
     store_payload<R>(result, data, size);
@@ -292,8 +292,9 @@ TaskSpec<R> task_by_name(std::string_view name, Args&&... args) {
   static_assert(detail::all_encodable<A>::value,
                 "wm::task_by_name: argument types must be serializable with cereal");
   std::string request;
-  detail::write_request_header(request, name, detail::signature_fingerprint<R, std::decay_t<Args>...>());
-  detail::encode_value(request, A(std::forward<Args>(args)...));
+  detail::StringSink sink(request);
+  detail::write_request_header(sink, name, detail::signature_fingerprint<R, std::decay_t<Args>...>());
+  detail::encode_value(sink, A(std::forward<Args>(args)...));
   auto* s = new detail::NamedTaskState<R>(std::string(name), std::move(request));
   s->registered = detail::find_task(name);
   return TaskSpec<R>(detail::StatePtr(s, false));

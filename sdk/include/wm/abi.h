@@ -143,6 +143,21 @@ typedef struct wm_reply_sink {
   void (*write)(void* context, const void* data, size_t size);
 } wm_reply_sink;
 
+/**
+ * Growable storage a backend lends the core to write encoded bytes into (encode_into,
+ * execute_encoded_into): a shared-memory region, a socket batch, a pooled buffer. The core
+ * appends at data + size; before writing past capacity it calls grow, which must make
+ * capacity >= need while keeping the first size bytes (it may move data) and return 0, or
+ * return nonzero when it cannot (the core then reports out of memory).
+ */
+typedef struct wm_byte_buffer {
+  char* data;
+  size_t size;
+  size_t capacity;
+  void* context; /* the backend's */
+  int (*grow)(struct wm_byte_buffer* self, size_t need);
+} wm_byte_buffer;
+
 /** Log levels for wm_core_services.log. */
 enum wm_log_level { WM_LOG_DEBUG = 0, WM_LOG_INFO = 1, WM_LOG_WARNING = 2, WM_LOG_ERROR = 3 };
 
@@ -182,7 +197,20 @@ typedef struct wm_core_services {
   void (*fail_at)(wm_task* task, int32_t kind, const char* message, int32_t worker_index, int64_t pid,
                   uint32_t attempts);
 
-  void* reserved[15];
+  /* ---- added in ABI 1 from reserved space (a backend checks each pointer for NULL) ---- */
+  /** Size in bytes of the task's encoded request, as encode returns it and encode_into appends it.
+   *  Returns nonzero (with err) if the task cannot run remotely. */
+  int (*encoded_size)(wm_task* task, size_t* size, wm_error* err);
+  /** Appends the task's encoded request to out. Large requests (a block of 1 MiB or more in the
+   *  arguments) are not encoded at submit, only checked and measured: this call then encodes them
+   *  straight into out, so the arguments are copied once, into the backend's storage. May be called
+   *  again for the same task (a retry). Returns nonzero (with err) on failure. */
+  int (*encode_into)(wm_task* task, wm_byte_buffer* out, wm_error* err);
+  /** As execute_encoded, appending the reply to out instead of handing it to a sink: a large
+   *  result is encoded straight into the backend's storage. Never throws. */
+  void (*execute_encoded_into)(const void* request, size_t size, wm_byte_buffer* out);
+
+  void* reserved[12];
 } wm_core_services;
 
 /** Entry points of a loaded backend. Returned by the entry symbol named in the metadata. */

@@ -12,6 +12,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <streambuf>
 #include <string>
 #include <vector>
 
@@ -42,8 +43,8 @@ struct TaskState {
   // ---- filled by the typed implementation (TaskStateImpl in task.hpp) ----
   /** Runs the callable in this thread and stores its result; the task's exceptions propagate. */
   virtual void run_local() = 0;
-  /** Appends the encoded request (header, name, fingerprint, arguments); false: cannot run remotely. */
-  virtual bool encode_request(std::string& out) const = 0;
+  /** Writes the encoded request (header, name, fingerprint, arguments); false: cannot run remotely. */
+  virtual bool encode_request(std::streambuf& out) const = 0;
   /** Stores the result decoded from the payload of an "ok" reply; throws on bad bytes. */
   virtual void set_result_from_payload(const char* data, std::size_t size) = 0;
   /** Name shown in errors: the registered name or the callable's type. */
@@ -55,6 +56,7 @@ struct TaskState {
   std::uint64_t sequence;                   // process-unique, from a counter
   const RegisteredTask* registered = nullptr;  // set for tasks that can run by name
   std::string request;                      // encoded request, filled at submit for remote backends
+  std::size_t deferred_size = 0;            // nonzero: a large request, measured at submit, encoded when sent
   std::any result;                          // guarded by mutex once finished
   bool result_discarded = false;            // get_result(discard=true) took it
   std::exception_ptr error;                 // the wm::TaskFailure to rethrow

@@ -30,6 +30,7 @@
 #include <cstring>
 #include <exception>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -88,6 +89,43 @@ class Backend {
     wm_error err{};
     if (services_->encode(task, &data, &size, &err) != 0) throw std::runtime_error(err.message);
     return {data, size};
+  }
+  /** Size of the task's encoded request. Throws if it cannot run remotely. */
+  std::size_t encoded_size(wm_task* task) const {
+    if (services_->encoded_size == nullptr) return encode(task).second;  // an older core
+    std::size_t size = 0;
+    wm_error err{};
+    if (services_->encoded_size(task, &size, &err) != 0) throw std::runtime_error(err.message);
+    return size;
+  }
+  /** Appends the task's encoded request to out; a large one is encoded straight into it. Throws
+   *  if it cannot run remotely or out cannot grow. */
+  void encode_into(wm_task* task, wm_byte_buffer& out) const {
+    wm_error err{};
+    if (services_->encode_into != nullptr) {
+      if (services_->encode_into(task, &out, &err) != 0) throw std::runtime_error(err.message);
+      return;
+    }
+    const auto [data, size] = encode(task);  // an older core: copy its encoded request
+    append(out, data, size);
+  }
+  /** Worker side: runs an encoded request and appends the encoded reply to out. */
+  void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer& out) const {
+    if (services_->execute_encoded_into != nullptr) return services_->execute_encoded_into(request, size, &out);
+    wm_reply_sink sink{&out, [](void* context, const void* data, std::size_t n) {
+                         try {
+                           append(*static_cast<wm_byte_buffer*>(context), data, n);
+                         } catch (...) {
+                           // Out of memory: the reply stays short, and the master reports it as corrupt.
+                         }
+                       }};
+    services_->execute_encoded(request, size, &sink);
+  }
+  /** Appends n bytes to a byte buffer through its grow callback; throws std::bad_alloc if it cannot grow. */
+  static void append(wm_byte_buffer& out, const void* data, std::size_t n) {
+    if (out.capacity - out.size < n && out.grow(&out, out.size + n) != 0) throw std::bad_alloc();
+    if (n != 0) std::memcpy(out.data + out.size, data, n);
+    out.size += n;
   }
   void complete_encoded(wm_task* task, const void* reply, std::size_t size) const {
     services_->complete_encoded(task, reply, size);
