@@ -21,16 +21,28 @@ namespace wm_processes {
 constexpr std::uint32_t kFrameMagic = 0x46504d57;  // "WMPF"
 
 enum FrameType : std::uint16_t {
-  kFrameTask = 1,       // master -> worker: an encoded request
-  kFrameReply = 2,      // worker -> master: (the last part of) an encoded reply
-  kFrameReplyPart = 3,  // worker -> master: a leading part of a large reply; more follow
-  kFrameHello = 4       // worker -> master: the worker is ready (sent once, first)
+  kFrameTask = 1,      // master -> worker: an encoded request (the payload follows)
+  kFrameReply = 2,     // worker -> master: an encoded reply (the payload follows)
+  kFrameHello = 4,     // worker -> master: the worker is ready (sent once, first)
+  kFrameTaskShm = 5,   // master -> worker: a request in the shared region to the worker; the payload
+                       // is its length (uint64)
+  kFrameReplyShm = 6   // worker -> master: a reply in the shared region from the worker; the payload
+                       // is its length (uint64)
 };
+
+inline bool known_frame_type(std::uint16_t t) {
+  return t == kFrameTask || t == kFrameReply || t == kFrameHello || t == kFrameTaskShm || t == kFrameReplyShm;
+}
+
+// Flags of a task frame: the generation of the slot's shared regions (bumped when the master gives
+// their memory back, so the worker maps them afresh), and whether the reply may use the region.
+constexpr std::uint16_t kFlagGenerationMask = 0x7fff;
+constexpr std::uint16_t kFlagReplyInShm = 0x8000;
 
 struct FrameHeader {
   std::uint32_t magic;
   std::uint16_t type;
-  std::uint16_t flags;
+  std::uint16_t flags;  // task frames: kFlag*
   std::uint64_t seq;  // the task's sequence number (replies must come in the order sent)
   std::uint64_t len;  // bytes of payload after the header
 };
@@ -146,7 +158,7 @@ class FrameReader {
       why = "frame does not start with the frame marker";
       return Status::bad;
     }
-    if (h.type < kFrameTask || h.type > kFrameHello) {
+    if (!known_frame_type(h.type)) {
       why = "unknown frame type " + std::to_string(h.type);
       return Status::bad;
     }
@@ -201,18 +213,6 @@ class FrameReader {
       end_ += n;
   }
 
-  /** Takes the current large frame's buffer (zero-copy hand-over); only while it is the frame. */
-  Buffer take_big() {
-    Buffer b = std::move(big_);
-    return b;
-  }
-  /** Gives a large buffer back for reuse (keeps the larger one). */
-  void give_big(Buffer&& b) {
-    if (!in_big_ && b.capacity > big_.capacity) {
-      big_ = std::move(b);
-      big_.size = 0;
-    }
-  }
   bool holds_big() const { return !in_big_ && big_.capacity != 0; }
   void release_big() {
     if (!in_big_) big_.release();

@@ -187,6 +187,13 @@ int crash_first(std::string counter_file, int crashes, int mode) {
 }
 WM_TASK(crash_first);
 
+// crash_first with a large argument that comes back: a retried large request must be sent again.
+std::vector<char> crash_first_big(std::string counter_file, int crashes, std::vector<char> v) {
+  crash_first(std::move(counter_file), crashes, kAbort);
+  return v;
+}
+WM_TASK(crash_first_big);
+
 // ---------------------------------------------------------------- helpers
 
 namespace {
@@ -405,27 +412,103 @@ TEST_F(Processes, ProcessIndexCoversAllWorkersAndSeedsDiffer) {
   for (const auto& s : all_seeds) EXPECT_FALSE(s.empty());
 }
 
+std::vector<char> patterned(std::size_t size, int seed = 7) {
+  std::vector<char> v(size);
+  for (std::size_t i = 0; i < size; ++i) v[i] = static_cast<char>(i * 131 + static_cast<std::size_t>(seed));
+  return v;
+}
+
+// Sizes around the socket's large-frame limit (256 KiB) and the shared-memory limit (1 MiB), with
+// shared memory on (the default) and off.
 TEST_F(Processes, LargeArgumentsAndResultsRoundTrip) {
-  auto wm = make_processes(2);
-  for (std::size_t size : {std::size_t(0), std::size_t(1), std::size_t(255 << 10), std::size_t(256 << 10),
-                           std::size_t(300 << 10), std::size_t(5 << 20), std::size_t(64 << 20)}) {
-    std::vector<char> v(size);
-    for (std::size_t i = 0; i < size; ++i) v[i] = static_cast<char>(i * 131 + 7);
-    auto f = wm->submit(echo_bytes, v);
-    ASSERT_TRUE(f.wait_for(60s));
-    EXPECT_TRUE(f.get_result() == v) << "size " << size;
+  for (const char* shm : {"true", "false"}) {
+    SCOPED_TRACE(std::string("shared-memory ") + shm);
+    auto wm = make_processes(2, {{"shared-memory", shm}});
+    for (std::size_t size : {std::size_t(0), std::size_t(1), std::size_t(255 << 10), std::size_t(256 << 10),
+                             std::size_t(300 << 10), std::size_t(1 << 20) - 9, std::size_t(1 << 20),
+                             std::size_t(5 << 20), std::size_t(64 << 20), std::size_t(3 << 20)}) {
+      const std::vector<char> v = patterned(size);
+      auto f = wm->submit(echo_bytes, v);
+      ASSERT_TRUE(f.wait_for(60s));
+      EXPECT_TRUE(f.get_result() == v) << "size " << size;
+    }
+    // Several large ones at once, interleaved with small ones: one request at a time uses a
+    // worker's shared region, the others go through its socket.
+    std::vector<wm::Future<std::vector<char>>> big;
+    std::vector<wm::Future<int>> small;
+    for (int i = 0; i < 6; ++i) {
+      big.push_back(wm->submit(echo_bytes, patterned(std::size_t(3) << 20, i)));
+      small.push_back(wm->submit(square, i));
+    }
+    for (int i = 0; i < 6; ++i) {
+      EXPECT_TRUE(big[i].get_result() == patterned(std::size_t(3) << 20, i)) << i;
+      EXPECT_EQ(small[i].get_result(), i * i);
+    }
   }
-  // Several large ones at once, interleaved with small ones.
-  std::vector<wm::Future<std::vector<char>>> big;
-  std::vector<wm::Future<int>> small;
-  for (int i = 0; i < 6; ++i) {
-    big.push_back(wm->submit(echo_bytes, std::vector<char>(3 << 20, static_cast<char>(i))));
-    small.push_back(wm->submit(square, i));
+}
+
+TEST_F(Processes, ALargeTaskLostToAWorkerDeathIsSentAgain) {
+  char dir[] = "/tmp/wm_processes_test_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string counter = std::string(dir) + "/runs";
+  {
+    auto wm = make_processes(1, {{"retries", "1"}});
+    const std::vector<char> v = patterned(std::size_t(6) << 20);
+    auto f = wm->submit(crash_first_big, counter, 1, v);
+    ASSERT_TRUE(f.wait_for(30s));
+    EXPECT_TRUE(f.get_result() == v) << failure_of(f);
+    std::ifstream in(counter);
+    int runs = 0;
+    in >> runs;
+    EXPECT_EQ(runs, 2);  // it died once and ran again
+    EXPECT_TRUE(wm->submit(echo_bytes, v).get_result() == v);  // the replacement serves large tasks too
   }
-  for (int i = 0; i < 6; ++i) {
-    EXPECT_EQ(big[i].get_result(), std::vector<char>(3 << 20, static_cast<char>(i)));
-    EXPECT_EQ(small[i].get_result(), i * i);
+  std::remove(counter.c_str());
+  rmdir(dir);
+}
+
+// Sizes of this process's shared regions with its workers (memfds named wm-processes-*).
+std::vector<long long> shared_region_sizes() {
+  std::vector<long long> sizes;
+  DIR* d = opendir("/proc/self/fd");
+  if (d == nullptr) return sizes;
+  while (dirent* e = readdir(d)) {
+    const std::string path = std::string("/proc/self/fd/") + e->d_name;
+    char target[256] = {};
+    const ssize_t n = readlink(path.c_str(), target, sizeof target - 1);
+    if (n <= 0 || std::string(target, static_cast<std::size_t>(n)).find("memfd:wm-processes-") == std::string::npos)
+      continue;
+    struct stat st;
+    if (stat(path.c_str(), &st) == 0) sizes.push_back(static_cast<long long>(st.st_size));
   }
+  closedir(d);
+  return sizes;
+}
+
+TEST_F(Processes, SharedRegionsAreKeptWithinTheBudgetAndGivenBackAboveIt) {
+  const std::vector<char> v = patterned(std::size_t(8) << 20);
+  auto total = [] {
+    long long t = 0;
+    for (long long s : shared_region_sizes()) t += s;
+    return t;
+  };
+  {
+    auto wm = make_processes(1);  // worker-keep-memory 256 MiB: the regions stay
+    EXPECT_TRUE(wm->submit(echo_bytes, v).get_result() == v);
+    EXPECT_GE(total(), 2 * 8ll << 20);
+    std::this_thread::sleep_for(2500ms);
+    EXPECT_GE(total(), 2 * 8ll << 20);
+  }
+  {
+    auto wm = make_processes(1, {{"worker-keep-memory", "0"}});
+    EXPECT_TRUE(wm->submit(echo_bytes, v).get_result() == v);
+    EXPECT_GE(total(), 2 * 8ll << 20);
+    EXPECT_TRUE(eventually([&] { return total() == 0; }, 6000ms)) << total();
+    // Mapped afresh on both sides, they carry the next large task as before.
+    const std::vector<char> w = patterned(std::size_t(9) << 20, 3);
+    EXPECT_TRUE(wm->submit(echo_bytes, w).get_result() == w);
+  }
+  EXPECT_TRUE(shared_region_sizes().empty());  // closed with the work manager
 }
 
 TEST_F(Processes, ConcurrentSubmittersFromSeveralThreads) {
