@@ -14,6 +14,7 @@
 #include <wm/environment.hpp>
 #include <wm/wm.hpp>
 
+#include <malloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -83,6 +84,7 @@ struct Ctx {
   std::string src;  // backend name, the "source" of every line
   int runs = 5;
   bool smoke = false;
+  bool keep_memory = false;  // --bench-keep-memory: this process's malloc keeps freed memory
 };
 
 std::string make_tmpdir() {
@@ -166,9 +168,12 @@ void fig_bandwidth(Ctx& c) {
   once();
   std::vector<double> v;
   for (int r = 0; r < c.runs; ++r) v.push_back(once());
-  bench::emit_metric(c.src, "bandwidth", "GB/s", v,
+  bench::emit_metric(c.src, c.keep_memory ? "bandwidth_keep" : "bandwidth", "GB/s", v,
                      std::to_string(size >> 20) + " MiB std::string echoed, bytes counted both ways, "
-                     "after 2 warm-up echoes");
+                     "after 2 warm-up echoes" +
+                         std::string(c.keep_memory ? "; the host's malloc keeps freed memory "
+                                                     "(M_MMAP_MAX 0, M_TRIM_THRESHOLD 1 GiB)"
+                                                   : ""));
 }
 
 /** Root of the process tree whose CPU we count: this process, or mpirun (our parent) under MPI. */
@@ -353,6 +358,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
+    const bool keep_memory = bench::arg_flag(argc, argv, "--bench-keep-memory");
+    if (keep_memory) {
+      // What a host can do in one place to keep large results on warm pages: malloc then reuses
+      // freed blocks instead of unmapping them and mapping fresh ones.
+      mallopt(M_MMAP_MAX, 0);
+      mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    }
     auto wm = wm::make_work_manager(argc, argv);
     if (!wm->is_master()) {  // SPMD backends (mpi): the other ranks serve tasks
       wm->run();
@@ -360,6 +372,7 @@ int main(int argc, char** argv) {
     }
     Ctx c{wm.get(), wm->name()};
     c.smoke = bench::arg_flag(argc, argv, "--bench-smoke");
+    c.keep_memory = keep_memory;
     c.runs = std::max(1, std::atoi(bench::arg_value(argc, argv, "--bench-runs", c.smoke ? "1" : "5").c_str()));
     const std::string figure = bench::arg_value(argc, argv, "--bench-figure", "all");
     wm->startup();

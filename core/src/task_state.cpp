@@ -58,9 +58,6 @@ void finish(TaskState* s, std::uint32_t status) noexcept {
       return;
     }
   } while (!s->word.compare_exchange_weak(old, status, std::memory_order_seq_cst));
-  // The encoded request is the backend's until the task is finished (wm/abi.h) and nobody's
-  // after: a future kept for its result must not keep a copy of large arguments alive too.
-  if (!s->request.empty()) std::string().swap(s->request);
   if (old & TaskState::waiters) futex(&s->word, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr);
   if (s->has_listeners.load(std::memory_order_seq_cst)) {
     std::vector<std::shared_ptr<Listener>> listeners;
@@ -70,6 +67,12 @@ void finish(TaskState* s, std::uint32_t status) noexcept {
     }
     for (auto& l : listeners) l->on_done(s);
   }
+  // The arguments and the encoded request are the backend's until the task is finished
+  // (wm/abi.h) and nobody's after: a future kept for its result must not keep large arguments
+  // alive. Freed after the waiters are woken, so the caller has its result while this thread
+  // gives the memory back.
+  if (!s->request.empty()) std::string().swap(s->request);
+  s->release_arguments();
 }
 
 }  // namespace

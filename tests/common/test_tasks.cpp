@@ -24,6 +24,7 @@ std::string process_index() {
   const char* v = std::getenv("WM_PROCESS_INDEX");
   return v ? v : "";
 }
+int token_value(Token t) { return t.value; }
 
 ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
   if (const char* old = std::getenv(name)) {
@@ -53,3 +54,4 @@ WM_TASK(wmtest::throw_runtime);
 WM_TASK(wmtest::throw_int);
 WM_TASK(wmtest::where_pid);
 WM_TASK(wmtest::process_index);
+WM_TASK(wmtest::token_value);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,17 @@ int throw_runtime(std::string message);     // throws std::runtime_error(message
 int throw_int(int value);                   // throws value (not a std::exception)
 std::int64_t where_pid();                   // getpid() of the process running it
 std::string process_index();                // WM_PROCESS_INDEX seen by the task ("" if unset)
+
+/** An argument that travels as its value; `alive` (not sent) shows how long the master holds it. */
+struct Token {
+  std::shared_ptr<int> alive;
+  int value = 0;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(value);
+  }
+};
+int token_value(Token t);                    // t.value
 
 /** Sets an environment variable for the life of the object, restoring it afterwards. */
 class ScopedEnv {

@@ -225,6 +225,18 @@ TEST_P(Conformance, GetResultDiscard) {
   EXPECT_THROW(f.get_result(), std::logic_error);
 }
 
+TEST_P(Conformance, AFinishedTaskLetsGoOfItsArguments) {
+  auto alive = std::make_shared<int>(0);
+  auto f = wm_->submit(wmtest::token_value, wmtest::Token{alive, 5});
+  expect_done(f);
+  // Released by the thread that finished the task, right after it woke the waiters: a future
+  // kept for its result does not keep (possibly large) arguments alive.
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (alive.use_count() > 1 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(alive.use_count(), 1);
+  EXPECT_EQ(f.get_result(), 5);
+}
+
 TEST_P(Conformance, FutureWatcherThresholds) {
   std::vector<wm::WMFuture> futures;
   for (int i = 0; i < 10; ++i) futures.push_back(wm_->submit(wmtest::sleep_then, 5 * (i % 3), i));

@@ -197,6 +197,8 @@ class TaskStateImpl final : public TaskState {
     return "<unregistered callable " + demangle(typeid(Fn).name()) + ">";
   }
 
+  void release_arguments() noexcept override { args_.reset(); }
+
  private:
   Fn fn_;
   std::optional<Args> args_;

@@ -49,6 +49,8 @@ struct TaskState {
   virtual void set_result_from_payload(const char* data, std::size_t size) = 0;
   /** Name shown in errors: the registered name or the callable's type. */
   virtual std::string display_name() const = 0;
+  /** Drops the bound arguments (called once the task is finished; they are not needed after). */
+  virtual void release_arguments() noexcept {}
 
   std::atomic<std::uint32_t> refs{1};
   std::atomic<std::uint32_t> word{pending};  // status bits | waiters bit (futex word)
