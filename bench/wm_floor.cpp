@@ -1,25 +1,32 @@
 // wm_floor: the hardware floor the backends are compared with, measured in the same run.
 // Prints JSON lines (see bench_common.hpp) with source "floor".
 //
-//   wm_floor --bench-figure pool|pipe|memcpy|memory|all [--bench-runs 5] [--bench-smoke]
+//   wm_floor --bench-figure pool|pipe|memcpy|fresh|memory|all [--bench-runs 5] [--bench-smoke]
 //
 //   pool    a plain std::thread pool (one thread per core, mutex + condition variable queue) with
 //           std::packaged_task futures: tiny-task throughput and single submit + get round trip;
 //   pipe    a raw pipe ping-pong (1 byte) between two processes: round trip;
 //   memcpy  memcpy of 64 MiB (bytes copied / time);
+//   fresh   64 MiB copied into freshly allocated memory (2 x bytes / time: an echo's bound);
 //   memory  the pool's peak resident set with 100,000 packaged_task futures outstanding.
 #include "bench_common.hpp"
 
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <csignal>
 #include <deque>
 #include <functional>
 #include <future>
 #include <iostream>
 #include <mutex>
+#include <new>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -172,6 +179,38 @@ void fig_memcpy(int runs, bool smoke) {
   bench::emit_metric(src, "memcpy", "GB/s", v, std::to_string(size >> 20) + " MiB memcpy, bytes copied / time");
 }
 
+// What any echo of a large argument must pay at least once: its result is a new object, so 64 MiB
+// are copied into memory the process has not touched yet. Done as well as a program can (the block
+// advised to use transparent huge pages and faulted in with one call, as wm's decoder does), with
+// the same memory traffic around it as the bandwidth figure (a fresh argument per run).
+void fig_fresh(int runs, bool smoke) {
+  const std::size_t size = smoke ? (std::size_t(4) << 20) : (std::size_t(64) << 20);
+  std::vector<double> v;
+  for (int r = -2; r < runs; ++r) {  // two warm-ups, as the bandwidth figure
+    std::string arg(size, 'x');
+    arg[size / 2] = 'y';
+    const double t0 = bench::now_s();
+    auto* p = static_cast<char*>(std::malloc(size));
+    if (p == nullptr) throw std::bad_alloc();
+    constexpr std::uintptr_t huge = std::uintptr_t(2) << 20;
+    const auto b = (reinterpret_cast<std::uintptr_t>(p) + huge - 1) & ~(huge - 1);
+    const auto e = (reinterpret_cast<std::uintptr_t>(p) + size) & ~(huge - 1);
+    if (e > b) {
+      madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+      madvise(reinterpret_cast<void*>(b), e - b, 23);  // MADV_POPULATE_WRITE (Linux 5.14)
+    }
+    std::memcpy(p, arg.data(), size);
+    const double dt = bench::now_s() - t0;
+    const bool ok = p[size / 2] == 'y';
+    std::free(p);
+    if (!ok) throw std::runtime_error("fresh copy?");
+    if (r >= 0) v.push_back(2.0 * double(size) / dt / 1e9);
+  }
+  bench::emit_metric(src, "fresh_echo", "GB/s", v,
+                     std::to_string(size >> 20) + " MiB copied into freshly allocated memory, 2 x bytes / time "
+                     "(the bound of an echo whose result is a new object)");
+}
+
 void fig_memory(bool smoke) {
   const int n = smoke ? 2000 : 100000;
   const double rss_before = bench::proc_status_kb(getpid(), "VmRSS");
@@ -214,6 +253,7 @@ int main(int argc, char** argv) {
     if (fig == "all" || fig == "pool") fig_pool(runs, smoke);
     if (fig == "all" || fig == "pipe") fig_pipe(runs, smoke);
     if (fig == "all" || fig == "memcpy") fig_memcpy(runs, smoke);
+    if (fig == "all" || fig == "fresh") fig_fresh(runs, smoke);
   } catch (const std::exception& e) {
     bench::Json().str("kind", "error").str("source", src).str("figure", fig).str("message", e.what()).emit();
     return 1;
