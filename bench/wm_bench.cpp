@@ -172,7 +172,7 @@ void fig_bandwidth(Ctx& c) {
                      std::to_string(size >> 20) + " MiB std::string echoed, bytes counted both ways, "
                      "after 2 warm-up echoes" +
                          std::string(c.keep_memory ? "; the host's malloc keeps freed memory "
-                                                     "(M_MMAP_MAX 0, M_TRIM_THRESHOLD 1 GiB)"
+                                                     "(M_MMAP_MAX 0, M_TRIM_THRESHOLD 1 GiB, M_ARENA_MAX 1)"
                                                    : ""));
 }
 
@@ -361,9 +361,11 @@ int main(int argc, char** argv) {
     const bool keep_memory = bench::arg_flag(argc, argv, "--bench-keep-memory");
     if (keep_memory) {
       // What a host can do in one place to keep large results on warm pages: malloc then reuses
-      // freed blocks instead of unmapping them and mapping fresh ones.
+      // freed blocks instead of unmapping them and mapping fresh ones, and with one arena the
+      // backend's I/O thread (which decodes results) reuses the same heap as the caller.
       mallopt(M_MMAP_MAX, 0);
       mallopt(M_TRIM_THRESHOLD, 1 << 30);
+      mallopt(M_ARENA_MAX, 1);
     }
     auto wm = wm::make_work_manager(argc, argv);
     if (!wm->is_master()) {  // SPMD backends (mpi): the other ranks serve tasks
