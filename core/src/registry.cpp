@@ -182,31 +182,10 @@ void invoke_request_locally(const std::string& request, ByteBuffer& payload) {
   invoke_parsed(parse_request(request.data(), request.size()), sink);
 }
 
-void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer* out) noexcept {
-  const std::size_t start = out->size;
-  std::string name = "<unknown>";
-  ErrorInfo info;
-  try {
-    BufferSink sink(*out);
-    ParsedRequest r = parse_request(static_cast<const char*>(request), size);
-    name = r.name;
-    put(sink, kReplyMagic);
-    put(sink, kReplyOk);
-    invoke_parsed(r, sink);
-    return;
-  } catch (const TaskFailure& f) {
-    try {
-      info = f.info();
-      if (info.task_name == "<unknown>") info.task_name = name;
-    } catch (...) {
-    }
-  } catch (...) {
-    try {
-      info = current_exception_info(name);
-    } catch (...) {
-    }
-  }
-  // The task failed: whatever part of an "ok" reply was written gives way to the failure reply.
+namespace {
+
+// Replaces whatever part of an "ok" reply was written from start on with the failure reply.
+void write_failure_reply(wm_byte_buffer* out, std::size_t start, const ErrorInfo& info) noexcept {
   out->size = start;
   try {
     BufferSink sink(*out);
@@ -215,6 +194,35 @@ void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer*
     encode_value(sink, info);
   } catch (...) {
     out->size = start;  // out of memory while describing the failure: an empty reply fails the task
+  }
+}
+
+}  // namespace
+
+void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer* out) noexcept {
+  const std::size_t start = out->size;
+  std::string name = "<unknown>";
+  try {
+    BufferSink sink(*out);
+    ParsedRequest r = parse_request(static_cast<const char*>(request), size);
+    name = r.name;
+    put(sink, kReplyMagic);
+    put(sink, kReplyOk);
+    invoke_parsed(r, sink);
+  } catch (const TaskFailure& f) {
+    try {
+      ErrorInfo info = f.info();
+      if (info.task_name == "<unknown>") info.task_name = name;
+      write_failure_reply(out, start, info);
+    } catch (...) {
+      write_failure_reply(out, start, ErrorInfo{});
+    }
+  } catch (...) {
+    try {
+      write_failure_reply(out, start, current_exception_info(name));
+    } catch (...) {
+      write_failure_reply(out, start, ErrorInfo{});
+    }
   }
 }
 
