@@ -76,6 +76,13 @@ bool prepare_request(TaskState* s) {
   return true;
 }
 
+// prepare_request, with the error a backend reports for a task that cannot run by name.
+bool prepared(TaskState* s, wm_error* err) {
+  if (prepare_request(s)) return true;
+  set_error(err, "task '" + s->display_name() + "' cannot run by name: register it with WM_TASK");
+  return false;
+}
+
 int encode_failed(TaskState* s, wm_error* err, const char* what) {
   set_error(err, "encoding task '" + s->display_name() + "' failed: " + what);
   return 1;
@@ -85,10 +92,7 @@ int encode_failed(TaskState* s, wm_error* err, const char* what) {
 int svc_encode(wm_task* t, const void** data, std::size_t* size, wm_error* err) {
   TaskState* s = state_of(t);
   try {
-    if (!prepare_request(s)) {
-      set_error(err, "task '" + s->display_name() + "' cannot run by name: register it with WM_TASK");
-      return 1;
-    }
+    if (!prepared(s, err)) return 1;
     if (s->deferred_size != 0) {
       StringSink sink(s->request);
       s->encode_request(sink);
@@ -105,10 +109,7 @@ int svc_encode(wm_task* t, const void** data, std::size_t* size, wm_error* err) 
 int svc_encoded_size(wm_task* t, std::size_t* size, wm_error* err) {
   TaskState* s = state_of(t);
   try {
-    if (!prepare_request(s)) {
-      set_error(err, "task '" + s->display_name() + "' cannot run by name: register it with WM_TASK");
-      return 1;
-    }
+    if (!prepared(s, err)) return 1;
   } catch (const std::exception& e) {
     return encode_failed(s, err, e.what());
   }
@@ -120,10 +121,7 @@ int svc_encode_into(wm_task* t, wm_byte_buffer* out, wm_error* err) {
   TaskState* s = state_of(t);
   const std::size_t start = out->size;
   try {
-    if (!prepare_request(s)) {
-      set_error(err, "task '" + s->display_name() + "' cannot run by name: register it with WM_TASK");
-      return 1;
-    }
+    if (!prepared(s, err)) return 1;
     BufferSink sink(*out);
     if (s->deferred_size == 0) {
       sink.sputn(s->request.data(), static_cast<std::streamsize>(s->request.size()));
