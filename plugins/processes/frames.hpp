@@ -52,6 +52,14 @@ inline FrameHeader make_header(FrameType type, std::uint64_t seq, std::uint64_t 
   return FrameHeader{kFrameMagic, type, 0, seq, len};
 }
 
+/** The length a kFrameTaskShm / kFrameReplyShm frame announces (its 8-byte payload); false if the
+ *  payload is not 8 bytes. */
+inline bool region_length(const FrameHeader& h, const char* payload, std::uint64_t& len) {
+  if (h.len != sizeof len) return false;
+  std::memcpy(&len, payload, sizeof len);
+  return true;
+}
+
 // A corrupt length must not make us allocate the machine away: 64 GiB is far above any sane
 // single argument and below the address space.
 constexpr std::uint64_t kMaxFrameLen = 1ull << 36;

@@ -285,9 +285,9 @@ class ProcessesBackend final : public wm::sdk::Backend {
       }
       if (st == FrameReader::Status::frame && h.type == kFrameTaskShm) {
         std::uint64_t len = 0;
-        if (h.len == sizeof len) std::memcpy(&len, data, sizeof len);
-        data = h.len == sizeof len ? to_worker_.view(static_cast<std::size_t>(len), h.flags & kFlagGenerationMask)
-                                   : nullptr;
+        data = region_length(h, data, len)
+                   ? to_worker_.view(static_cast<std::size_t>(len), h.flags & kFlagGenerationMask)
+                   : nullptr;
         if (data == nullptr) why = "a request longer than the shared region";
         h.len = len;
       }
@@ -905,8 +905,7 @@ class ProcessesBackend final : public wm::sdk::Backend {
             return protocol_kill(s, "a reply in shared memory came for task number " + std::to_string(h.seq) +
                                         ", which was not allowed to use it");
           std::uint64_t len = 0;
-          if (h.len == sizeof len) std::memcpy(&len, data, sizeof len);
-          data = h.len == sizeof len ? s.from_worker.view(static_cast<std::size_t>(len), s.generation) : nullptr;
+          data = region_length(h, data, len) ? s.from_worker.view(static_cast<std::size_t>(len), s.generation) : nullptr;
           if (data == nullptr)
             return protocol_kill(s, "a reply of " + std::to_string(len) +
                                         " bytes in shared memory was announced, more than the region holds");
