@@ -1,6 +1,8 @@
 // plugin_scan.cpp: reads backend metadata records from plugin files with libelf, never loading them.
 #include "plugin_scan.hpp"
 
+#include <wm/sdk/abi_version.hpp>
+
 #include <dirent.h>
 #include <elf.h>
 #include <fcntl.h>
@@ -26,6 +28,7 @@
 
 namespace wm::detail {
 namespace {
+using wm::sdk::abi_version_text;
 
 // The host's own ELF identity: a plugin must match it to be loadable into this process.
 #if defined(__x86_64__)
@@ -621,15 +624,15 @@ ScannedPlugin read_plugin_file_unguarded(const std::string& path) {
     std::memcpy(out.meta.name, record.name, sizeof record.name);
     out.has_meta = true;
   };
-  if (record.abi_version != WM_ABI_VERSION) {
+  if (WM_ABI_MAJOR_OF(record.abi_version) != WM_ABI_MAJOR) {
     keep_name_only();
-    return reject("built for ABI version " + std::to_string(record.abi_version) + ", this core speaks ABI version " +
-                  std::to_string(WM_ABI_VERSION) + ": rebuild the plugin against this SDK");
+    return reject("built for ABI version " + abi_version_text(record.abi_version) + ", this core speaks ABI version " +
+                  abi_version_text(WM_ABI_VERSION) + ": rebuild the plugin against this SDK");
   }
   if (record.record_size != sizeof(wm_plugin_metadata)) {
     keep_name_only();
     return reject("metadata record malformed: record_size is " + std::to_string(record.record_size) +
-                  ", ABI version " + std::to_string(WM_ABI_VERSION) + " records are " +
+                  ", ABI version " + abi_version_text(WM_ABI_VERSION) + " records are " +
                   std::to_string(sizeof(wm_plugin_metadata)) + " bytes: rebuild the plugin against this SDK");
   }
   if (section_size < sizeof(wm_plugin_metadata)) {

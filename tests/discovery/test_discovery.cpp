@@ -199,7 +199,7 @@ TEST(Discovery, SymlinkToPluginIsFollowed) {
 TEST(Discovery, WrongAbiIsRefusedButNamed) {
   const ScannedPlugin p = timed_read(WM_FIXTURE_WRONG_ABI);
   EXPECT_FALSE(p.usable);
-  EXPECT_TRUE(contains(p.reason, "built for ABI version 999, this core speaks ABI version 1")) << p.reason;
+  EXPECT_TRUE(contains(p.reason, "built for ABI version 0.999, this core speaks ABI version 1.0")) << p.reason;
   EXPECT_TRUE(contains(p.reason, "rebuild the plugin against this SDK")) << p.reason;
   ASSERT_TRUE(p.has_meta);
   EXPECT_STREQ(p.meta.name, "fixture_wrong_abi");
@@ -334,7 +334,7 @@ TEST(Discovery, MalformedRecordsGetSpecificReasons) {
   const std::vector<Case> cases = {
       {"magic", [](wm_plugin_metadata& m) { m.magic[7] = '2'; }, "wrong magic", false},
       {"abi7", [](wm_plugin_metadata& m) { m.abi_version = 7; },
-       "built for ABI version 7, this core speaks ABI version 1: rebuild the plugin against this SDK", true},
+       "built for ABI version 0.7, this core speaks ABI version 1.0: rebuild the plugin against this SDK", true},
       {"record_size", [](wm_plugin_metadata& m) { m.record_size = 12; }, "record_size is 12", true},
       {"name_unterminated", [](wm_plugin_metadata& m) { std::memset(m.name, 'a', sizeof m.name); },
        "metadata record malformed: name not NUL-terminated", false},
@@ -498,7 +498,7 @@ TEST(Discovery, ScanListsEveryCandidateWithItsReason) {
   }
   EXPECT_EQ(by_name("a_good.so").path, dir.file("a_good.so"));
   const std::pair<const char*, const char*> broken[] = {
-      {"wrong_abi.so", "ABI version 999"},
+      {"wrong_abi.so", "ABI version 0.999"},
       {"missing_dep.so", "missing dependency libwm_fixture_dep"},
       {"x.so", "not an ELF"},
       {"empty.so", "empty file"},

@@ -28,8 +28,22 @@
 extern "C" {
 #endif
 
-/** Bumped on any incompatible change of the records or entry points below. */
-#define WM_ABI_VERSION 1u
+/**
+ * ABI version: major.minor, packed as (major << 16) | minor in every record's abi_version field.
+ *
+ * The growth rule, checked by both sides:
+ *  - a different MAJOR is incompatible: the record is refused, naming both versions;
+ *  - a newer MINOR only appends fields at the end of a record (and entry points or services at the
+ *    end of a table, in the reserved space); every record carries its struct_size (record_size),
+ *    so a reader of an older minor reads the fields it knows and ignores the rest, and a reader of
+ *    a newer minor treats the fields beyond an older record's struct_size as absent (NULL / 0).
+ *  - a record shorter than the first version of its major (WM_ABI_MIN_*_SIZE) is malformed.
+ */
+#define WM_ABI_MAJOR 1u
+#define WM_ABI_MINOR 0u
+#define WM_ABI_VERSION ((WM_ABI_MAJOR << 16) | WM_ABI_MINOR)
+#define WM_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
+#define WM_ABI_MINOR_OF(v) ((uint32_t)(v)&0xffffu)
 
 /** ELF section holding the wm_plugin_metadata record (at most 8 characters). */
 #define WM_PLUGIN_SECTION ".wmplug"
