@@ -69,7 +69,7 @@ TEST_F(PluginDir, BrokenFilesAreListedWithTheirReason) {
     const char* reason;
   };
   for (const Case& c : {Case{"x.so", "not an ELF"}, Case{"truncated.so", "truncated"},
-                        Case{"other_abi.so", "ABI version 99"},
+                        Case{"other_abi.so", "ABI version 0.99"},
                         Case{"missing_dep.so", "missing dependency libwm_fixture_dep"}}) {
     const wm::PluginInfo& p = find(scan, c.file);
     EXPECT_FALSE(p.usable) << c.file;
@@ -110,7 +110,7 @@ TEST_F(PluginDir, UnknownNameListsRejectedFiles) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find(dir_.string()), std::string::npos) << msg;
     EXPECT_NE(msg.find("x.so"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("ABI version 99"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("ABI version 0.99"), std::string::npos) << msg;
   }
 }
 
