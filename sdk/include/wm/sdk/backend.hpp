@@ -230,22 +230,23 @@ wm_backend_descriptor make_descriptor(const char* name, const char* version, std
  *   CLASS        a wm::sdk::Backend subclass constructible from (services, config, name)
  *   VERSION      text, e.g. "1.2.0"
  *   DESCRIPTION  one line
- *   CAPS         wm_capability bits
- *   ...          options: wm::sdk::option_int(...), option_bool(...), ...
+ *   ...          wm_capability bits (CAPS), then the options if any: wm::sdk::option_int(...),
+ *                option_bool(...), ... (CAPS is part of the variadic list so that a backend without
+ *                options compiles cleanly under -Wpedantic)
  * Use it once, at global scope. It emits the metadata record in the WM_PLUGIN_SECTION section (read by discovery without
  * loading the library) and the extern "C" entry symbol wm_backend_entry_NAME.
  */
-#define WM_DECLARE_BACKEND(NAME, CLASS, VERSION, DESCRIPTION, CAPS, ...)                              \
+#define WM_DECLARE_BACKEND(NAME, CLASS, VERSION, DESCRIPTION, ...)                                   \
   template <>                                                                                        \
   inline const char* wm::sdk::detail::backend_name<CLASS>() {                                        \
     return #NAME;                                                                                    \
   }                                                                                                  \
   [[gnu::section(WM_PLUGIN_SECTION), gnu::used, gnu::retain]] constexpr wm_plugin_metadata          \
       wm_plugin_metadata_##NAME = ::wm::sdk::make_metadata(                                          \
-          #NAME, VERSION, DESCRIPTION, "wm_backend_entry_" #NAME, (CAPS), {__VA_ARGS__});            \
+          #NAME, VERSION, DESCRIPTION, "wm_backend_entry_" #NAME, __VA_ARGS__);                      \
   extern "C" [[gnu::visibility("default")]] const wm_backend_descriptor* wm_backend_entry_##NAME(   \
       void) {                                                                                        \
     static const wm_backend_descriptor descriptor =                                                  \
-        ::wm::sdk::detail::make_descriptor<CLASS>(#NAME, VERSION, (CAPS));                           \
+        ::wm::sdk::detail::make_descriptor<CLASS>(#NAME, VERSION, wm_plugin_metadata_##NAME.capabilities); \
     return &descriptor;                                                                              \
   }

@@ -81,11 +81,12 @@ constexpr wm_option_meta option_string(const char* name, const char* default_val
   return detail::make_option(name, WM_OPTION_STRING, default_value, help);
 }
 
-/** Builds the whole record; used by WM_DECLARE_BACKEND. */
+/** Builds the whole record; used by WM_DECLARE_BACKEND (capabilities, then any options). */
+template <class... Options>
 constexpr wm_plugin_metadata make_metadata(const char* name, const char* version,
                                            const char* description, const char* entry_symbol,
-                                           std::uint64_t capabilities,
-                                           std::initializer_list<wm_option_meta> options) {
+                                           std::uint64_t capabilities, const Options&... option_list) {
+  const std::initializer_list<wm_option_meta> options{option_list...};
   detail::check_backend_name(name);
   if (options.size() > WM_META_MAX_OPTIONS) throw "wm: too many backend options";
   wm_plugin_metadata m{};
