@@ -10,6 +10,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <wm/sdk/abi_version.hpp>
+
+#include <cxxabi.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -76,76 +81,47 @@ bool prepare_request(TaskState* s) {
   return true;
 }
 
-// prepare_request, with the error a backend reports for a task that cannot run by name.
-bool prepared(TaskState* s, wm_error* err) {
-  if (prepare_request(s)) return true;
-  set_error(err, "task '" + s->display_name() + "' cannot run by name: register it with WM_TASK");
-  return false;
+void svc_task_info(wm_task* t, wm_task_info* info) {
+  if (info == nullptr) return;
+  const TaskState* s = state_of(t);
+  wm_task_info full{};
+  full.struct_size = info->struct_size;
+  full.name = s->registered != nullptr ? s->registered->name : "";
+  full.sequence = s->sequence;
+  full.encoded_size = s->deferred_size != 0 ? s->deferred_size : s->request.size();
+  // A backend of an older minor passes a shorter record: fill what it has room for.
+  std::memcpy(info, &full, std::min<std::size_t>(info->struct_size, sizeof full));
 }
 
-int encode_failed(TaskState* s, wm_error* err, const char* what) {
-  set_error(err, "encoding task '" + s->display_name() + "' failed: " + what);
-  return 1;
-}
-
-// The request bytes of a task, encoded now if they were deferred (a backend that uses encode).
-int svc_encode(wm_task* t, const void** data, std::size_t* size, wm_error* err) {
-  TaskState* s = state_of(t);
-  try {
-    if (!prepared(s, err)) return 1;
-    if (s->deferred_size != 0) {
-      StringSink sink(s->request);
-      s->encode_request(sink);
-      s->deferred_size = 0;
-    }
-  } catch (const std::exception& e) {
-    return encode_failed(s, err, e.what());
-  }
-  *data = s->request.data();
-  *size = s->request.size();
-  return 0;
-}
-
-int svc_encoded_size(wm_task* t, std::size_t* size, wm_error* err) {
-  TaskState* s = state_of(t);
-  try {
-    if (!prepared(s, err)) return 1;
-  } catch (const std::exception& e) {
-    return encode_failed(s, err, e.what());
-  }
-  *size = s->deferred_size != 0 ? s->deferred_size : s->request.size();
-  return 0;
-}
-
-int svc_encode_into(wm_task* t, wm_byte_buffer* out, wm_error* err) {
+int svc_encode(wm_task* t, wm_byte_buffer* out, wm_error* err) {
   TaskState* s = state_of(t);
   const std::size_t start = out->size;
+  auto failed = [&](const std::string& what) {
+    out->size = start;
+    set_error(err, "encoding task '" + s->display_name() + "' failed: " + what);
+    return 1;
+  };
   try {
-    if (!prepared(s, err)) return 1;
+    if (!prepare_request(s)) return failed("it cannot run by name: register it with WM_TASK");
     BufferSink sink(*out);
     if (s->deferred_size == 0) {
       sink.sputn(s->request.data(), static_cast<std::streamsize>(s->request.size()));
       return 0;
     }
     s->encode_request(sink);
-    if (out->size - start != s->deferred_size) {
-      set_error(err, "the arguments of task '" + s->display_name() + "' encoded to " +
-                         std::to_string(s->deferred_size) + " bytes at submit and to " +
-                         std::to_string(out->size - start) +
-                         " bytes when sent: their serialize() must not depend on anything but their value");
-      out->size = start;
-      return 1;
-    }
+    if (out->size - start != s->deferred_size)
+      return failed("its arguments encoded to " + std::to_string(s->deferred_size) + " bytes at submit and to " +
+                    std::to_string(out->size - start) +
+                    " bytes when sent: their serialize() must not depend on anything but their value");
   } catch (const std::exception& e) {
-    out->size = start;
-    return encode_failed(s, err, e.what());
+    return failed(e.what());
   }
   return 0;
 }
 
-void svc_complete_encoded(wm_task* t, const void* reply, std::size_t size) {
+void svc_complete_encoded(wm_task* t, const void* reply, std::size_t size, const wm_worker_identity* where) {
   TaskState* s = state_of(t);
-  complete_from_reply(s, static_cast<const char*>(reply), size);
+  complete_from_reply(s, static_cast<const char*>(reply), size, where);
   intrusive_ptr_release(s);
 }
 
@@ -159,15 +135,17 @@ FailureKind kind_of(std::int32_t kind) {
   }
 }
 
-void svc_fail_at(wm_task* t, std::int32_t kind, const char* message, std::int32_t worker_index,
-                 std::int64_t pid, std::uint32_t attempts) {
+void svc_fail(wm_task* t, std::int32_t kind, const char* message, const wm_worker_identity* where,
+              std::uint32_t attempts) {
   TaskState* s = state_of(t);
-  finish_with(s, kind_of(kind), message != nullptr ? message : "", worker_index, pid, attempts);
+  finish_with(s, kind_of(kind), message != nullptr ? message : "", where, attempts);
   intrusive_ptr_release(s);
 }
 
-// fail() is fail_at() without knowing where the task ran.
-void svc_fail(wm_task* t, std::int32_t kind, const char* message) { svc_fail_at(t, kind, message, -1, 0, 1); }
+void svc_set_worker(const wm_worker_identity* who, std::uint64_t seed) {
+  set_worker(who != nullptr ? who->index : -1, who != nullptr ? who->rank : -1);
+  if (seed != 0) seed_process(seed);
+}
 
 // What submit() and startup() throw once the work manager is shut down.
 ShutdownError shut_down_error(const std::string& backend, const std::string& task) {
@@ -175,20 +153,11 @@ ShutdownError shut_down_error(const std::string& backend, const std::string& tas
   info.kind = FailureKind::shutdown;
   info.message = "work manager '" + backend + "' was shut down; create a new one to submit more tasks";
   info.task_name = task;
-  info.host = host_name();
-  info.pid = getpid();
+  fill_where(info, nullptr);
+  info.worker_index = -1;
   info.backend = backend;
   return ShutdownError(std::move(info));
 }
-
-const char* svc_task_name(wm_task* t) {
-  const TaskState* s = state_of(t);
-  return s->registered != nullptr ? s->registered->name : "";
-}
-
-std::uint64_t svc_task_sequence(wm_task* t) { return state_of(t)->sequence; }
-
-void svc_set_worker_index(std::int32_t index) { set_worker_index(index); }
 
 void svc_log(std::int32_t level, const char* backend, const char* message) {
   log(level, backend != nullptr ? backend : "backend", message != nullptr ? message : "");
@@ -198,21 +167,44 @@ const wm_core_services g_services = [] {
   wm_core_services s{};
   s.abi_version = WM_ABI_VERSION;
   s.struct_size = sizeof(wm_core_services);
+  s.large_payload_bytes = RequestSink::kDeferBytes;
   s.execute = &svc_execute;
+  s.task_info = &svc_task_info;
   s.encode = &svc_encode;
   s.complete_encoded = &svc_complete_encoded;
   s.fail = &svc_fail;
-  s.task_name = &svc_task_name;
-  s.task_sequence = &svc_task_sequence;
-  s.execute_encoded = &execute_encoded;
-  s.set_worker_index = &svc_set_worker_index;
+  s.execute_encoded = &execute_encoded_into;
+  s.set_worker = &svc_set_worker;
+  s.list_tasks = &list_tasks;
   s.log = &svc_log;
-  s.fail_at = &svc_fail_at;
-  s.encoded_size = &svc_encoded_size;
-  s.encode_into = &svc_encode_into;
-  s.execute_encoded_into = &execute_encoded_into;
   return s;
 }();
+
+// The type of the exception being handled, for "threw X" messages.
+std::string current_exception_type() {
+  const std::type_info* type = abi::__cxa_current_exception_type();
+  return type != nullptr ? demangle(type->name()) : std::string("unknown");
+}
+
+// Calls into the plugin; an exception escaping it (only a plugin not built with the SDK can let one
+// out) becomes a PluginError naming the backend and the entry point.
+template <class Fn>
+auto call_plugin(const std::string& backend, const char* entry, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (...) {
+    std::string what;
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      what = std::string(": ") + e.what();
+    } catch (...) {
+    }
+    throw PluginError("work manager '" + backend + "': its " + entry + " threw an exception of type " +
+                      current_exception_type() + what +
+                      " (entry points must report errors through wm_error; WM_DECLARE_BACKEND does that)");
+  }
+}
 
 // Loaded plugin libraries, by path. Never unloaded (see DESIGN: dlclose after MPI_Finalize crashes,
 // and futures, exception objects and callbacks may point into the library).
@@ -227,6 +219,7 @@ const wm_backend_descriptor* load_descriptor(const ScannedPlugin& plugin) {
   auto& loaded = loaded_libraries();
   if (auto it = loaded.find(plugin.path); it != loaded.end()) return it->second;
   const std::string name = plugin.meta.name;
+  const std::string where = "work manager '" + name + "' in " + plugin.path;
   // RTLD_NOW: a missing symbol fails here with a message, not later with an uncatchable exit.
   // RTLD_LOCAL: one plugin's helpers never bind to another's.
   void* handle = dlopen(plugin.path.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -236,21 +229,38 @@ const wm_backend_descriptor* load_descriptor(const ScannedPlugin& plugin) {
                       (e ? e : "unknown loader error") +
                       ". Check that the libraries it needs are installed (ldd " + plugin.path + ").");
   }
+  log(WM_LOG_INFO, "core", "loaded " + where);
   void* sym = dlsym(handle, plugin.meta.entry_symbol);
   if (sym == nullptr)
-    throw PluginError("work manager '" + name + "' in " + plugin.path + " does not export its entry " +
-                      "symbol " + plugin.meta.entry_symbol + ": rebuild it with WM_DECLARE_BACKEND");
+    throw PluginError(where + " does not export its entry symbol " + plugin.meta.entry_symbol +
+                      ": rebuild it with WM_DECLARE_BACKEND");
   auto entry = reinterpret_cast<wm_backend_entry_fn>(sym);
-  const wm_backend_descriptor* d = entry();
-  if (d == nullptr || d->abi_version != WM_ABI_VERSION || d->struct_size < sizeof(wm_backend_descriptor))
-    throw PluginError("work manager '" + name + "' in " + plugin.path +
-                      " returned a descriptor of another ABI version: rebuild it against this SDK");
+  const wm_backend_descriptor* d = call_plugin(name, "entry symbol", [&] { return entry(); });
+  if (d == nullptr)
+    throw PluginError(where + ": its entry symbol " + plugin.meta.entry_symbol +
+                      "() returned NULL instead of a descriptor: the plugin is broken; rebuild it with "
+                      "WM_DECLARE_BACKEND");
+  if (WM_ABI_MAJOR_OF(d->abi_version) != WM_ABI_MAJOR)
+    throw PluginError(where + " was built for ABI version " + sdk::abi_version_text(d->abi_version) +
+                      " and this core speaks ABI version " + sdk::abi_version_text(WM_ABI_VERSION) +
+                      ": rebuild the plugin against the SDK of this wm");
+  // Every 1.x descriptor holds at least the 1.0 layout; a newer minor's extra fields are not read.
+  if (d->struct_size < sizeof(wm_backend_descriptor))
+    throw PluginError(where + " returned a descriptor of " + std::to_string(d->struct_size) +
+                      " bytes, shorter than the " + std::to_string(sizeof(wm_backend_descriptor)) +
+                      " bytes of ABI version 1.0: the plugin is broken; rebuild it with WM_DECLARE_BACKEND");
   if (d->name == nullptr || name != d->name)
     throw PluginError("work manager in " + plugin.path + " calls itself '" + (d->name ? d->name : "") +
-                      "' in its descriptor but '" + name + "' in its metadata");
-  if (!d->create || !d->destroy || !d->startup || !d->shutdown || !d->submit || !d->run ||
-      !d->is_master || !d->n_workers)
-    throw PluginError("work manager '" + name + "' in " + plugin.path + " lacks entry points");
+                      "' in its descriptor but '" + name + "' in its metadata: rebuild it with WM_DECLARE_BACKEND");
+  std::string missing;
+  const std::pair<const char*, bool> entries[] = {
+      {"create", d->create != nullptr},       {"destroy", d->destroy != nullptr},
+      {"startup", d->startup != nullptr},     {"shutdown", d->shutdown != nullptr},
+      {"submit", d->submit != nullptr},       {"run", d->run != nullptr},
+      {"is_master", d->is_master != nullptr}, {"n_workers", d->n_workers != nullptr}};
+  for (const auto& [entry_name, present] : entries)
+    if (!present) missing += std::string(missing.empty() ? "" : ", ") + entry_name;
+  if (!missing.empty()) throw PluginError(where + " lacks entry points: " + missing);
   loaded.emplace(plugin.path, d);
   return d;
 }
@@ -306,6 +316,7 @@ void BackendConfigStorage::finalize() {
                                      o.text.c_str(), o.source.c_str()});
   library_ptrs.clear();
   for (const auto& l : libraries) library_ptrs.push_back(l.c_str());
+  config.abi_version = WM_ABI_VERSION;
   config.struct_size = sizeof(wm_backend_config);
   config.options = values.data();
   config.n_options = values.size();
@@ -320,16 +331,34 @@ BackendLink::BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendCon
   desc_ = load_descriptor(plugin);
   caps_ = desc_->capabilities;
   wm_error err{};
-  instance_ = desc_->create(&g_services, &config_->config, &err);
+  instance_ = call_plugin(*name_, "create()", [&] { return desc_->create(&g_services, &config_->config, &err); });
   if (instance_ == nullptr)
     throw PluginError("work manager '" + *name_ + "' could not be created: " +
-                      (err.code != 0 ? err.message : "its create() returned nothing"));
+                      (err.code != 0 ? err.message : "its create() returned NULL without saying why"));
   set_process_backend(*name_);
 }
 
 BackendLink::~BackendLink() {
+  if (in_user_code()) {
+    // A task or a done-callback let go of the last reference: it may be running on a thread of this
+    // very backend, which a waiting shutdown would wait for. A thread of its own, which owns the
+    // backend and its configuration from here on, waits and destroys them.
+    try {
+      shutdown(0);
+      std::thread([name = name_, desc = desc_, instance = instance_, config = std::move(config_)] {
+        wm_error err{};
+        if (desc->shutdown(instance, WM_SHUTDOWN_WAIT, &err) != 0)
+          log(WM_LOG_ERROR, *name, std::string("shutdown failed: ") + err.message);
+        desc->destroy(instance);
+      }).detach();
+      return;
+    } catch (const std::exception& e) {
+      log(WM_LOG_ERROR, *name_, std::string("cannot stop the work manager from inside a task or callback (") +
+                                    e.what() + "); stopping it in place");
+    }
+  }
   try {
-    shutdown();
+    shutdown(WM_SHUTDOWN_WAIT);
   } catch (const std::exception& e) {
     log(WM_LOG_ERROR, *name_, std::string("shutdown failed: ") + e.what());
   }
@@ -338,27 +367,26 @@ BackendLink::~BackendLink() {
 
 void BackendLink::startup() {
   if (started_.load(std::memory_order_acquire)) return;
-  std::lock_guard<std::mutex> lock(lifecycle_);
-  if (started_.load(std::memory_order_relaxed)) return;
-  if (shut_down_.load())
-    throw shut_down_error(*name_, "");
+  if (stopping_.load()) throw shut_down_error(*name_, "");
   wm_error err{};
-  if (desc_->startup(instance_, &err) != 0)
+  if (call_plugin(*name_, "startup()", [&] { return desc_->startup(instance_, &err); }) != 0) {
+    if (stopping_.load()) throw shut_down_error(*name_, "");
     throw PluginError("work manager '" + *name_ + "' failed to start: " + err.message);
+  }
   started_.store(true, std::memory_order_release);
 }
 
-void BackendLink::shutdown() {
-  std::lock_guard<std::mutex> lock(lifecycle_);
-  if (shut_down_.exchange(true)) return;
+void BackendLink::shutdown(std::uint32_t flags) {
+  if (in_user_code()) flags &= ~std::uint32_t(WM_SHUTDOWN_WAIT);
+  stopping_.store(true);
   wm_error err{};
-  if (desc_->shutdown(instance_, &err) != 0)
+  if (call_plugin(*name_, "shutdown()", [&] { return desc_->shutdown(instance_, flags, &err); }) != 0)
     throw PluginError("work manager '" + *name_ + "' failed to shut down cleanly: " + err.message);
 }
 
 void BackendLink::run() {
   wm_error err{};
-  if (desc_->run(instance_, &err) != 0)
+  if (call_plugin(*name_, "run()", [&] { return desc_->run(instance_, &err); }) != 0)
     throw PluginError("work manager '" + *name_ + "' worker loop failed: " + err.message);
 }
 
@@ -371,7 +399,7 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
   auto shutdown_error = [&] {
     return shut_down_error(*name_, n == 1 ? states[0]->display_name() : std::string("<many>"));
   };
-  if (shut_down_.load()) throw shutdown_error();
+  if (stopping_.load()) throw shutdown_error();
   for (std::size_t i = 0; i < n; ++i) {
     TaskState* s = states[i].get();
     if (s == nullptr) throw Error("submit: empty task");
@@ -379,6 +407,9 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
       throw Error("task '" + s->display_name() + "' was submitted already; make a new wm::task for each run");
     s->backend_name = name_;
   }
+  auto unmark = [&] {
+    for (std::size_t i = 0; i < n; ++i) states[i]->submitted = false;
+  };
   if (!in_process()) {
     // Remote backends get bytes: encode now, so a task that cannot travel fails here, in the
     // caller's thread, with its name.
@@ -388,12 +419,12 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
       try {
         ok = prepare_request(s);
       } catch (const std::exception& e) {
-        for (std::size_t j = 0; j < n; ++j) states[j]->submitted = false;
+        unmark();
         throw TaskNotRegisteredError("the arguments of task '" + s->display_name() +
                                      "' could not be encoded: " + e.what());
       }
       if (!ok) {
-        for (std::size_t j = 0; j < n; ++j) states[j]->submitted = false;
+        unmark();
         throw TaskNotRegisteredError(
             "work manager '" + *name_ + "' runs tasks in other processes, so it only takes tasks "
             "registered by name, and " + s->display_name() + " is not: define the task as a function "
@@ -407,70 +438,40 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
     intrusive_ptr_add_ref(states[i].get());  // the backend's reference, dropped when it finishes the task
     tasks[i] = task_of(states[i].get());
   }
+  // Refused: the tasks are the caller's again, not submitted, and the backend holds no reference.
+  auto take_back = [&] {
+    unmark();
+    for (std::size_t i = 0; i < n; ++i) intrusive_ptr_release(states[i].get());
+  };
   wm_error err{};
-  if (desc_->submit(instance_, tasks.data(), n, &err) != 0) {
-    for (std::size_t i = 0; i < n; ++i) {
-      states[i]->submitted = false;
-      intrusive_ptr_release(states[i].get());
-    }
-    if (shut_down_.load()) throw shutdown_error();
+  int rc = 1;
+  try {
+    rc = call_plugin(*name_, "submit()", [&] { return desc_->submit(instance_, tasks.data(), n, &err); });
+  } catch (...) {
+    take_back();
+    throw;
+  }
+  if (rc != 0) {
+    take_back();
+    if (stopping_.load()) throw shutdown_error();
     throw PluginError("work manager '" + *name_ + "' refused the tasks: " + err.message);
   }
 }
 
-// ---- Ctrl-C ----
-namespace {
-int g_sigint_pipe[2] = {-1, -1};
-struct sigaction g_previous_sigint;
-std::mutex g_sigint_mutex;
-std::vector<std::weak_ptr<BackendLink>>& sigint_links() {
-  static auto* v = new std::vector<std::weak_ptr<BackendLink>>;
-  return *v;
-}
-
-void on_sigint(int) {
-  const int saved = errno;
-  char b = 1;
-  [[maybe_unused]] ssize_t r = write(g_sigint_pipe[1], &b, 1);
-  errno = saved;
-}
-
-// The handler only writes a byte; this thread does the work a signal handler may not do.
-void sigint_thread() {
-  char b;
-  while (read(g_sigint_pipe[0], &b, 1) < 0 && errno == EINTR) {
+void serve_and_exit(std::shared_ptr<BackendLink> link) {
+  const std::string name = link->name();
+  int code = 0;
+  try {
+    link->startup();
+    link->run();
+    link->shutdown(WM_SHUTDOWN_WAIT);
+  } catch (const std::exception& e) {
+    log(WM_LOG_ERROR, name, std::string("worker failed: ") + e.what());
+    code = 1;
   }
-  std::vector<std::shared_ptr<BackendLink>> links;
-  {
-    std::lock_guard<std::mutex> lock(g_sigint_mutex);
-    for (auto& w : sigint_links())
-      if (auto l = w.lock()) links.push_back(std::move(l));
-  }
-  log(WM_LOG_WARNING, "core", "interrupted (SIGINT): shutting down the work manager");
-  for (auto& l : links) {
-    try {
-      l->shutdown();
-    } catch (const std::exception& e) {
-      log(WM_LOG_ERROR, l->name(), e.what());
-    }
-  }
-  // Chain: put back the handler that was there before and deliver the signal to it.
-  sigaction(SIGINT, &g_previous_sigint, nullptr);
-  kill(getpid(), SIGINT);
-}
-}  // namespace
-
-void install_sigint_for(const std::shared_ptr<BackendLink>& link) {
-  std::lock_guard<std::mutex> lock(g_sigint_mutex);
-  sigint_links().push_back(link);
-  if (g_sigint_pipe[0] >= 0) return;
-  if (pipe2(g_sigint_pipe, O_CLOEXEC) != 0) throw Error("install_sigint_handler: pipe failed");
-  struct sigaction sa{};
-  sa.sa_handler = &on_sigint;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGINT, &sa, &g_previous_sigint);
-  std::thread(sigint_thread).detach();
+  link.reset();  // destroys the backend (an MPI backend finalizes here)
+  std::fflush(nullptr);
+  std::exit(code);
 }
 
 }  // namespace wm::detail

@@ -9,7 +9,6 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,10 +35,19 @@ struct BackendConfigStorage {
   void finalize();  // points config at the vectors above
 };
 
+/**
+ * One backend instance. Holds no lock while it calls the backend: entry points may run tasks and
+ * done-callbacks, which may call back in (submit, shutdown, even destroy the work manager). The
+ * backend itself makes startup and shutdown idempotent and safe to call concurrently (wm/abi.h).
+ */
 class BackendLink {
  public:
   BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendConfigStorage> config);
+  /** Shuts down (waiting) and destroys the backend; from inside a task or done-callback, where it
+   *  must not wait, it hands both to a thread of its own, which owns them until they are gone. */
   ~BackendLink();
+  BackendLink(const BackendLink&) = delete;
+  BackendLink& operator=(const BackendLink&) = delete;
 
   const std::string& name() const noexcept { return *name_; }
   const std::string* interned_name() const noexcept { return name_; }
@@ -47,12 +55,14 @@ class BackendLink {
   bool in_process() const noexcept { return (caps_ & WM_CAP_IN_PROCESS) != 0; }
 
   void startup();
-  void shutdown() noexcept(false);
+  /** flags: wm_shutdown_flag bits. From inside a task or a done-callback WM_SHUTDOWN_WAIT is
+   *  dropped: the shutdown begins and the call returns (whoever waits later waits for the rest). */
+  void shutdown(std::uint32_t flags = WM_SHUTDOWN_WAIT);
   void run();
   bool is_master() const;
   unsigned n_workers() const;
   void submit(const StatePtr* states, std::size_t n);
-  bool is_shut_down() const noexcept { return shut_down_.load(); }
+  bool is_shut_down() const noexcept { return stopping_.load(); }
 
  private:
   const std::string* name_;
@@ -60,9 +70,8 @@ class BackendLink {
   wm_backend* instance_ = nullptr;
   std::uint64_t caps_ = 0;
   std::unique_ptr<BackendConfigStorage> config_;
-  std::mutex lifecycle_;
   std::atomic<bool> started_{false};
-  std::atomic<bool> shut_down_{false};
+  std::atomic<bool> stopping_{false};
 };
 
 /** The core's service table handed to every backend. */
@@ -75,5 +84,12 @@ std::string default_plugin_directory();
 std::vector<std::string> plugin_directories();
 /** Absolute path of the running program. */
 std::string host_program_path();
+
+/** Ctrl-C (core/src/sigint.cpp): shuts this backend down on SIGINT, then dies by the signal. */
+void install_sigint_for(const std::shared_ptr<BackendLink>& link);
+
+/** Runs a backend that is not the master (a spawned worker, an SPMD rank > 0, a node) until its
+ *  master says stop, then ends the process: exit status 0, or 1 with the reason logged. */
+[[noreturn]] void serve_and_exit(std::shared_ptr<BackendLink> link);
 
 }  // namespace wm::detail

@@ -422,10 +422,26 @@ std::unique_ptr<detail::BackendConfigStorage> make_config(const WMEnvironment& e
   if (!worker_role) warn_unknown_variables(env, meta);
   c->libraries = detail::loaded_task_libraries();
   c->host_program = detail::host_program_path();
-  if (worker_role)
-    if (const char* a = std::getenv("WM_WORKER_ARG")) c->worker_arg = a;
   c->config.n_workers = n_workers;
   c->config.worker_role = worker_role ? 1 : 0;
+  c->config.worker_index = -1;
+  if (worker_role) {
+    // The worker's side of the bootstrap: what the master's launcher put in our environment.
+    if (const char* a = std::getenv(WM_ENV_WORKER_ARG)) c->worker_arg = a;
+    if (const char* i = std::getenv(WM_ENV_PROCESS_INDEX))
+      c->config.worker_index =
+          static_cast<std::int32_t>(parse_integer(i, "environment variable " WM_ENV_PROCESS_INDEX, 0, kMaxWorkers));
+    if (const char* s = std::getenv(WM_ENV_PROCESS_SEED)) {
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long long seed = std::strtoull(s, &end, 10);
+      if (*s == '\0' || *end != '\0' || errno == ERANGE)
+        throw ConfigError(std::string("environment variable " WM_ENV_PROCESS_SEED "='") + s +
+                          "' is not a whole number (it is set by the work manager that started this worker)");
+      c->config.worker_seed = seed;
+      detail::seed_process(seed);
+    }
+  }
   c->finalize();
   return c;
 }
@@ -475,6 +491,11 @@ std::unique_ptr<WorkManager> WMEnvironment::make_work_manager() const {
   const detail::ScannedPlugin* p = impl_->find(name);
   if (p == nullptr) throw PluginError("work manager '" + name + "' vanished from the plugin scan");
   auto link = std::make_shared<detail::BackendLink>(*p, make_config(*this, impl_->cli, p->meta, workers, false));
+  // SPMD backends (every process of the job runs the host program) learn their role as they start;
+  // a process that is not the master (an MPI rank > 0, a node) serves here and never returns, as a
+  // spawned worker does in serve_if_worker().
+  if ((link->capabilities() & WM_CAP_SPMD) != 0) link->startup();
+  if (!link->is_master()) detail::serve_and_exit(std::move(link));
   return std::make_unique<WorkManager>(std::move(link));
 }
 
@@ -490,14 +511,14 @@ std::unique_ptr<WorkManager> make_work_manager(int argc, const char* const* argv
 }
 
 void serve_if_worker() {
-  const char* backend = std::getenv("WM_WORKER_BACKEND");
+  const char* backend = std::getenv(WM_ENV_WORKER_BACKEND);
   if (backend == nullptr || *backend == '\0') return;
   const std::string name = backend;
   // Programs this worker starts are not workers themselves.
-  unsetenv("WM_WORKER_BACKEND");
-  int code = 0;
+  unsetenv(WM_ENV_WORKER_BACKEND);
+  std::shared_ptr<detail::BackendLink> link;
   try {
-    if (const char* libs = std::getenv("WM_TASK_LIBRARIES")) {
+    if (const char* libs = std::getenv(WM_ENV_TASK_LIBRARIES)) {
       std::string all = libs;
       std::size_t start = 0;
       while (start < all.size()) {
@@ -511,15 +532,12 @@ void serve_if_worker() {
     const detail::ScannedPlugin* p = env.impl_->find(name);
     if (p == nullptr)
       throw PluginError("worker process: work manager '" + name + "' not found in the plugin directories");
-    detail::BackendLink link(*p, make_config(env, env.impl_->cli, p->meta, env.n_workers(), true));
-    link.startup();
-    link.run();
-    link.shutdown();
+    link = std::make_shared<detail::BackendLink>(*p, make_config(env, env.impl_->cli, p->meta, env.n_workers(), true));
   } catch (const std::exception& e) {
-    detail::log(WM_LOG_ERROR, name, std::string("worker process failed: ") + e.what());
-    code = 1;
+    detail::log(WM_LOG_ERROR, name, std::string("worker process failed to start: ") + e.what());
+    std::exit(1);
   }
-  std::exit(code);
+  detail::serve_and_exit(std::move(link));
 }
 
 }  // namespace wm

@@ -41,6 +41,7 @@ std::string ErrorInfo::describe() const {
   if (!host.empty()) where += std::string(where.empty() ? "" : ", ") + "host " + host;
   if (pid != 0) where += ", pid " + std::to_string(pid);
   if (worker_index >= 0) where += ", worker " + std::to_string(worker_index);
+  if (rank >= 0) where += ", rank " + std::to_string(rank);
   if (attempts > 1) where += ", " + std::to_string(attempts) + " attempts";
   if (!where.empty()) s += " [" + where + "]";
   return s;

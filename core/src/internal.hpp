@@ -14,8 +14,33 @@ struct TaskState;
 
 // ---- where code runs (for error records) ----
 const std::string& host_name();
-void set_worker_index(std::int32_t index) noexcept;
+/** Which worker this thread is (index -1: none), for the records of failures that happen here. */
+void set_worker(std::int32_t index, std::int32_t rank) noexcept;
 std::int32_t worker_index() noexcept;
+std::int32_t worker_rank() noexcept;
+/** Seeds rand(), random() and drand48() of this process (a worker's WM_PROCESS_SEED). */
+void seed_process(std::uint64_t seed) noexcept;
+/** Fills the "where" fields of a failure record: this process and thread, or the worker named. */
+void fill_where(ErrorInfo& info, const wm_worker_identity* where) noexcept;
+
+// ---- user code run by the core (tasks, done-callbacks) ----
+enum class UserCode : std::uint8_t { task = 1, callback = 2 };
+/** Marks this thread as running user code until the end of the scope (nests). */
+class UserCodeScope {
+ public:
+  explicit UserCodeScope(UserCode kind) noexcept;
+  ~UserCodeScope();
+  UserCodeScope(const UserCodeScope&) = delete;
+  UserCodeScope& operator=(const UserCodeScope&) = delete;
+
+ private:
+  std::uint8_t saved_;
+};
+/** True while this thread runs a task. */
+bool in_task() noexcept;
+/** True while this thread runs a task or a done-callback: such code may be running on a thread a
+ *  work manager would wait for, so the work manager must not wait on its behalf. */
+bool in_user_code() noexcept;
 /** Name of the work manager whose worker this process is, or of the last one created. */
 void set_process_backend(const std::string& name);
 std::string process_backend();
@@ -33,13 +58,13 @@ ErrorInfo current_exception_info(const std::string& task_name);
 void log(int level, const std::string& component, const std::string& message) noexcept;
 
 /** Master side of the wire: decode a reply into the task's result or failure (never throws). */
-void complete_from_reply(TaskState* s, const char* data, std::size_t size) noexcept;
+void complete_from_reply(TaskState* s, const char* data, std::size_t size, const wm_worker_identity* where) noexcept;
 /** Absolute paths of the task libraries loaded so far. */
 std::vector<std::string> loaded_task_libraries();
 
 /** Worker side of the wire: execute a request by name, append the reply to out. */
 void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer* out) noexcept;
-/** As execute_encoded_into, handing the reply to sink in one piece. */
-void execute_encoded(const void* request, std::size_t size, wm_reply_sink* sink) noexcept;
+/** Calls visit for every registered task, in name order (wm_core_services.list_tasks). */
+void list_tasks(void (*visit)(void* context, const wm_task_entry* entry), void* context) noexcept;
 
 }  // namespace wm::detail

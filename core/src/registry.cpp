@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <cstring>
@@ -32,7 +33,11 @@ struct Registry {
   std::unordered_map<std::string, RegisteredTask> by_name;
   std::unordered_map<const void*, const RegisteredTask*> by_address;
   std::vector<std::string> libraries;  // task libraries loaded, in order
+  std::unordered_map<std::string, std::string> library_of;  // task name -> library ("" host program)
 };
+
+// The task library being loaded on this thread: its static initialisers register its tasks.
+thread_local const std::string* t_loading_library = nullptr;
 
 // Tasks register during static initialisation, possibly before any other static of the core is
 // constructed: a function-local static is initialised on first use.
@@ -58,9 +63,7 @@ ErrorInfo here_info(FailureKind kind, const std::string& task, std::string messa
   info.kind = kind;
   info.task_name = task;
   info.message = std::move(message);
-  info.host = host_name();
-  info.pid = static_cast<std::int64_t>(getpid());
-  info.worker_index = worker_index();
+  fill_where(info, nullptr);
   info.backend = process_backend();
   return info;
 }
@@ -127,6 +130,7 @@ void register_task(const RegisteredTask& task) noexcept {
       return;
     }
     r.by_address.emplace(task.address, &it->second);
+    if (t_loading_library != nullptr) r.library_of.emplace(task.name, *t_loading_library);
   } catch (...) {
     // Registration runs before main(); an exception here would terminate the program.
   }
@@ -208,6 +212,7 @@ void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer*
     name = r.name;
     put(sink, kReplyMagic);
     put(sink, kReplyOk);
+    UserCodeScope scope(UserCode::task);
     invoke_parsed(r, sink);
   } catch (const TaskFailure& f) {
     try {
@@ -226,14 +231,8 @@ void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer*
   }
 }
 
-void execute_encoded(const void* request, std::size_t size, wm_reply_sink* sink) noexcept {
-  ByteBuffer reply;
-  execute_encoded_into(request, size, &reply);
-  sink->write(sink->context, reply.data, reply.size);
-}
-
 /** Decodes a reply into the task's result or failure; bad bytes become a ProtocolError. */
-void complete_from_reply(TaskState* s, const char* data, std::size_t size) noexcept {
+void complete_from_reply(TaskState* s, const char* data, std::size_t size, const wm_worker_identity* where) noexcept {
   const char* p = data;
   const char* end = data + size;
   std::uint32_t magic = 0;
@@ -245,14 +244,14 @@ void complete_from_reply(TaskState* s, const char* data, std::size_t size) noexc
         (status != kReplyOk && status != kReplyFailure)) {
       finish_with(s, FailureKind::protocol,
                   "reply of " + std::to_string(size) +
-                      " bytes is not a task reply (corrupt bytes, or a worker of another build)");
+                      " bytes is not a task reply (corrupt bytes, or a worker of another build)", where);
       return;
     }
     if (status == kReplyOk) {
       try {
         s->set_result_from_payload(p, static_cast<std::size_t>(end - p));
       } catch (const std::exception& e) {
-        finish_with(s, FailureKind::protocol, std::string("result did not decode: ") + e.what());
+        finish_with(s, FailureKind::protocol, std::string("result did not decode: ") + e.what(), where);
         return;
       }
       finish_success(s);
@@ -262,14 +261,14 @@ void complete_from_reply(TaskState* s, const char* data, std::size_t size) noexc
     try {
       info = decode_value<ErrorInfo>(p, static_cast<std::size_t>(end - p));
     } catch (const std::exception& e) {
-      finish_with(s, FailureKind::protocol, std::string("error report did not decode: ") + e.what());
+      finish_with(s, FailureKind::protocol, std::string("error report did not decode: ") + e.what(), where);
       return;
     }
     if (info.backend.empty()) info.backend = process_backend();
     auto shared = std::make_shared<const ErrorInfo>(info);
     finish_failure(s, make_failure(std::move(info)), std::move(shared));
   } catch (...) {
-    finish_with(s, FailureKind::protocol, "reply could not be processed (out of memory?)");
+    finish_with(s, FailureKind::protocol, "reply could not be processed (out of memory?)", where);
   }
 }
 
@@ -292,7 +291,9 @@ void load_task_library(const std::string& path) {
   // RTLD_NOW: a missing symbol is reported here, not as an uncatchable exit at the first call.
   // Workers get the same absolute path, whatever their working directory.
   std::string absolute = path.find('/') == std::string::npos ? path : std::filesystem::absolute(path).string();
+  detail::t_loading_library = &absolute;
   void* handle = dlopen(absolute.c_str(), RTLD_NOW | RTLD_LOCAL);
+  detail::t_loading_library = nullptr;
   if (handle == nullptr) {
     const char* err = dlerror();
     throw PluginError("cannot load task library '" + path + "': " + (err ? err : "unknown error"));
@@ -306,6 +307,36 @@ void load_task_library(const std::string& path) {
 }
 
 namespace detail {
+void list_tasks(void (*visit)(void* context, const wm_task_entry* entry), void* context) noexcept {
+  struct Row {
+    std::string name, signature, library;
+    std::uint64_t fingerprint;
+  };
+  std::vector<Row> rows;
+  try {
+    {
+      Registry& r = registry();
+      std::shared_lock<std::shared_mutex> lock(r.mutex);
+      for (const auto& [name, task] : r.by_name) {
+        auto lib = r.library_of.find(name);
+        rows.push_back(Row{name, task.signature, lib == r.library_of.end() ? std::string() : lib->second,
+                           task.fingerprint});
+      }
+    }
+    std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.name < b.name; });
+    for (Row& row : rows) row.signature = demangle(row.signature.c_str());
+  } catch (...) {
+    log(WM_LOG_ERROR, "core", "out of memory while listing the registered tasks");
+    return;
+  }
+  // Visited outside the registry's lock: the visitor may look tasks up.
+  for (const Row& row : rows) {
+    const wm_task_entry e{sizeof(wm_task_entry), 0, row.name.c_str(), row.fingerprint, row.signature.c_str(),
+                          row.library.c_str()};
+    visit(context, &e);
+  }
+}
+
 std::vector<std::string> loaded_task_libraries() {
   Registry& r = registry();
   std::shared_lock<std::shared_mutex> lock(r.mutex);

@@ -65,6 +65,7 @@ void finish(TaskState* s, std::uint32_t status) noexcept {
       std::lock_guard<std::mutex> lock(s->mutex);
       listeners.swap(s->listeners);
     }
+    UserCodeScope scope(UserCode::callback);
     for (auto& l : listeners) l->on_done(s);
   }
   // The arguments and the encoded request are the backend's until the task is finished
@@ -97,16 +98,15 @@ void finish_failure(TaskState* s, std::exception_ptr error, std::shared_ptr<cons
   finish(s, TaskState::failed);
 }
 
-void finish_with(TaskState* s, FailureKind kind, std::string message, std::int32_t worker_index,
-                 std::int64_t pid, std::uint32_t attempts) noexcept {
+void finish_with(TaskState* s, FailureKind kind, std::string message, const wm_worker_identity* where,
+                 std::uint32_t attempts) noexcept {
   try {
     ErrorInfo info;
     info.kind = kind;
     info.task_name = s->display_name();
     info.message = std::move(message);
-    info.host = host_name();
-    info.pid = pid != 0 ? pid : static_cast<std::int64_t>(getpid());
-    info.worker_index = worker_index;
+    fill_where(info, where);
+    if (where == nullptr) info.worker_index = -1;  // not run by a worker: the master's own record
     info.attempts = attempts == 0 ? 1 : attempts;
     info.backend = s->backend_name != nullptr ? *s->backend_name : process_backend();
     auto shared = std::make_shared<const ErrorInfo>(info);
@@ -119,6 +119,7 @@ void finish_with(TaskState* s, FailureKind kind, std::string message, std::int32
 
 void execute_local(TaskState* s) noexcept {
   try {
+    UserCodeScope scope(UserCode::task);
     s->run_local();
   } catch (const TaskFailure& f) {
     try {
@@ -181,6 +182,7 @@ void add_listener(TaskState* s, std::shared_ptr<Listener> listener) {
       return;
     }
   }
+  UserCodeScope scope(UserCode::callback);
   listener->on_done(s);
 }
 

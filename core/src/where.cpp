@@ -31,6 +31,8 @@ const std::string& host_name() {
 
 namespace {
 thread_local std::int32_t t_worker_index = -1;
+thread_local std::int32_t t_worker_rank = -1;
+thread_local std::uint8_t t_user_code = 0;  // UserCode bits
 std::mutex g_backend_mutex;
 std::string g_backend;
 
@@ -64,8 +66,43 @@ int log_threshold() {
 }
 }  // namespace
 
-void set_worker_index(std::int32_t index) noexcept { t_worker_index = index; }
+void set_worker(std::int32_t index, std::int32_t rank) noexcept {
+  t_worker_index = index;
+  t_worker_rank = rank;
+}
 std::int32_t worker_index() noexcept { return t_worker_index; }
+std::int32_t worker_rank() noexcept { return t_worker_rank; }
+
+void seed_process(std::uint64_t seed) noexcept {
+  std::srand(static_cast<unsigned>(seed));
+  srandom(static_cast<unsigned>(seed));
+  srand48(static_cast<long>(seed));
+}
+
+void fill_where(ErrorInfo& info, const wm_worker_identity* where) noexcept {
+  try {
+    if (where == nullptr) {
+      info.host = host_name();
+      info.pid = static_cast<std::int64_t>(getpid());
+      info.worker_index = worker_index();
+      info.rank = worker_rank();
+      return;
+    }
+    info.host = where->host != nullptr && *where->host != '\0' ? std::string(where->host) : host_name();
+    info.pid = where->pid;
+    info.worker_index = where->index;
+    info.rank = where->rank;
+  } catch (...) {
+    // Out of memory for a host name: the record goes without it.
+  }
+}
+
+UserCodeScope::UserCodeScope(UserCode kind) noexcept : saved_(t_user_code) {
+  t_user_code = static_cast<std::uint8_t>(t_user_code | static_cast<std::uint8_t>(kind));
+}
+UserCodeScope::~UserCodeScope() { t_user_code = saved_; }
+bool in_task() noexcept { return (t_user_code & static_cast<std::uint8_t>(UserCode::task)) != 0; }
+bool in_user_code() noexcept { return t_user_code != 0; }
 
 void set_process_backend(const std::string& name) {
   std::lock_guard<std::mutex> lock(g_backend_mutex);
@@ -92,9 +129,7 @@ ErrorInfo current_exception_info(const std::string& task_name) {
   ErrorInfo info;
   info.kind = FailureKind::task_exception;
   info.task_name = task_name;
-  info.host = host_name();
-  info.pid = static_cast<std::int64_t>(getpid());
-  info.worker_index = worker_index();
+  fill_where(info, nullptr);
   info.backend = process_backend();
   const std::type_info* type = abi::__cxa_current_exception_type();
   info.type_name = type != nullptr ? demangle(type->name()) : "unknown";

@@ -1,6 +1,8 @@
 // serial_backend.cpp: the "serial" backend: runs each task in the submitting thread, at submit.
 #include <wm/sdk/backend.hpp>
 
+#include <unistd.h>
+
 namespace {
 
 class SerialBackend final : public wm::sdk::Backend {
@@ -10,9 +12,10 @@ class SerialBackend final : public wm::sdk::Backend {
  protected:
   void do_submit(wm_task* const* tasks, std::size_t n) override {
     // Tasks run as worker 0 (for error reports), in the order given.
-    services().set_worker_index(0);
+    const wm_worker_identity me{sizeof(wm_worker_identity), 0, static_cast<std::int64_t>(getpid()), -1, 0, nullptr};
+    services().set_worker(&me, 0);
     for (std::size_t i = 0; i < n; ++i) execute(tasks[i]);
-    services().set_worker_index(-1);
+    services().set_worker(nullptr, 0);
   }
   unsigned do_n_workers() const override { return 1; }
 };

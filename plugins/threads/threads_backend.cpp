@@ -1,6 +1,8 @@
 // threads_backend.cpp: the "threads" backend: a pool of threads in this process sharing one queue.
 #include <wm/sdk/backend.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -28,10 +30,8 @@ class ThreadsBackend final : public wm::sdk::Backend {
     spin_us_ = static_cast<int>(option_int("spin-us"));
   }
 
-  ~ThreadsBackend() override {
-    stop_workers();
-    for (auto& t : workers_) t.detach();
-  }
+  // The core destroys a backend only after a waiting shutdown, never from one of its threads.
+  ~ThreadsBackend() override { join_workers(); }
 
  protected:
   void do_startup() override {
@@ -56,7 +56,9 @@ class ThreadsBackend final : public wm::sdk::Backend {
       cv_.notify_one();
   }
 
-  void do_shutdown() override {
+  // Tasks not started fail at once; running ones finish (a thread cannot be stopped safely, so
+  // `now` changes nothing: a shutdown that must not wait for them simply does not join).
+  void do_stop(bool) override {
     std::deque<wm_task*> left;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -65,32 +67,24 @@ class ThreadsBackend final : public wm::sdk::Backend {
       queued_.store(0);
     }
     cv_.notify_all();
-    // Tasks not started fail at once; running ones finish (a thread cannot be stopped safely).
     for (wm_task* t : left)
       fail(t, WM_FAIL_SHUTDOWN, "the threads work manager shut down before this task started");
-    stop_workers();
   }
+
+  void do_join() override { join_workers(); }
 
   unsigned do_n_workers() const override { return n_workers_; }
 
  private:
-  void stop_workers() {
+  void join_workers() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stopping_ = true;
     }
     cv_.notify_all();
-    // A task may shut its own work manager down: its thread cannot join itself. It stays in
-    // workers_ and is joined by the destructor (detached only if the task destroys it too).
-    std::vector<std::thread> self;
-    for (auto& t : workers_) {
-      if (!t.joinable()) continue;
-      if (t.get_id() == std::this_thread::get_id())
-        self.push_back(std::move(t));
-      else
-        t.join();
-    }
-    workers_ = std::move(self);
+    for (auto& t : workers_)
+      if (t.joinable()) t.join();
+    workers_.clear();
   }
 
   // Waits briefly for work without the lock: a burst of tiny tasks arrives faster than a thread
@@ -107,7 +101,9 @@ class ThreadsBackend final : public wm::sdk::Backend {
   }
 
   void work(int index) {
-    services().set_worker_index(index);
+    const wm::sdk::WorkerIdentity me{index, static_cast<std::int64_t>(getpid()), -1, {}};
+    const wm_worker_identity id = me.c();
+    services().set_worker(&id, 0);
     std::vector<wm_task*> batch;
     for (;;) {
       batch.clear();

@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <functional>
+#include <future>
 #include <mutex>
 #include <numeric>
 #include <regex>
@@ -46,7 +49,36 @@ class Conformance : public testing::TestWithParam<std::string> {
     wm_ = wm::make_work_manager();
     ASSERT_EQ(wm_->name(), backend_);
   }
-  void TearDown() override { wm_.reset(); }
+  void TearDown() override {
+    within(60s, "the work manager's destructor", [&] { wm_.reset(); });
+  }
+
+  // Runs fn on a thread: a hang is a failure with a message, not a test that never ends (the
+  // process ends: nothing after a hang can be trusted).
+  static void within(std::chrono::seconds limit, const char* what, const std::function<void()>& fn) {
+    std::promise<void> done;
+    std::thread t([&] {
+      fn();
+      done.set_value();
+    });
+    if (done.get_future().wait_for(limit) != std::future_status::ready) {
+      std::fprintf(stderr, "HANG: %s did not return within %lld s\n", what, static_cast<long long>(limit.count()));
+      std::fflush(stderr);
+      std::_Exit(3);
+    }
+    t.join();
+  }
+
+  // Every future finished: with its result, or with ShutdownError.
+  static void expect_result_or_shutdown(const std::vector<wm::Future<int>>& futures, const std::vector<int>& expected) {
+    for (std::size_t i = 0; i < futures.size(); ++i) {
+      ASSERT_TRUE(futures[i].done()) << "future " << i << " not finished";
+      if (futures[i].failed())
+        EXPECT_THROW(futures[i].get_result(false), wm::ShutdownError) << "future " << i;
+      else
+        EXPECT_EQ(futures[i].get_result(false), expected[i]) << "future " << i;
+    }
+  }
 
   // Generous bound for "it finished": failing it means a hang, not slowness.
   template <class F>
@@ -387,6 +419,175 @@ TEST_P(Conformance, ManyTinyTasks) {
   long long total = 0;
   for (const auto& f : wm_->as_completed(wm_->submit_many(std::move(specs)))) total += f.get_result();
   EXPECT_EQ(total, 20000LL * 19999 / 2 + 20000);
+}
+
+// ---- re-entrant shutdown: no call hangs, whichever thread makes it, and every future finishes ----
+
+// A done-callback that shuts down returns at once (it may run on a thread the shutdown would wait
+// for); the host's own shutdown, meanwhile, returns once everything is finished.
+TEST_P(Conformance, ShutdownFromDoneCallbacksWhileTheHostShutsDown) {
+  std::vector<wm::Future<int>> futures;
+  std::vector<int> expected;
+  for (int i = 0; i < 40; ++i) {
+    futures.push_back(wm_->submit(wmtest::sleep_then, 5, i));
+    expected.push_back(i);
+  }
+  std::atomic<int> returned{0};
+  wm::WorkManager* w = wm_.get();
+  for (int i = 0; i < 40; i += 4)
+    futures[i].add_done_callback([w, &returned](const wm::WMFuture&) {
+      w->shutdown();
+      returned++;
+    });
+  futures[0].wait();
+  within(60s, "shutdown() on the host thread", [&] { wm_->shutdown(); });
+  expect_result_or_shutdown(futures, expected);
+  EXPECT_EQ(returned.load(), 10) << "every callback ran to its end";
+  EXPECT_THROW(wm_->submit(wmtest::square, 1), wm::ShutdownError);
+}
+
+TEST_P(Conformance, ShutdownFromADoneCallbackAlone) {
+  std::atomic<bool> returned{false};
+  wm::WorkManager* w = wm_.get();
+  auto f = wm_->submit(wmtest::sleep_then, 10, 7);
+  std::vector<wm::Future<int>> behind;
+  for (int i = 0; i < 20; ++i) behind.push_back(wm_->submit(wmtest::sleep_then, 10, i));
+  f.add_done_callback([w, &returned](const wm::WMFuture&) {
+    w->shutdown();
+    returned = true;
+  });
+  expect_done(f);
+  const auto until = std::chrono::steady_clock::now() + 60s;
+  while (!returned && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(returned.load()) << "shutdown() from a done-callback did not return";
+  EXPECT_EQ(f.get_result(), 7);
+  EXPECT_THROW(wm_->submit(wmtest::square, 1), wm::ShutdownError);
+  // The destructor (TearDown) waits for the rest; every future is finished after it.
+  within(60s, "the destructor", [&] { wm_.reset(); });
+  for (auto& b : behind) EXPECT_TRUE(b.done());
+}
+
+// Tasks run in this process only on in-process backends; a task of a remote backend runs in another
+// process, which has no work manager of the master's to call.
+TEST_P(Conformance, ShutdownFromATaskWhileTheHostShutsDown) {
+  if (!wm_->runs_in_process()) GTEST_SKIP() << "tasks of " << backend_ << " run in other processes";
+  wm::WorkManager* w = wm_.get();
+  std::vector<wm::Future<int>> queued;
+  std::vector<int> expected;
+  for (int i = 0; i < 10; ++i) {
+    queued.push_back(wm_->submit(wmtest::sleep_then, 1, i));
+    expected.push_back(i);
+  }
+  // serial runs the task inside submit(), before there is a host thread to wait for.
+  const auto patience = backend_ == "serial" ? 0s : 5s;
+  std::atomic<bool> task_started{false}, host_stopping{false}, task_returned{false};
+  auto f = wm_->submit([w, patience, &task_started, &host_stopping, &task_returned] {
+    task_started = true;
+    const auto until = std::chrono::steady_clock::now() + patience;
+    while (!host_stopping && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+    w->shutdown();
+    task_returned = true;
+    return 5;
+  });
+  std::thread host([&] {
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    while (!task_started && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+    host_stopping = true;
+    wm_->shutdown();
+  });
+  within(60s, "the host's shutdown() while a task shuts down", [&] { host.join(); });
+  EXPECT_TRUE(task_returned.load());
+  EXPECT_EQ(f.get_result(), 5);
+  expect_result_or_shutdown(queued, expected);
+}
+
+TEST_P(Conformance, ShutdownFromSeveralThreadsAtOnce) {
+  std::vector<wm::Future<int>> futures;
+  std::vector<int> expected;
+  for (int i = 0; i < 30; ++i) {
+    futures.push_back(wm_->submit(wmtest::sleep_then, 10, i));
+    expected.push_back(i);
+  }
+  std::atomic<int> returned{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      wm_->shutdown();
+      // A shutdown that returned leaves nothing running: every future is finished.
+      for (auto& f : futures) EXPECT_TRUE(f.done());
+      returned++;
+    });
+  within(60s, "four concurrent shutdown() calls", [&] {
+    for (auto& t : threads) t.join();
+  });
+  EXPECT_EQ(returned.load(), 4);
+  expect_result_or_shutdown(futures, expected);
+}
+
+TEST_P(Conformance, SubmitRacingShutdown) {
+  std::mutex m;
+  std::vector<wm::Future<int>> futures;
+  std::vector<int> expected;
+  std::atomic<int> refused{0};
+  std::vector<std::thread> submitters;
+  for (int t = 0; t < 4; ++t)
+    submitters.emplace_back([&, t] {
+      for (int i = 0;; ++i) {
+        try {
+          auto f = wm_->submit(wmtest::add, t, i);
+          std::lock_guard<std::mutex> lock(m);
+          futures.push_back(f);
+          expected.push_back(t + i);
+        } catch (const wm::ShutdownError&) {
+          refused++;
+          return;
+        }
+        if (i % 64 == 0) std::this_thread::yield();
+      }
+    });
+  std::this_thread::sleep_for(30ms);
+  within(60s, "shutdown() racing four submitters", [&] {
+    wm_->shutdown();
+    for (auto& t : submitters) t.join();
+  });
+  EXPECT_EQ(refused.load(), 4) << "every submitter was refused once the work manager had shut down";
+  EXPECT_FALSE(futures.empty());
+  expect_result_or_shutdown(futures, expected);
+}
+
+// The last reference to the work manager dropped inside a done-callback: nothing hangs, the
+// futures all finish, and the work manager is gone afterwards (no thread of it is left running
+// that uses freed memory: ASan and TSan check this part).
+TEST_P(Conformance, DestroyedFromADoneCallback) {
+  auto holder = std::make_shared<std::unique_ptr<wm::WorkManager>>(std::move(wm_));
+  std::vector<wm::Future<int>> futures;
+  std::vector<int> expected;
+  for (int i = 0; i < 20; ++i) {
+    futures.push_back((*holder)->submit(wmtest::sleep_then, 5, i));
+    expected.push_back(i);
+  }
+  std::promise<void> destroyed;
+  futures[0].add_done_callback([holder, &destroyed](const wm::WMFuture&) {
+    holder->reset();
+    destroyed.set_value();
+  });
+  ASSERT_EQ(destroyed.get_future().wait_for(60s), std::future_status::ready) << "the callback did not return";
+  for (auto& f : futures) ASSERT_TRUE(f.wait_for(60s));
+  expect_result_or_shutdown(futures, expected);
+}
+
+TEST_P(Conformance, DestroyedFromATask) {
+  if (!wm_->runs_in_process()) GTEST_SKIP() << "tasks of " << backend_ << " run in other processes";
+  auto holder = std::make_shared<std::unique_ptr<wm::WorkManager>>(std::move(wm_));
+  std::promise<void> destroyed;
+  auto f = (*holder)->submit([holder, &destroyed] {
+    holder->reset();
+    destroyed.set_value();
+    return 3;
+  });
+  ASSERT_EQ(destroyed.get_future().wait_for(60s), std::future_status::ready) << "the task did not return";
+  ASSERT_TRUE(f.wait_for(60s));
+  EXPECT_EQ(f.get_result(), 3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, testing::ValuesIn(backend_params()), param_name);

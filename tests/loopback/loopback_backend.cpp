@@ -3,6 +3,9 @@
 // backend relies on before any remote backend exists, and can corrupt replies on request.
 #include <wm/sdk/backend.hpp>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -31,9 +34,10 @@ class LoopbackBackend final : public wm::sdk::Backend {
     std::vector<Job> jobs;
     jobs.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
-      auto [data, size] = encode(tasks[i]);  // throws for tasks that cannot travel
-      // A private copy of the request, as a transport would have.
-      jobs.push_back(Job{tasks[i], std::string(static_cast<const char*>(data), size)});
+      // A private copy of the request, as a transport would have; throws for tasks that cannot travel.
+      Bytes request;
+      encode(tasks[i], request);
+      jobs.push_back(Job{tasks[i], request.str()});
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -43,7 +47,7 @@ class LoopbackBackend final : public wm::sdk::Backend {
     cv_.notify_all();
   }
 
-  void do_shutdown() override {
+  void do_stop(bool) override {
     std::deque<Job> left;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -52,8 +56,8 @@ class LoopbackBackend final : public wm::sdk::Backend {
     }
     cv_.notify_all();
     for (auto& j : left) fail(j.task, WM_FAIL_SHUTDOWN, "the loopback work manager shut down first");
-    join();
   }
+  void do_join() override { join(); }
 
   unsigned do_n_workers() const override { return n_workers_; }
 
@@ -74,12 +78,23 @@ class LoopbackBackend final : public wm::sdk::Backend {
     threads_.clear();
   }
 
-  static void append(void* ctx, const void* data, std::size_t size) {
-    static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), size);
-  }
+  // Growable bytes lent to the core (a std::string behind a wm_byte_buffer).
+  struct Bytes : wm_byte_buffer {
+    std::string storage;
+    Bytes() : wm_byte_buffer{nullptr, 0, 0, nullptr, &grow} {}
+    static int grow(wm_byte_buffer* b, std::size_t need) {
+      auto* self = static_cast<Bytes*>(b);
+      self->storage.resize(std::max(need, 2 * self->storage.size()));
+      b->data = self->storage.data();
+      b->capacity = self->storage.size();
+      return 0;
+    }
+    std::string str() const { return std::string(data != nullptr ? data : "", size); }
+  };
 
   void work(int index) {
-    services().set_worker_index(index);
+    const wm_worker_identity me{sizeof(wm_worker_identity), index, static_cast<std::int64_t>(getpid()), -1, 0, nullptr};
+    services().set_worker(&me, 0);
     for (;;) {
       Job job;
       {
@@ -90,9 +105,9 @@ class LoopbackBackend final : public wm::sdk::Backend {
         queue_.pop_front();
       }
       if (corrupt_ == "request" && !job.request.empty()) job.request[0] ^= 0x5a;
-      std::string reply;
-      wm_reply_sink sink{&reply, &append};
-      services().execute_encoded(job.request.data(), job.request.size(), &sink);
+      Bytes out;
+      execute_encoded(job.request.data(), job.request.size(), out);
+      std::string reply = out.str();
       if (corrupt_ == "reply" && reply.size() > 8) reply.resize(reply.size() / 2 + 1), reply[0] ^= 0x5a;
       if (corrupt_ == "truncate" && reply.size() > 6) reply.resize(6);
       complete_encoded(job.task, reply.data(), reply.size());

@@ -57,16 +57,17 @@ struct ErrorInfo {
   std::string host;        // where it ran
   std::int64_t pid = 0;
   std::int32_t worker_index = -1;  // -1: not run by a worker (the master, or never ran)
+  std::int32_t rank = -1;          // MPI rank of the process it ran in, -1: none
   std::string backend;     // work manager it was submitted to
   std::string stacktrace;  // where the exception was thrown, if the platform gives one
   std::uint32_t attempts = 1;
 
-  /** One line: "task 'f' raised std::runtime_error: boom [host h, pid 12, worker 0]". */
+  /** One line: "task 'f' raised std::runtime_error: boom [host h, pid 12, worker 0, rank 1]". */
   std::string describe() const;
 
   template <class Archive>
   void serialize(Archive& ar) {
-    ar(kind, type_name, message, task_name, host, pid, worker_index, backend, stacktrace, attempts);
+    ar(kind, type_name, message, task_name, host, pid, worker_index, rank, backend, stacktrace, attempts);
   }
 };
 

@@ -14,9 +14,13 @@
  * Ownership rules:
  *  - wm_task is owned by the core. A task passed to submit() is accepted by the backend, which must
  *    then call exactly one of services->execute, ->complete_encoded or ->fail for it, exactly once,
- *    at the latest before shutdown() returns. After that call the backend must not touch the task.
- *  - All entry points may be called from any thread; submit() may be called concurrently.
+ *    at the latest before a waiting shutdown() returns. After that call the backend must not touch
+ *    the task.
+ *  - All entry points may be called from any thread; submit() and shutdown() may be called
+ *    concurrently, and shutdown() may be called again from inside a task or a done-callback that
+ *    the backend itself is running (the core then never asks it to wait: WM_SHUTDOWN_WAIT unset).
  *  - Loaded backend libraries are never unloaded during the life of the process.
+ *  - Nothing thrown crosses this boundary: entry points report failure through wm_error.
  */
 #ifndef WM_ABI_H
 #define WM_ABI_H
@@ -37,7 +41,9 @@ extern "C" {
  *    end of a table, in the reserved space); every record carries its struct_size (record_size),
  *    so a reader of an older minor reads the fields it knows and ignores the rest, and a reader of
  *    a newer minor treats the fields beyond an older record's struct_size as absent (NULL / 0).
- *  - a record shorter than the first version of its major (WM_ABI_MIN_*_SIZE) is malformed.
+ *  - a record shorter than the first version of its major (its x.0 layout) is malformed.
+ * The core refuses plugins of another major at discovery (metadata) and at load (descriptor); the
+ * SDK refuses, at create, a core older than the minor the plugin was built against.
  */
 #define WM_ABI_MAJOR 1u
 #define WM_ABI_MINOR 0u
@@ -135,34 +141,44 @@ typedef struct wm_option_value {
   const char* source;       /* "default", "environment" or "command line" */
 } wm_option_value;
 
+/**
+ * Variables through which a backend that starts worker processes of the host program tells them
+ * their role. The backend (the SDK's process launcher) sets them for the child; the core reads them
+ * in the child (wm::serve_if_worker) and hands the values to the backend in wm_backend_config.
+ */
+#define WM_ENV_WORKER_BACKEND "WM_WORKER_BACKEND" /* name of the backend whose worker this is */
+#define WM_ENV_WORKER_ARG "WM_WORKER_ARG"         /* backend-defined text (wm_backend_config.worker_arg) */
+#define WM_ENV_PROCESS_INDEX "WM_PROCESS_INDEX"   /* the worker's index, 0..n-1 (also for tasks to read) */
+#define WM_ENV_PROCESS_SEED "WM_PROCESS_SEED"     /* the worker's random seed (decimal) */
+#define WM_ENV_TASK_LIBRARIES "WM_TASK_LIBRARIES" /* task libraries to load first, ':'-separated */
+
 /** What the core tells a backend at creation. */
 typedef struct wm_backend_config {
-  uint32_t struct_size;
-  uint32_t n_workers;     /* 0: the backend's default */
-  int32_t worker_role;    /* nonzero: this process was started by the backend as a worker */
+  uint32_t abi_version; /* the core's WM_ABI_VERSION */
+  uint32_t struct_size; /* sizeof(wm_backend_config) of the core */
+  uint32_t n_workers;   /* 0: the backend's default */
+  int32_t worker_role;  /* nonzero: this process was started by the backend as one of its workers */
+  /* ---- worker role only (from the WM_ENV_* variables) ---- */
+  const char* worker_arg; /* the text the master passed (WM_WORKER_ARG), "" if none */
+  int32_t worker_index;   /* WM_PROCESS_INDEX, -1 if none */
   int32_t reserved0;
-  const char* worker_arg; /* backend-defined text passed to the worker role (WM_WORKER_ARG) */
+  uint64_t worker_seed; /* WM_PROCESS_SEED, 0 if none (the core has already seeded rand/random/drand48) */
+  /* ---- every role ---- */
   const wm_option_value* options;
   size_t n_options;
-  const char* host_program; /* absolute path of the running host executable */
+  const char* host_program;          /* absolute path of the running host executable */
   const char* const* task_libraries; /* task libraries the host loaded, for workers to load */
   size_t n_task_libraries;
   void* reserved[8];
 } wm_backend_config;
 
-/** Byte sink used by execute_encoded to hand the reply to the backend. */
-typedef struct wm_reply_sink {
-  void* context;
-  /* called once or more; the concatenation of all calls is the reply */
-  void (*write)(void* context, const void* data, size_t size);
-} wm_reply_sink;
-
 /**
- * Growable storage a backend lends the core to write encoded bytes into (encode_into,
- * execute_encoded_into): a shared-memory region, a socket batch, a pooled buffer. The core
- * appends at data + size; before writing past capacity it calls grow, which must make
- * capacity >= need while keeping the first size bytes (it may move data) and return 0, or
- * return nonzero when it cannot (the core then reports out of memory).
+ * Growable storage a backend lends the core to write encoded bytes into (encode, execute_encoded):
+ * a socket batch, a shared-memory region, an MPI send buffer. The core appends at data + size;
+ * before writing past capacity it calls grow, which must make capacity >= need while keeping the
+ * first size bytes (it may move data) and return 0, or return nonzero when it cannot (the core then
+ * reports the failure: encode returns nonzero, execute_encoded writes an out-of-memory reply if it
+ * can).
  */
 typedef struct wm_byte_buffer {
   char* data;
@@ -172,83 +188,129 @@ typedef struct wm_byte_buffer {
   int (*grow)(struct wm_byte_buffer* self, size_t need);
 } wm_byte_buffer;
 
+/** Where a task ran or was running: a worker of a backend. Fields unknown are -1 / 0 / NULL. */
+typedef struct wm_worker_identity {
+  uint32_t struct_size; /* sizeof(wm_worker_identity) */
+  int32_t index;        /* the worker's index (WM_PROCESS_INDEX), -1: unknown */
+  int64_t pid;          /* its process id, 0: unknown */
+  int32_t rank;         /* its MPI rank, -1: none */
+  int32_t reserved0;
+  const char* host; /* host name, NULL: this host */
+} wm_worker_identity;
+
+/** What a backend may know about a task it accepted (wm_core_services.task_info). */
+typedef struct wm_task_info {
+  uint32_t struct_size; /* set by the caller to sizeof(wm_task_info); the core fills what fits */
+  uint32_t reserved0;
+  const char* name;      /* registered name; "" for unregistered callables (in-process only) */
+  uint64_t sequence;     /* process-unique, increasing in submit order */
+  uint64_t encoded_size; /* bytes encode() will append (remote backends; 0 for in-process ones) */
+} wm_task_info;
+
+/** One registered task (wm_core_services.list_tasks). Pointers valid during the visit only. */
+typedef struct wm_task_entry {
+  uint32_t struct_size;
+  uint32_t reserved0;
+  const char* name;
+  uint64_t fingerprint;  /* of the signature; the same program build gives the same value */
+  const char* signature; /* readable signature, e.g. "int (int, int)" */
+  const char* library;   /* path of the task library that registered it; "" for the host program */
+} wm_task_entry;
+
 /** Log levels for wm_core_services.log. */
 enum wm_log_level { WM_LOG_DEBUG = 0, WM_LOG_INFO = 1, WM_LOG_WARNING = 2, WM_LOG_ERROR = 3 };
 
 /** Services the core offers a backend. Valid for the life of the process. */
 typedef struct wm_core_services {
-  uint32_t abi_version;
-  uint32_t struct_size;
+  uint32_t abi_version; /* the core's WM_ABI_VERSION */
+  uint32_t struct_size; /* sizeof(wm_core_services) of the core */
+  /** Requests and replies holding a block of at least this many bytes are "large": the core
+   *  encodes a large request only when it is sent, straight into the backend's storage (encode),
+   *  and a remote backend should give large payloads its zero-copy path (shared memory, a
+   *  dedicated message). The one threshold both sides use. */
+  uint64_t large_payload_bytes;
 
   /* ---- master side: tasks accepted through submit() ---- */
-  /** Runs the task in this thread and completes its future (in-process backends). */
+  /** In-process backends: runs the task in this thread and completes its future. */
   void (*execute)(wm_task* task);
-  /** Encoded request of a task (name, fingerprint, arguments); valid until the task is finished.
-   *  Returns nonzero (with err) if the task cannot run remotely. */
-  int (*encode)(wm_task* task, const void** data, size_t* size, wm_error* err);
-  /** Completes the task from the reply bytes of execute_encoded; bad bytes fail it (PROTOCOL). */
-  void (*complete_encoded)(wm_task* task, const void* reply, size_t size);
-  /** Fails the task with a failure kind and a message naming what happened. */
-  void (*fail)(wm_task* task, int32_t kind, const char* message);
-  /** Registered name of the task ("" for unregistered callables). */
-  const char* (*task_name)(wm_task* task);
-  /** Process-unique sequence number of the task (for backend bookkeeping). */
-  uint64_t (*task_sequence)(wm_task* task);
+  /** Name, sequence number and encoded size of a task. Never fails. */
+  void (*task_info)(wm_task* task, wm_task_info* info);
+  /** Remote backends: appends the task's encoded request (name, signature fingerprint,
+   *  arguments) to out: exactly task_info's encoded_size bytes. May be called again for the same
+   *  task (a retry). Returns nonzero with err if it cannot (out cannot grow; the arguments no
+   *  longer encode as they did at submit); out->size is then as before the call. */
+  int (*encode)(wm_task* task, wm_byte_buffer* out, wm_error* err);
+  /** Completes the task from the bytes of a reply made by execute_encoded; bad bytes fail it with
+   *  WM_FAIL_PROTOCOL. where: the worker that ran it (NULL: unknown). */
+  void (*complete_encoded)(wm_task* task, const void* reply, size_t size, const wm_worker_identity* where);
+  /** Fails the task. where: the worker it ran or was running on (NULL: it did not run on one);
+   *  attempts: runs made (0 counts as 1). */
+  void (*fail)(wm_task* task, int32_t kind, const char* message, const wm_worker_identity* where,
+               uint32_t attempts);
 
   /* ---- worker side ---- */
-  /** Executes an encoded request by task name and writes the encoded reply (result or error) to
-   *  sink. Never throws; undecodable requests produce an error reply. */
-  void (*execute_encoded)(const void* request, size_t size, wm_reply_sink* sink);
-  /** Records where tasks of this thread run, for error reports (-1: not a worker). */
-  void (*set_worker_index)(int32_t index);
+  /** Executes an encoded request by task name and appends the encoded reply (result or error)
+   *  to out. Never fails: undecodable requests and tasks that throw produce an error reply. */
+  void (*execute_encoded)(const void* request, size_t size, wm_byte_buffer* out);
+  /** Says which worker this thread is, for the records of failures that happen here (who NULL:
+   *  none), and, if seed is nonzero, seeds this process's rand(), random() and drand48(). (The
+   *  WM_PROCESS_INDEX a task reads is the process's environment: a backend whose workers it does
+   *  not start itself, such as MPI ranks, sets it before it serves.) */
+  void (*set_worker)(const wm_worker_identity* who, uint64_t seed);
+
+  /* ---- registry ---- */
+  /** Calls visit once per registered task (host program and loaded task libraries), in name order. */
+  void (*list_tasks)(void (*visit)(void* context, const wm_task_entry* entry), void* context);
 
   /* ---- misc ---- */
   void (*log)(int32_t level, const char* backend, const char* message);
 
-  /** As fail, saying where the task ran: worker index (-1: unknown), pid (0: unknown) and the
-   *  number of attempts made (0 counts as 1). Added in ABI 1 from reserved space: a backend
-   *  that may meet an older core checks the pointer for NULL and falls back to fail. */
-  void (*fail_at)(wm_task* task, int32_t kind, const char* message, int32_t worker_index, int64_t pid,
-                  uint32_t attempts);
-
-  /* ---- added in ABI 1 from reserved space (a backend checks each pointer for NULL) ---- */
-  /** Size in bytes of the task's encoded request, as encode returns it and encode_into appends it.
-   *  Returns nonzero (with err) if the task cannot run remotely. */
-  int (*encoded_size)(wm_task* task, size_t* size, wm_error* err);
-  /** Appends the task's encoded request to out. Large requests (a block of 1 MiB or more in the
-   *  arguments) are not encoded at submit, only checked and measured: this call then encodes them
-   *  straight into out, so the arguments are copied once, into the backend's storage. May be called
-   *  again for the same task (a retry). Returns nonzero (with err) on failure. */
-  int (*encode_into)(wm_task* task, wm_byte_buffer* out, wm_error* err);
-  /** As execute_encoded, appending the reply to out instead of handing it to a sink: a large
-   *  result is encoded straight into the backend's storage. Never throws. */
-  void (*execute_encoded_into)(const void* request, size_t size, wm_byte_buffer* out);
-
-  void* reserved[12];
+  void* reserved[16];
 } wm_core_services;
+
+/** shutdown() flags. */
+enum wm_shutdown_flag {
+  /** Return only once every accepted task is finished and the workers are stopped. Without it,
+   *  shutdown starts stopping and returns at once: the core calls it so from inside a task or a
+   *  done-callback, which may be running on a thread the waiting would wait for. */
+  WM_SHUTDOWN_WAIT = 1u << 0,
+  /** Do not let running tasks finish: fail them (WM_FAIL_SHUTDOWN) and stop the workers at once
+   *  (Ctrl-C). Without it, running tasks get the backend's shutdown timeout. May follow an earlier
+   *  shutdown without it, to cut that one short. */
+  WM_SHUTDOWN_NOW = 1u << 1
+};
 
 /** Entry points of a loaded backend. Returned by the entry symbol named in the metadata. */
 typedef struct wm_backend_descriptor {
-  uint32_t abi_version; /* WM_ABI_VERSION */
-  uint32_t struct_size; /* sizeof(wm_backend_descriptor) */
+  uint32_t abi_version; /* WM_ABI_VERSION the plugin was built against */
+  uint32_t struct_size; /* sizeof(wm_backend_descriptor) of that version */
   const char* name;
   const char* version;
   uint64_t capabilities;
 
+  /** Checks the core's version (config->abi_version, services->struct_size) and refuses, with
+   *  err, a core older than the plugin needs. */
   wm_backend* (*create)(const wm_core_services* services, const wm_backend_config* config,
                         wm_error* err);
+  /** Called once, after a waiting shutdown has returned, never from one of the backend's threads. */
   void (*destroy)(wm_backend* backend);
   int (*startup)(wm_backend* backend, wm_error* err);
-  /** Completes or fails every accepted task, stops workers, then returns. Idempotent. */
-  int (*shutdown)(wm_backend* backend, wm_error* err);
+  /** Stops accepting tasks, fails those not started (WM_FAIL_SHUTDOWN), lets running ones finish
+   *  within the backend's shutdown timeout (or not: WM_SHUTDOWN_NOW), stops the workers. flags:
+   *  wm_shutdown_flag bits. Idempotent, re-entrant, callable concurrently from several threads. */
+  int (*shutdown)(wm_backend* backend, uint32_t flags, wm_error* err);
   /** Accepts all n tasks (returns 0) or none of them (returns nonzero with err). */
   int (*submit)(wm_backend* backend, wm_task* const* tasks, size_t n, wm_error* err);
-  /** Worker role: serves tasks until the master says stop. Master: returns at once. */
+  /** Not the master (a spawned worker, an SPMD rank > 0, a node): serves tasks until the master
+   *  says stop. The master: returns at once. */
   int (*run)(wm_backend* backend, wm_error* err);
   int (*is_master)(wm_backend* backend);
   uint32_t (*n_workers)(wm_backend* backend);
+  /** Reserved for cancelling a task not yet started (returns 1 if it did, then it has failed the
+   *  task). NULL: the backend cannot cancel; cores of ABI 1.0 never call it. */
+  int (*cancel)(wm_backend* backend, wm_task* task);
 
-  void* reserved[16];
+  void* reserved[15];
 } wm_backend_descriptor;
 
 /** Signature of the entry symbol named in wm_plugin_metadata.entry_symbol. */

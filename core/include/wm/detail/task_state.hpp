@@ -1,6 +1,7 @@
 // wm/detail/task_state.hpp: the shared state behind a future; owned by the core, one per task.
 #pragma once
 
+#include <wm/abi.h>
 #include <wm/errors.hpp>
 
 #include <boost/smart_ptr/intrusive_ptr.hpp>
@@ -84,10 +85,10 @@ using StatePtr = boost::intrusive_ptr<TaskState>;
 void finish_success(TaskState* s) noexcept;
 /** Marks a task failed with the given failure and tells waiters and listeners. */
 void finish_failure(TaskState* s, std::exception_ptr error, std::shared_ptr<const ErrorInfo> info) noexcept;
-/** Fails a task for a reason other than the task's own exception. worker_index/pid/attempts say
- *  where it ran, if known (-1 / 0 / 1: not known, the failure is recorded as this process's). */
-void finish_with(TaskState* s, FailureKind kind, std::string message, std::int32_t worker_index = -1,
-                 std::int64_t pid = 0, std::uint32_t attempts = 1) noexcept;
+/** Fails a task for a reason other than the task's own exception. where: the worker it ran or was
+ *  running on (null: none, the failure is recorded as this process's); attempts: runs made. */
+void finish_with(TaskState* s, FailureKind kind, std::string message, const wm_worker_identity* where = nullptr,
+                 std::uint32_t attempts = 1) noexcept;
 /** Runs the task here and finishes it, turning any exception into a TaskError. */
 void execute_local(TaskState* s) noexcept;
 /** Blocks until the task is finished; no polling (futex). */

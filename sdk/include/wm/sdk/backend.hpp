@@ -16,15 +16,21 @@
 //                      WM_CAP_IN_PROCESS)
 // @endcode
 //
-// Contract (see wm/abi.h): every task accepted by do_submit must be finished exactly once with
-// execute(), complete_encoded() or fail(), at the latest before do_shutdown() returns. Hooks may
-// throw; the SDK turns exceptions into wm_error for the core. do_startup/do_shutdown run once.
+// Contract (see wm/abi.h): every task accepted by do_submit is finished exactly once with execute(),
+// complete_encoded() or fail(), at the latest when do_join() returns. The base class runs the
+// lifecycle (startup once, stop once, join once, whatever threads call in whatever order) and never
+// holds a lock of its own while a hook runs: hooks may run tasks and done-callbacks, and those may
+// call back into the work manager, shutdown included. Hooks may throw; the SDK turns exceptions into
+// wm_error for the core. Backends that run tasks in other processes derive from
+// wm::sdk::remote::RemoteBackend (<wm/sdk/remote/remote_backend.hpp>) instead, which implements
+// every hook on the remote engine.
 #pragma once
 
 #include <wm/abi.h>
+#include <wm/sdk/abi_version.hpp>
 #include <wm/sdk/metadata.hpp>
 
-#include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -37,6 +43,19 @@
 
 namespace wm::sdk {
 
+/** Where a task runs: a worker of this backend (wm_worker_identity, with an owned host name). */
+struct WorkerIdentity {
+  std::int32_t index = -1;
+  std::int64_t pid = 0;
+  std::int32_t rank = -1;
+  std::string host;  // empty: this host
+
+  wm_worker_identity c() const {
+    return wm_worker_identity{sizeof(wm_worker_identity), index, pid, rank, 0,
+                              host.empty() ? nullptr : host.c_str()};
+  }
+};
+
 /** Base class of a backend. Public entry points are final; subclasses fill the protected hooks. */
 class Backend {
  public:
@@ -46,15 +65,70 @@ class Backend {
   Backend& operator=(const Backend&) = delete;
   virtual ~Backend() = default;
 
+  /** Runs do_startup once. Callers that come while it runs wait for it; if it throws, a later call
+   *  tries again. Throws once shutdown has begun. */
   void startup() {
-    std::call_once(started_, [this] { do_startup(); });
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      for (;;) {
+        if (started_) return;
+        if (stop_begun_) throw std::runtime_error(std::string("work manager '") + name_ + "' is shut down");
+        if (!starting_) break;
+        cv_.wait(lock);
+      }
+      starting_ = true;
+    }
+    try {
+      do_startup();
+    } catch (...) {
+      settle_startup(false);
+      throw;
+    }
+    settle_startup(true);
   }
-  void shutdown() {
-    std::lock_guard<std::mutex> lock(shutdown_mutex_);
-    if (shut_down_) return;
-    do_shutdown();
-    shut_down_ = true;
+
+  /** flags: wm_shutdown_flag bits. The first call stops (do_stop); a later call with
+   *  WM_SHUTDOWN_NOW cuts a gentle stop short (do_stop(true)); a call with WM_SHUTDOWN_WAIT returns
+   *  once do_join has returned (one caller runs it, the others wait for that one). */
+  void shutdown(std::uint32_t flags) {
+    const bool now = (flags & WM_SHUTDOWN_NOW) != 0;
+    bool stop = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!stop_begun_ || (now && !stop_now_)) {
+        stop = true;
+        stop_begun_ = true;
+        stop_now_ = stop_now_ || now;
+        ++stops_running_;
+      }
+    }
+    if (stop) {
+      try {
+        do_stop(now);
+      } catch (...) {
+        settle_stop();
+        throw;
+      }
+      settle_stop();
+    }
+    if ((flags & WM_SHUTDOWN_WAIT) == 0) return;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      // Join only once every do_stop has returned (a stop on another thread may still be failing
+      // the tasks it took back) and no startup runs (it was told to stop; its threads may be new).
+      cv_.wait(lock, [this] { return !starting_ && stops_running_ == 0 && join_state_ != Join::running; });
+      if (join_state_ == Join::done) return;
+      join_state_ = Join::running;
+    }
+    try {
+      do_join();
+    } catch (...) {
+      settle_join();
+      throw;
+    }
+    settle_join();
   }
+
   void submit(wm_task* const* tasks, std::size_t n) { do_submit(tasks, n); }
   void run() { do_run(); }
   bool is_master() const { return do_is_master(); }
@@ -64,11 +138,18 @@ class Backend {
  protected:
   // ---- hooks ----
   virtual void do_startup() {}
-  /** Finish (complete or fail) every accepted task, stop the workers. Called once. */
-  virtual void do_shutdown() {}
+  /** Refuse new tasks (do_submit throws from now on), fail the accepted ones that have not started
+   *  (WM_FAIL_SHUTDOWN), and tell workers to stop once the running ones are done (within the
+   *  backend's shutdown timeout), or at once if now. Never waits. Called once, and possibly a second
+   *  time with now = true, maybe while the first call still runs on another thread, maybe from a
+   *  task or done-callback this backend is running. */
+  virtual void do_stop(bool now) { (void)now; }
+  /** Wait until every accepted task is finished and every thread and worker of the backend is gone.
+   *  Called once, after do_stop, and never from one of the backend's own threads. */
+  virtual void do_join() {}
   /** Accept n tasks: either all of them (return) or none (throw). */
   virtual void do_submit(wm_task* const* tasks, std::size_t n) = 0;
-  /** Worker role: serve until told to stop. The default (master-only backends) returns. */
+  /** Not the master: serve until told to stop. The default (master-only backends) returns. */
   virtual void do_run() {}
   virtual bool do_is_master() const { return true; }
   virtual unsigned do_n_workers() const = 0;
@@ -79,68 +160,40 @@ class Backend {
   /** Workers asked for by the user (--n-workers / WM_N_WORKERS); 0 means "your default". */
   unsigned requested_workers() const { return config_->n_workers; }
   bool worker_role() const { return config_->worker_role != 0; }
+  /** True once shutdown has begun. */
+  bool stopping() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stop_begun_;
+  }
 
-  /** Runs a task in this thread and completes its future. */
+  /** In-process: runs a task in this thread and completes its future. */
   void execute(wm_task* task) const { services_->execute(task); }
-  /** The encoded request of a task; valid until the task is finished. Throws if it cannot run remotely. */
-  std::pair<const void*, std::size_t> encode(wm_task* task) const {
-    const void* data = nullptr;
-    std::size_t size = 0;
-    wm_error err{};
-    if (services_->encode(task, &data, &size, &err) != 0) throw std::runtime_error(err.message);
-    return {data, size};
+  /** Name, sequence number and encoded size of a task. */
+  wm_task_info task_info(wm_task* task) const {
+    wm_task_info info{};
+    info.struct_size = sizeof info;
+    services_->task_info(task, &info);
+    return info;
   }
-  /** Size of the task's encoded request. Throws if it cannot run remotely. */
-  std::size_t encoded_size(wm_task* task) const {
-    if (services_->encoded_size == nullptr) return encode(task).second;  // an older core
-    std::size_t size = 0;
+  /** Remote: appends the task's encoded request to out. Throws if it cannot. */
+  void encode(wm_task* task, wm_byte_buffer& out) const {
     wm_error err{};
-    if (services_->encoded_size(task, &size, &err) != 0) throw std::runtime_error(err.message);
-    return size;
-  }
-  /** Appends the task's encoded request to out; a large one is encoded straight into it. Throws
-   *  if it cannot run remotely or out cannot grow. */
-  void encode_into(wm_task* task, wm_byte_buffer& out) const {
-    wm_error err{};
-    if (services_->encode_into != nullptr) {
-      if (services_->encode_into(task, &out, &err) != 0) throw std::runtime_error(err.message);
-      return;
-    }
-    const auto [data, size] = encode(task);  // an older core: copy its encoded request
-    append(out, data, size);
+    if (services_->encode(task, &out, &err) != 0) throw std::runtime_error(err.message);
   }
   /** Worker side: runs an encoded request and appends the encoded reply to out. */
-  void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer& out) const {
-    if (services_->execute_encoded_into != nullptr) return services_->execute_encoded_into(request, size, &out);
-    wm_reply_sink sink{&out, [](void* context, const void* data, std::size_t n) {
-                         try {
-                           append(*static_cast<wm_byte_buffer*>(context), data, n);
-                         } catch (...) {
-                           // Out of memory: the reply stays short, and the master reports it as corrupt.
-                         }
-                       }};
-    services_->execute_encoded(request, size, &sink);
+  void execute_encoded(const void* request, std::size_t size, wm_byte_buffer& out) const {
+    services_->execute_encoded(request, size, &out);
   }
-  /** Appends n bytes to a byte buffer through its grow callback; throws std::bad_alloc if it cannot grow. */
-  static void append(wm_byte_buffer& out, const void* data, std::size_t n) {
-    if (out.capacity - out.size < n && out.grow(&out, out.size + n) != 0) throw std::bad_alloc();
-    if (n != 0) std::memcpy(out.data + out.size, data, n);
-    out.size += n;
+  void complete_encoded(wm_task* task, const void* reply, std::size_t size,
+                        const WorkerIdentity* where = nullptr) const {
+    const wm_worker_identity w = where != nullptr ? where->c() : wm_worker_identity{};
+    services_->complete_encoded(task, reply, size, where != nullptr ? &w : nullptr);
   }
-  void complete_encoded(wm_task* task, const void* reply, std::size_t size) const {
-    services_->complete_encoded(task, reply, size);
-  }
-  void fail(wm_task* task, wm_failure_kind kind, const std::string& message) const {
-    services_->fail(task, kind, message.c_str());
-  }
-  /** Fails a task that ran (or was running) on a known worker: the failure record then names
-   *  that worker's index and pid, and how many attempts were made. */
-  void fail(wm_task* task, wm_failure_kind kind, const std::string& message, std::int32_t worker_index,
-            std::int64_t pid, std::uint32_t attempts = 1) const {
-    if (services_->fail_at != nullptr)
-      services_->fail_at(task, kind, message.c_str(), worker_index, pid, attempts);
-    else
-      services_->fail(task, kind, message.c_str());
+  /** Fails a task; where: the worker it ran or was running on (the failure record names it). */
+  void fail(wm_task* task, wm_failure_kind kind, const std::string& message, const WorkerIdentity* where = nullptr,
+            std::uint32_t attempts = 1) const {
+    const wm_worker_identity w = where != nullptr ? where->c() : wm_worker_identity{};
+    services_->fail(task, kind, message.c_str(), where != nullptr ? &w : nullptr, attempts);
   }
   void log(wm_log_level level, const std::string& message) const {
     services_->log(level, name_, message.c_str());
@@ -158,12 +211,40 @@ class Backend {
   std::string option_string(const char* n) const { return option(n).string_value; }
 
  private:
+  enum class Join { not_yet, running, done };
+
+  void settle_startup(bool ok) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      starting_ = false;
+      started_ = ok;
+    }
+    cv_.notify_all();
+  }
+  void settle_stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      --stops_running_;
+    }
+    cv_.notify_all();
+  }
+  void settle_join() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      join_state_ = Join::done;
+    }
+    cv_.notify_all();
+  }
+
   const wm_core_services* services_;
   const wm_backend_config* config_;
   const char* name_;
-  std::once_flag started_;
-  std::mutex shutdown_mutex_;
-  bool shut_down_ = false;
+  mutable std::mutex mutex_;  // guards the lifecycle flags only; never held while a hook runs
+  std::condition_variable cv_;
+  bool starting_ = false, started_ = false;
+  bool stop_begun_ = false, stop_now_ = false;
+  int stops_running_ = 0;
+  Join join_state_ = Join::not_yet;
 };
 
 namespace detail {
@@ -184,12 +265,33 @@ int guarded(wm_error* err, Fn&& fn) noexcept {
   } catch (const std::exception& e) {
     set_error(err, e.what());
   } catch (...) {
-    set_error(err, "unknown exception in backend");
+    set_error(err, "unknown exception (not derived from std::exception) in backend");
   }
   return 1;
 }
 
 inline Backend* self(wm_backend* b) { return reinterpret_cast<Backend*>(b); }
+
+// The oldest core this plugin accepts: the minor it was built against, unless the plugin says less
+// (define WM_SDK_MIN_CORE_MINOR before including this header if it uses only older services).
+#ifndef WM_SDK_MIN_CORE_MINOR
+#define WM_SDK_MIN_CORE_MINOR WM_ABI_MINOR
+#endif
+
+/** Empty if the core can run this plugin; otherwise why not, naming both versions. */
+inline std::string core_refusal(const wm_core_services* s, const wm_backend_config* c, const char* name) {
+  const std::uint32_t need = (WM_ABI_MAJOR << 16) | WM_SDK_MIN_CORE_MINOR;
+  const std::uint32_t have = s != nullptr ? s->abi_version : 0;
+  if (s == nullptr || c == nullptr)
+    return std::string("work manager '") + name + "' was created without the core's services";
+  if (WM_ABI_MAJOR_OF(have) != WM_ABI_MAJOR || have < need ||
+      s->struct_size < sizeof(wm_core_services) - sizeof(s->reserved) ||
+      c->struct_size < sizeof(wm_backend_config) - sizeof(c->reserved))
+    return std::string("work manager '") + name + "' needs a wm core of ABI version " + abi_version_text(need) +
+           " or a later " + std::to_string(WM_ABI_MAJOR) + ".x, and this program's core speaks ABI version " +
+           abi_version_text(have) + ": upgrade wm (libwm_core) or rebuild the plugin against the SDK of this wm";
+  return {};
+}
 
 // Name of the backend class B; WM_DECLARE_BACKEND specialises it.
 template <class B>
@@ -204,6 +306,11 @@ wm_backend_descriptor make_descriptor(const char* name, const char* version, std
   d.version = version;
   d.capabilities = caps;
   d.create = [](const wm_core_services* s, const wm_backend_config* c, wm_error* err) -> wm_backend* {
+    const std::string refusal = core_refusal(s, c, backend_name<B>());
+    if (!refusal.empty()) {
+      set_error(err, refusal.c_str());
+      return nullptr;
+    }
     Backend* created = nullptr;
     // The name pointer refers to the descriptor's static string, which lives as long as the library.
     guarded(err, [&] { created = new B(s, c, backend_name<B>()); });
@@ -211,13 +318,16 @@ wm_backend_descriptor make_descriptor(const char* name, const char* version, std
   };
   d.destroy = [](wm_backend* b) { delete self(b); };
   d.startup = [](wm_backend* b, wm_error* err) { return guarded(err, [&] { self(b)->startup(); }); };
-  d.shutdown = [](wm_backend* b, wm_error* err) { return guarded(err, [&] { self(b)->shutdown(); }); };
+  d.shutdown = [](wm_backend* b, std::uint32_t flags, wm_error* err) {
+    return guarded(err, [&] { self(b)->shutdown(flags); });
+  };
   d.submit = [](wm_backend* b, wm_task* const* t, std::size_t n, wm_error* err) {
     return guarded(err, [&] { self(b)->submit(t, n); });
   };
   d.run = [](wm_backend* b, wm_error* err) { return guarded(err, [&] { self(b)->run(); }); };
   d.is_master = [](wm_backend* b) -> int { return self(b)->is_master() ? 1 : 0; };
   d.n_workers = [](wm_backend* b) -> std::uint32_t { return self(b)->n_workers(); };
+  d.cancel = nullptr;
   return d;
 }
 
