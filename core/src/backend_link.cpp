@@ -499,7 +499,12 @@ void WorkManager::run() {
 bool WorkManager::is_master() const { return link_->is_master(); }
 unsigned WorkManager::n_workers() const { return link_->n_workers(); }
 bool WorkManager::runs_in_process() const noexcept { return link_->in_process(); }
-void WorkManager::submit_states(const detail::StatePtr* states, std::size_t n) { link_->submit(states, n); }
+void WorkManager::submit_states(const detail::StatePtr* states, std::size_t n) {
+  // A task that serial runs inside this call may destroy this work manager: the backend lives on
+  // until the call is over.
+  const std::shared_ptr<detail::BackendLink> link = link_;
+  link->submit(states, n);
+}
 void WorkManager::install_sigint_handler() { detail::install_sigint_for(link_); }
 
 }  // namespace wm

@@ -525,6 +525,7 @@ TEST_P(Conformance, ShutdownFromSeveralThreadsAtOnce) {
 }
 
 TEST_P(Conformance, SubmitRacingShutdown) {
+  wm_->startup();  // the race is with a running work manager (a shutdown during startup is another case)
   std::mutex m;
   std::vector<wm::Future<int>> futures;
   std::vector<int> expected;
@@ -545,7 +546,14 @@ TEST_P(Conformance, SubmitRacingShutdown) {
         if (i % 64 == 0) std::this_thread::yield();
       }
     });
-  std::this_thread::sleep_for(30ms);
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  for (;;) {  // until each submitter is under way
+    {
+      std::lock_guard<std::mutex> lock(m);
+      if (futures.size() >= 100 || std::chrono::steady_clock::now() > until) break;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
   within(60s, "shutdown() racing four submitters", [&] {
     wm_->shutdown();
     for (auto& t : submitters) t.join();

@@ -1,0 +1,667 @@
+// dispatcher.cpp: the master side of the remote engine (see dispatcher.hpp).
+#include <wm/sdk/remote/dispatcher.hpp>
+
+#include <sched.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
+namespace wm::sdk::remote {
+namespace {
+
+std::string seconds_text(double s) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%g s", s);
+  return buf;
+}
+
+const wm_option_value& declared(const wm_backend_config& c, const char* option, const char* backend) {
+  for (std::size_t i = 0; i < c.n_options; ++i)
+    if (std::strcmp(c.options[i].name, option) == 0) return c.options[i];
+  throw std::logic_error(std::string("work manager '") + backend + "' does not declare the engine option '" +
+                         option + "': add WM_REMOTE_ENGINE_OPTIONS to its WM_DECLARE_BACKEND");
+}
+
+std::string upper_snake(const std::string& s) {
+  std::string out;
+  for (char c : s) out += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Encodes one task through the core, straight into the transport's storage.
+class TaskEncoder final : public Encoder {
+ public:
+  TaskEncoder(const wm_core_services& s, wm_task* t) : services_(s), task_(t) {}
+  void operator()(wm_byte_buffer& out) const override {
+    wm_error err{};
+    if (services_.encode(task_, &out, &err) != 0) throw std::runtime_error(err.message);
+  }
+
+ private:
+  const wm_core_services& services_;
+  wm_task* task_;
+};
+
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
+const std::string& local_host() {
+  static const std::string name = [] {
+    char buf[256] = {};
+    return gethostname(buf, sizeof buf - 1) == 0 ? std::string(buf) : std::string();
+  }();
+  return name;
+}
+
+}  // namespace
+
+EngineOptions engine_options(const wm_backend_config& config, const char* backend_name) {
+  EngineOptions o;
+  o.task_timeout = declared(config, "task-timeout", backend_name).double_value;
+  o.retries = static_cast<std::uint32_t>(declared(config, "retries", backend_name).int_value);
+  o.shutdown_timeout = declared(config, "shutdown-timeout", backend_name).double_value;
+  o.spin_us = static_cast<int>(declared(config, "spin-us", backend_name).int_value);
+  o.max_window = static_cast<std::size_t>(declared(config, "max-window", backend_name).int_value);
+  o.retries_hint = "set WM_" + upper_snake(backend_name) + "_RETRIES to run tasks lost to a worker death again";
+  return o;
+}
+
+Dispatcher::Dispatcher(const wm_core_services& services, std::string backend_name, std::unique_ptr<Transport> transport,
+                       EngineOptions options)
+    : services_(services), name_(std::move(backend_name)), transport_(std::move(transport)), options_(std::move(options)) {
+  transport_->large_payload_bytes = static_cast<std::size_t>(services_.large_payload_bytes);
+  own_digest_ = registry_digest(services_);
+}
+
+Dispatcher::~Dispatcher() {
+  stop(true);
+  join();
+}
+
+void Dispatcher::start() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stop_requested_) throw std::runtime_error("the " + name_ + " work manager was shut down");
+  }
+  thread_ = std::thread([this] { run(); });
+  std::unique_lock<std::mutex> lock(mutex_);
+  const bool settled = cv_.wait_for(lock, std::chrono::duration<double>(options_.startup_limit),
+                                    [this] { return startup_settled_; });
+  std::string error = settled ? startup_error_
+                              : "the workers of the " + name_ + " work manager did not report ready within " +
+                                    seconds_text(options_.startup_limit);
+  if (error.empty()) return;
+  lock.unlock();
+  stop(true);
+  join();
+  throw std::runtime_error(error);
+}
+
+void Dispatcher::submit(wm_task* const* tasks, std::size_t n) {
+  std::vector<Job> jobs;
+  jobs.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    wm_task_info info{};
+    info.struct_size = sizeof info;
+    services_.task_info(tasks[i], &info);
+    jobs.push_back(Job{tasks[i], info.sequence, static_cast<std::size_t>(info.encoded_size), 0});
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stop_requested_) throw std::runtime_error("the " + name_ + " work manager is shut down");
+    if (!dead_reason_.empty()) throw std::runtime_error(dead_reason_);
+    if (submitted_.empty())
+      submitted_.swap(jobs);
+    else
+      submitted_.insert(submitted_.end(), jobs.begin(), jobs.end());
+    queued_.store(submitted_.size(), std::memory_order_seq_cst);
+  }
+  if (sleeping_.load(std::memory_order_seq_cst)) transport_->wake();
+}
+
+void Dispatcher::stop(bool now) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stop_requested_ && (stop_now_ || !now)) return;
+    stop_requested_ = true;
+    stop_now_ = stop_now_ || now;
+    stop_flag_.store(true, std::memory_order_seq_cst);
+  }
+  transport_->wake();
+}
+
+void Dispatcher::join() {
+  std::lock_guard<std::mutex> lock(join_mutex_);
+  if (!thread_.joinable()) return;
+  if (on_own_thread()) throw std::logic_error("the dispatcher cannot join its own thread");
+  thread_.join();
+}
+
+// ---------------------------------------------------------------- the thread
+
+void Dispatcher::run() noexcept {
+  thread_id_.store(std::this_thread::get_id());
+  try {
+    loop();
+  } catch (const std::exception& e) {
+    services_.log(WM_LOG_ERROR, name_.c_str(), (std::string("the dispatcher failed: ") + e.what()).c_str());
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (startup_error_.empty()) startup_error_ = e.what();
+  }
+  finish_remaining();
+  stats_.cpu_seconds = thread_cpu_seconds();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    finished_ = true;
+    if (!startup_settled_ && startup_error_.empty())
+      startup_error_ = "the " + name_ + " work manager was shut down during startup";
+    startup_settled_ = true;
+    stop_requested_ = true;  // nothing is accepted any more
+  }
+  cv_.notify_all();
+}
+
+void Dispatcher::loop() {
+  last_activity_ = no_worker_since_ = Clock::now();
+  transport_->start(*this);
+  if (options_.elastic) {
+    settled_seen_ = true;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      startup_settled_ = true;
+    }
+    cv_.notify_all();
+  }
+  check_startup();
+  for (;;) {
+    ++stats_.loops;
+    take_submitted();
+    if (!stopping_) dispatch();
+    flush_dirty();
+    const auto now = Clock::now();
+    run_timers(now);
+    if (stopping_ && alive_ == 0) break;
+    int timeout = wait_ms(now);
+    if (timeout != 0) {
+      sleeping_.store(true, std::memory_order_seq_cst);
+      if (queued_.load(std::memory_order_seq_cst) != 0 || stop_flag_.load(std::memory_order_seq_cst)) {
+        sleeping_.store(false, std::memory_order_relaxed);
+        timeout = 0;
+      }
+    }
+    const int events = transport_->progress(timeout);
+    sleeping_.store(false, std::memory_order_relaxed);
+    if (events > 0)
+      last_activity_ = Clock::now();
+    else if (timeout == 0)
+      sched_yield();  // spinning: a woken waiter (the host thread) may need this core
+  }
+}
+
+void Dispatcher::take_submitted() {
+  if (queued_.load(std::memory_order_seq_cst) == 0 && !stop_flag_.load(std::memory_order_seq_cst)) return;
+  std::vector<Job> got;
+  bool stop, now;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    got.swap(submitted_);
+    queued_.store(0, std::memory_order_relaxed);
+    stop = stop_requested_;
+    now = stop_now_;
+    stop_flag_.store(false, std::memory_order_relaxed);
+  }
+  if (!got.empty()) {
+    last_activity_ = Clock::now();
+    ready_.insert(ready_.end(), got.begin(), got.end());
+  }
+  if (stop && !stopping_) {
+    begin_stopping(now);
+  } else if (stop && now && !stopping_now_) {
+    stopping_now_ = true;
+    stop_deadline_ = Clock::now();
+    deadline_forced_ = true;
+    force_all(Kill::shutdown);
+  }
+}
+
+void Dispatcher::begin_stopping(bool now) {
+  stopping_ = true;
+  stopping_now_ = now;
+  fail_ready(WM_FAIL_SHUTDOWN, "the " + name_ + " work manager shut down before this task was sent to a worker");
+  stop_deadline_ = now ? Clock::now()
+                       : Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                            std::chrono::duration<double>(options_.shutdown_timeout));
+  // Every worker finishes what it was sent, replies, and leaves; what is still running at the
+  // deadline is stopped by force (run_timers).
+  for (WorkerId id = 0; id < workers_.size(); ++id) {
+    Worker& w = workers_[id];
+    if ((w.state == State::starting || w.state == State::ready) && !w.stop_sent) {
+      w.stop_sent = true;
+      transport_->stop_worker(id, StopMode::graceful);
+    }
+  }
+  if (now) {
+    deadline_forced_ = true;
+    force_all(Kill::shutdown);
+  }
+  check_startup();
+}
+
+void Dispatcher::force_all(Kill reason) {
+  for (WorkerId id = 0; id < workers_.size(); ++id) {
+    Worker& w = workers_[id];
+    if ((w.state != State::starting && w.state != State::ready) || w.force_sent) continue;
+    if (w.kill == Kill::none) w.kill = reason;
+    w.force_sent = true;
+    transport_->stop_worker(id, StopMode::force);
+  }
+}
+
+std::size_t Dispatcher::prefetch() const {
+  // While the queue is deep, every worker also gets one task more than its window: it starts that
+  // one as soon as it replies, without waiting for the dispatcher to send it. Near the end, none:
+  // the last tasks go to whichever worker is free.
+  return ready_.size() >= ready_count_ ? 1 : 0;
+}
+
+void Dispatcher::dispatch() {
+  if (dead_ || ready_.empty()) return;
+  const std::size_t pf = prefetch();
+  const auto now = Clock::now();
+  while (!ready_.empty() && !room_.empty()) {
+    const WorkerId id = room_.front();
+    room_.pop_front();
+    Worker& w = workers_[id];
+    w.in_room = false;
+    if (!usable(w)) continue;
+    const std::size_t limit = w.window + pf;
+    if (w.inflight.size() >= limit) continue;
+    // A share: never more than the room, and near the end of the queue not more than a fair part
+    // of it, so no worker sits on a backlog while another idles.
+    const std::size_t share = std::max<std::size_t>(1, ready_.size() / std::max<std::size_t>(1, ready_count_));
+    const std::size_t take = std::min({limit - w.inflight.size(), share, ready_.size()});
+    for (std::size_t k = 0; k < take && usable(w); ++k) {
+      const Job j = ready_.front();
+      ready_.pop_front();
+      send(id, w, j, now);
+    }
+    if (usable(w) && w.inflight.size() <= w.window) offer_room(id, w);
+  }
+}
+
+void Dispatcher::send(WorkerId id, Worker& w, const Job& job, Clock::time_point now) {
+  try {
+    if (!transport_->send_task(id, job.seq, job.size, TaskEncoder(services_, job.task))) {
+      w.closing = true;  // its end is near (worker_lost follows): the task goes to another worker
+      ready_.push_front(job);
+      return;
+    }
+  } catch (const std::exception& e) {
+    fail(job, WM_FAIL_BACKEND, task_label(job) + " could not be encoded when it was sent: " + e.what());
+    return;
+  }
+  w.inflight.push_back(InFlight{job, now});
+  if (w.inflight.size() == 1) {
+    rearm_timeout(id, w);
+    classify_spin(w);
+  }
+  if (!w.dirty) {
+    w.dirty = true;
+    dirty_.push_back(id);
+  }
+  last_activity_ = now;
+}
+
+void Dispatcher::flush_dirty() {
+  for (WorkerId id : dirty_) {
+    Worker& w = workers_[id];
+    w.dirty = false;
+    if (w.state == State::starting || w.state == State::ready) transport_->flush(id);
+  }
+  dirty_.clear();
+}
+
+void Dispatcher::run_timers(Clock::time_point now) {
+  while (!timeouts_.empty() && timeouts_.begin()->first <= now) {
+    const WorkerId id = timeouts_.begin()->second;
+    timeouts_.erase(timeouts_.begin());
+    Worker& w = workers_[id];
+    w.has_timeout = false;
+    if (w.state != State::ready || w.kill != Kill::none || w.inflight.empty()) continue;
+    w.kill = Kill::timeout;
+    w.force_sent = true;
+    transport_->stop_worker(id, StopMode::force);
+  }
+  if (stopping_ && !deadline_forced_ && now >= stop_deadline_) {
+    deadline_forced_ = true;
+    force_all(Kill::shutdown);
+  }
+  if (options_.elastic && options_.no_worker_timeout > 0 && ready_count_ == 0 && !ready_.empty() &&
+      now - no_worker_since_ >= std::chrono::duration<double>(options_.no_worker_timeout))
+    fail_ready(WM_FAIL_BACKEND, "no worker joined the " + name_ + " work manager within " +
+                                    seconds_text(options_.no_worker_timeout) +
+                                    " (start nodes that connect to this master, or raise the timeout)");
+}
+
+int Dispatcher::wait_ms(Clock::time_point now) {
+  // Spinning pays when a message is due soon: a reply from a worker running short tasks, or the
+  // next submit right after the last reply. With only long tasks in flight it would just take a
+  // core from the workers.
+  if (options_.spin_us > 0 && now - last_activity_ < std::chrono::microseconds(options_.spin_us) &&
+      (busy_ == 0 || fast_busy_ > 0))
+    return 0;
+  auto next = Clock::time_point::max();
+  if (!timeouts_.empty()) next = timeouts_.begin()->first;
+  if (stopping_ && !deadline_forced_) next = std::min(next, stop_deadline_);
+  if (options_.elastic && options_.no_worker_timeout > 0 && ready_count_ == 0 && !ready_.empty())
+    next = std::min(next, no_worker_since_ + std::chrono::duration_cast<Clock::duration>(
+                                                  std::chrono::duration<double>(options_.no_worker_timeout)));
+  if (next == Clock::time_point::max()) return -1;
+  if (next <= now) return 0;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
+  return static_cast<int>(std::min<long long>(ms, 1 << 30));
+}
+
+void Dispatcher::finish_remaining() {
+  for (WorkerId id = 0; id < workers_.size(); ++id) {
+    Worker& w = workers_[id];
+    std::deque<InFlight> left;
+    left.swap(w.inflight);
+    for (const InFlight& e : left)
+      fail(e.job, WM_FAIL_SHUTDOWN, task_label(e.job) + " was in flight when the " + name_ + " work manager stopped",
+           &w);
+  }
+  fail_ready(WM_FAIL_SHUTDOWN, "the " + name_ + " work manager shut down before this task ran");
+  std::vector<Job> left;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    left.swap(submitted_);
+    queued_.store(0);
+  }
+  for (const Job& j : left) fail(j, WM_FAIL_SHUTDOWN, "the " + name_ + " work manager shut down before this task ran");
+}
+
+// ---------------------------------------------------------------- bookkeeping
+
+Dispatcher::Worker& Dispatcher::worker(WorkerId id) {
+  if (id >= workers_.size()) workers_.resize(id + 1);
+  return workers_[id];
+}
+
+void Dispatcher::offer_room(WorkerId id, Worker& w) {
+  if (w.in_room) return;
+  w.in_room = true;
+  room_.push_back(id);
+}
+
+void Dispatcher::rearm_timeout(WorkerId id, Worker& w) {
+  if (options_.task_timeout <= 0) return;
+  if (w.has_timeout) timeouts_.erase({w.timeout_at, id});
+  w.has_timeout = false;
+  if (w.inflight.empty() || w.kill != Kill::none) return;
+  // The front task started when it was sent, or when the task before it replied.
+  const auto started = std::max(w.inflight.front().sent_at, w.last_reply);
+  w.timeout_at = started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.task_timeout));
+  timeouts_.insert({w.timeout_at, id});
+  w.has_timeout = true;
+}
+
+// busy_ and fast_busy_ count workers (what wait_ms asks, without a scan); each worker's part is
+// remembered in its flags.
+void Dispatcher::classify_spin(Worker& w) {
+  const bool busy = !w.inflight.empty();
+  const bool fast = busy && w.avg_us < 4.0 * options_.spin_us;
+  if (w.busy != busy) {
+    busy ? ++busy_ : --busy_;
+    w.busy = busy;
+  }
+  if (w.fast != fast) {
+    fast ? ++fast_busy_ : --fast_busy_;
+    w.fast = fast;
+  }
+}
+
+void Dispatcher::note_service_time(Worker& w, const InFlight& done) {
+  // The window adapts: many tasks in flight when they are tiny (throughput), one when they are
+  // long (no task waits behind a long one while another worker idles).
+  const auto now = Clock::now();
+  const auto started = std::max(done.sent_at, w.last_reply);
+  w.last_reply = now;
+  const double us = std::chrono::duration<double, std::micro>(now - started).count();
+  w.avg_us = 0.75 * w.avg_us + 0.25 * us;
+  const double extra = 500.0 / std::max(w.avg_us, 0.5);
+  w.window = 1 + static_cast<std::size_t>(std::min<double>(extra, double(options_.max_window - 1)));
+}
+
+void Dispatcher::check_startup() {
+  if (settled_seen_) return;
+  if (!stopping_ && (workers_.empty() || alive_ != ready_count_)) return;
+  settled_seen_ = true;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    startup_settled_ = true;
+    if (ready_count_ == 0 && startup_error_.empty())
+      startup_error_ = stopping_ ? "the " + name_ + " work manager was shut down during startup"
+                                 : (!dead_reason_.empty() ? dead_reason_ : "no worker of the " + name_ + " work manager started");
+  }
+  cv_.notify_all();
+}
+
+void Dispatcher::check_dead() {
+  if (options_.elastic || dead_ || workers_.empty() || n_workers_.load() != 0) return;
+  dead_ = true;
+  std::string last;
+  for (const Worker& w : workers_)
+    if (!w.last_status.empty()) last = w.last_status;
+  std::string reason = "no worker of the " + name_ + " work manager is left" + (last.empty() ? "" : ": the last one " + last);
+  if (!options_.dead_hint.empty()) reason += " (" + options_.dead_hint + ")";
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    dead_reason_ = reason;
+  }
+  fail_ready(WM_FAIL_BACKEND, reason);
+}
+
+void Dispatcher::give_up(WorkerId id, Worker& w, const std::string& why) {
+  (void)id;
+  w.state = State::disabled;
+  n_workers_.fetch_sub(1, std::memory_order_relaxed);
+  services_.log(WM_LOG_ERROR, name_.c_str(), why.c_str());
+}
+
+void Dispatcher::fail(const Job& j, wm_failure_kind kind, const std::string& message, const Worker* on,
+                      std::uint32_t attempts) {
+  const wm_worker_identity where = on != nullptr ? on->identity.c() : wm_worker_identity{};
+  ++stats_.completed;
+  services_.fail(j.task, kind, message.c_str(), on != nullptr ? &where : nullptr, attempts);
+}
+
+void Dispatcher::fail_ready(wm_failure_kind kind, const std::string& message) {
+  std::deque<Job> left;
+  left.swap(ready_);
+  for (const Job& j : left) fail(j, kind, message);
+}
+
+std::string Dispatcher::task_label(const Job& j) const {
+  wm_task_info info{};
+  info.struct_size = sizeof info;
+  services_.task_info(j.task, &info);
+  return std::string("task '") + (info.name != nullptr && *info.name ? info.name : "?") + "'";
+}
+
+std::string Dispatcher::worker_label(WorkerId id, const Worker& w) const {
+  const WorkerIdentity& i = w.identity;
+  if (i.pid == 0) return "worker " + std::to_string(id);
+  std::string s = "worker " + std::to_string(i.index >= 0 ? i.index : static_cast<std::int32_t>(id)) + " (";
+  if (i.rank >= 0) s += "rank " + std::to_string(i.rank) + ", ";
+  s += "pid " + std::to_string(i.pid);
+  if (!i.host.empty() && i.host != local_host()) s += " on " + i.host;
+  return s + ")";
+}
+
+// ---------------------------------------------------------------- events
+
+void Dispatcher::worker_added(WorkerId id) {
+  Worker& w = worker(id);
+  w = Worker{};
+  w.state = State::starting;
+  ++alive_;
+  n_workers_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Dispatcher::worker_ready(WorkerId id, const Hello& hello) {
+  Worker& w = worker(id);
+  if (w.state != State::starting) return;
+  w.state = State::ready;
+  w.identity = WorkerIdentity{hello.index >= 0 ? hello.index : static_cast<std::int32_t>(id), hello.pid, hello.rank,
+                              hello.host};
+  w.early_deaths = 0;
+  w.last_reply = Clock::now();
+  ++ready_count_;
+  if (hello.registry_digest != own_digest_)
+    services_.log(WM_LOG_WARNING, name_.c_str(),
+                  (worker_label(id, w) + " knows other tasks than the master (" + std::to_string(hello.n_tasks) +
+                   " registered there): tasks it does not know fail with UnknownTaskError; run the master and "
+                   "its workers from one build, with the same task libraries")
+                      .c_str());
+  if (stopping_) {
+    if (!w.stop_sent) {
+      w.stop_sent = true;
+      transport_->stop_worker(id, StopMode::graceful);
+    }
+    if (deadline_forced_ && !w.force_sent) {
+      w.kill = Kill::shutdown;
+      w.force_sent = true;
+      transport_->stop_worker(id, StopMode::force);
+    }
+  } else {
+    offer_room(id, w);
+  }
+  check_startup();
+}
+
+void Dispatcher::reply(WorkerId id, std::uint64_t seq, const char* data, std::size_t size) {
+  Worker& w = worker(id);
+  if (w.inflight.empty() || w.inflight.front().job.seq != seq) {
+    protocol_error(id, "a reply for task number " + std::to_string(seq) + " came when " +
+                           (w.inflight.empty() ? std::string("no task was running")
+                                               : "task number " + std::to_string(w.inflight.front().job.seq) +
+                                                     " was expected"));
+    return;
+  }
+  const InFlight done = w.inflight.front();
+  w.inflight.pop_front();
+  note_service_time(w, done);
+  rearm_timeout(id, w);
+  classify_spin(w);
+  if (usable(w) && w.inflight.size() <= w.window) offer_room(id, w);
+  ++stats_.completed;
+  const wm_worker_identity where = w.identity.c();
+  // Done-callbacks run inside: they may submit (a queue under mutex_, not held here) or stop.
+  services_.complete_encoded(done.job.task, data, size, &where);
+}
+
+void Dispatcher::protocol_error(WorkerId id, const std::string& why) {
+  Worker& w = worker(id);
+  if (w.state != State::starting && w.state != State::ready) return;
+  if (w.kill == Kill::none) {
+    w.kill = Kill::protocol;
+    w.kill_note = worker_label(id, w) + " sent bytes that are not a valid reply (" + why + "); the worker was stopped";
+    services_.log(WM_LOG_ERROR, name_.c_str(), w.kill_note.c_str());
+  }
+  if (!w.force_sent) {
+    w.force_sent = true;
+    transport_->stop_worker(id, StopMode::force);
+  }
+}
+
+void Dispatcher::worker_lost(WorkerId id, const std::string& status) {
+  Worker& w = worker(id);
+  if (w.state != State::starting && w.state != State::ready) return;
+  const bool was_ready = w.state == State::ready;
+  if (was_ready) --ready_count_;
+  --alive_;
+  w.state = State::lost;
+  w.last_status = status;
+  if (w.has_timeout) timeouts_.erase({w.timeout_at, id});
+  w.has_timeout = false;
+  std::deque<InFlight> lost;
+  lost.swap(w.inflight);
+  classify_spin(w);
+  if (ready_count_ == 0) no_worker_since_ = Clock::now();
+  const std::string who = worker_label(id, w);
+  std::vector<Job> requeue;
+  for (std::size_t i = 0; i < lost.size(); ++i) {
+    Job j = lost[i].job;
+    const bool running = i == 0;  // a worker runs its tasks in order: the first one was running
+    if (w.kill == Kill::shutdown) {
+      fail(j, WM_FAIL_SHUTDOWN,
+           task_label(j) + (stopping_now_ ? " was stopped with the " + name_ + " work manager (shut down at once)"
+                                          : " did not finish within the shutdown timeout of " +
+                                                seconds_text(options_.shutdown_timeout)) +
+               "; " + who + " was stopped",
+           &w);
+    } else if (running && w.kill == Kill::protocol) {
+      fail(j, WM_FAIL_PROTOCOL, task_label(j) + " was running when " + w.kill_note, &w);
+    } else if (running && w.kill == Kill::timeout) {
+      fail(j, WM_FAIL_TIMEOUT,
+           task_label(j) + " ran longer than the per-task timeout of " + seconds_text(options_.task_timeout) + " on " +
+               who + "; the worker was stopped",
+           &w);
+    } else if (running) {
+      const std::uint32_t attempts = j.attempts + 1;
+      if (!stopping_ && attempts <= options_.retries) {
+        services_.log(WM_LOG_WARNING, name_.c_str(),
+                      (who + " " + status + " while running " + task_label(j) + "; running it again (attempt " +
+                       std::to_string(attempts + 1) + " of " + std::to_string(options_.retries + 1) + ")")
+                          .c_str());
+        j.attempts = attempts;
+        requeue.push_back(j);
+      } else {
+        fail(j, WM_FAIL_WORKER_LOST,
+             who + " " + status + " while running " + task_label(j) + "; attempts made: " + std::to_string(attempts) +
+                 (options_.retries == 0 ? " (" + options_.retries_hint + ")"
+                                        : " of " + std::to_string(options_.retries + 1)),
+             &w, attempts);
+      }
+    } else if (stopping_) {
+      fail(j, WM_FAIL_SHUTDOWN, task_label(j) + " had not started when the " + name_ + " work manager shut down");
+    } else {
+      requeue.push_back(j);  // it had not started: it runs elsewhere
+    }
+  }
+  for (auto it = requeue.rbegin(); it != requeue.rend(); ++it) ready_.push_front(*it);
+  const bool expected = stopping_ || w.kill != Kill::none;
+  if (!expected && lost.empty() && was_ready)
+    services_.log(WM_LOG_WARNING, name_.c_str(), (who + " " + status + " while idle; starting a replacement").c_str());
+  w.kill = Kill::none;
+  w.kill_note.clear();
+  w.stop_sent = w.force_sent = w.closing = false;
+  if (stopping_) {
+    check_startup();
+    return;
+  }
+  if (!was_ready && ++w.early_deaths >= options_.early_death_limit) {
+    give_up(id, w,
+            "worker " + std::to_string(id) + " " + status + " before it was ready, " +
+                std::to_string(options_.early_death_limit) + " times in a row; giving up on this worker slot");
+  } else if (transport_->restart_worker(id)) {
+    w.state = State::starting;
+    ++alive_;
+  } else {
+    give_up(id, w, who + " " + status + "; it cannot be replaced, the " + name_ + " work manager goes on with " +
+                       std::to_string(n_workers_.load() - 1) + " worker(s)");
+  }
+  check_dead();
+  check_startup();
+}
+
+}  // namespace wm::sdk::remote
