@@ -1,6 +1,8 @@
 // test_discovery.cpp: plugin discovery reads metadata without running plugin code and survives any file.
 #include "plugin_scan.hpp"
 
+#include <wm/version.hpp>
+
 #include <elf.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -334,7 +336,8 @@ TEST(Discovery, MalformedRecordsGetSpecificReasons) {
   const std::vector<Case> cases = {
       {"magic", [](wm_plugin_metadata& m) { m.magic[7] = '2'; }, "wrong magic", false},
       {"abi7", [](wm_plugin_metadata& m) { m.abi_version = 7; },
-       "built for ABI version 0.7, this core speaks ABI version 1.0: rebuild the plugin against this SDK", true},
+       "built for ABI version 0.7, this core speaks ABI version 1.0 (wm " WM_VERSION_STRING
+       "): the plugin is older than this wm; rebuild the plugin against this SDK", true},
       {"record_size", [](wm_plugin_metadata& m) { m.record_size = 12; }, "record_size is 12", true},
       {"name_unterminated", [](wm_plugin_metadata& m) { std::memset(m.name, 'a', sizeof m.name); },
        "metadata record malformed: name not NUL-terminated", false},

@@ -60,7 +60,10 @@ class PluginDir : public testing::Test {
 TEST_F(PluginDir, BrokenFilesAreListedWithTheirReason) {
   const wm::PluginScan scan = wm::scan_plugins();
   ASSERT_EQ(scan.directories.size(), 3u);
-  EXPECT_EQ(scan.directories[1], dir_.string());
+  EXPECT_EQ(scan.directories[0].origin, "bundled");
+  EXPECT_EQ(scan.directories[1].path, dir_.string());
+  EXPECT_EQ(scan.directories[1].origin, "WM_PLUGIN_PATH");
+  EXPECT_EQ(scan.directories[1].status, wm::DirectoryStatus::scanned);
   auto names = scan.names();
   for (const char* n : {"serial", "threads", "loopback", "unresolved"})
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
