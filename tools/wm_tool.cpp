@@ -325,6 +325,8 @@ int cmd_list(const Command& c, const std::vector<std::string>& args) {
   }
 
   // --why: directory by directory, every candidate file.
+  std::size_t name_width = 8;
+  for (const auto& p : scan.plugins) name_width = std::max(name_width, p.name.size());
   std::size_t entry = 0;
   for (const auto& d : scan.directories) {
     if (d.origin != "bundled") ++entry;
@@ -339,8 +341,9 @@ int cmd_list(const Command& c, const std::vector<std::string>& args) {
       if (p.path.compare(0, prefix.size(), prefix) != 0 || p.path.find('/', prefix.size()) != std::string::npos)
         continue;
       any = true;
-      std::cout << "  " << std::left << std::setw(9) << wm::to_string(p.status) << std::setw(14)
-                << (p.name.empty() ? "-" : p.name) << " " << escaped(file_name(p.path));
+      std::cout << "  " << std::left << std::setw(9) << wm::to_string(p.status)
+                << std::setw(static_cast<int>(name_width)) << (p.name.empty() ? "-" : p.name) << "  "
+                << escaped(file_name(p.path));
       if (p.status == wm::PluginStatus::taken) std::cout << " (version " << escaped(p.version) << ")";
       if (!p.reason.empty()) std::cout << ": " << one_line(p.reason);
       if (!p.note.empty()) std::cout << " (note: " << one_line(p.note) << ")";
