@@ -40,15 +40,18 @@ def run(args, plugin_path=None, env=None, timeout=60, prefix=()):
                           text=True, errors="replace")
 
 
-def our_processes():
-    """Processes running this wm binary (a check process or a worker it left behind)."""
+def processes_checking(name):
+    """Processes of this wm binary checking the backend `name` (a check process or what it left)."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
-            if os.readlink(f"/proc/{pid}/exe") == os.path.realpath(WM):
-                found.append(int(pid))
+            if os.readlink(f"/proc/{pid}/exe") != os.path.realpath(WM):
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if name.encode() in f.read().split(b"\0"):
+                    found.append(int(pid))
         except OSError:
             pass
     return found
@@ -420,7 +423,7 @@ class Check(ToolTest):
                                 "--timeout", "2", plugin_path=d.path)
             self.assertTrue(data["timed_out"])
             self.assertLess(time.monotonic() - start, 30)
-        self.assertEqual(our_processes(), [])
+        self.assertEqual(processes_checking("fixture_startup_hangs"), [])
 
     def test_refused_and_unknown_stop_at_discovery(self):
         with PluginDir() as d:
