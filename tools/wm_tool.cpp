@@ -303,17 +303,20 @@ int cmd_list(const Command& c, const std::vector<std::string>& args) {
   }
 
   if (!why) {
-    std::size_t width = 4;
+    std::size_t width = 4, version_width = 7;
     for (const auto& p : scan.plugins)
-      if (p.status == wm::PluginStatus::taken) width = std::max(width, p.name.size());
-    std::cout << std::left << std::setw(static_cast<int>(width + 2)) << "NAME" << std::setw(10) << "VERSION"
-              << "FILE\n";
+      if (p.status == wm::PluginStatus::taken) {
+        width = std::max(width, p.name.size());
+        version_width = std::max(version_width, escaped(p.version).size());
+      }
+    const int name_column = static_cast<int>(width + 2), version_column = static_cast<int>(version_width + 2);
+    std::cout << std::left << std::setw(name_column) << "NAME" << std::setw(version_column) << "VERSION" << "FILE\n";
     std::size_t shadowed = 0, refused = 0;
     for (const auto& p : scan.plugins) {
       if (p.status == wm::PluginStatus::shadowed) ++shadowed;
       if (p.status == wm::PluginStatus::refused) ++refused;
       if (p.status != wm::PluginStatus::taken) continue;
-      std::cout << std::setw(static_cast<int>(width + 2)) << p.name << std::setw(10) << escaped(p.version)
+      std::cout << std::setw(name_column) << p.name << std::setw(version_column) << escaped(p.version)
                 << escaped(p.path) << "\n";
     }
     if (scan.names().empty()) std::cout << "(no valid work manager found)\n";
@@ -515,11 +518,11 @@ struct CheckArgs {
 int check_child(const std::string& name, wm::WMEnvironment& env) {
   const char* stage = "load";
   try {
+    report("begin", stage);
     const wm::PluginInfo* p = env.plugin_scan().find(name);
     if (p == nullptr) throw wm::PluginError("work manager '" + name + "' is no longer in the plugin scan");
     // The core loads the plugin again in `create`; doing it here first tells loading (missing
     // library, unresolved symbol) and the entry symbol apart from what create does.
-    report("begin", stage);
     void* handle = ::dlopen(p->path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (handle == nullptr) {
       const char* e = ::dlerror();
@@ -722,7 +725,7 @@ int cmd_check(const Command& c, const std::vector<std::string>& args, bool child
   const auto vm = parse_command(rest, all, positional);
   if (wants_help(vm, c, desc, "\n" + env.help_text())) return 0;
   if (a.name.empty()) throw po::error("wm check needs the NAME of a backend (`wm list` shows them)");
-  if (!(a.timeout > 0 && a.timeout <= 86400)) throw po::error("--timeout must be from 0 to 86400 seconds");
+  if (!(a.timeout > 0 && a.timeout <= 86400)) throw po::error("--timeout must be more than 0 and at most 86400 seconds");
   a.json = vm.count("json") != 0;
 
   if (child) {
@@ -733,6 +736,7 @@ int cmd_check(const Command& c, const std::vector<std::string>& args, bool child
     return check_child(a.name, env);
   }
 
+  env.n_workers();  // a bad --n-workers is the user's error, not the backend's: refused here
   // Discovery first, in this process: a refused or unknown backend never gets as far as a child.
   const wm::PluginInfo* p = nullptr;
   std::string discovery_error;
@@ -808,7 +812,7 @@ int cmd_check(const Command& c, const std::vector<std::string>& args, bool child
     if (all_ok) std::cout << a.name << ": ok\n";
     else std::cout << a.name << ": FAILED in stage '" << failed->stage << "'\n";
   }
-  return all_ok ? 0 : 1;
+  return all_ok ? 0 : g_interrupted ? 130 : 1;
 }
 
 int run(int argc, char** argv) {
