@@ -1,47 +1,881 @@
-// wm_tool.cpp: `wm plugins` lists every plugin file found (usable or rejected, with the reason);
-// `wm config [flags]` shows each effective setting and where it came from.
+// wm_tool.cpp: the `wm` command: lists the backends and every plugin file (taken, shadowed or refused,
+// and why), shows a backend's options and the effective configuration, and checks a backend in a
+// child process. Plain text by default, JSON with --json.
 #include <wm/wm.hpp>
 
 #include <boost/program_options.hpp>
 
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <iomanip>
 #include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+extern char** environ;
+
+namespace po = boost::program_options;
+
+// The task `wm check` runs. Registered by name: remote backends run it in their worker processes,
+// which are this program started again (hence serve_if_worker() first thing in main()).
+std::vector<std::int64_t> wm_check_task(std::int64_t x) { return {3 * x + 1, static_cast<std::int64_t>(getpid())}; }
+WM_TASK(wm_check_task);
+
+namespace {
+
+// ---- output ----
+
+// For names taken from the file system: every byte a terminal could misread (control characters,
+// non-ASCII bytes, the backslash itself) as \xNN, so a file name can never fake a line or a column.
+std::string escaped(std::string_view s) {
+  static const char* const kHex = "0123456789abcdef";
+  std::string out;
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += ch;
+    } else {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+// For messages (which may quote escaped names already): only what could break the line is escaped.
+std::string one_line(std::string_view s) {
+  std::string out;
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c != 0x7f) {
+      out += ch;
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+// A JSON string. Bytes from 0x80 on are written as \u00NN: the output is always valid JSON (file
+// names are bytes, not necessarily UTF-8).
+std::string jstr(std::string_view s) {
+  std::string out = "\"";
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (ch) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c >= 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += ch;
+        }
+    }
+  }
+  return out + "\"";
+}
+std::string jnum(long long v) { return std::to_string(v); }
+std::string jnum(double v) {
+  if (!std::isfinite(v)) return "null";
+  std::ostringstream os;
+  os << std::setprecision(17) << v;
+  return os.str();
+}
+std::string jbool(bool v) { return v ? "true" : "false"; }
+std::string jarr(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < items.size(); ++i) out += (i ? "," : "") + items[i];
+  return out + "]";
+}
+using Fields = std::vector<std::pair<std::string, std::string>>;  // key, rendered value
+std::string jobj(const Fields& fields) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < fields.size(); ++i) out += (i ? "," : "") + jstr(fields[i].first) + ":" + fields[i].second;
+  return out + "}";
+}
+std::string jstrs(const std::vector<std::string>& items) {
+  std::vector<std::string> rendered;
+  for (const auto& s : items) rendered.push_back(jstr(s));
+  return jarr(rendered);
+}
+
+std::string abi_text(std::uint32_t v) { return std::to_string(v >> 16) + "." + std::to_string(v & 0xffffu); }
+
+std::vector<std::string> capability_names(std::uint64_t caps) {
+  std::vector<std::string> out;
+  const std::pair<std::uint64_t, const char*> known[] = {{WM_CAP_IN_PROCESS, "in-process"},
+                                                         {WM_CAP_REMOTE, "remote"},
+                                                         {WM_CAP_SPAWNS_WORKERS, "spawns-workers"},
+                                                         {WM_CAP_SPMD, "spmd"}};
+  for (const auto& [bit, name] : known)
+    if (caps & bit) {
+      out.emplace_back(name);
+      caps &= ~bit;
+    }
+  if (caps != 0) {
+    std::ostringstream os;
+    os << "unknown bits 0x" << std::hex << caps;
+    out.push_back(os.str());
+  }
+  return out;
+}
+
+std::string join(const std::vector<std::string>& items, const char* separator) {
+  std::string s;
+  for (const auto& i : items) s += (s.empty() ? "" : separator) + i;
+  return s;
+}
+
+std::string option_range(const wm::OptionInfo& o) {
+  std::ostringstream os;
+  if (o.type == wm::OptionType::integer) os << o.int_min << ".." << o.int_max;
+  if (o.type == wm::OptionType::number) os << o.number_min << ".." << o.number_max;
+  return os.str();
+}
+
+std::string option_json(const wm::OptionInfo& o) {
+  Fields f = {{"name", jstr(o.name)},       {"type", jstr(wm::to_string(o.type))},
+              {"default", jstr(o.default_value)}, {"variable", jstr(o.variable)},
+              {"flag", jstr(o.flag)},       {"help", jstr(o.help)}};
+  if (o.type == wm::OptionType::integer) {
+    f.emplace_back("min", jnum(static_cast<long long>(o.int_min)));
+    f.emplace_back("max", jnum(static_cast<long long>(o.int_max)));
+  } else if (o.type == wm::OptionType::number) {
+    f.emplace_back("min", jnum(o.number_min));
+    f.emplace_back("max", jnum(o.number_max));
+  }
+  return jobj(f);
+}
+
+std::string plugin_json(const wm::PluginInfo& p) {
+  Fields f = {{"path", jstr(p.path)}, {"status", jstr(wm::to_string(p.status))},
+              {"name", p.name.empty() ? "null" : jstr(p.name)}};
+  if (p.abi_version != 0) f.emplace_back("abi_version", jstr(abi_text(p.abi_version)));
+  if (p.status != wm::PluginStatus::refused) {
+    f.emplace_back("version", jstr(p.version));
+    f.emplace_back("description", jstr(p.description));
+    f.emplace_back("capabilities", jstrs(capability_names(p.capabilities)));
+    f.emplace_back("entry_symbol", jstr(p.entry_symbol));
+    std::vector<std::string> options;
+    for (const auto& o : p.options) options.push_back(option_json(o));
+    f.emplace_back("options", jarr(options));
+  }
+  if (!p.reason.empty()) f.emplace_back("reason", jstr(p.reason));
+  if (!p.note.empty()) f.emplace_back("note", jstr(p.note));
+  if (!p.shadowed_by.empty()) f.emplace_back("shadowed_by", jstr(p.shadowed_by));
+  return jobj(f);
+}
+
+std::string directory_json(const wm::PluginDirectory& d) {
+  Fields f = {{"path", jstr(d.path)}, {"origin", jstr(d.origin)}, {"status", jstr(wm::to_string(d.status))}};
+  if (!d.detail.empty()) f.emplace_back("detail", jstr(d.detail));
+  return jobj(f);
+}
+
+std::string file_name(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// ---- command lines ----
+
+// Flags are never guessed from abbreviations, here as in the library.
+constexpr int kStyle = po::command_line_style::unix_style & ~po::command_line_style::allow_guessing;
+
+struct Command {
+  const char* name;
+  const char* synopsis;
+  const char* summary;
+};
+const Command kCommands[] = {
+    {"list", "wm list [--why] [--json]",
+     "The valid work managers: name, version and the file each was found in. --why lists every\n"
+     "candidate file in every scanned directory instead, taken, shadowed or refused, with the reason."},
+    {"plugins", "wm plugins [--why] [--json]", "The same as `wm list`."},
+    {"info", "wm info NAME [--json]",
+     "A backend's version, ABI version, capabilities, description and every option (type, default,\n"
+     "range, environment variable and flag)."},
+    {"config", "wm config [--json] [wm flags: --work-manager NAME --n-workers N --wm-BACKEND-OPTION V ...]",
+     "The configuration a host would get with these flags and this environment: every effective\n"
+     "value and where it came from (command line > environment > default), and the warnings the\n"
+     "host would print."},
+    {"check", "wm check NAME [--timeout SECONDS] [--json] [wm flags: --n-workers N --wm-NAME-OPTION V ...]",
+     "Loads the backend in a child process, creates, starts and shuts it down, and runs one task: each\n"
+     "stage reported, the first failing one with the error (a missing entry symbol, an unresolved\n"
+     "symbol, a create or startup failure, a crash, a hang past the timeout). Exit status 0 if\n"
+     "every stage passed."},
+};
+
+void print_general_help(std::ostream& os) {
+  os << "usage: wm COMMAND [OPTIONS]    (wm alone: wm list)\n\n"
+        "Shows what this wm (" WM_VERSION_STRING ", plugin ABI "
+     << abi_text(WM_ABI_VERSION) << ") finds and checks its work-manager backends.\n\ncommands:\n";
+  for (const Command& c : kCommands) os << "  " << c.synopsis << "\n";
+  os << "\nEvery command takes --help (what it does) and --json (machine-readable output).\n"
+        "Plugins are read from the bundled directory next to libwm_core, then from the directories of\n"
+        "WM_PLUGIN_PATH (colon-separated), in order; of two files with one backend name the first is\n"
+        "used. Discovery reads each file's metadata record and runs no plugin code.\n";
+}
+
+const Command* find_command(const std::string& name) {
+  for (const Command& c : kCommands)
+    if (name == c.name) return &c;
+  return nullptr;
+}
+
+// Parses a command's own flags strictly (after wm's flags were taken out, for config and check).
+po::variables_map parse_command(const std::vector<std::string>& args, const po::options_description& desc,
+                                const po::positional_options_description& positional = {}) {
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(desc).positional(positional).style(kStyle).run(), vm);
+  po::notify(vm);
+  return vm;
+}
+
+po::options_description common_options() {
+  po::options_description desc("options");
+  desc.add_options()("help,h", "show what this command does")("json", "machine-readable output (JSON)");
+  return desc;
+}
+
+bool wants_help(const po::variables_map& vm, const Command& c, const po::options_description& desc,
+                const std::string& extra = {}) {
+  if (!vm.count("help")) return false;
+  std::cout << "usage: " << c.synopsis << "\n\n" << c.summary << "\n\n" << desc << extra;
+  return true;
+}
+
+// ---- wm list ----
+
+int cmd_list(const Command& c, const std::vector<std::string>& args) {
+  po::options_description desc = common_options();
+  desc.add_options()("why", "every candidate file in every scanned directory, and what became of it");
+  const auto vm = parse_command(args, desc);
+  if (wants_help(vm, c, desc)) return 0;
+  const bool why = vm.count("why") != 0;
+  const wm::PluginScan scan = wm::scan_plugins();
+
+  if (vm.count("json")) {
+    std::vector<std::string> managers, dirs, files;
+    for (const auto& p : scan.plugins) {
+      if (p.status == wm::PluginStatus::taken)
+        managers.push_back(jobj({{"name", jstr(p.name)}, {"version", jstr(p.version)}, {"path", jstr(p.path)},
+                                 {"abi_version", jstr(abi_text(p.abi_version))},
+                                 {"description", jstr(p.description)}}));
+      if (why) files.push_back(plugin_json(p));
+    }
+    for (const auto& d : scan.directories) dirs.push_back(directory_json(d));
+    Fields f = {{"work_managers", jarr(managers)}, {"directories", jarr(dirs)}};
+    if (why) f.emplace_back("files", jarr(files));
+    f.emplace_back("problems", jstrs(scan.directory_problems()));
+    std::cout << jobj(f) << "\n";
+    return 0;
+  }
+
+  if (!why) {
+    std::size_t width = 4, version_width = 7;
+    for (const auto& p : scan.plugins)
+      if (p.status == wm::PluginStatus::taken) {
+        width = std::max(width, p.name.size());
+        version_width = std::max(version_width, escaped(p.version).size());
+      }
+    const int name_column = static_cast<int>(width + 2), version_column = static_cast<int>(version_width + 2);
+    std::cout << std::left << std::setw(name_column) << "NAME" << std::setw(version_column) << "VERSION" << "FILE\n";
+    std::size_t shadowed = 0, refused = 0;
+    for (const auto& p : scan.plugins) {
+      if (p.status == wm::PluginStatus::shadowed) ++shadowed;
+      if (p.status == wm::PluginStatus::refused) ++refused;
+      if (p.status != wm::PluginStatus::taken) continue;
+      std::cout << std::setw(name_column) << p.name << std::setw(version_column) << escaped(p.version)
+                << escaped(p.path) << "\n";
+    }
+    if (scan.names().empty()) std::cout << "(no valid work manager found)\n";
+    for (const auto& problem : scan.directory_problems()) std::cout << "warning: " << one_line(problem) << "\n";
+    if (shadowed + refused > 0)
+      std::cout << "(" << refused << " file(s) refused, " << shadowed
+                << " shadowed: `wm list --why` says why)\n";
+    return 0;
+  }
+
+  // --why: directory by directory, every candidate file.
+  std::size_t name_width = 8;
+  for (const auto& p : scan.plugins) name_width = std::max(name_width, p.name.size());
+  std::size_t entry = 0;
+  for (const auto& d : scan.directories) {
+    if (d.origin != "bundled") ++entry;
+    const std::string where = d.origin == "bundled" ? "bundled" : "WM_PLUGIN_PATH entry " + std::to_string(entry);
+    if (d.status != wm::DirectoryStatus::empty_entry) std::cout << where << " " << escaped(d.path) << ": ";
+    else std::cout << where << " is empty: ";
+    std::cout << (d.detail.empty() ? wm::to_string(d.status) : one_line(d.detail)) << "\n";
+    if (d.status != wm::DirectoryStatus::scanned) continue;
+    bool any = false;
+    for (const auto& p : scan.plugins) {
+      const std::string prefix = d.path.back() == '/' ? d.path : d.path + "/";
+      if (p.path.compare(0, prefix.size(), prefix) != 0 || p.path.find('/', prefix.size()) != std::string::npos)
+        continue;
+      any = true;
+      std::cout << "  " << std::left << std::setw(9) << wm::to_string(p.status)
+                << std::setw(static_cast<int>(name_width)) << (p.name.empty() ? "-" : p.name) << "  "
+                << escaped(file_name(p.path));
+      if (p.status == wm::PluginStatus::taken) std::cout << " (version " << escaped(p.version) << ")";
+      if (!p.reason.empty()) std::cout << ": " << one_line(p.reason);
+      if (!p.note.empty()) std::cout << " (note: " << one_line(p.note) << ")";
+      std::cout << "\n";
+    }
+    if (!any) std::cout << "  (no plugin files: names ending in .so or containing .so.)\n";
+  }
+  return 0;
+}
+
+// ---- wm info ----
+
+// Throws the library's own error for a name that is not a valid work manager: "refused, because
+// ...", "unknown, did you mean ...", exactly what a host selecting it would be told.
+void require_work_manager(const std::string& name) {
+  wm::WMEnvironment env;
+  const std::string flag = "--work-manager=" + name;
+  const char* argv[] = {"wm", flag.c_str()};
+  env.parse_args(2, argv);
+  env.work_manager_name();
+}
+
+int cmd_info(const Command& c, const std::vector<std::string>& args) {
+  po::options_description desc = common_options();
+  po::options_description hidden;
+  hidden.add_options()("name", po::value<std::string>());
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::positional_options_description positional;
+  positional.add("name", 1);
+  const auto vm = parse_command(args, all, positional);
+  if (wants_help(vm, c, desc)) return 0;
+  if (!vm.count("name")) throw po::error("wm info needs the NAME of a backend (`wm list` shows them)");
+  const std::string name = vm["name"].as<std::string>();
+  require_work_manager(name);
+  const wm::PluginScan scan = wm::scan_plugins();
+  const wm::PluginInfo& p = *scan.find(name);
+  std::vector<const wm::PluginInfo*> others;
+  for (const auto& q : scan.plugins)
+    if (&q != &p && q.name == p.name) others.push_back(&q);
+
+  if (vm.count("json")) {
+    std::vector<std::string> copies;
+    for (const auto* q : others) copies.push_back(plugin_json(*q));
+    std::cout << jobj({{"work_manager", plugin_json(p)},
+                       {"core_abi_version", jstr(abi_text(WM_ABI_VERSION))},
+                       {"other_copies", jarr(copies)}})
+              << "\n";
+    return 0;
+  }
+  std::cout << p.name << " " << escaped(p.version) << ": " << one_line(p.description) << "\n"
+            << "  file          " << escaped(p.path) << "\n"
+            << "  ABI version   " << abi_text(p.abi_version) << " (this wm: " << abi_text(WM_ABI_VERSION) << ")\n"
+            << "  capabilities  " << join(capability_names(p.capabilities), ", ") << "\n"
+            << "  entry symbol  " << escaped(p.entry_symbol) << "\n";
+  if (!p.note.empty()) std::cout << "  note          " << one_line(p.note) << "\n";
+  if (p.options.empty()) std::cout << "  options       (none)\n";
+  else std::cout << "  options:\n";
+  for (const auto& o : p.options) {
+    std::cout << "    " << o.name << "  " << wm::to_string(o.type) << ", default '" << one_line(o.default_value) << "'";
+    if (const std::string range = option_range(o); !range.empty()) std::cout << ", range " << range;
+    std::cout << "\n      " << o.variable << " / " << o.flag << "\n      " << one_line(o.help) << "\n";
+  }
+  for (const auto* q : others)
+    std::cout << "  other copy    " << escaped(q->path) << ": " << wm::to_string(q->status) << ": "
+              << one_line(q->reason) << "\n";
+  return 0;
+}
+
+// ---- wm config ----
+
+int cmd_config(const Command& c, const std::vector<std::string>& args) {
+  wm::WMEnvironment env;
+  std::vector<const char*> argv{"wm config"};
+  for (const auto& a : args) argv.push_back(a.c_str());
+  std::vector<std::string> rest = env.parse_args(static_cast<int>(argv.size()), argv.data());
+  rest.erase(rest.begin());
+  po::options_description desc = common_options();
+  const auto vm = parse_command(rest, desc);
+  if (wants_help(vm, c, desc, "\n" + env.help_text())) return 0;
+  const auto report = env.config_report();
+  const auto warnings = env.warnings();
+  if (vm.count("json")) {
+    std::vector<std::string> entries;
+    for (const auto& e : report)
+      entries.push_back(jobj({{"name", jstr(e.name)},
+                              {"value", jstr(e.value)},
+                              {"source", jstr(wm::to_string(e.source))},
+                              {"variable", jstr(e.variable)},
+                              {"flag", e.flag.empty() ? "null" : jstr(e.flag)}}));
+    std::cout << jobj({{"settings", jarr(entries)}, {"warnings", jstrs(warnings)}}) << "\n";
+    return 0;
+  }
+  std::cout << "effective configuration (command line > environment > default):\n" << env.format_config_report();
+  if (!warnings.empty()) std::cout << "warnings (a host prints these when it makes this work manager):\n";
+  for (const auto& w : warnings) std::cout << "  " << one_line(w) << "\n";
+  return 0;
+}
+
+// ---- wm check ----
+
+const char* const kStages[] = {"load", "entry symbol", "create", "startup", "task", "shutdown"};
+
+// The child reports on fd 3, one event a line: "begin|ok|fail <TAB> stage <TAB> text"; tabs, newlines
+// and backslashes in text are escaped, so plugin output can never be taken for a report.
+constexpr int kReportFd = 3;
+
+std::string protocol_escape(std::string_view s) {
+  std::string out;
+  for (const char ch : s) {
+    if (ch == '\\') out += "\\\\";
+    else if (ch == '\n') out += "\\n";
+    else if (ch == '\t') out += "\\t";
+    else out += ch;
+  }
+  return out;
+}
+std::string protocol_unescape(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      out += s[i];
+      continue;
+    }
+    const char n = s[++i];
+    out += n == 'n' ? '\n' : n == 't' ? '\t' : n;
+  }
+  return out;
+}
+
+void report(const char* event, const char* stage, const std::string& text = {}) {
+  const std::string line = std::string(event) + "\t" + stage + "\t" + protocol_escape(text) + "\n";
+  for (std::size_t done = 0; done < line.size();) {
+    const ssize_t n = ::write(kReportFd, line.data() + done, line.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) std::_Exit(3);  // the parent is gone
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+// What the exception being handled says, whatever its type.
+std::string describe_current_exception() {
+  const std::type_info* type = abi::__cxa_current_exception_type();
+  std::string type_name = "unknown type";
+  if (type != nullptr) {
+    int status = 0;
+    std::unique_ptr<char, void (*)(void*)> d(abi::__cxa_demangle(type->name(), nullptr, nullptr, &status), std::free);
+    type_name = status == 0 && d ? d.get() : type->name();
+  }
+  try {
+    throw;
+  } catch (const wm::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return type_name + ": " + e.what();
+  } catch (...) {
+    return "an exception of type " + type_name + ", not derived from std::exception";
+  }
+}
+
+struct CheckArgs {
+  std::string name;
+  double timeout = 30;
+  bool json = false;
+  std::vector<std::string> given;  // the command's arguments, handed to the child as they came
+};
+
+// The child: runs the stages in this process and reports each on fd 3. Exit 0 if all passed.
+int check_child(const std::string& name, wm::WMEnvironment& env) {
+  const char* stage = "load";
+  try {
+    report("begin", stage);
+    const wm::PluginInfo* p = env.plugin_scan().find(name);
+    if (p == nullptr) throw wm::PluginError("work manager '" + name + "' is no longer in the plugin scan");
+    // The core loads the plugin again in `create`; doing it here first tells loading (missing
+    // library, unresolved symbol) and the entry symbol apart from what create does.
+    void* handle = ::dlopen(p->path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) {
+      const char* e = ::dlerror();
+      throw wm::PluginError("cannot load " + p->path + ": " + (e != nullptr ? e : "unknown loader error"));
+    }
+    report("ok", stage, p->path);
+    stage = "entry symbol";
+    report("begin", stage);
+    if (::dlsym(handle, p->entry_symbol.c_str()) == nullptr)
+      throw wm::PluginError(p->path + " does not export its entry symbol " + p->entry_symbol +
+                            ": rebuild it with WM_DECLARE_BACKEND");
+    report("ok", stage, p->entry_symbol);
+    stage = "create";
+    report("begin", stage);
+    auto manager = env.make_work_manager(name);
+    report("ok", stage,
+           std::to_string(manager->n_workers()) + " worker(s), tasks run " +
+               (manager->runs_in_process() ? "in this process" : "in other processes"));
+    stage = "startup";
+    report("begin", stage);
+    manager->startup();
+    report("ok", stage);
+    stage = "task";
+    report("begin", stage);
+    const std::vector<std::int64_t> r = manager->submit(wm_check_task, std::int64_t(14)).get_result();
+    if (r.size() != 2 || r[0] != 43)
+      throw wm::Error("wm_check_task(14) returned a wrong result (expected 43): the backend corrupts results");
+    report("ok", stage,
+           "wm_check_task(14) = 43, run in pid " + std::to_string(r[1]) +
+               (r[1] == getpid() ? " (the check process)" : " (a worker)"));
+    stage = "shutdown";
+    report("begin", stage);
+    manager->shutdown();
+    manager.reset();
+    report("ok", stage);
+    return 0;
+  } catch (...) {
+    report("fail", stage, describe_current_exception());
+    return 1;
+  }
+}
+
+struct StageResult {
+  std::string stage;
+  bool ok = false;
+  std::string detail;
+};
+
+struct ChildOutcome {
+  std::vector<StageResult> stages;
+  std::string output;  // the check process's stdout and stderr
+  bool timed_out = false;
+  int exit_code = -1;  // when it exited
+  int signal = 0;      // when a signal killed it
+};
+
+volatile sig_atomic_t g_interrupted = 0;
+
+// A pipe whose read end the parent polls; both ends close on exec except where dup2'ed.
+struct Pipe {
+  int r = -1, w = -1;
+  Pipe() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw wm::Error(std::string("pipe: ") + std::strerror(errno));
+    r = fds[0];
+    w = fds[1];
+  }
+  ~Pipe() {
+    if (r >= 0) ::close(r);
+    if (w >= 0) ::close(w);
+  }
+  Pipe(const Pipe&) = delete;
+  Pipe& operator=(const Pipe&) = delete;
+};
+
+// Runs `wm check-child PARENT NAME FLAGS...` in its own process group, collects its reports and
+// output until it exits or the timeout passes (then the group is killed), and reaps it.
+ChildOutcome run_check_child(const CheckArgs& a) {
+  Pipe reports, output;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, reports.w, kReportFd);
+  posix_spawn_file_actions_adddup2(&fa, output.w, 1);
+  posix_spawn_file_actions_adddup2(&fa, output.w, 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+  std::vector<std::string> args = {"wm", "check-child", std::to_string(getpid())};
+  args.insert(args.end(), a.given.begin(), a.given.end());
+  std::vector<char*> argv;
+  for (auto& s : args) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  const int rc = ::posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) throw wm::Error(std::string("cannot start the check process: ") + std::strerror(rc));
+  ::close(reports.w);
+  ::close(output.w);
+  reports.w = output.w = -1;
+
+  ChildOutcome out;
+  std::string report_text;
+  // Its exit is seen on a pidfd; a kernel without pidfd_open falls back to short poll slices.
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(a.timeout);
+  // Reads what is there; false once the pipe is closed (EOF or error) or, non-blocking, empty.
+  auto read_some = [](int& fd, std::string& into) {
+    char buf[4096];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      into.append(buf, static_cast<std::size_t>(n));
+      if (into.size() > (1u << 20)) into.erase(0, into.size() - (1u << 20));  // keep the last MiB
+      return true;
+    }
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return false;
+    ::close(fd);
+    fd = -1;
+    return false;
+  };
+  bool exited = false;
+  while (!exited) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || g_interrupted) {
+      out.timed_out = !g_interrupted;
+      break;
+    }
+    pollfd fds[3];
+    nfds_t n = 0;
+    if (reports.r >= 0) fds[n++] = {reports.r, POLLIN, 0};
+    if (output.r >= 0) fds[n++] = {output.r, POLLIN, 0};
+    if (pidfd >= 0) fds[n++] = {pidfd, POLLIN, 0};
+    const int wait_ms = pidfd >= 0 ? static_cast<int>(left.count()) : static_cast<int>(std::min<long long>(left.count(), 100));
+    if (::poll(fds, n, wait_ms) < 0 && errno != EINTR) break;
+    for (nfds_t i = 0; i < n; ++i) {
+      if (fds[i].revents == 0) continue;
+      if (fds[i].fd == reports.r) read_some(reports.r, report_text);
+      else if (fds[i].fd == output.r) read_some(output.r, out.output);
+    }
+    // Seen without reaping: while it is a zombie its pid (its group's id) cannot be reused, so the
+    // killpg below reaches only what it started.
+    siginfo_t info{};
+    exited = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+  }
+  // On timeout the check process; in any case whatever it started and left behind in its group.
+  ::killpg(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (pidfd >= 0) ::close(pidfd);
+  // What is still buffered in the pipes (leftover processes may hold them open: no waiting for EOF).
+  for (int* fd : {&reports.r, &output.r}) {
+    if (*fd < 0) continue;
+    ::fcntl(*fd, F_SETFL, O_NONBLOCK);
+    std::string& into = fd == &reports.r ? report_text : out.output;
+    while (*fd >= 0 && read_some(*fd, into)) {
+    }
+  }
+  if (WIFEXITED(status)) out.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) out.signal = WTERMSIG(status);
+
+  std::istringstream lines(report_text);
+  for (std::string line; std::getline(lines, line);) {
+    const auto t1 = line.find('\t');
+    const auto t2 = t1 == std::string::npos ? t1 : line.find('\t', t1 + 1);
+    if (t2 == std::string::npos) continue;
+    const std::string event = line.substr(0, t1), stage = line.substr(t1 + 1, t2 - t1 - 1);
+    const std::string text = protocol_unescape(line.substr(t2 + 1));
+    if (event == "begin") out.stages.push_back({stage, false, ""});
+    else if (!out.stages.empty() && out.stages.back().stage == stage) {
+      out.stages.back().ok = event == "ok";
+      out.stages.back().detail = text;
+    }
+  }
+  return out;
+}
+
+void on_interrupt(int) { g_interrupted = 1; }
+
+int cmd_check(const Command& c, const std::vector<std::string>& args, bool child) {
+  wm::WMEnvironment env;
+  std::vector<const char*> argv{"wm check"};
+  for (const auto& s : args) argv.push_back(s.c_str());
+  std::vector<std::string> rest = env.parse_args(static_cast<int>(argv.size()), argv.data());
+  rest.erase(rest.begin());
+  CheckArgs a;
+  a.given = args;
+
+  po::options_description desc = common_options();
+  desc.add_options()("timeout", po::value<double>(&a.timeout)->default_value(30)->value_name("SECONDS"),
+                     "kill the check process if it has not finished by then");
+  po::options_description hidden;
+  hidden.add_options()("name", po::value<std::string>(&a.name))("parent", po::value<long long>());
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::positional_options_description positional;
+  if (child) positional.add("parent", 1);
+  positional.add("name", 1);
+  const auto vm = parse_command(rest, all, positional);
+  if (wants_help(vm, c, desc, "\n" + env.help_text())) return 0;
+  if (a.name.empty()) throw po::error("wm check needs the NAME of a backend (`wm list` shows them)");
+  if (!(a.timeout > 0 && a.timeout <= 86400)) throw po::error("--timeout must be more than 0 and at most 86400 seconds");
+  a.json = vm.count("json") != 0;
+
+  if (child) {
+    // Dies with the parent, even if the parent is killed; plugin processes never see the report fd.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (vm.count("parent") && static_cast<long long>(getppid()) != vm["parent"].as<long long>()) return 3;
+    ::fcntl(kReportFd, F_SETFD, FD_CLOEXEC);
+    return check_child(a.name, env);
+  }
+
+  env.n_workers();  // a bad --n-workers is the user's error, not the backend's: refused here
+  // Discovery first, in this process: a refused or unknown backend never gets as far as a child.
+  const wm::PluginInfo* p = nullptr;
+  std::string discovery_error;
+  try {
+    require_work_manager(a.name);
+    p = env.plugin_scan().find(a.name);
+  } catch (const wm::Error& e) {
+    discovery_error = e.what();
+  }
+  ChildOutcome out;
+  if (p == nullptr) {
+    out.stages.push_back({"discovery", false, discovery_error});
+  } else {
+    out.stages.push_back({"discovery", true, p->path + " (version " + p->version + ")"});
+    struct sigaction sa {};
+    sa.sa_handler = on_interrupt;  // no SA_RESTART: the wait below wakes, kills the child, reaps it
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+    ChildOutcome child_out = run_check_child(a);
+    out.stages.insert(out.stages.end(), child_out.stages.begin(), child_out.stages.end());
+    out.output = std::move(child_out.output);
+    out.timed_out = child_out.timed_out;
+    out.exit_code = child_out.exit_code;
+    out.signal = child_out.signal;
+  }
+  // A stage that began and never ended: the process died or hung in it.
+  if (!out.stages.empty() && !out.stages.back().ok && out.stages.back().detail.empty()) {
+    std::ostringstream why;
+    if (out.timed_out) why << "no answer within " << a.timeout << " s: the check process was killed";
+    else if (g_interrupted) why << "interrupted: the check process was killed";
+    else if (out.signal != 0) why << "the check process was killed by signal " << out.signal << " (" << strsignal(out.signal) << ")";
+    else why << "the check process exited with status " << out.exit_code << " during this stage";
+    out.stages.back().detail = why.str();
+  }
+  const bool all_ok = !out.stages.empty() && out.stages.back().ok && out.stages.back().stage == "shutdown" &&
+                      out.exit_code == 0;
+  if (!all_ok && out.stages.back().ok) {
+    // Every reported stage passed, yet the check did not finish (it died between stages, or at exit).
+    std::ostringstream why;
+    if (out.timed_out) why << "no answer within " << a.timeout << " s";
+    else if (out.signal != 0) why << "killed by signal " << out.signal << " (" << strsignal(out.signal) << ")";
+    else why << "exited with status " << out.exit_code;
+    out.stages.push_back({"exit", false, "the check process " + why.str() + " after its last stage"});
+  }
+  const StageResult* failed = all_ok ? nullptr : &out.stages.back();
+
+  if (a.json) {
+    std::vector<std::string> stages;
+    for (const auto& s : out.stages)
+      stages.push_back(jobj({{"stage", jstr(s.stage)}, {"ok", jbool(s.ok)}, {"detail", jstr(s.detail)}}));
+    Fields f = {{"name", jstr(a.name)}, {"path", p ? jstr(p->path) : "null"}, {"ok", jbool(all_ok)},
+                {"stages", jarr(stages)}, {"failed_stage", failed ? jstr(failed->stage) : "null"},
+                {"timed_out", jbool(out.timed_out)}, {"output", jstr(out.output)}};
+    if (out.exit_code >= 0) f.emplace_back("exit_status", jnum(static_cast<long long>(out.exit_code)));
+    if (out.signal != 0) f.emplace_back("signal", jnum(static_cast<long long>(out.signal)));
+    std::cout << jobj(f) << "\n";
+  } else {
+    std::cout << "wm check " << a.name << "\n";
+    auto line = [](const char* mark, const std::string& stage, const std::string& detail) {
+      std::cout << "  " << std::left << std::setw(8) << mark;
+      if (detail.empty()) std::cout << stage << "\n";
+      else std::cout << std::setw(14) << stage << one_line(detail) << "\n";
+    };
+    for (const auto& s : out.stages) line(s.ok ? "ok" : "FAILED", s.stage, s.detail);
+    for (const char* stage : kStages) {
+      const bool reached = std::any_of(out.stages.begin(), out.stages.end(), [&](const StageResult& s) { return s.stage == stage; });
+      if (!reached && failed != nullptr) line("-", stage, "not run");
+    }
+    if (!out.output.empty()) {
+      std::cout << "output of the check process:\n";
+      std::istringstream lines(out.output);
+      for (std::string line; std::getline(lines, line);) std::cout << "  | " << one_line(line) << "\n";
+    }
+    if (all_ok) std::cout << a.name << ": ok\n";
+    else std::cout << a.name << ": FAILED in stage '" << failed->stage << "'\n";
+  }
+  return all_ok ? 0 : g_interrupted ? 130 : 1;
+}
+
+int run(int argc, char** argv) {
+  std::string verb = argc > 1 ? argv[1] : "list";
+  std::vector<std::string> args(argv + std::min(argc, 2), argv + argc);
+  if (verb == "-h" || verb == "--help") {
+    print_general_help(std::cout);
+    return 0;
+  }
+  if (verb == "--version") {
+    std::cout << "wm " << wm::core_version() << " (plugin ABI " << abi_text(wm::core_abi_version()) << ")\n";
+    return 0;
+  }
+  if (verb == "help") {
+    if (args.empty()) {
+      print_general_help(std::cout);
+      return 0;
+    }
+    verb = args[0];
+    args = {"--help"};
+  }
+  if (verb == "check-child") return cmd_check(*find_command("check"), args, true);
+  const Command* c = find_command(verb);
+  if (c == nullptr) {
+    std::string near;
+    std::size_t best = 3;
+    for (const Command& k : kCommands) {
+      std::size_t d = 0;  // letters in the wrong place: enough for the few short command names
+      const std::string name = k.name;
+      for (std::size_t i = 0; i < std::max(name.size(), verb.size()); ++i)
+        d += i >= name.size() || i >= verb.size() || name[i] != verb[i];
+      if (d < best) {
+        best = d;
+        near = name;
+      }
+    }
+    std::cerr << "wm: unknown command '" << escaped(verb) << "'" << (near.empty() ? "" : "; did you mean '" + near + "'?")
+              << "\n\n";
+    print_general_help(std::cerr);
+    return 2;
+  }
+  const std::string name = c->name;
+  if (name == "list" || name == "plugins") return cmd_list(*c, args);
+  if (name == "info") return cmd_info(*c, args);
+  if (name == "config") return cmd_config(*c, args);
+  return cmd_check(*c, args, false);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  const std::string cmd = argc > 1 ? argv[1] : "plugins";
+  // `processes` (and any backend that spawns workers) re-runs this program as its workers.
+  wm::serve_if_worker();
   try {
-    if (cmd == "plugins") {
-      const wm::PluginScan scan = wm::scan_plugins();
-      std::cout << "plugin directories:\n";
-      for (const auto& d : scan.directories) std::cout << "  " << d << "\n";
-      std::cout << "work managers:\n";
-      for (const auto& p : scan.plugins)
-        if (p.usable) std::cout << "  " << p.name << " " << p.version << "  " << p.description << "  (" << p.path << ")\n";
-      bool any = false;
-      for (const auto& p : scan.plugins) {
-        if (p.usable) continue;
-        if (!any) std::cout << "rejected files:\n";
-        any = true;
-        std::cout << "  " << p.path << ": " << p.reason << "\n";
-      }
-      return 0;
-    }
-    if (cmd == "config" || cmd == "help") {
-      wm::WMEnvironment env;
-      if (cmd == "help") {
-        boost::program_options::options_description desc;
-        env.add_wm_args(desc);
-        std::cout << desc << "\n";
-        return 0;
-      }
-      env.parse_args(argc - 1, argv + 1);
-      std::cout << env.format_config_report();
-      return 0;
-    }
-    std::cerr << "usage: wm plugins | wm config [--work-manager NAME] [--n-workers N] [--wm-...] | wm help\n";
+    return run(argc, argv);
+  } catch (const po::error& e) {
+    std::cerr << "wm: " << e.what() << " (see `wm " << (argc > 1 ? escaped(argv[1]) + " " : "") << "--help`)\n";
     return 2;
   } catch (const wm::Error& e) {
-    std::cerr << "wm: " << e.what() << "\n";
+    std::cerr << "wm: " << one_line(e.what()) << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "wm: " << one_line(e.what()) << "\n";
     return 1;
   }
 }

@@ -1,23 +1,27 @@
 // environment.cpp: WMEnvironment: settings from the command line, WM_* variables and defaults;
-// backend options declared in plugin metadata; creating the chosen work manager; worker role.
+// backend options declared in plugin metadata; discovery as data; creating the chosen work
+// manager; the worker role.
 #include "backend_link.hpp"
 #include "internal.hpp"
+#include "log_level.hpp"
+#include "option_value.hpp"
 #include "plugin_scan.hpp"
 
 #include <wm/environment.hpp>
+#include <wm/sdk/abi_version.hpp>
 
 #include <boost/program_options.hpp>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <sstream>
 
 extern char** environ;
@@ -28,11 +32,20 @@ namespace wm {
 namespace {
 
 constexpr long long kMaxWorkers = 65536;
+constexpr const char* kPluginPathVariable = "WM_PLUGIN_PATH";
+constexpr const char* kLogLevelVariable = "WM_LOG_LEVEL";
+// Flags are never completed from an abbreviation: `--n-worker 3` must not quietly mean --n-workers.
+constexpr int kCommandLineStyle = po::command_line_style::unix_style & ~po::command_line_style::allow_guessing;
 
 std::string upper_snake(const std::string& s) {
   std::string out;
   for (char c : s) out += (c == '-') ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return out;
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
 }
 
 std::string trim(const std::string& s) {
@@ -42,54 +55,43 @@ std::string trim(const std::string& s) {
   return s.substr(b, e - b + 1);
 }
 
+std::string join(const std::vector<std::string>& items, const char* separator, const char* none = "(none)") {
+  std::string s;
+  for (const auto& item : items) s += (s.empty() ? "" : separator) + item;
+  return s.empty() ? none : s;
+}
+
 // Strict parsers: the whole text must be the value. "what" names the variable or flag.
+[[noreturn]] void bad_value(const std::string& what, const std::string& text, const std::string& problem) {
+  throw ConfigError(what + "='" + text + "' " + problem);
+}
 long long parse_integer(const std::string& text, const std::string& what, long long min, long long max) {
-  const std::string t = trim(text);
-  std::size_t i = (!t.empty() && (t[0] == '-' || t[0] == '+')) ? 1 : 0;
-  bool digits = i < t.size();
-  for (std::size_t j = i; j < t.size(); ++j) digits = digits && std::isdigit(static_cast<unsigned char>(t[j]));
-  if (!digits)
-    throw ConfigError(what + "='" + text + "' is not a whole number; give a whole number from " +
-                      std::to_string(min) + " to " + std::to_string(max));
-  errno = 0;
-  long long v = std::strtoll(t.c_str(), nullptr, 10);
-  if (errno == ERANGE || v < min || v > max)
-    throw ConfigError(what + "='" + text + "' is out of range; give a whole number from " +
-                      std::to_string(min) + " to " + std::to_string(max));
-  return v;
+  std::string problem;
+  if (auto v = detail::parse_integer_text(text, min, max, problem)) return *v;
+  bad_value(what, text, problem);
 }
-
 double parse_double(const std::string& text, const std::string& what, double min, double max) {
-  const std::string t = trim(text);
-  char* end = nullptr;
-  errno = 0;
-  double v = t.empty() ? 0 : std::strtod(t.c_str(), &end);
-  if (t.empty() || end != t.c_str() + t.size() || errno == ERANGE || !std::isfinite(v))
-    throw ConfigError(what + "='" + text + "' is not a number");
-  if (v < min || v > max) {
-    std::ostringstream os;
-    os << what << "='" << text << "' is out of range; give a number from " << min << " to " << max;
-    throw ConfigError(os.str());
-  }
-  return v;
+  std::string problem;
+  if (auto v = detail::parse_number_text(text, min, max, problem)) return *v;
+  bad_value(what, text, problem);
 }
-
 bool parse_bool(const std::string& text, const std::string& what) {
-  std::string t = trim(text);
-  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (t == "1" || t == "true" || t == "yes" || t == "on") return true;
-  if (t == "0" || t == "false" || t == "no" || t == "off") return false;
-  throw ConfigError(what + "='" + text + "' is not a yes/no value; use 1/0, true/false, yes/no or on/off");
+  std::string problem;
+  if (auto v = detail::parse_bool_text(text, problem)) return *v;
+  bad_value(what, text, problem);
 }
 
-const char* type_name(std::uint32_t type) {
+OptionType option_type(std::uint32_t type) {
   switch (type) {
-    case WM_OPTION_BOOL: return "bool";
-    case WM_OPTION_INT: return "int";
-    case WM_OPTION_DOUBLE: return "number";
-    default: return "text";
+    case WM_OPTION_BOOL: return OptionType::boolean;
+    case WM_OPTION_INT: return OptionType::integer;
+    case WM_OPTION_DOUBLE: return OptionType::number;
+    default: return OptionType::text;
   }
 }
+
+// Backend options are always prefixed: --wm-threads-spin-us / WM_THREADS_SPIN_US.
+std::string backend_setting(const std::string& backend, const char* option) { return backend + "-" + option; }
 
 }  // namespace
 
@@ -102,10 +104,65 @@ const char* to_string(ValueSource source) noexcept {
   return "default";
 }
 
+const char* to_string(OptionType type) noexcept {
+  switch (type) {
+    case OptionType::boolean: return "bool";
+    case OptionType::integer: return "int";
+    case OptionType::number: return "number";
+    case OptionType::text: return "text";
+  }
+  return "text";
+}
+
+const char* to_string(PluginStatus status) noexcept {
+  switch (status) {
+    case PluginStatus::taken: return "taken";
+    case PluginStatus::shadowed: return "shadowed";
+    case PluginStatus::refused: return "refused";
+  }
+  return "refused";
+}
+
+const char* to_string(DirectoryStatus status) noexcept {
+  switch (status) {
+    case DirectoryStatus::scanned: return "scanned";
+    case DirectoryStatus::duplicate: return "duplicate";
+    case DirectoryStatus::missing: return "missing";
+    case DirectoryStatus::not_a_directory: return "not a directory";
+    case DirectoryStatus::unreadable: return "unreadable";
+    case DirectoryStatus::empty_entry: return "empty entry";
+  }
+  return "scanned";
+}
+
 std::vector<std::string> PluginScan::names() const {
   std::vector<std::string> out;
   for (const auto& p : plugins)
-    if (p.usable && std::find(out.begin(), out.end(), p.name) == out.end()) out.push_back(p.name);
+    if (p.status == PluginStatus::taken) out.push_back(p.name);
+  return out;
+}
+
+const PluginInfo* PluginScan::find(std::string_view name) const {
+  const std::string wanted = lower(std::string(name));
+  for (const auto& p : plugins)
+    if (p.status == PluginStatus::taken && p.name == wanted) return &p;
+  return nullptr;
+}
+
+std::vector<std::string> PluginScan::directory_problems() const {
+  std::vector<std::string> out;
+  std::size_t entry = 0;
+  for (const auto& d : directories) {
+    if (d.origin == kPluginPathVariable) ++entry;
+    if (d.status == DirectoryStatus::scanned || d.status == DirectoryStatus::duplicate) continue;
+    const std::string which = d.origin == kPluginPathVariable
+                                  ? "entry " + std::to_string(entry) + " of " + kPluginPathVariable
+                                  : std::string("the bundled plugin directory");
+    if (d.status == DirectoryStatus::empty_entry)
+      out.push_back(which + " is empty: ignored (it does not mean the current directory); remove the extra ':'");
+    else
+      out.push_back("plugin directory '" + d.path + "' (" + which + ") " + d.detail + ": not scanned");
+  }
   return out;
 }
 
@@ -113,63 +170,169 @@ namespace {
 
 struct FullScan {
   PluginScan info;
-  std::vector<detail::ScannedPlugin> raw;  // usable entries are first-of-their-name
+  std::vector<detail::ScannedPlugin> raw;  // usable entries are the taken ones (first of their name)
+  std::string signature;                   // what the scan depended on (see search_signature)
 };
 
-FullScan do_scan() {
+// The directories to scan: the bundled one, then WM_PLUGIN_PATH's entries (empty ones included,
+// so they can be reported).
+std::vector<std::string> search_path() {
+  std::vector<std::string> dirs;
+  if (std::string bundled = detail::default_plugin_directory(); !bundled.empty()) dirs.push_back(std::move(bundled));
+  if (const char* p = std::getenv(kPluginPathVariable))
+    for (std::string& d : detail::split_search_path(p)) dirs.push_back(std::move(d));
+  return dirs;
+}
+
+// A scan is reused while this stays the same: the search path, the prefixes the option names are
+// built with, and each directory's identity and modification time (a file added or removed).
+std::string search_signature(const std::vector<std::string>& dirs, const std::string& env_prefix,
+                             const std::string& arg_prefix) {
+  std::ostringstream os;
+  os << env_prefix << '\n' << arg_prefix << '\n';
+  for (const auto& d : dirs) {
+    struct stat st {};
+    os << d << '\0';
+    if (::stat(d.c_str(), &st) == 0)
+      os << st.st_dev << ':' << st.st_ino << ':' << st.st_mtim.tv_sec << '.' << st.st_mtim.tv_nsec;
+    os << '\n';
+  }
+  return os.str();
+}
+
+std::vector<OptionInfo> option_infos(const wm_plugin_metadata& meta, const std::string& env_prefix,
+                                     const std::string& arg_prefix) {
+  std::vector<OptionInfo> out;
+  for (std::uint32_t i = 0; i < meta.n_options; ++i) {
+    const wm_option_meta& o = meta.options[i];
+    const std::string setting = backend_setting(meta.name, o.name);
+    OptionInfo info;
+    info.name = o.name;
+    info.type = option_type(o.type);
+    info.default_value = o.default_value;
+    info.help = o.help;
+    info.int_min = o.int_min;
+    info.int_max = o.int_max;
+    info.number_min = o.double_min;
+    info.number_max = o.double_max;
+    info.variable = env_prefix + "_" + upper_snake(setting);
+    info.flag = "--" + arg_prefix + "-" + setting;
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+void log_scan(const FullScan& s) {
+  for (const auto& d : s.info.directories)
+    detail::log(WM_LOG_DEBUG, "core",
+                "plugin directory '" + d.path + "' (" + d.origin + "): " + to_string(d.status) +
+                    (d.detail.empty() ? "" : " (" + d.detail + ")"));
+  for (const auto& p : s.info.plugins) {
+    std::string line = p.path + ": " + to_string(p.status);
+    if (!p.name.empty()) line += " '" + p.name + "'";
+    if (p.status == PluginStatus::taken) line += " version " + p.version;
+    if (!p.reason.empty()) line += ": " + p.reason;
+    if (!p.note.empty()) line += " (" + p.note + ")";
+    detail::log(p.status == PluginStatus::shadowed ? WM_LOG_INFO : WM_LOG_DEBUG, "core", line);
+  }
+}
+
+FullScan do_scan(const std::vector<std::string>& dirs, const std::string& env_prefix, const std::string& arg_prefix) {
   FullScan s;
-  s.info.directories = detail::plugin_directories();
-  s.raw = detail::scan_plugin_directories(s.info.directories);
-  std::map<std::string, std::string> first;  // name -> path
+  s.signature = search_signature(dirs, env_prefix, arg_prefix);
+  std::vector<detail::DirectoryReport> reports;
+  s.raw = detail::scan_plugin_directories(dirs, &reports);
+  const bool has_bundled = !detail::default_plugin_directory().empty();
+  for (std::size_t i = 0; i < reports.size(); ++i) {
+    PluginDirectory d;
+    d.path = reports[i].path;
+    d.origin = (i == 0 && has_bundled) ? "bundled" : kPluginPathVariable;
+    d.status = static_cast<DirectoryStatus>(reports[i].status);
+    d.detail = reports[i].detail;
+    s.info.directories.push_back(std::move(d));
+  }
+  std::map<std::string, std::string> first;  // name -> path of the taken copy
   for (auto& r : s.raw) {
+    PluginInfo p;
+    p.path = r.path;
+    p.status = r.usable ? PluginStatus::taken : PluginStatus::refused;
+    if (r.has_meta) {
+      p.name = r.meta.name;
+      p.abi_version = r.meta.abi_version;
+    }
     if (r.usable) {
       auto [it, inserted] = first.emplace(r.meta.name, r.path);
       if (!inserted) {
         r.usable = false;
-        r.reason = "shadowed: a work manager named '" + std::string(r.meta.name) + "' was found first in " +
-                   it->second;
+        r.reason = "shadowed by " + it->second + ", the first file of work manager '" + std::string(r.meta.name) +
+                   "' in path order (the bundled directory, then WM_PLUGIN_PATH in order)";
+        p.status = PluginStatus::shadowed;
+        p.shadowed_by = it->second;
       }
-    }
-    PluginInfo p;
-    p.path = r.path;
-    if (r.has_meta) p.name = r.meta.name;
-    if (r.usable) {
       p.version = r.meta.version;
       p.description = r.meta.description;
+      p.capabilities = r.meta.capabilities;
+      p.entry_symbol = r.meta.entry_symbol;
+      p.options = option_infos(r.meta, env_prefix, arg_prefix);
+      p.note = r.note;
     }
-    p.usable = r.usable;
+    p.usable = p.status == PluginStatus::taken;
     p.reason = r.reason;
     s.info.plugins.push_back(std::move(p));
   }
+  log_scan(s);
   return s;
 }
 
 }  // namespace
 
-PluginScan scan_plugins() { return do_scan().info; }
+PluginScan scan_plugins() { return do_scan(search_path(), "WM", "wm").info; }
 
 struct WMEnvironment::Impl {
   bool use_arg_prefixes = false;
+  std::vector<std::string> allowed;        // lower case; empty: every discovered backend
   std::map<std::string, std::string> cli;  // setting name -> value given on the command line
   bool cli_serial = false, cli_parallel = false;
-  mutable std::optional<FullScan> scan;
 
-  const FullScan& get_scan() const {
-    if (!scan) scan = do_scan();
+  mutable std::mutex scan_mutex;
+  mutable std::shared_ptr<const FullScan> scan;
+  // Scans replaced by a rescan stay alive: references handed out by plugin_scan() remain valid.
+  mutable std::vector<std::shared_ptr<const FullScan>> retired;
+
+  const FullScan& get_scan(const WMEnvironment& env) const {
+    const std::vector<std::string> dirs = search_path();
+    const std::string signature = search_signature(dirs, env.env_prefix, env.arg_prefix);
+    std::lock_guard<std::mutex> lock(scan_mutex);
+    if (!scan || scan->signature != signature) {
+      if (scan) retired.push_back(scan);
+      scan = std::make_shared<const FullScan>(do_scan(dirs, env.env_prefix, env.arg_prefix));
+    }
     return *scan;
   }
-  const detail::ScannedPlugin* find(const std::string& name) const {
-    for (const auto& r : get_scan().raw)
+  const detail::ScannedPlugin* find(const WMEnvironment& env, const std::string& name) const {
+    for (const auto& r : get_scan(env).raw)
       if (r.usable && name == r.meta.name) return &r;
     return nullptr;
   }
+  bool is_allowed(const std::string& name) const {
+    return allowed.empty() || std::find(allowed.begin(), allowed.end(), name) != allowed.end();
+  }
+
+  // The name given, checked: returns it (lower case) if it is a valid work manager, else throws
+  // the error saying why not. `from` says where the name came from.
+  std::string checked_name(const WMEnvironment& env, const std::string& given, const std::string& from) const;
+  // What make_work_manager warns about: directory problems and, for the chosen backend (if any),
+  // shadowed copies and WM_<BACKEND>_* variables that are none of its options.
+  std::vector<std::string> warnings_for(const WMEnvironment& env, const std::string* name) const;
 };
 
-WMEnvironment::WMEnvironment(bool use_arg_prefixes) : impl_(std::make_unique<Impl>()) {
+WMEnvironment::WMEnvironment(bool use_arg_prefixes, std::vector<std::string> valid_work_managers)
+    : impl_(std::make_unique<Impl>()) {
   // A worker process must never get as far as creating a master of its own (that would start
   // workers of workers): whichever way the host configures its work manager, serve here.
   serve_if_worker();
   impl_->use_arg_prefixes = use_arg_prefixes;
+  for (std::string& n : valid_work_managers) impl_->allowed.push_back(lower(trim(n)));
 }
 WMEnvironment::~WMEnvironment() = default;
 WMEnvironment::WMEnvironment(WMEnvironment&&) noexcept = default;
@@ -183,21 +346,17 @@ std::string WMEnvironment::arg_name(const std::string& name) const {
 }
 std::string WMEnvironment::arg_flag(const std::string& name) const { return "--" + arg_name(name); }
 
-std::vector<std::string> WMEnvironment::valid_work_managers() const { return impl_->get_scan().info.names(); }
-const PluginScan& WMEnvironment::plugin_scan() const { return impl_->get_scan().info; }
-
-namespace {
-// Backend options are always prefixed: --wm-threads-spin-us / WM_THREADS_SPIN_US.
-std::string backend_setting(const std::string& backend, const char* option) {
-  return backend + "-" + option;
+std::vector<std::string> WMEnvironment::valid_work_managers() const {
+  std::vector<std::string> out;
+  for (const auto& n : impl_->get_scan(*this).info.names())
+    if (impl_->is_allowed(n)) out.push_back(n);
+  return out;
 }
-}  // namespace
+const PluginScan& WMEnvironment::plugin_scan() const { return impl_->get_scan(*this).info; }
 
 void WMEnvironment::add_wm_args(po::options_description& desc) const {
   po::options_description group(group_title);
-  auto valid = valid_work_managers();
-  std::string names;
-  for (const auto& n : valid) names += (names.empty() ? "" : ", ") + n;
+  const std::string names = join(valid_work_managers(), ", ");
   group.add_options()(arg_name("serial").c_str(), po::bool_switch(), "run tasks serially in this process")(
       arg_name("parallel").c_str(), po::bool_switch(),
       ("run tasks in parallel with the default parallel work manager (" + default_parallel_work_manager +
@@ -207,13 +366,13 @@ void WMEnvironment::add_wm_args(po::options_description& desc) const {
       arg_name("n-workers").c_str(), po::value<std::string>()->value_name("N"),
       ("number of workers (env " + env_name("n-workers") + "; default: the backend's, usually the number "
        "of cores)").c_str());
-  for (const auto& r : impl_->get_scan().raw) {
-    if (!r.usable) continue;
+  for (const auto& r : impl_->get_scan(*this).raw) {
+    if (!r.usable || !impl_->is_allowed(r.meta.name)) continue;
     for (std::uint32_t i = 0; i < r.meta.n_options; ++i) {
       const wm_option_meta& o = r.meta.options[i];
       const std::string setting = backend_setting(r.meta.name, o.name);
-      std::string help = std::string(o.help) + " [" + r.meta.name + ", " + type_name(o.type) + ", env " +
-                         env_name(setting) + ", default " + o.default_value + "]";
+      std::string help = std::string(o.help) + " [" + r.meta.name + ", " + to_string(option_type(o.type)) +
+                         ", env " + env_name(setting) + ", default " + o.default_value + "]";
       auto* v = po::value<std::string>()->value_name(o.type == WM_OPTION_BOOL ? "BOOL" : "VALUE");
       if (o.type == WM_OPTION_BOOL) v->implicit_value("true");
       group.add_options()((arg_prefix + "-" + setting).c_str(), v, help.c_str());
@@ -243,17 +402,63 @@ void WMEnvironment::process_wm_args(const po::variables_map& vm) {
   }
 }
 
-void WMEnvironment::parse_args(int argc, const char* const* argv) {
+std::vector<std::string> WMEnvironment::parse_args(int argc, const char* const* argv) {
+  std::vector<std::string> remaining;
+  if (argc > 0 && argv[0] != nullptr) remaining.emplace_back(argv[0]);
+  int end = argc;  // a "--" and what follows it are the program's, untouched
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--") == 0) {
+      end = i;
+      break;
+    }
   po::options_description desc;
   add_wm_args(desc);
+  std::vector<std::string> known;
+  for (const auto& o : desc.options()) known.push_back(o->long_name());
+  const std::string own_prefix = "--" + arg_prefix + "-";
+
+  po::parsed_options parsed(&desc);
+  try {
+    parsed = po::command_line_parser(end, argv).options(desc).style(kCommandLineStyle).allow_unregistered().run();
+  } catch (const po::error& e) {
+    throw ConfigError(std::string("command line: ") + e.what());
+  }
+  for (const auto& o : parsed.options) {
+    if (!o.unregistered || o.original_tokens.empty()) continue;
+    const std::string& token = o.original_tokens.front();
+    if (token.size() <= 2 || token.compare(0, 2, "--") != 0) continue;
+    const std::string name = token.substr(2, token.find('=') == std::string::npos ? std::string::npos
+                                                                                   : token.find('=') - 2);
+    const std::string near = detail::closest_name(name, known);
+    if (token.compare(0, own_prefix.size(), own_prefix) == 0)
+      throw ConfigError("unknown option --" + name + (near.empty() ? "" : "; did you mean --" + near + "?") +
+                        " (the program's --help lists wm's options, `wm info BACKEND` a backend's)");
+    // Another program's flag may look like ours by chance; only an abbreviation or a one-letter slip
+    // is worth a word.
+    const bool abbreviation = !near.empty() && near.compare(0, name.size(), name) == 0;
+    if (!near.empty() && (abbreviation || detail::edit_distance(name, near) <= 1))
+      detail::log(WM_LOG_WARNING, "core",
+                  "--" + name + " is not a wm option and is left to the program; did you mean --" + near + "?");
+  }
   po::variables_map vm;
   try {
-    auto parsed = po::command_line_parser(argc, argv).options(desc).allow_unregistered().run();
     po::store(parsed, vm);
   } catch (const po::error& e) {
     throw ConfigError(std::string("command line: ") + e.what());
   }
   process_wm_args(vm);
+  for (std::string& s : po::collect_unrecognized(parsed.options, po::include_positional))
+    remaining.push_back(std::move(s));
+  for (int i = end; i < argc; ++i) remaining.emplace_back(argv[i]);
+  return remaining;
+}
+
+std::string WMEnvironment::help_text() const {
+  po::options_description desc;
+  add_wm_args(desc);
+  std::ostringstream os;
+  os << desc;
+  return os.str();
 }
 
 std::optional<std::string> WMEnvironment::get_val(const std::string& name) const {
@@ -265,9 +470,8 @@ std::optional<std::string> WMEnvironment::get_val(const std::string& name) const
 namespace {
 // Names the source of a setting for error messages.
 std::string describe_source(const WMEnvironment& env, const std::map<std::string, std::string>& cli,
-                            const std::string& name, bool backend_option) {
-  if (cli.count(name))
-    return "option " + (backend_option ? "--" + env.arg_prefix + "-" + name : env.arg_flag(name));
+                            const std::string& name) {
+  if (cli.count(name)) return "option " + env.arg_flag(name);
   return "environment variable " + env.env_name(name);
 }
 }  // namespace
@@ -276,7 +480,7 @@ template <class T>
 T WMEnvironment::get_val(const std::string& name, const T& default_value) const {
   auto raw = get_val(name);
   if (!raw) return default_value;
-  const std::string what = describe_source(*this, impl_->cli, name, false);
+  const std::string what = describe_source(*this, impl_->cli, name);
   if constexpr (std::is_same_v<T, bool>) {
     return parse_bool(*raw, what);
   } else if constexpr (std::is_same_v<T, std::string>) {
@@ -304,58 +508,67 @@ template long long WMEnvironment::get_val<long long>(const std::string&, const l
 template double WMEnvironment::get_val<double>(const std::string&, const double&) const;
 template std::string WMEnvironment::get_val<std::string>(const std::string&, const std::string&) const;
 
-namespace {
-std::string list_names(const std::vector<std::string>& names) {
-  std::string s;
-  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
-  return s.empty() ? "(none)" : s;
+std::string WMEnvironment::Impl::checked_name(const WMEnvironment& env, const std::string& given,
+                                              const std::string& from) const {
+  const std::string name = lower(trim(given));
+  const std::vector<std::string> valid = env.valid_work_managers();
+  if (std::find(valid.begin(), valid.end(), name) != valid.end()) return name;
+  const std::string valid_text = "Valid work managers: " + join(valid, ", ") + ".";
+  const PluginScan& scan = env.plugin_scan();
+  if (scan.find(name) != nullptr)
+    throw ConfigError("work manager '" + name + "' (from " + from + ") is installed, but this program allows only " +
+                      join(valid, ", ") + ".");
+
+  // A file declaring this name exists but was refused: say so, with why, rather than "unknown".
+  std::string refused;
+  for (const auto& p : scan.plugins)
+    if (p.status == PluginStatus::refused && p.name == name) refused += " " + p.path + ": " + p.reason + ".";
+  if (!refused.empty())
+    throw PluginError("work manager '" + name + "' (from " + from + ") was found but refused:" + refused + " " +
+                      valid_text);
+
+  const std::string near = detail::closest_name(name, valid);
+  std::string msg = "unknown work manager '" + name + "' (from " + from + ")." +
+                    (near.empty() ? "" : " Did you mean '" + near + "'?") + " " + valid_text +
+                    " Plugin directories scanned: ";
+  std::vector<std::string> scanned;
+  for (const auto& d : scan.directories)
+    if (d.status == DirectoryStatus::scanned) scanned.push_back(d.path);
+  msg += join(scanned, ", ");
+  for (const auto& problem : scan.directory_problems()) msg += ". " + problem;
+  for (const auto& p : scan.plugins)
+    if (p.status == PluginStatus::refused) msg += ". Rejected " + p.path + ": " + p.reason;
+  msg += ". Set " + env.env_name("work-manager") + " or " + env.arg_flag("work-manager") +
+         " to a valid name, or add the directory holding the plugin to WM_PLUGIN_PATH (`wm list --why` "
+         "explains every file).";
+  throw ConfigError(msg);
 }
-}  // namespace
 
 std::string WMEnvironment::work_manager_name() const {
-  const auto valid = valid_work_managers();
-  std::string name;
-  std::string from;
-  int given = int(impl_->cli_serial) + int(impl_->cli_parallel) + int(impl_->cli.count("work-manager"));
-  if (given > 1)
+  std::vector<std::string> given;
+  if (impl_->cli_serial) given.push_back(arg_flag("serial"));
+  if (impl_->cli_parallel) given.push_back(arg_flag("parallel"));
+  if (auto it = impl_->cli.find("work-manager"); it != impl_->cli.end())
+    given.push_back(arg_flag("work-manager") + " " + it->second);
+  if (given.size() > 1)
     throw ConfigError("give only one of " + arg_flag("serial") + ", " + arg_flag("parallel") + " and " +
-                      arg_flag("work-manager"));
-  if (impl_->cli_serial) {
-    name = "serial";
-    from = arg_flag("serial");
-  } else if (impl_->cli_parallel) {
-    name = std::find(valid.begin(), valid.end(), default_parallel_work_manager) != valid.end()
-               ? default_parallel_work_manager
-               : std::string("threads");
-    from = arg_flag("parallel");
-  } else if (auto v = get_val("work-manager")) {
-    name = trim(*v);
-    from = describe_source(*this, impl_->cli, "work-manager", false) + "='" + *v + "'";
-  } else {
-    name = default_work_manager;
-    from = "the default";
+                      arg_flag("work-manager") + " (given: " + join(given, ", ") + ")");
+  if (impl_->cli_serial) return impl_->checked_name(*this, "serial", arg_flag("serial"));
+  if (impl_->cli_parallel) {
+    const auto valid = valid_work_managers();
+    const bool has_default = std::find(valid.begin(), valid.end(), default_parallel_work_manager) != valid.end();
+    return impl_->checked_name(*this, has_default ? default_parallel_work_manager : std::string("threads"),
+                               arg_flag("parallel"));
   }
-  if (std::find(valid.begin(), valid.end(), name) != valid.end()) return name;
-
-  const PluginScan& scan = plugin_scan();
-  std::string msg = "unknown work manager '" + name + "' (from " + from + "). Valid work managers: " +
-                    list_names(valid) + ". Plugin directories scanned: ";
-  std::string dirs;
-  for (const auto& d : scan.directories) dirs += (dirs.empty() ? "" : ", ") + d;
-  msg += dirs.empty() ? "(none)" : dirs;
-  for (const auto& p : scan.plugins)
-    if (!p.usable)
-      msg += ". Rejected " + p.path + ": " + p.reason;
-  msg += ". Set " + env_name("work-manager") + " or " + arg_flag("work-manager") +
-         " to a valid name, or add the directory holding the plugin to WM_PLUGIN_PATH.";
-  throw ConfigError(msg);
+  if (auto v = get_val("work-manager"))
+    return impl_->checked_name(*this, *v, describe_source(*this, impl_->cli, "work-manager") + "='" + *v + "'");
+  return impl_->checked_name(*this, default_work_manager, "the default");
 }
 
 unsigned WMEnvironment::n_workers() const {
   auto v = get_val("n-workers");
   if (!v) return 0;
-  return static_cast<unsigned>(
-      parse_integer(*v, describe_source(*this, impl_->cli, "n-workers", false), 1, kMaxWorkers));
+  return static_cast<unsigned>(parse_integer(*v, describe_source(*this, impl_->cli, "n-workers"), 1, kMaxWorkers));
 }
 
 namespace {
@@ -396,21 +609,35 @@ std::vector<detail::ResolvedOption> resolve_options(const WMEnvironment& env,
   return out;
 }
 
-// A misspelt WM_<BACKEND>_<OPTION> would otherwise be ignored without a word.
-void warn_unknown_variables(const WMEnvironment& env, const wm_plugin_metadata& meta) {
+// A misspelt WM_<BACKEND>_<OPTION> would otherwise be ignored without a word. Variables are only
+// warned about, flags refused: a variable may be left in the environment for another version of
+// the plugin or another job, a flag was typed for this run.
+std::vector<std::string> unknown_variable_warnings(const WMEnvironment& env, const wm_plugin_metadata& meta,
+                                                   const std::vector<std::string>& other_backends) {
   const std::string prefix = env.env_name(meta.name) + "_";
+  std::vector<std::string> known;
+  for (std::uint32_t i = 0; i < meta.n_options; ++i)
+    known.push_back(env.env_name(backend_setting(meta.name, meta.options[i].name)));
+  std::vector<std::string> out;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    std::string kv = *e;
+    const std::string_view kv = *e;
     if (kv.compare(0, prefix.size(), prefix) != 0) continue;
-    std::string var = kv.substr(0, kv.find('='));
-    bool known = false;
-    for (std::uint32_t i = 0; i < meta.n_options; ++i)
-      known = known || var == env.env_name(backend_setting(meta.name, meta.options[i].name));
-    if (!known)
-      detail::log(WM_LOG_WARNING, meta.name,
-                  "environment variable " + var + " is not an option of work manager '" +
-                      std::string(meta.name) + "' and is ignored");
+    const std::string var(kv.substr(0, kv.find('=')));
+    if (std::find(known.begin(), known.end(), var) != known.end()) continue;
+    // WM_MPI_EXT_X belongs to a backend "mpi_ext", not to "mpi".
+    const bool other = std::any_of(other_backends.begin(), other_backends.end(), [&](const std::string& b) {
+      const std::string p = env.env_name(b) + "_";
+      return b != meta.name && p.size() > prefix.size() && var.compare(0, p.size(), p) == 0;
+    });
+    if (other) continue;
+    const std::string near = detail::closest_name(var, known);
+    out.push_back("environment variable " + var + " is not an option of work manager '" + meta.name +
+                  "' and is ignored; " +
+                  (!near.empty()       ? "did you mean " + near + "?"
+                   : known.empty()     ? std::string("it has no options")
+                                       : "its options are " + join(known, ", ")));
   }
+  return out;
 }
 
 std::unique_ptr<detail::BackendConfigStorage> make_config(const WMEnvironment& env,
@@ -419,7 +646,6 @@ std::unique_ptr<detail::BackendConfigStorage> make_config(const WMEnvironment& e
                                                           bool worker_role) {
   auto c = std::make_unique<detail::BackendConfigStorage>();
   c->options = resolve_options(env, cli, meta);
-  if (!worker_role) warn_unknown_variables(env, meta);
   c->libraries = detail::loaded_task_libraries();
   c->host_program = detail::host_program_path();
   c->config.n_workers = n_workers;
@@ -446,6 +672,18 @@ std::unique_ptr<detail::BackendConfigStorage> make_config(const WMEnvironment& e
   return c;
 }
 
+// WM_LOG_LEVEL is refused like any other bad value (the log itself falls back to warning).
+std::string checked_log_level() {
+  const char* v = std::getenv(kLogLevelVariable);
+  if (v == nullptr) return "warning";
+  const int level = detail::parse_log_level(v);
+  static const char* const names[] = {"debug", "info", "warning", "error"};
+  if (level < 0)
+    throw ConfigError(std::string("environment variable ") + kLogLevelVariable + "='" + v +
+                      "' is not a log level; use " + detail::kLogLevelChoices);
+  return names[level];
+}
+
 }  // namespace
 
 std::vector<ConfigEntry> WMEnvironment::config_report() const {
@@ -464,8 +702,9 @@ std::vector<ConfigEntry> WMEnvironment::config_report() const {
   out.push_back(ConfigEntry{"n-workers", env_name("n-workers"), arg_flag("n-workers"),
                             nw ? std::to_string(n_workers()) : std::string("(backend default)"),
                             source_of("n-workers")});
-  const detail::ScannedPlugin* p = impl_->find(name);
-  if (p != nullptr) {
+  out.push_back(ConfigEntry{"log-level", kLogLevelVariable, "", checked_log_level(),
+                            std::getenv(kLogLevelVariable) ? ValueSource::environment : ValueSource::default_value});
+  if (const detail::ScannedPlugin* p = impl_->find(*this, name)) {
     for (const auto& r : resolve_options(*this, impl_->cli, p->meta)) {
       const std::string setting = backend_setting(name, r.name.c_str());
       out.push_back(ConfigEntry{setting, env_name(setting), "--" + arg_prefix + "-" + setting, r.text,
@@ -480,16 +719,53 @@ std::vector<ConfigEntry> WMEnvironment::config_report() const {
 std::string WMEnvironment::format_config_report() const {
   std::ostringstream os;
   for (const auto& e : config_report())
-    os << "  " << e.name << " = " << e.value << "  (" << to_string(e.source) << "; " << e.variable << ", "
-       << e.flag << ")\n";
+    os << "  " << e.name << " = " << e.value << "  (" << to_string(e.source) << "; " << e.variable
+       << (e.flag.empty() ? "" : ", " + e.flag) << ")\n";
   return os.str();
 }
 
+std::vector<std::string> WMEnvironment::Impl::warnings_for(const WMEnvironment& env, const std::string* name) const {
+  const PluginScan& scan = env.plugin_scan();
+  std::vector<std::string> out = scan.directory_problems();
+  if (name == nullptr) return out;
+  const PluginInfo* taken = scan.find(*name);
+  for (const auto& p : scan.plugins)
+    if (p.status == PluginStatus::shadowed && p.name == *name && taken != nullptr)
+      out.push_back("work manager '" + *name + "': using " + taken->path + " (version " + taken->version +
+                    "); the copy " + p.path + " (version " + p.version +
+                    ") is shadowed: the first file in path order is used (the bundled directory, then "
+                    "WM_PLUGIN_PATH in order)");
+  if (const detail::ScannedPlugin* p = find(env, *name)) {
+    auto more = unknown_variable_warnings(env, p->meta, scan.names());
+    out.insert(out.end(), more.begin(), more.end());
+  }
+  return out;
+}
+
+std::vector<std::string> WMEnvironment::warnings() const {
+  std::string name;
+  try {
+    name = work_manager_name();
+  } catch (const Error&) {
+    return impl_->warnings_for(*this, nullptr);  // make_work_manager throws the error itself
+  }
+  return impl_->warnings_for(*this, &name);
+}
+
 std::unique_ptr<WorkManager> WMEnvironment::make_work_manager() const {
-  const std::string name = work_manager_name();
+  return make_work_manager(work_manager_name());
+}
+
+std::unique_ptr<WorkManager> WMEnvironment::make_work_manager(const std::string& backend) const {
+  const std::string name = impl_->checked_name(*this, backend, "the program ('" + backend + "')");
   const unsigned workers = n_workers();
-  const detail::ScannedPlugin* p = impl_->find(name);
+  checked_log_level();
+  const detail::ScannedPlugin* p = impl_->find(*this, name);
   if (p == nullptr) throw PluginError("work manager '" + name + "' vanished from the plugin scan");
+  for (const auto& w : impl_->warnings_for(*this, &name)) detail::log(WM_LOG_WARNING, "core", w);
+  detail::log(WM_LOG_INFO, "core",
+              "work manager '" + name + "': loading " + p->path + " (version " + p->meta.version + ", ABI " +
+                  sdk::abi_version_text(p->meta.abi_version) + ")");
   auto link = std::make_shared<detail::BackendLink>(*p, make_config(*this, impl_->cli, p->meta, workers, false));
   // SPMD backends (every process of the job runs the host program) learn their role as they start;
   // a process that is not the master (an MPI rank > 0, a node) serves here and never returns, as a
@@ -499,15 +775,46 @@ std::unique_ptr<WorkManager> WMEnvironment::make_work_manager() const {
   return std::make_unique<WorkManager>(std::move(link));
 }
 
-// Both go through WMEnvironment's constructor, which serves (and exits) in a worker process.
-std::unique_ptr<WorkManager> make_work_manager() {
-  return WMEnvironment().make_work_manager();
+WMEnvironment& default_env() {
+  // Never destroyed: work managers made from it may outlive static destruction order.
+  static WMEnvironment* env = new WMEnvironment();
+  return *env;
 }
+
+void add_wm_args(po::options_description& desc, const WMEnvironment& env) { env.add_wm_args(desc); }
+void process_wm_args(const po::variables_map& vm, WMEnvironment& env) { env.process_wm_args(vm); }
+std::string wm_args_help(const WMEnvironment& env) { return env.help_text(); }
+
+std::unique_ptr<WorkManager> make_work_manager(const WMEnvironment& env) { return env.make_work_manager(); }
+
+// Goes through WMEnvironment's constructor (default_env()), which serves (and exits) in a worker process.
+std::unique_ptr<WorkManager> make_work_manager() { return default_env().make_work_manager(); }
 
 std::unique_ptr<WorkManager> make_work_manager(int argc, const char* const* argv) {
   WMEnvironment env;
   env.parse_args(argc, argv);
   return env.make_work_manager();
+}
+
+std::unique_ptr<WorkManager> make_work_manager(int* argc, char** argv) {
+  WMEnvironment env;
+  const std::vector<std::string> remaining = env.parse_args(*argc, argv);
+  auto wm = env.make_work_manager();
+  // What is left is a subsequence of argv, token for token: keep those pointers, in order.
+  int kept = 0;
+  std::size_t next = 0;
+  for (int i = 0; i < *argc; ++i)
+    if (next < remaining.size() && remaining[next] == argv[i]) {
+      argv[kept++] = argv[i];
+      ++next;
+    }
+  argv[kept] = nullptr;
+  *argc = kept;
+  return wm;
+}
+
+std::unique_ptr<WorkManager> from_environ(const std::string& backend, const WMEnvironment& env) {
+  return env.make_work_manager(backend);
 }
 
 void serve_if_worker() {
@@ -529,7 +836,7 @@ void serve_if_worker() {
       }
     }
     WMEnvironment env;
-    const detail::ScannedPlugin* p = env.impl_->find(name);
+    const detail::ScannedPlugin* p = env.impl_->find(env, name);
     if (p == nullptr)
       throw PluginError("worker process: work manager '" + name + "' not found in the plugin directories");
     link = std::make_shared<detail::BackendLink>(*p, make_config(env, env.impl_->cli, p->meta, env.n_workers(), true));

@@ -1,7 +1,10 @@
 // plugin_scan.cpp: reads backend metadata records from plugin files with libelf, never loading them.
 #include "plugin_scan.hpp"
 
+#include "option_value.hpp"
+
 #include <wm/sdk/abi_version.hpp>
+#include <wm/version.hpp>
 
 #include <dirent.h>
 #include <elf.h>
@@ -239,7 +242,55 @@ std::string validate_record(const wm_plugin_metadata& m) {
     if (!is_nul_terminated(o.help, sizeof o.help)) return which + " ('" + o.name + "') help not NUL-terminated";
     for (std::uint32_t j = 0; j < i; ++j)
       if (std::strcmp(m.options[j].name, o.name) == 0) return "option '" + std::string(o.name) + "' declared twice";
+    // The SDK refuses these at compile time; a record written by hand (or an older SDK) meets them here.
+    if (const std::string bad = check_option_declaration(o.type, o.default_value, o.int_min, o.int_max,
+                                                         o.double_min, o.double_max);
+        !bad.empty())
+      return "option '" + std::string(o.name) + "' is declared wrong: its " + printable(bad, 200) +
+             ": fix the declaration in WM_DECLARE_BACKEND and rebuild the plugin";
   }
+  return {};
+}
+
+// The size of the first record of ABI major 1 (1.0): whatever a later minor appends comes after
+// `reserved`, so a record shorter than this is malformed whatever its minor.
+constexpr std::size_t kMinRecordSize = offsetof(wm_plugin_metadata, reserved) + sizeof(wm_plugin_metadata::reserved);
+static_assert(kMinRecordSize <= sizeof(wm_plugin_metadata));
+
+std::string core_abi_text() {
+  return "this core speaks ABI version " + abi_version_text(WM_ABI_VERSION) + " (wm " WM_VERSION_STRING ")";
+}
+
+// Why a record of another ABI major is refused, naming both versions and what to rebuild.
+std::string other_major_reason(std::uint32_t plugin_abi) {
+  std::string why = "built for ABI version " + abi_version_text(plugin_abi) + ", " + core_abi_text() + ": ";
+  if (WM_ABI_MAJOR_OF(plugin_abi) > WM_ABI_MAJOR)
+    return why + "the plugin is newer than this wm; rebuild it against the SDK installed with this wm (ABI " +
+           std::to_string(WM_ABI_MAJOR) + ".x), or use a wm that speaks ABI " +
+           std::to_string(WM_ABI_MAJOR_OF(plugin_abi)) + ".x";
+  return why + "the plugin is older than this wm; rebuild the plugin against this SDK (the headers installed "
+               "with this wm)";
+}
+
+// Checks record_size against the record's ABI minor and the section's size; "" when consistent.
+std::string check_record_size(std::uint32_t abi, std::uint32_t record_size, std::size_t section_size) {
+  const std::string size = "record_size is " + std::to_string(record_size) + " bytes";
+  if (record_size < kMinRecordSize)
+    return size + ", shorter than the ABI " + std::to_string(WM_ABI_MAJOR) + ".0 record (" +
+           std::to_string(kMinRecordSize) + " bytes): rebuild the plugin against this SDK";
+  if (WM_ABI_MINOR_OF(abi) == WM_ABI_MINOR && record_size != sizeof(wm_plugin_metadata))
+    return size + ", ABI version " + abi_version_text(WM_ABI_VERSION) + " records are " +
+           std::to_string(sizeof(wm_plugin_metadata)) + " bytes: rebuild the plugin against this SDK";
+  if (WM_ABI_MINOR_OF(abi) > WM_ABI_MINOR && record_size < sizeof(wm_plugin_metadata))
+    return size + " for ABI version " + abi_version_text(abi) + ", shorter than the " +
+           std::to_string(sizeof(wm_plugin_metadata)) + "-byte record of the older ABI version " +
+           abi_version_text(WM_ABI_VERSION) + " (a newer minor only appends fields): rebuild the plugin";
+  if (section_size < record_size)
+    return WM_PLUGIN_SECTION " section is " + std::to_string(section_size) + " bytes, shorter than its " +
+           std::to_string(record_size) + "-byte record";
+  if (section_size > record_size)
+    return WM_PLUGIN_SECTION " section is " + std::to_string(section_size) + " bytes but one record is " +
+           std::to_string(record_size) + " (more than one backend declared in this file?)";
   return {};
 }
 
@@ -626,32 +677,25 @@ ScannedPlugin read_plugin_file_unguarded(const std::string& path) {
   };
   if (WM_ABI_MAJOR_OF(record.abi_version) != WM_ABI_MAJOR) {
     keep_name_only();
-    return reject("built for ABI version " + abi_version_text(record.abi_version) + ", this core speaks ABI version " +
-                  abi_version_text(WM_ABI_VERSION) + ": rebuild the plugin against this SDK");
+    return reject(other_major_reason(record.abi_version));
   }
-  if (record.record_size != sizeof(wm_plugin_metadata)) {
+  if (const std::string bad = check_record_size(record.abi_version, record.record_size, section_size); !bad.empty()) {
     keep_name_only();
-    return reject("metadata record malformed: record_size is " + std::to_string(record.record_size) +
-                  ", ABI version " + abi_version_text(WM_ABI_VERSION) + " records are " +
-                  std::to_string(sizeof(wm_plugin_metadata)) + " bytes: rebuild the plugin against this SDK");
+    return reject("metadata record malformed: " + bad);
   }
-  if (section_size < sizeof(wm_plugin_metadata)) {
-    keep_name_only();
-    return reject("metadata record malformed: " WM_PLUGIN_SECTION " section is " + std::to_string(section_size) +
-                  " bytes, shorter than one " + std::to_string(sizeof(wm_plugin_metadata)) + "-byte record");
-  }
-  if (section_size > sizeof(wm_plugin_metadata)) {
-    keep_name_only();
-    return reject("metadata record malformed: " WM_PLUGIN_SECTION " section is " + std::to_string(section_size) +
-                  " bytes but one record is " + std::to_string(sizeof(wm_plugin_metadata)) +
-                  " (more than one backend declared in this file?)");
-  }
+  // Same major: read the fields this core knows. A newer minor's record is longer (its additions are
+  // ignored); an older minor's is shorter, and the fields it lacks read as zero.
+  if (record.record_size < sizeof record)
+    std::memset(reinterpret_cast<char*>(&record) + record.record_size, 0, sizeof record - record.record_size);
   if (const std::string bad = validate_record(record); !bad.empty()) {
     keep_name_only();
     return reject("metadata record malformed: " + bad);
   }
   out.meta = record;
   out.has_meta = true;
+  if (WM_ABI_MINOR_OF(record.abi_version) > WM_ABI_MINOR)
+    out.note = "built for ABI version " + abi_version_text(record.abi_version) + ", newer than this core's " +
+               abi_version_text(WM_ABI_VERSION) + ": compatible; what the newer minor added is not used";
 
   if (dyn_index != 0) {
     DynamicInfo dyn;
@@ -686,30 +730,90 @@ ScannedPlugin read_plugin_file(const std::string& path) {
   }
 }
 
-std::vector<ScannedPlugin> scan_plugin_directories(const std::vector<std::string>& dirs) {
+namespace {
+
+// Checks one search-path entry before it is listed; kScanned when it is a directory we may read.
+DirectoryReport look_at_directory(const std::string& dir) {
+  DirectoryReport r;
+  r.path = dir;
+  if (dir.empty()) {
+    r.status = DirectoryStatus::empty_entry;
+    r.detail = "empty entry: ignored (it does not mean the current directory); remove the extra ':'";
+    return r;
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    const int err = errno;
+    struct stat link {};
+    if (err == ENOENT && ::lstat(dir.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
+      r.status = DirectoryStatus::missing;
+      r.detail = "is a symbolic link to something that does not exist";
+    } else if (err == ENOENT) {
+      r.status = DirectoryStatus::missing;
+      r.detail = "does not exist";
+    } else if (err == ENOTDIR) {
+      r.status = DirectoryStatus::not_a_directory;
+      r.detail = "is not a directory (a part of the path is a file)";
+    } else {
+      r.status = DirectoryStatus::unreadable;
+      r.detail = "cannot be read: " + errno_text(err);
+    }
+    return r;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    r.status = DirectoryStatus::not_a_directory;
+    r.detail = S_ISREG(st.st_mode) ? std::string("is a file, not a directory: name the directory that holds the plugin")
+                                   : "is " + file_kind(st.st_mode) + ", not a directory";
+    return r;
+  }
+  return r;
+}
+
+}  // namespace
+
+std::vector<ScannedPlugin> scan_plugin_directories(const std::vector<std::string>& dirs,
+                                                   std::vector<DirectoryReport>* report) {
   std::vector<ScannedPlugin> found;
-  std::set<std::pair<dev_t, ino_t>> scanned;
+  std::vector<std::pair<std::pair<dev_t, ino_t>, std::string>> scanned;  // identity, first path
   for (const std::string& dir : dirs) {
-    if (dir.empty()) continue;
-    DIR* d = ::opendir(dir.c_str());
-    if (d == nullptr) continue;
-    struct stat st {};
-    if (::fstat(::dirfd(d), &st) == 0 && !scanned.insert({st.st_dev, st.st_ino}).second) {
-      ::closedir(d);
-      continue;
+    DirectoryReport r = look_at_directory(dir);
+    if (r.status == DirectoryStatus::scanned) {
+      DIR* d = ::opendir(dir.c_str());
+      if (d == nullptr) {
+        r.status = DirectoryStatus::unreadable;
+        r.detail = "cannot be read: " + errno_text(errno);
+      } else {
+        struct stat st {};
+        const bool known = ::fstat(::dirfd(d), &st) == 0;
+        const auto same = std::find_if(scanned.begin(), scanned.end(), [&](const auto& s) {
+          return known && s.first == std::make_pair(st.st_dev, st.st_ino);
+        });
+        if (same != scanned.end()) {
+          r.status = DirectoryStatus::duplicate;
+          r.detail = "the same directory as " + same->second + ": scanned once, there";
+        } else {
+          if (known) scanned.push_back({{st.st_dev, st.st_ino}, dir});
+          std::vector<std::string> names;
+          while (const dirent* entry = ::readdir(d)) {
+            const std::string_view name = entry->d_name;
+            const bool ends_so = name.size() >= 3 && name.substr(name.size() - 3) == ".so";
+            if (ends_so || name.find(".so.") != std::string_view::npos) names.emplace_back(name);
+          }
+          std::sort(names.begin(), names.end());
+          const std::string prefix = dir.back() == '/' ? dir : dir + "/";
+          for (const std::string& name : names) found.push_back(read_plugin_file(prefix + name));
+        }
+        ::closedir(d);
+      }
     }
-    std::vector<std::string> names;
-    while (const dirent* entry = ::readdir(d)) {
-      const std::string_view name = entry->d_name;
-      const bool ends_so = name.size() >= 3 && name.substr(name.size() - 3) == ".so";
-      if (ends_so || name.find(".so.") != std::string_view::npos) names.emplace_back(name);
-    }
-    ::closedir(d);
-    std::sort(names.begin(), names.end());
-    const std::string prefix = dir.back() == '/' ? dir : dir + "/";
-    for (const std::string& name : names) found.push_back(read_plugin_file(prefix + name));
+    if (report != nullptr) report->push_back(std::move(r));
   }
   return found;
+}
+
+std::vector<std::string> split_search_path(std::string_view value) {
+  if (value.empty()) return {};
+  return split(value, ":");
 }
 
 }  // namespace wm::detail

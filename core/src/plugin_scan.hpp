@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace wm::detail {
@@ -18,6 +19,23 @@ struct ScannedPlugin {
                               // mismatch), still filled so the name can be shown
   bool has_meta = false;      // meta holds a readable record: at least meta.name is a valid backend
                               // name; the other fields are only trustworthy when usable
+  std::string note;           // when usable: anything worth knowing (e.g. built for a newer ABI minor)
+};
+
+// What became of one entry of the plugin search path.
+enum class DirectoryStatus {
+  scanned,          // listed (it may hold no plugin)
+  duplicate,        // the same directory as an earlier entry: scanned once, there
+  missing,          // does not exist
+  not_a_directory,  // a file (or FIFO, device...) where a directory was expected
+  unreadable,       // exists but cannot be listed (permissions)
+  empty_entry       // an empty entry of a colon-separated path
+};
+
+struct DirectoryReport {
+  std::string path;
+  DirectoryStatus status = DirectoryStatus::scanned;
+  std::string detail;  // unless scanned: one line saying why (and, for duplicate, the earlier entry)
 };
 
 // Reads one file. Never loads it, never runs its code, never crashes or hangs on any input (FIFO,
@@ -26,10 +44,15 @@ struct ScannedPlugin {
 ScannedPlugin read_plugin_file(const std::string& path);
 
 // Scans directories in the given order, non-recursively, files whose name ends in ".so" or contains
-// ".so."; sorted by file name within a directory. A missing/unreadable directory is skipped silently
-// (the caller reports the list of directories); a directory listed twice is scanned once. Returns
-// all files found, usable or not.
-std::vector<ScannedPlugin> scan_plugin_directories(const std::vector<std::string>& dirs);
+// ".so."; sorted by file name within a directory. A directory listed twice is scanned once. Returns
+// all files found, usable or not; what became of each directory (one report per entry of dirs, in
+// order: missing, a file, unreadable, empty...) goes to *report when given.
+std::vector<ScannedPlugin> scan_plugin_directories(const std::vector<std::string>& dirs,
+                                                   std::vector<DirectoryReport>* report = nullptr);
+
+// The entries of a colon-separated search path such as WM_PLUGIN_PATH, empty ones included (so they
+// can be reported); an empty value has no entries.
+std::vector<std::string> split_search_path(std::string_view value);
 
 // Larger files are refused unread: no real plugin comes near it, and it bounds what a hostile
 // file can make discovery allocate.

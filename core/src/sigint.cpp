@@ -29,7 +29,7 @@ namespace {
 constexpr auto kGrace = std::chrono::milliseconds(750);
 
 int g_pipe[2] = {-1, -1};
-volatile sig_atomic_t g_presses = 0;
+volatile sig_atomic_t g_presses = 0;  // written by the handler only
 volatile sig_atomic_t g_interrupted = 0;
 struct sigaction g_previous;
 std::mutex g_mutex;
@@ -47,7 +47,8 @@ void die_by_sigint() {
 
 void on_sigint(int) {
   const int saved = errno;
-  if (g_presses++ == 0) {
+  g_presses = g_presses + 1;
+  if (g_presses == 1) {
     g_interrupted = 1;
     const char b = 1;
     [[maybe_unused]] ssize_t r = write(g_pipe[1], &b, 1);

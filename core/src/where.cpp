@@ -1,5 +1,6 @@
 // where.cpp: host, pid, worker index and stack traces for error records, and the core's log.
 #include "internal.hpp"
+#include "log_level.hpp"
 
 #include <wm/task.hpp>
 
@@ -53,14 +54,13 @@ bool stacktraces_enabled() {
   return enabled;
 }
 
+// A bad WM_LOG_LEVEL keeps the default here (the log cannot throw); the configuration refuses it
+// with a ConfigError when a work manager is made.
 int log_threshold() {
   static const int level = [] {
     const char* v = std::getenv("WM_LOG_LEVEL");
-    if (v == nullptr) return int(WM_LOG_WARNING);
-    if (std::strcmp(v, "debug") == 0) return int(WM_LOG_DEBUG);
-    if (std::strcmp(v, "info") == 0) return int(WM_LOG_INFO);
-    if (std::strcmp(v, "error") == 0) return int(WM_LOG_ERROR);
-    return int(WM_LOG_WARNING);
+    const int parsed = v == nullptr ? -1 : parse_log_level(v);
+    return parsed < 0 ? int(WM_LOG_WARNING) : parsed;
   }();
   return level;
 }

@@ -1,6 +1,8 @@
 // test_discovery.cpp: plugin discovery reads metadata without running plugin code and survives any file.
 #include "plugin_scan.hpp"
 
+#include <wm/version.hpp>
+
 #include <elf.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -334,7 +336,8 @@ TEST(Discovery, MalformedRecordsGetSpecificReasons) {
   const std::vector<Case> cases = {
       {"magic", [](wm_plugin_metadata& m) { m.magic[7] = '2'; }, "wrong magic", false},
       {"abi7", [](wm_plugin_metadata& m) { m.abi_version = 7; },
-       "built for ABI version 0.7, this core speaks ABI version 1.0: rebuild the plugin against this SDK", true},
+       "built for ABI version 0.7, this core speaks ABI version 1.0 (wm " WM_VERSION_STRING
+       "): the plugin is older than this wm; rebuild the plugin against this SDK", true},
       {"record_size", [](wm_plugin_metadata& m) { m.record_size = 12; }, "record_size is 12", true},
       {"name_unterminated", [](wm_plugin_metadata& m) { std::memset(m.name, 'a', sizeof m.name); },
        "metadata record malformed: name not NUL-terminated", false},
@@ -357,6 +360,26 @@ TEST(Discovery, MalformedRecordsGetSpecificReasons) {
        "declared twice", true},
       {"option_help", [](wm_plugin_metadata& m) { std::memset(m.options[0].help, 'h', sizeof m.options[0].help); },
        "help not NUL-terminated", true},
+      // Declarations the SDK refuses at compile time, met in a record made some other way.
+      {"int_default_range", [](wm_plugin_metadata& m) { std::strcpy(m.options[0].default_value, "2000"); },
+       "option 'workers' is declared wrong: its default '2000' is out of range; give a whole number from 0 to 1024",
+       true},
+      {"int_default_text", [](wm_plugin_metadata& m) { std::strcpy(m.options[0].default_value, "4x"); },
+       "its default '4x' is not a whole number", true},
+      {"double_default_text", [](wm_plugin_metadata& m) { std::strcpy(m.options[1].default_value, "fast"); },
+       "option 'spin-us' is declared wrong: its default 'fast' is not a number", true},
+      {"double_range_empty",
+       [](wm_plugin_metadata& m) {
+         m.options[1].double_min = 5;
+         m.options[1].double_max = 1;
+       },
+       "option 'spin-us' is declared wrong: its range is empty (min 5 > max 1)", true},
+      {"bool_default",
+       [](wm_plugin_metadata& m) {
+         m.options[0].type = WM_OPTION_BOOL;
+         std::strcpy(m.options[0].default_value, "maybe");
+       },
+       "its default 'maybe' is not a yes/no value", true},
   };
   for (const Case& c : cases) {
     Bytes b = good;
@@ -514,4 +537,135 @@ TEST(Discovery, ScanListsEveryCandidateWithItsReason) {
 
   EXPECT_TRUE(scan_plugin_directories({}).empty());
   EXPECT_TRUE(scan_plugin_directories({"", "/nonexistent"}).empty());
+}
+
+TEST(Discovery, NewerMinorIsTakenAndNoted) {
+  // Its record is longer than this core's: the fields this core knows are read, the rest ignored.
+  const ScannedPlugin p = timed_read(WM_FIXTURE_NEWER_MINOR);
+  EXPECT_TRUE(p.usable) << p.reason;
+  EXPECT_STREQ(p.meta.name, "fixture_newer_minor");
+  EXPECT_EQ(p.meta.abi_version, (WM_ABI_MAJOR << 16) | 5u);
+  ASSERT_EQ(p.meta.n_options, 2u);
+  EXPECT_STREQ(p.meta.options[1].name, "spin-us");
+  EXPECT_TRUE(contains(p.note, "built for ABI version 1.5, newer than this core's 1.0: compatible")) << p.note;
+  EXPECT_TRUE(timed_read(WM_FIXTURE_GOOD).note.empty());
+}
+
+TEST(Discovery, OtherMajorNamesBothVersionsAndWhatToRebuild) {
+  const ScannedPlugin newer = timed_read(WM_FIXTURE_ABI_MAJOR2);
+  EXPECT_FALSE(newer.usable);
+  EXPECT_TRUE(contains(newer.reason, "built for ABI version 2.0, this core speaks ABI version 1.0 (wm " WM_VERSION_STRING ")"))
+      << newer.reason;
+  EXPECT_TRUE(contains(newer.reason, "the plugin is newer than this wm; rebuild it against the SDK installed with this wm"))
+      << newer.reason;
+  EXPECT_STREQ(newer.meta.name, "fixture_abi_major2");
+  const ScannedPlugin older = timed_read(WM_FIXTURE_WRONG_ABI);
+  EXPECT_TRUE(contains(older.reason, "the plugin is older than this wm; rebuild the plugin against this SDK"))
+      << older.reason;
+}
+
+TEST(Discovery, RecordSizeFollowsTheGrowthRule) {
+  TempDir dir;
+  const Bytes good = read_bytes(WM_FIXTURE_GOOD);
+  const std::size_t at = record_offset(good);
+  ASSERT_NE(at, std::string::npos);
+  const std::uint32_t size = sizeof(wm_plugin_metadata);
+  const std::uint32_t minor5 = (WM_ABI_MAJOR << 16) | 5u;
+  struct Case {
+    const char* what;
+    std::uint32_t abi, record_size;
+    const char* expected;  // nullptr: usable
+  };
+  const Case cases[] = {
+      {"shorter_than_1_0", WM_ABI_VERSION, size - 8, "shorter than the ABI 1.0 record"},
+      {"same_minor_longer", WM_ABI_VERSION, size + 64, "ABI version 1.0 records are"},
+      {"newer_minor_shorter", minor5, size - 8, "shorter than the ABI 1.0 record"},
+      {"newer_minor_past_section", minor5, size + 64, "shorter than its"},
+      {"newer_minor_same_size", minor5, size, nullptr},
+  };
+  for (const Case& c : cases) {
+    Bytes b = good;
+    std::memcpy(b.data() + at + offsetof(wm_plugin_metadata, abi_version), &c.abi, 4);
+    std::memcpy(b.data() + at + offsetof(wm_plugin_metadata, record_size), &c.record_size, 4);
+    const std::string path = dir.file(std::string(c.what) + ".so");
+    write_bytes(path, b);
+    const ScannedPlugin p = timed_read(path);
+    expect_well_formed(p);
+    if (c.expected == nullptr) {
+      EXPECT_TRUE(p.usable) << c.what << ": " << p.reason;
+      EXPECT_FALSE(p.note.empty()) << c.what;
+    } else {
+      EXPECT_FALSE(p.usable) << c.what;
+      EXPECT_TRUE(contains(p.reason, c.expected)) << c.what << ": " << p.reason;
+      EXPECT_TRUE(p.has_meta) << c.what;  // the name is still shown
+    }
+  }
+}
+
+TEST(Discovery, BadOptionDeclarationsAreRefusedWithTheOptionNamed) {
+  const std::pair<const char*, const char*> cases[] = {
+      {WM_FIXTURE_BAD_OPTION_RANGE, "option 'workers' is declared wrong: its default '5000' is out of range"},
+      {WM_FIXTURE_BAD_OPTION_PARSE, "option 'workers' is declared wrong: its default 'lots' is not a whole number"},
+      {WM_FIXTURE_BAD_OPTION_EMPTY_RANGE, "option 'workers' is declared wrong: its range is empty (min 10 > max 1)"},
+  };
+  for (const auto& [path, expected] : cases) {
+    const ScannedPlugin p = timed_read(path);
+    EXPECT_FALSE(p.usable) << path;
+    EXPECT_TRUE(contains(p.reason, expected)) << p.reason;
+    EXPECT_TRUE(contains(p.reason, "fix the declaration in WM_DECLARE_BACKEND and rebuild the plugin")) << p.reason;
+    EXPECT_TRUE(p.has_meta) << path;
+  }
+}
+
+TEST(Discovery, NoRecordAndEmptyNameAreRefused) {
+  const ScannedPlugin none = timed_read(WM_FIXTURE_NO_RECORD);
+  EXPECT_FALSE(none.usable);
+  EXPECT_TRUE(contains(none.reason, "not a work-manager plugin: no .wmplug section")) << none.reason;
+  const ScannedPlugin empty = timed_read(WM_FIXTURE_EMPTY_NAME);
+  EXPECT_FALSE(empty.usable);
+  EXPECT_TRUE(contains(empty.reason, "metadata record malformed: name is empty")) << empty.reason;
+  EXPECT_FALSE(empty.has_meta);
+}
+
+TEST(Discovery, EveryDirectoryEntryIsReported) {
+  TempDir dir;
+  fs::copy_file(WM_FIXTURE_GOOD, dir.file("good.so"));
+  write_bytes(dir.file("plain_file"), Bytes{'x'});
+  fs::create_symlink(dir.file("nowhere"), dir.file("dangling"));
+  std::vector<wm::detail::DirectoryReport> report;
+  const std::vector<std::string> dirs = {"",
+                                         dir.str(),
+                                         "/nonexistent/wm/plugins",
+                                         dir.file("plain_file"),
+                                         dir.str() + "/",
+                                         dir.file("dangling"),
+                                         dir.file("plain_file") + "/sub",
+                                         "/dev/null"};
+  const auto found = scan_plugin_directories(dirs, &report);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_TRUE(found[0].usable);
+  ASSERT_EQ(report.size(), dirs.size());
+  using wm::detail::DirectoryStatus;
+  const std::pair<DirectoryStatus, const char*> expected[] = {
+      {DirectoryStatus::empty_entry, "empty entry"},
+      {DirectoryStatus::scanned, ""},
+      {DirectoryStatus::missing, "does not exist"},
+      {DirectoryStatus::not_a_directory, "is a file, not a directory"},
+      {DirectoryStatus::duplicate, "the same directory as"},
+      {DirectoryStatus::missing, "symbolic link to something that does not exist"},
+      {DirectoryStatus::not_a_directory, "a part of the path is a file"},
+      {DirectoryStatus::not_a_directory, "a character device"},
+  };
+  for (std::size_t i = 0; i < report.size(); ++i) {
+    EXPECT_EQ(report[i].path, dirs[i]);
+    EXPECT_EQ(report[i].status, expected[i].first) << i << " " << dirs[i] << ": " << report[i].detail;
+    EXPECT_TRUE(contains(report[i].detail, expected[i].second)) << i << ": " << report[i].detail;
+  }
+}
+
+TEST(Discovery, SearchPathSplitKeepsEmptyEntries) {
+  using wm::detail::split_search_path;
+  EXPECT_TRUE(split_search_path("").empty());
+  EXPECT_EQ(split_search_path("/a"), (std::vector<std::string>{"/a"}));
+  EXPECT_EQ(split_search_path(":/a::/b:"), (std::vector<std::string>{"", "/a", "", "/b", ""}));
 }

@@ -5,6 +5,7 @@
 #include <boost/program_options.hpp>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <sstream>
 
 using wmtest::ScopedEnv;
@@ -88,9 +89,12 @@ TEST(Environment, SerialAndParallelFlags) {
   auto valid = wm::WMEnvironment().valid_work_managers();
   const bool has_processes = std::find(valid.begin(), valid.end(), "processes") != valid.end();
   EXPECT_EQ(env_with_args({"--parallel"}).work_manager_name(), has_processes ? "processes" : "threads");
-  EXPECT_NE(config_error([] { env_with_args({"--serial", "--work-manager", "threads"}).work_manager_name(); })
-                .find("only one of"),
-            std::string::npos);
+  const std::string conflict =
+      config_error([] { env_with_args({"--serial", "--work-manager", "threads"}).work_manager_name(); });
+  EXPECT_NE(conflict.find("give only one of --serial, --parallel and --work-manager (given: --serial, "
+                          "--work-manager threads)"),
+            std::string::npos)
+      << conflict;
 }
 
 TEST(Environment, ArgPrefixes) {
@@ -185,6 +189,164 @@ TEST(BadInput, MissingFlagValueIsAConfigError) {
   std::vector<const char*> argv{"prog", "--work-manager"};
   const std::string msg = config_error([&] { wm::make_work_manager(2, argv.data()); });
   EXPECT_NE(msg.find("work-manager"), std::string::npos) << msg;
+}
+
+TEST(BadInput, UnknownWmFlagIsAnErrorNamingItAndTheClosestOption) {
+  const std::string msg = config_error([] { env_with_args({"--wm-threads-spin-uss", "5"}); });
+  EXPECT_NE(msg.find("unknown option --wm-threads-spin-uss; did you mean --wm-threads-spin-us?"), std::string::npos)
+      << msg;
+  const std::string eq = config_error([] { env_with_args({"--wm-thread-spin-us=5"}); });
+  EXPECT_NE(eq.find("unknown option --wm-thread-spin-us; did you mean --wm-threads-spin-us?"), std::string::npos) << eq;
+  const std::string far = config_error([] { env_with_args({"--wm-frobnicate"}); });
+  EXPECT_NE(far.find("unknown option --wm-frobnicate"), std::string::npos) << far;
+  EXPECT_EQ(far.find("did you mean"), std::string::npos) << far;
+}
+
+TEST(Environment, AbbreviatedFlagsAreNotGuessed) {
+  ScopedEnv a("WM_N_WORKERS", nullptr);
+  std::vector<const char*> argv{"prog", "--n-worker", "3", "--work", "threads"};
+  wm::WMEnvironment env;
+  const auto rest = env.parse_args(static_cast<int>(argv.size()), argv.data());
+  EXPECT_EQ(env.n_workers(), 0u);
+  EXPECT_EQ(env.work_manager_name(), "serial");
+  EXPECT_EQ(rest, (std::vector<std::string>{"prog", "--n-worker", "3", "--work", "threads"}));
+}
+
+TEST(Environment, ParseArgsReturnsWhatItDidNotConsume) {
+  std::vector<const char*> argv{"prog", "--input", "x.h5", "--work-manager", "threads", "-v", "--wm-threads-spin-us=4",
+                                "--n-workers=2", "pos", "--", "--serial", "--n-workers", "9"};
+  wm::WMEnvironment env;
+  const auto rest = env.parse_args(static_cast<int>(argv.size()), argv.data());
+  EXPECT_EQ(rest, (std::vector<std::string>{"prog", "--input", "x.h5", "-v", "pos", "--", "--serial", "--n-workers", "9"}));
+  EXPECT_EQ(env.work_manager_name(), "threads");  // the --serial after "--" is the program's
+  EXPECT_EQ(env.n_workers(), 2u);
+  EXPECT_EQ(entry(env.config_report(), "threads-spin-us").value, "4");
+}
+
+TEST(Environment, MakeWorkManagerTakesItsArgumentsOutOfArgv) {
+  ScopedEnv a("WM_WORK_MANAGER", nullptr);
+  char prog[] = "prog", in[] = "--input", file[] = "x.h5", flag[] = "--work-manager", name[] = "threads",
+       nw[] = "--n-workers", two[] = "2", verbose[] = "-v";
+  char* argv[] = {prog, in, flag, name, file, nw, two, verbose, nullptr};
+  int argc = 8;
+  auto wm = wm::make_work_manager(&argc, argv);
+  EXPECT_EQ(wm->name(), "threads");
+  EXPECT_EQ(wm->n_workers(), 2u);
+  ASSERT_EQ(argc, 4);
+  EXPECT_STREQ(argv[0], "prog");
+  EXPECT_STREQ(argv[1], "--input");
+  EXPECT_STREQ(argv[2], "x.h5");
+  EXPECT_STREQ(argv[3], "-v");
+  EXPECT_EQ(argv[4], nullptr);
+}
+
+TEST(Environment, HelpTextInOneCall) {
+  const std::string help = wm::wm_args_help();
+  for (const char* s : {"parallelization options", "--serial", "--parallel", "--work-manager", "--n-workers",
+                        "--wm-threads-spin-us", "WM_THREADS_SPIN_US"})
+    EXPECT_NE(help.find(s), std::string::npos) << s << " in:\n" << help;
+  EXPECT_EQ(wm::WMEnvironment().help_text(), help);
+}
+
+TEST(Environment, WestpaFreeFunctionsOnTheDefaultEnvironment) {
+  ScopedEnv a("WM_WORK_MANAGER", nullptr);
+  po::options_description desc("host");
+  desc.add_options()("input", po::value<std::string>(), "input file");
+  wm::add_wm_args(desc);
+  std::vector<const char*> argv{"prog", "--input", "x", "--work-manager", "threads", "--n-workers", "3"};
+  po::variables_map vm;
+  po::store(po::parse_command_line(static_cast<int>(argv.size()), argv.data(), desc), vm);
+  wm::process_wm_args(vm);
+  EXPECT_EQ(&wm::default_env(), &wm::default_env());
+  auto wm = wm::make_work_manager();  // the default environment, with the flags it processed
+  EXPECT_EQ(wm->name(), "threads");
+  EXPECT_EQ(wm->n_workers(), 3u);
+  // On an environment of one's own.
+  wm::WMEnvironment mine;
+  po::options_description desc2;
+  wm::add_wm_args(desc2, mine);
+  std::vector<const char*> argv2{"prog", "--serial"};
+  po::variables_map vm2;
+  po::store(po::parse_command_line(static_cast<int>(argv2.size()), argv2.data(), desc2), vm2);
+  wm::process_wm_args(vm2, mine);
+  EXPECT_EQ(wm::make_work_manager(mine)->name(), "serial");
+  // The default environment keeps what it processed until it is replaced.
+  wm::default_env() = wm::WMEnvironment();
+  EXPECT_EQ(wm::make_work_manager()->name(), "serial");
+}
+
+TEST(Environment, FromEnvironMakesTheNamedBackendConfiguredFromTheEnvironment) {
+  ScopedEnv a("WM_WORK_MANAGER", "serial");
+  ScopedEnv b("WM_N_WORKERS", "3");
+  auto wm = wm::from_environ("threads");
+  EXPECT_EQ(wm->name(), "threads");
+  EXPECT_EQ(wm->n_workers(), 3u);
+  EXPECT_EQ(wm->submit(wmtest::square, 6).get_result(), 36);
+  wm::WMEnvironment env;
+  EXPECT_EQ(wm::from_environ("Serial", env)->name(), "serial");
+  const std::string msg = config_error([&] { wm::from_environ("thread", env); });
+  EXPECT_NE(msg.find("unknown work manager 'thread'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("Did you mean 'threads'?"), std::string::npos) << msg;
+}
+
+TEST(Environment, BackendNamesAreCaseInsensitive) {
+  ScopedEnv a("WM_WORK_MANAGER", " Threads ");
+  EXPECT_EQ(wm::WMEnvironment().work_manager_name(), "threads");
+  EXPECT_EQ(env_with_args({"--work-manager", "SERIAL"}).work_manager_name(), "serial");
+}
+
+TEST(Environment, ValidWorkManagersRestrictTheChoice) {
+  wm::WMEnvironment env(false, {"serial", "Threads", "not_installed"});
+  EXPECT_EQ(env.valid_work_managers(), (std::vector<std::string>{"serial", "threads"}));
+  ScopedEnv a("WM_WORK_MANAGER", "loopback");
+  const std::string msg = config_error([&] { env.work_manager_name(); });
+  EXPECT_NE(msg.find("work manager 'loopback' (from environment variable WM_WORK_MANAGER='loopback') is installed, "
+                     "but this program allows only serial, threads"),
+            std::string::npos)
+      << msg;
+  std::ostringstream help;
+  po::options_description desc;
+  env.add_wm_args(desc);
+  help << desc;
+  EXPECT_EQ(help.str().find("--wm-loopback"), std::string::npos);
+}
+
+TEST(BadInput, MistypedBackendVariableWarnsWithTheClosestOne) {
+  ScopedEnv a("WM_WORK_MANAGER", "threads");
+  ScopedEnv b("WM_THREADS_SPIN_UZ", "5");
+  ScopedEnv c("WM_THREADS_NONSENSE_SETTING", "1");
+  wm::WMEnvironment env;
+  const auto warnings = env.warnings();
+  auto has = [&](const std::string& text) {
+    return std::any_of(warnings.begin(), warnings.end(),
+                       [&](const std::string& w) { return w.find(text) != std::string::npos; });
+  };
+  EXPECT_TRUE(has("environment variable WM_THREADS_SPIN_UZ is not an option of work manager 'threads' and is "
+                  "ignored; did you mean WM_THREADS_SPIN_US?"))
+      << ::testing::PrintToString(warnings);
+  EXPECT_TRUE(has("WM_THREADS_NONSENSE_SETTING is not an option of work manager 'threads' and is ignored; its "
+                  "options are WM_THREADS_SPIN_US"))
+      << ::testing::PrintToString(warnings);
+  // A warning, not an error: the work manager is made.
+  EXPECT_EQ(env.make_work_manager()->name(), "threads");
+}
+
+TEST(BadInput, BadLogLevelIsAnError) {
+  ScopedEnv a("WM_WORK_MANAGER", "serial");
+  {
+    ScopedEnv b("WM_LOG_LEVEL", "verbose");
+    const std::string msg = config_error([] { wm::make_work_manager(); });
+    EXPECT_NE(msg.find("environment variable WM_LOG_LEVEL='verbose' is not a log level; use debug, info, warning or "
+                       "error"),
+              std::string::npos)
+        << msg;
+  }
+  for (const char* ok : {"DEBUG", "Info", " warning ", "warn", "ERROR"}) {
+    ScopedEnv b("WM_LOG_LEVEL", ok);
+    EXPECT_EQ(wm::WMEnvironment().make_work_manager()->name(), "serial") << ok;
+  }
+  ScopedEnv b("WM_LOG_LEVEL", "Info");
+  EXPECT_EQ(entry(wm::WMEnvironment().config_report(), "log-level").value, "info");
 }
 
 }  // namespace

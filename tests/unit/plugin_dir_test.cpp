@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -60,7 +61,10 @@ class PluginDir : public testing::Test {
 TEST_F(PluginDir, BrokenFilesAreListedWithTheirReason) {
   const wm::PluginScan scan = wm::scan_plugins();
   ASSERT_EQ(scan.directories.size(), 3u);
-  EXPECT_EQ(scan.directories[1], dir_.string());
+  EXPECT_EQ(scan.directories[0].origin, "bundled");
+  EXPECT_EQ(scan.directories[1].path, dir_.string());
+  EXPECT_EQ(scan.directories[1].origin, "WM_PLUGIN_PATH");
+  EXPECT_EQ(scan.directories[1].status, wm::DirectoryStatus::scanned);
   auto names = scan.names();
   for (const char* n : {"serial", "threads", "loopback", "unresolved"})
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
@@ -114,10 +118,126 @@ TEST_F(PluginDir, UnknownNameListsRejectedFiles) {
   }
 }
 
-TEST(PluginPath, EmptyAndMissingEntriesAreHarmless) {
-  ScopedEnv p("WM_PLUGIN_PATH", "::/no/such/dir:");
-  auto names = wm::WMEnvironment().valid_work_managers();
+TEST_F(PluginDir, ARefusedBackendIsReportedAsRefusedNotUnknown) {
+  ScopedEnv wmname("WM_WORK_MANAGER", "fixture_missing_dep");
+  try {
+    wm::make_work_manager();
+    FAIL() << "a refused backend was made";
+  } catch (const wm::PluginError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("work manager 'fixture_missing_dep' (from environment variable WM_WORK_MANAGER="
+                       "'fixture_missing_dep') was found but refused"),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find((dir_ / "missing_dep.so").string() + ": missing dependency libwm_fixture_dep.so"),
+              std::string::npos)
+        << msg;
+    EXPECT_EQ(msg.find("unknown work manager"), std::string::npos) << msg;
+  }
+}
+
+TEST_F(PluginDir, OfTwoFilesWithOneNameThePathOrderPicksTheFirst) {
+  // The bundled directory comes first: a copy of threads in WM_PLUGIN_PATH is shadowed by it.
+  fs::copy_file(WM_THREADS_PLUGIN, dir_ / "my_threads.so");
+  // Within a directory, files are taken in name order.
+  fs::copy_file(WM_LOOPBACK_PLUGIN, dir_ / "b_loopback.so");
+  fs::copy_file(WM_LOOPBACK_PLUGIN, dir_ / "a_loopback.so");
+  ScopedEnv wmname("WM_WORK_MANAGER", "threads");
+  wm::WMEnvironment env;
+  const wm::PluginScan& scan = env.plugin_scan();
+  const wm::PluginInfo& copy = find(scan, "my_threads.so");
+  EXPECT_EQ(copy.status, wm::PluginStatus::shadowed);
+  EXPECT_EQ(copy.shadowed_by, WM_THREADS_PLUGIN);
+  EXPECT_NE(copy.reason.find(std::string("shadowed by ") + WM_THREADS_PLUGIN), std::string::npos) << copy.reason;
+  EXPECT_EQ(find(scan, "a_loopback.so").status, wm::PluginStatus::taken);
+  EXPECT_EQ(find(scan, "b_loopback.so").status, wm::PluginStatus::shadowed);
+  EXPECT_EQ(find(scan, "b_loopback.so").shadowed_by, (dir_ / "a_loopback.so").string());
+  // The test directory's loopback comes later in WM_PLUGIN_PATH: shadowed too.
+  EXPECT_EQ(scan.find("loopback")->path, (dir_ / "a_loopback.so").string());
+  // The host is told, when it picks a backend that has a shadowed copy.
+  const auto warnings = env.warnings();
+  const bool told = std::any_of(warnings.begin(), warnings.end(), [&](const std::string& w) {
+    return w.find("work manager 'threads': using " + std::string(WM_THREADS_PLUGIN)) != std::string::npos &&
+           w.find((dir_ / "my_threads.so").string() + " (version 1.0.0) is shadowed") != std::string::npos;
+  });
+  EXPECT_TRUE(told) << ::testing::PrintToString(warnings);
+  // The same picture every time.
+  EXPECT_EQ(wm::scan_plugins().find("loopback")->path, (dir_ / "a_loopback.so").string());
+}
+
+TEST_F(PluginDir, PluginInfoCarriesTheMetadata) {
+  const wm::PluginScan scan = wm::scan_plugins();
+  const wm::PluginInfo* threads = scan.find("threads");
+  ASSERT_NE(threads, nullptr);
+  EXPECT_EQ(threads->abi_version, WM_ABI_VERSION);
+  EXPECT_EQ(threads->capabilities, std::uint64_t{WM_CAP_IN_PROCESS});
+  EXPECT_EQ(threads->entry_symbol, "wm_backend_entry_threads");
+  ASSERT_FALSE(threads->options.empty());
+  const wm::OptionInfo& spin = threads->options[0];
+  EXPECT_EQ(spin.name, "spin-us");
+  EXPECT_EQ(spin.type, wm::OptionType::integer);
+  EXPECT_EQ(spin.variable, "WM_THREADS_SPIN_US");
+  EXPECT_EQ(spin.flag, "--wm-threads-spin-us");
+  EXPECT_LT(spin.int_min, spin.int_max);
+  // Names are lower case; a lookup with other case finds the same backend.
+  EXPECT_EQ(scan.find("Threads"), threads);
+  const wm::PluginInfo& refused = find(scan, "other_abi.so");
+  EXPECT_EQ(refused.status, wm::PluginStatus::refused);
+  EXPECT_EQ(refused.name, "loopback");
+  EXPECT_EQ(refused.abi_version, 99u);
+}
+
+TEST(PluginPath, BadEntriesAreReportedAndTheRestStillWorks) {
+  char tmpl[] = "/tmp/wm-plugin-path-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const fs::path dir = tmpl;
+  write_file(dir / "a_file", "not a directory\n");
+  const std::string path = ":/no/such/dir::" + (dir / "a_file").string() + ":" + WM_TEST_PLUGIN_DIR + ":";
+  ScopedEnv p("WM_PLUGIN_PATH", path.c_str());
+  wm::WMEnvironment env;
+  auto names = env.valid_work_managers();
   EXPECT_NE(std::find(names.begin(), names.end(), "threads"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "loopback"), names.end());
+  const auto& dirs = env.plugin_scan().directories;
+  ASSERT_EQ(dirs.size(), 7u);
+  const wm::DirectoryStatus expected[] = {wm::DirectoryStatus::scanned,         wm::DirectoryStatus::empty_entry,
+                                          wm::DirectoryStatus::missing,         wm::DirectoryStatus::empty_entry,
+                                          wm::DirectoryStatus::not_a_directory, wm::DirectoryStatus::scanned,
+                                          wm::DirectoryStatus::empty_entry};
+  for (std::size_t i = 0; i < dirs.size(); ++i) EXPECT_EQ(dirs[i].status, expected[i]) << i << " " << dirs[i].path;
+  // Each problem is a warning a host prints, naming the entry.
+  const auto warnings = env.warnings();
+  auto has = [&](const std::string& text) {
+    return std::any_of(warnings.begin(), warnings.end(),
+                       [&](const std::string& w) { return w.find(text) != std::string::npos; });
+  };
+  EXPECT_TRUE(has("entry 1 of WM_PLUGIN_PATH is empty: ignored")) << ::testing::PrintToString(warnings);
+  EXPECT_TRUE(has("plugin directory '/no/such/dir' (entry 2 of WM_PLUGIN_PATH) does not exist: not scanned"));
+  EXPECT_TRUE(has("(entry 4 of WM_PLUGIN_PATH) is a file, not a directory"));
+  EXPECT_TRUE(has("entry 6 of WM_PLUGIN_PATH is empty"));
+  // An unknown name's error names them too.
+  ScopedEnv wmname("WM_WORK_MANAGER", "nonesuch");
+  try {
+    env.work_manager_name();
+    FAIL();
+  } catch (const wm::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("'/no/such/dir' (entry 2 of WM_PLUGIN_PATH) does not exist"),
+              std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(dir);
+}
+
+TEST(PluginPath, ARescanFollowsTheSearchPath) {
+  wm::WMEnvironment env;
+  {
+    ScopedEnv p("WM_PLUGIN_PATH", nullptr);
+    auto names = env.valid_work_managers();
+    EXPECT_EQ(std::find(names.begin(), names.end(), "loopback"), names.end());
+  }
+  ScopedEnv p("WM_PLUGIN_PATH", WM_TEST_PLUGIN_DIR);
+  auto names = env.valid_work_managers();
+  EXPECT_NE(std::find(names.begin(), names.end(), "loopback"), names.end());
 }
 
 }  // namespace

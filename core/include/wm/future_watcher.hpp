@@ -12,7 +12,10 @@
 
 #include <chrono>
 #include <cstddef>
+#include <iterator>
 #include <memory>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace wm {
@@ -27,9 +30,17 @@ class WatcherCore;
  * have, if fewer are left). No polling anywhere.
  */
 class FutureWatcher {
- public:
-  explicit FutureWatcher(std::size_t threshold = 1);
+  // A range of futures: anything with begin()/end(). Without this constraint `FutureWatcher w(10)`
+  // picked the range constructor (an exact match for int) and failed to compile.
   template <class Range>
+  using if_range = std::void_t<decltype(std::begin(std::declval<const Range&>())),
+                               decltype(std::end(std::declval<const Range&>()))>;
+
+ public:
+  /** A watcher with no futures yet that wakes wait() once `threshold` of them have finished. */
+  explicit FutureWatcher(std::size_t threshold = 1);
+  /** Watches the futures of a range (a std::vector<Future<T>>, of WMFuture, ...). */
+  template <class Range, class = if_range<Range>>
   explicit FutureWatcher(const Range& futures, std::size_t threshold = 1) : FutureWatcher(threshold) {
     add(futures);
   }
@@ -38,7 +49,7 @@ class FutureWatcher {
   FutureWatcher& operator=(FutureWatcher&&) noexcept;
 
   /** Watches more futures. */
-  template <class Range>
+  template <class Range, class = if_range<Range>>
   void add(const Range& futures) {
     for (const auto& f : futures) add_one(f);
   }
