@@ -286,23 +286,6 @@ std::string default_plugin_directory() {
   return (lib.parent_path() / "wm" / "plugins").string();
 }
 
-std::vector<std::string> plugin_directories() {
-  std::vector<std::string> dirs;
-  std::string d = default_plugin_directory();
-  if (!d.empty()) dirs.push_back(d);
-  if (const char* p = std::getenv("WM_PLUGIN_PATH")) {
-    std::string path = p;
-    std::size_t start = 0;
-    while (start <= path.size()) {
-      std::size_t end = path.find(':', start);
-      if (end == std::string::npos) end = path.size();
-      if (end > start) dirs.push_back(path.substr(start, end - start));
-      start = end + 1;
-    }
-  }
-  return dirs;
-}
-
 std::string host_program_path() {
   char buf[PATH_MAX + 1] = {};
   ssize_t n = readlink("/proc/self/exe", buf, PATH_MAX);

@@ -80,8 +80,6 @@ const wm_core_services* core_services();
 const std::string* intern_name(const std::string& name);
 /** Directory of the installed plugins, next to the core library. */
 std::string default_plugin_directory();
-/** Default directory, then WM_PLUGIN_PATH entries. */
-std::vector<std::string> plugin_directories();
 /** Absolute path of the running program. */
 std::string host_program_path();
 
