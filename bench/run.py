@@ -43,6 +43,9 @@ NA_OK_IN_PROCESS = {"death_ms", "mem_worker_hwm"}
 FLOOR_EXPECTED = ["pool_throughput", "pool_rt_median", "pool_rt_p99", "pipe_rt_median", "pipe_rt_p99",
                   "memcpy", "fresh_echo", "pool_mem_master_hwm", "pool_mem_per_future"]
 MPI_FLOOR_EXPECTED = ["mpi_rt_median", "mpi_rt_p99", "mpi_bandwidth"]
+# The remote engine's dispatcher over a fake transport (wm_dispatch_bench): master's CPU per task.
+DISPATCH_WORKERS = [2, 64, 1024]
+DISPATCH_EXPECTED = ["dispatch_ns_%d" % w for w in DISPATCH_WORKERS]
 # Table rows, in order: metric, label.
 ROWS = [
     ("throughput", "tiny-task throughput"),
@@ -374,6 +377,7 @@ def main():
     bench_bin = os.path.join(bindir, "wm_bench")
     floor_bin = os.path.join(bindir, "wm_floor")
     mpi_floor_bin = os.path.join(bindir, "wm_mpi_floor")
+    dispatch_bin = os.path.join(bindir, "wm_dispatch_bench")
     os.makedirs(args.out, exist_ok=True)
     log_lines = []
 
@@ -430,6 +434,17 @@ def main():
             store.errors.append("floor/mpi: %s" % err)
     else:
         notes.append("raw MPI floor not run (%s)" % ("mpirun not found" if not mpirun else "wm_mpi_floor not built"))
+
+    # The dispatcher at scale (no backend: a fake transport with simulated workers).
+    have_dispatch = os.access(dispatch_bin, os.X_OK)
+    if have_dispatch:
+        log("dispatcher:")
+        r, err = run_program([dispatch_bin, "--bench-runs", str(runs)] + smoke_flags, env, timeout, log)
+        store.add(r)
+        if err:
+            store.errors.append("dispatcher: %s" % err)
+    else:
+        notes.append("dispatcher scaling not run (wm_dispatch_bench not built)")
 
     # Every backend, one program run per figure (per run for ONE_RUN_PER_PROCESS figures).
     for b in backends:
@@ -509,6 +524,21 @@ def main():
     for m in FLOOR_EXPECTED + (MPI_FLOOR_EXPECTED if have_mpi_floor else []):
         if m not in floor or not floor[m].get("values"):
             missing.append("floor/%s" % m)
+    dispatch = {}
+    for m, d in store.metrics.get("dispatcher", {}).items():
+        dispatch[m] = dict(d, **(summary(d["values"]) or {}))
+    if have_dispatch:
+        for m in DISPATCH_EXPECTED:
+            if m not in dispatch:
+                missing.append("dispatcher/%s" % m)
+    base = dispatch.get("dispatch_ns_%d" % DISPATCH_WORKERS[0], {}).get("median")
+    top = dispatch.get("dispatch_ns_%d" % DISPATCH_WORKERS[-1], {}).get("median")
+    if base and top:
+        ratio = {"values": [top / base], "unit": "x", "median": top / base}
+        t = targets.get("dispatcher", {}).get("dispatch_ratio_%d" % DISPATCH_WORKERS[-1])
+        if t:
+            ratio["target"], ratio["met"] = t, check_target(t, top / base)
+        dispatch["dispatch_ratio_%d" % DISPATCH_WORKERS[-1]] = ratio
 
     commit, dirty = git_commit()
     now = datetime.datetime.now().astimezone()
@@ -522,6 +552,7 @@ def main():
         "backends": results,
         "floor": floor,
         "floor_hists": store.hists.get("floor", {}),
+        "dispatcher": dispatch,
         "notes": notes,
         "errors": store.errors,
         "missing": missing,
@@ -561,6 +592,26 @@ def markdown(rep, backends):
         if d and d.get("values"):
             o.append("| %s | %s | %s | %s | %s |" % (label, fmt(d["median"]), fmt(d["min"]), fmt(d["max"]), d["unit"]))
     o.append("")
+    disp = rep.get("dispatcher", {})
+    if any(("dispatch_ns_%d" % w) in disp for w in DISPATCH_WORKERS):
+        o.append("Remote engine's dispatcher over a fake transport (simulated workers that answer at once): "
+                 "the master's CPU time per task, and its ratio to 2 workers:")
+        o.append("")
+        o.append("| simulated workers | median | min | max | unit | ratio to 2 workers | target | met |")
+        o.append("|---:|---:|---:|---:|---|---:|---|---|")
+        base = disp.get("dispatch_ns_%d" % DISPATCH_WORKERS[0], {}).get("median")
+        for w in DISPATCH_WORKERS:
+            d = disp.get("dispatch_ns_%d" % w)
+            if not d or not d.get("values"):
+                continue
+            r = disp.get("dispatch_ratio_%d" % w, {}) if w == DISPATCH_WORKERS[-1] else {}
+            tgt = r.get("target")
+            tgt_s = ("%s %sx" % (tgt[0].replace(">=", "≥").replace("<=", "≤"), fmt(tgt[1]))) if tgt else ""
+            met = {True: "yes", False: "**no**", None: ""}[r.get("met")]
+            ratio_s = "%s×" % fmt(d["median"] / base) if base else ""
+            o.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                "{:,}".format(w), fmt(d["median"]), fmt(d["min"]), fmt(d["max"]), d["unit"], ratio_s, tgt_s, met))
+        o.append("")
     o.append("| backend | figure | median | min | max | unit | floor | ratio to floor | target | met |")
     o.append("|---|---|---:|---:|---:|---|---:|---:|---|---|")
     for b in backends:

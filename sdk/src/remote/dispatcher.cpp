@@ -220,6 +220,8 @@ void Dispatcher::take_submitted() {
   }
   if (!got.empty()) {
     last_activity_ = Clock::now();
+    // Tasks wait for a worker at most no_worker_timeout from when they began to wait for one.
+    if (ready_.empty() && alive_ == 0) no_worker_since_ = last_activity_;
     ready_.insert(ready_.end(), got.begin(), got.end());
   }
   if (stop && !stopping_) {
@@ -344,7 +346,7 @@ void Dispatcher::run_timers(Clock::time_point now) {
     deadline_forced_ = true;
     force_all(Kill::shutdown);
   }
-  if (options_.elastic && options_.no_worker_timeout > 0 && ready_count_ == 0 && !ready_.empty() &&
+  if (options_.elastic && options_.no_worker_timeout > 0 && alive_ == 0 && !ready_.empty() &&
       now - no_worker_since_ >= std::chrono::duration<double>(options_.no_worker_timeout))
     fail_ready(WM_FAIL_BACKEND, "no worker joined the " + name_ + " work manager within " +
                                     seconds_text(options_.no_worker_timeout) +
@@ -361,7 +363,7 @@ int Dispatcher::wait_ms(Clock::time_point now) {
   auto next = Clock::time_point::max();
   if (!timeouts_.empty()) next = timeouts_.begin()->first;
   if (stopping_ && !deadline_forced_) next = std::min(next, stop_deadline_);
-  if (options_.elastic && options_.no_worker_timeout > 0 && ready_count_ == 0 && !ready_.empty())
+  if (options_.elastic && options_.no_worker_timeout > 0 && alive_ == 0 && !ready_.empty())
     next = std::min(next, no_worker_since_ + std::chrono::duration_cast<Clock::duration>(
                                                   std::chrono::duration<double>(options_.no_worker_timeout)));
   if (next == Clock::time_point::max()) return -1;
@@ -399,7 +401,13 @@ Dispatcher::Worker& Dispatcher::worker(WorkerId id) {
 void Dispatcher::offer_room(WorkerId id, Worker& w) {
   if (w.in_room) return;
   w.in_room = true;
-  room_.push_back(id);
+  // An idle worker goes first: the one that just finished is awake and warm (a worker that slept
+  // costs tens of microseconds to wake), and a sequence of single tasks keeps one worker busy
+  // instead of waking each in turn.
+  if (w.inflight.empty())
+    room_.push_front(id);
+  else
+    room_.push_back(id);
 }
 
 void Dispatcher::rearm_timeout(WorkerId id, Worker& w) {
@@ -467,6 +475,7 @@ void Dispatcher::check_dead() {
     std::lock_guard<std::mutex> lock(mutex_);
     dead_reason_ = reason;
   }
+  dead_text_ = reason;
   fail_ready(WM_FAIL_BACKEND, reason);
 }
 
@@ -596,22 +605,49 @@ void Dispatcher::worker_lost(WorkerId id, const std::string& status) {
   std::deque<InFlight> lost;
   lost.swap(w.inflight);
   classify_spin(w);
-  if (ready_count_ == 0) no_worker_since_ = Clock::now();
+  if (alive_ == 0) no_worker_since_ = Clock::now();
   const std::string who = worker_label(id, w);
+  const Kill kill = w.kill;
+  const std::string kill_note = w.kill_note;
+  w.kill = Kill::none;
+  w.kill_note.clear();
+  w.stop_sent = w.force_sent = w.closing = false;
+
+  // The slot first (replaced, or given up), so that whoever learns of the failures below (a
+  // done-callback) sees the work manager as it now is.
+  if (!stopping_) {
+    if (!was_ready && ++w.early_deaths >= options_.early_death_limit) {
+      give_up(id, w,
+              "worker " + std::to_string(id) + " " + status + " before it was ready, " +
+                  std::to_string(options_.early_death_limit) + " times in a row; giving up on this worker slot");
+    } else if (transport_->restart_worker(id)) {
+      w.state = State::starting;
+      ++alive_;
+    } else {
+      give_up(id, w, who + " " + status + "; it cannot be replaced, the " + name_ + " work manager goes on with " +
+                         std::to_string(n_workers_.load() - 1) + " worker(s)");
+    }
+  }
+  check_dead();
+  if (kill == Kill::none && !stopping_ && lost.empty() && was_ready)
+    services_.log(WM_LOG_WARNING, name_.c_str(), (who + " " + status + " while idle").c_str());
+
+  // Then its tasks, by the blame rules: the task it was running pays for how it ended; the ones
+  // queued behind it had not started and run elsewhere.
   std::vector<Job> requeue;
   for (std::size_t i = 0; i < lost.size(); ++i) {
     Job j = lost[i].job;
     const bool running = i == 0;  // a worker runs its tasks in order: the first one was running
-    if (w.kill == Kill::shutdown) {
+    if (kill == Kill::shutdown) {
       fail(j, WM_FAIL_SHUTDOWN,
            task_label(j) + (stopping_now_ ? " was stopped with the " + name_ + " work manager (shut down at once)"
                                           : " did not finish within the shutdown timeout of " +
                                                 seconds_text(options_.shutdown_timeout)) +
                "; " + who + " was stopped",
            &w);
-    } else if (running && w.kill == Kill::protocol) {
-      fail(j, WM_FAIL_PROTOCOL, task_label(j) + " was running when " + w.kill_note, &w);
-    } else if (running && w.kill == Kill::timeout) {
+    } else if (running && kill == Kill::protocol) {
+      fail(j, WM_FAIL_PROTOCOL, task_label(j) + " was running when " + kill_note, &w);
+    } else if (running && kill == Kill::timeout) {
       fail(j, WM_FAIL_TIMEOUT,
            task_label(j) + " ran longer than the per-task timeout of " + seconds_text(options_.task_timeout) + " on " +
                who + "; the worker was stopped",
@@ -639,28 +675,7 @@ void Dispatcher::worker_lost(WorkerId id, const std::string& status) {
     }
   }
   for (auto it = requeue.rbegin(); it != requeue.rend(); ++it) ready_.push_front(*it);
-  const bool expected = stopping_ || w.kill != Kill::none;
-  if (!expected && lost.empty() && was_ready)
-    services_.log(WM_LOG_WARNING, name_.c_str(), (who + " " + status + " while idle; starting a replacement").c_str());
-  w.kill = Kill::none;
-  w.kill_note.clear();
-  w.stop_sent = w.force_sent = w.closing = false;
-  if (stopping_) {
-    check_startup();
-    return;
-  }
-  if (!was_ready && ++w.early_deaths >= options_.early_death_limit) {
-    give_up(id, w,
-            "worker " + std::to_string(id) + " " + status + " before it was ready, " +
-                std::to_string(options_.early_death_limit) + " times in a row; giving up on this worker slot");
-  } else if (transport_->restart_worker(id)) {
-    w.state = State::starting;
-    ++alive_;
-  } else {
-    give_up(id, w, who + " " + status + "; it cannot be replaced, the " + name_ + " work manager goes on with " +
-                       std::to_string(n_workers_.load() - 1) + " worker(s)");
-  }
-  check_dead();
+  if (dead_) fail_ready(WM_FAIL_BACKEND, dead_text_);
   check_startup();
 }
 

@@ -39,7 +39,8 @@ struct EngineOptions {
    *  said hello. */
   bool elastic = false;
   double startup_limit = 60;
-  /** Elastic only: pending tasks fail after this many seconds without any ready worker (0: never). */
+  /** Elastic only: tasks that wait this many seconds while there is no worker at all (none ready,
+   *  none starting) fail (0: they wait for ever). */
   double no_worker_timeout = 0;
   /** Deaths before its hello after which a worker slot is given up. */
   int early_death_limit = 3;
@@ -190,6 +191,7 @@ class Dispatcher final : private TransportEvents {
   std::size_t busy_ = 0;            // workers with tasks in flight
   bool stopping_ = false, stopping_now_ = false, deadline_forced_ = false, settled_seen_ = false, dead_ = false;
   Clock::time_point stop_deadline_{}, last_activity_{}, no_worker_since_{};
+  std::string dead_text_;  // dead_reason_, for this thread
   Stats stats_;
 };
 
