@@ -208,6 +208,8 @@ auto call_plugin(const std::string& backend, const char* entry, Fn&& fn) -> decl
 
 // Loaded plugin libraries, by path. Never unloaded (see DESIGN: dlclose after MPI_Finalize crashes,
 // and futures, exception objects and callbacks may point into the library).
+std::atomic<int> g_remote_links{0};  // remote_work_managers()
+
 std::mutex g_load_mutex;
 std::map<std::string, const wm_backend_descriptor*>& loaded_libraries() {
   static auto* m = new std::map<std::string, const wm_backend_descriptor*>;
@@ -268,6 +270,7 @@ const wm_backend_descriptor* load_descriptor(const ScannedPlugin& plugin) {
 }  // namespace
 
 const wm_core_services* core_services() { return &g_services; }
+int remote_work_managers() noexcept { return g_remote_links.load(); }
 
 const std::string* intern_name(const std::string& name) {
   static std::mutex m;
@@ -319,9 +322,12 @@ BackendLink::BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendCon
     throw PluginError("work manager '" + *name_ + "' could not be created: " +
                       (err.code != 0 ? err.message : "its create() returned NULL without saying why"));
   set_process_backend(*name_);
+  counted_remote_ = !in_process() && config_->config.worker_role == 0;
+  if (counted_remote_) g_remote_links.fetch_add(1);
 }
 
 BackendLink::~BackendLink() {
+  if (counted_remote_) g_remote_links.fetch_sub(1);
   if (in_user_code()) {
     // A task or a done-callback let go of the last reference: it may be running on a thread of this
     // very backend, which a waiting shutdown would wait for. A thread of its own, which owns the

@@ -70,6 +70,7 @@ class BackendLink {
   wm_backend* instance_ = nullptr;
   std::uint64_t caps_ = 0;
   std::unique_ptr<BackendConfigStorage> config_;
+  bool counted_remote_ = false;  // counted in remote_work_managers()
   std::atomic<bool> started_{false};
   std::atomic<bool> stopping_{false};
 };

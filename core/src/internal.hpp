@@ -59,6 +59,9 @@ void log(int level, const std::string& component, const std::string& message) no
 
 /** Master side of the wire: decode a reply into the task's result or failure (never throws). */
 void complete_from_reply(TaskState* s, const char* data, std::size_t size, const wm_worker_identity* where) noexcept;
+/** Work managers of this process whose tasks run in other processes (workers started from what
+ *  this process had loaded when they started). */
+int remote_work_managers() noexcept;
 /** Absolute paths of the task libraries loaded so far. */
 std::vector<std::string> loaded_task_libraries();
 

@@ -265,6 +265,12 @@ void complete_from_reply(TaskState* s, const char* data, std::size_t size, const
       return;
     }
     if (info.backend.empty()) info.backend = process_backend();
+    if (info.kind == FailureKind::unknown_task && find_task(info.task_name) != nullptr)
+      info.message = "task '" + info.task_name + "' is registered in the master (host " + host_name() + ", pid " +
+                     std::to_string(getpid()) + ") but not in the worker that got it (host " + info.host + ", pid " +
+                     std::to_string(info.pid) +
+                     "): load the task library that defines it before creating the work manager, so that its "
+                     "workers load it too";
     auto shared = std::make_shared<const ErrorInfo>(info);
     finish_failure(s, make_failure(std::move(info)), std::move(shared));
   } catch (...) {
@@ -299,11 +305,19 @@ void load_task_library(const std::string& path) {
     throw PluginError("cannot load task library '" + path + "': " + (err ? err : "unknown error"));
   }
   // Never dlclose'd: registered tasks point into the library.
-  detail::Registry& r = detail::registry();
-  std::unique_lock<std::shared_mutex> lock(r.mutex);
-  for (const auto& l : r.libraries)
-    if (l == absolute) return;
-  r.libraries.push_back(absolute);
+  {
+    detail::Registry& r = detail::registry();
+    std::unique_lock<std::shared_mutex> lock(r.mutex);
+    for (const auto& l : r.libraries)
+      if (l == absolute) return;
+    r.libraries.push_back(absolute);
+  }
+  if (const int n = detail::remote_work_managers(); n > 0)
+    detail::log(WM_LOG_WARNING, "core",
+                "task library " + absolute + " was loaded after " + std::to_string(n) +
+                    " work manager(s) running tasks in other processes were created: their workers do not have "
+                    "its tasks (they fail with UnknownTaskError there); load task libraries before creating the "
+                    "work manager");
 }
 
 namespace detail {

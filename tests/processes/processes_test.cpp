@@ -777,6 +777,71 @@ TEST_F(Processes, WorkersThatCannotStartFailStartupWithTheReason) {
   EXPECT_EQ(wm->submit(square, 8).get_result(), 64);
 }
 
+// ---------------------------------------------------------------- the registry handshake
+
+TEST_F(Processes, WorkersThatKnowOtherTasksFailStartupWithAReport) {
+  setenv("WM_PT_WORKER_EXTRA_LIBRARY", WM_TEST_TASK_LIBRARY, 1);
+  auto wm = make_processes(2);
+  try {
+    wm->startup();
+    ADD_FAILURE() << "startup should have failed";
+  } catch (const wm::PluginError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("does not have the tasks the master has"), std::string::npos) << what;
+    EXPECT_NE(what.find("known only there: tasklib::shout, tasklib::triple"), std::string::npos) << what;
+    EXPECT_NE(what.find("worker "), std::string::npos) << what;
+  }
+  // Once master and workers agree, the same work manager starts.
+  unsetenv("WM_PT_WORKER_EXTRA_LIBRARY");
+  EXPECT_EQ(wm->submit(square, 3).get_result(), 9);
+}
+
+// The same path, another build: a task library rebuilt on disk after the master loaded it.
+TEST_F(Processes, ATaskLibraryOfAnotherBuildIsRefusedByName) {
+  char dir[] = "/tmp/wm_processes_test_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string lib = std::string(dir) + "/libtasks.so";
+  std::string bytes;
+  {
+    std::ifstream in(WM_TEST_TASK_LIBRARY, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    std::ofstream(lib, std::ios::binary) << bytes;
+  }
+  wm::load_task_library(lib);
+  // Its GNU build-id note: namesz 4, descsz 20, type 3 (NT_GNU_BUILD_ID), "GNU\0", then the id.
+  const char note[] = {4, 0, 0, 0, 20, 0, 0, 0, 3, 0, 0, 0, 'G', 'N', 'U', 0};
+  const auto at = bytes.find(std::string(note, sizeof note));
+  ASSERT_NE(at, std::string::npos) << "the test library has no build id";
+  bytes[at + sizeof note] ^= 0x5a;
+  std::ofstream(lib + ".new", std::ios::binary) << bytes;
+  ASSERT_EQ(std::rename((lib + ".new").c_str(), lib.c_str()), 0);  // the master keeps the old one mapped
+  {
+    auto wm = make_processes(1);
+    try {
+      wm->startup();
+      ADD_FAILURE() << "startup should have failed";
+    } catch (const wm::PluginError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("task libraries of another build: " + lib), std::string::npos) << what;
+    }
+  }
+  std::remove(lib.c_str());
+  rmdir(dir);
+}
+
+TEST_F(Processes, ATaskTheMasterLoadedLateIsUnknownToWorkersAndTheErrorSaysSo) {
+  auto wm = make_processes(1);
+  wm->startup();
+  wm::load_task_library(WM_TEST_TASK_LIBRARY);  // too late for the workers (a warning says so)
+  auto f = wm->submit(wm::task_by_name<int>("tasklib::triple", 5));
+  ASSERT_TRUE(f.wait_for(10s));
+  const std::string what = failure_of(f);
+  EXPECT_TRUE(fails_with<wm::UnknownTaskError>(f)) << what;
+  EXPECT_NE(what.find("registered in the master"), std::string::npos) << what;
+  EXPECT_NE(what.find("but not in the worker that got it"), std::string::npos) << what;
+  EXPECT_EQ(wm->submit(square, 4).get_result(), 16);
+}
+
 // ---------------------------------------------------------------- shutdown, master death, Ctrl-C
 
 TEST_F(Processes, ShutdownWhileTasksRunFailsThemWithinTheDeadline) {
@@ -883,6 +948,9 @@ int helper_main(const std::string& role) {
 int main(int argc, char** argv) {
   // Test hook: workers that die before they are ready (as with a host that never serves).
   if (std::getenv("WM_PT_BROKEN_WORKER") != nullptr && std::getenv("WM_WORKER_BACKEND") != nullptr) _exit(7);
+  // Test hook: workers that know more tasks than their master.
+  if (const char* lib = std::getenv("WM_PT_WORKER_EXTRA_LIBRARY"); lib != nullptr && std::getenv("WM_WORKER_BACKEND") != nullptr)
+    wm::load_task_library(lib);
   wm::serve_if_worker();
   if (const char* role = std::getenv("WM_PT_HELPER")) {
     unsetenv("WM_PT_HELPER");

@@ -78,7 +78,7 @@ Dispatcher::Dispatcher(const wm_core_services& services, std::string backend_nam
                        EngineOptions options)
     : services_(services), name_(std::move(backend_name)), transport_(std::move(transport)), options_(std::move(options)) {
   transport_->large_payload_bytes = static_cast<std::size_t>(services_.large_payload_bytes);
-  own_digest_ = registry_digest(services_);
+  own_tasks_ = TaskListing::of_this_process(services_);
 }
 
 Dispatcher::~Dispatcher() {
@@ -456,6 +456,9 @@ void Dispatcher::check_startup() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     startup_settled_ = true;
+    // A worker that does not know the master's tasks fails the startup: better now, with the
+    // report, than odd failures later.
+    if (!registry_refusal_.empty() && startup_error_.empty()) startup_error_ = registry_refusal_;
     if (ready_count_ == 0 && startup_error_.empty())
       startup_error_ = stopping_ ? "the " + name_ + " work manager was shut down during startup"
                                  : (!dead_reason_.empty() ? dead_reason_ : "no worker of the " + name_ + " work manager started");
@@ -528,19 +531,32 @@ void Dispatcher::worker_added(WorkerId id) {
 
 void Dispatcher::worker_ready(WorkerId id, const Hello& hello) {
   Worker& w = worker(id);
-  if (w.state != State::starting) return;
+  if (w.state != State::starting || w.kill != Kill::none) return;
   w.state = State::ready;
   w.identity = WorkerIdentity{hello.index >= 0 ? hello.index : static_cast<std::int32_t>(id), hello.pid, hello.rank,
                               hello.host};
   w.early_deaths = 0;
   w.last_reply = Clock::now();
+  if (hello.registry_digest != own_tasks_.digest) {
+    // The registry handshake: a worker that does not know the master's tasks as the master does is
+    // never sent one.
+    TaskListing theirs;
+    std::string why;
+    if (!TaskListing::parse(hello.extension.data(), hello.extension.size(), theirs, why))
+      return protocol_error(id, "its hello carries " + why);
+    const std::string report = compare_listings(own_tasks_, theirs, worker_label(id, w));
+    if (!report.empty()) {
+      services_.log(WM_LOG_ERROR, name_.c_str(), report.c_str());
+      if (registry_refusal_.empty()) registry_refusal_ = report;
+      w.state = State::starting;  // never counted ready
+      w.kill = Kill::refused;
+      w.kill_note = report;
+      w.force_sent = true;
+      transport_->stop_worker(id, StopMode::force);
+      return;
+    }
+  }
   ++ready_count_;
-  if (hello.registry_digest != own_digest_)
-    services_.log(WM_LOG_WARNING, name_.c_str(),
-                  (worker_label(id, w) + " knows other tasks than the master (" + std::to_string(hello.n_tasks) +
-                   " registered there): tasks it does not know fail with UnknownTaskError; run the master and "
-                   "its workers from one build, with the same task libraries")
-                      .c_str());
   if (stopping_) {
     if (!w.stop_sent) {
       w.stop_sent = true;
@@ -616,7 +632,9 @@ void Dispatcher::worker_lost(WorkerId id, const std::string& status) {
   // The slot first (replaced, or given up), so that whoever learns of the failures below (a
   // done-callback) sees the work manager as it now is.
   if (!stopping_) {
-    if (!was_ready && ++w.early_deaths >= options_.early_death_limit) {
+    if (kill == Kill::refused) {
+      give_up(id, w, kill_note + " It is not replaced (a replacement would be the same).");
+    } else if (!was_ready && ++w.early_deaths >= options_.early_death_limit) {
       give_up(id, w,
               "worker " + std::to_string(id) + " " + status + " before it was ready, " +
                   std::to_string(options_.early_death_limit) + " times in a row; giving up on this worker slot");

@@ -96,29 +96,6 @@ bool parse_hello(const char* data, std::size_t size, Hello& out, std::string& wh
   return true;
 }
 
-std::uint64_t registry_digest(const wm_core_services& services, std::uint32_t* n_tasks) {
-  struct State {
-    std::uint64_t h = 1469598103934665603ull;  // FNV-1a
-    std::uint32_t n = 0;
-    void mix(const void* p, std::size_t n_bytes) {
-      for (std::size_t i = 0; i < n_bytes; ++i) {
-        h ^= static_cast<const unsigned char*>(p)[i];
-        h *= 1099511628211ull;
-      }
-    }
-  } state;
-  services.list_tasks(
-      [](void* context, const wm_task_entry* e) {
-        auto* s = static_cast<State*>(context);
-        s->mix(e->name, std::strlen(e->name) + 1);
-        s->mix(&e->fingerprint, sizeof e->fingerprint);
-        ++s->n;
-      },
-      &state);
-  if (n_tasks != nullptr) *n_tasks = state.n;
-  return state.h;
-}
-
 // ---------------------------------------------------------------- buffers
 
 void Buffer::reserve(std::size_t n) {

@@ -1,6 +1,8 @@
 // worker_loop.cpp: the worker side of the remote engine (see worker_loop.hpp).
 #include <wm/sdk/remote/worker_loop.hpp>
 
+#include <wm/sdk/remote/registry.hpp>
+
 #include <sched.h>
 #include <unistd.h>
 
@@ -46,7 +48,10 @@ WorkerEnd run_worker_loop(WorkerChannel& ch, const wm_core_services& services, c
   hello.pid = me.pid;
   hello.rank = me.rank;
   hello.host = me.host.empty() ? this_host() : me.host;
-  hello.registry_digest = registry_digest(services, &hello.n_tasks);
+  const TaskListing tasks = TaskListing::of_this_process(services);
+  hello.registry_digest = tasks.digest;
+  hello.n_tasks = static_cast<std::uint32_t>(tasks.tasks.size());
+  hello.extension = tasks.encode();
   ch.send_hello(hello);
   if (!ch.flush()) return WorkerEnd::closed;
   for (;;) {

@@ -9,6 +9,7 @@
 
 #include <wm/abi.h>
 #include <wm/sdk/backend.hpp>
+#include <wm/sdk/remote/registry.hpp>
 #include <wm/sdk/remote/transport.hpp>
 
 #include <atomic>
@@ -100,7 +101,7 @@ class Dispatcher final : private TransportEvents {
     Clock::time_point sent_at;
   };
   enum class State { none, starting, ready, lost, disabled };
-  enum class Kill { none, timeout, protocol, shutdown };
+  enum class Kill { none, timeout, protocol, shutdown, refused };
   struct Worker {
     State state = State::none;
     WorkerIdentity identity;
@@ -161,7 +162,7 @@ class Dispatcher final : private TransportEvents {
   const std::string name_;
   std::unique_ptr<Transport> transport_;
   const EngineOptions options_;
-  std::uint64_t own_digest_ = 0;
+  TaskListing own_tasks_;
 
   // shared with other threads (under mutex_)
   mutable std::mutex mutex_;
@@ -191,7 +192,8 @@ class Dispatcher final : private TransportEvents {
   std::size_t busy_ = 0;            // workers with tasks in flight
   bool stopping_ = false, stopping_now_ = false, deadline_forced_ = false, settled_seen_ = false, dead_ = false;
   Clock::time_point stop_deadline_{}, last_activity_{}, no_worker_since_{};
-  std::string dead_text_;  // dead_reason_, for this thread
+  std::string dead_text_;        // dead_reason_, for this thread
+  std::string registry_refusal_;  // why a worker was refused by the registry handshake (the first one)
   Stats stats_;
 };
 

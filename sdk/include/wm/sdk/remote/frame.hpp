@@ -75,25 +75,21 @@ inline bool lent_length(const FrameHeader& h, const char* payload, std::uint64_t
 
 // ---------------------------------------------------------------- hello
 
-/** What a worker says first: who it is, and a digest of the tasks it knows. */
+/** What a worker says first: who it is, and the tasks it knows (registry.hpp). */
 struct Hello {
   std::int32_t index = -1;  // WM_PROCESS_INDEX of the worker, -1: none
   std::int64_t pid = 0;
   std::int32_t rank = -1;  // MPI rank, -1: none
   std::string host;
-  std::uint64_t registry_digest = 0;  // registry_digest() of the worker's process
+  std::uint64_t registry_digest = 0;  // TaskListing::digest of the worker's process
   std::uint32_t n_tasks = 0;          // tasks registered there
-  std::string extension;              // bytes for a later version or the transport; ignored if not understood
+  std::string extension;              // the worker's TaskListing::encode()
 };
 
 /** The hello's payload (version 1: fixed fields, length-prefixed host and extension). */
 std::string encode_hello(const Hello& hello);
 /** Parses a hello payload; false (with why) if it is malformed. Never reads out of bounds. */
 bool parse_hello(const char* data, std::size_t size, Hello& out, std::string& why);
-
-/** Digest of the registered tasks (names and signature fingerprints, in name order) through the
- *  core's list_tasks; two processes of one build with the same task libraries agree on it. */
-std::uint64_t registry_digest(const wm_core_services& services, std::uint32_t* n_tasks = nullptr);
 
 // ---------------------------------------------------------------- buffers
 
