@@ -244,6 +244,21 @@ TEST(Dispatcher, WorkersThatDieBeforeTheirHelloAreGivenUpAndStartupSaysWhy) {
   EXPECT_EQ(r.transport->stats().restarts, 4u) << "each slot: 3 deaths before giving up, so 2 restarts";
 }
 
+TEST(Dispatcher, WorkersThatKnowOtherTasksFailStartupWithTheRegistryReport) {
+  Rig r(2);
+  r.transport->extra_task("only_in_the_workers");
+  try {
+    r.dispatcher->start();
+    FAIL() << "startup should fail";
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("does not have the tasks the master has: known only there: only_in_the_workers"),
+              std::string::npos) << what;
+  }
+  EXPECT_EQ(r.transport->stats().forced_stops, 2u);
+  EXPECT_EQ(r.transport->stats().restarts, 0u) << "a replacement would know the same tasks";
+}
+
 TEST(Dispatcher, AWorkerThatCannotBeReplacedIsGivenUpAndTheOthersCarryOn) {
   Rig r(2);
   r.transport->refuse_restarts();

@@ -215,6 +215,11 @@ class Transport final : public remote::Transport {
     std::lock_guard<std::mutex> lock(mutex_);
     early_deaths_ = times;
   }
+  /** Workers say in their hello that they know this task too (the master does not). */
+  void extra_task(const std::string& name) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    extra_task_ = name;
+  }
   /** A new worker joins (elastic), with hello on the next progress(). */
   void add_worker() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -386,6 +391,14 @@ class Transport final : public remote::Transport {
       h.index = static_cast<std::int32_t>(id);
       h.pid = w.pid;
       h.host = "fakehost";
+      // The fake core registers no task; a worker may know one more.
+      remote::TaskListing tasks;
+      if (!extra_task_.empty()) tasks.tasks.push_back({extra_task_, 42, "int (int)", ""});
+      h.extension = tasks.encode();
+      std::string why;
+      remote::TaskListing::parse(h.extension.data(), h.extension.size(), tasks, why);
+      h.registry_digest = tasks.digest;
+      h.n_tasks = static_cast<std::uint32_t>(tasks.tasks.size());
       todo.push_back([this, id, h] { events_->worker_ready(id, h); });
       return;
     }
@@ -439,6 +452,7 @@ class Transport final : public remote::Transport {
   long delay_ = 0;
   bool refuse_restarts_ = false;
   int early_deaths_ = 0;
+  std::string extra_task_;
   int to_add_ = 0;
   std::int64_t next_pid_ = 1000;
   std::size_t max_in_flight_ = 0;
