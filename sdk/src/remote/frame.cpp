@@ -77,6 +77,10 @@ bool parse_hello(const char* data, std::size_t size, Hello& out, std::string& wh
     why = "a hello too short for its version";
     return false;
   }
+  if (version == kHelloVersion && reserved != 0) {
+    why = "a hello whose reserved field is not zero";
+    return false;
+  }
   if (version != kHelloVersion) {
     why = "a hello of version " + std::to_string(version) + " (this build reads version " +
           std::to_string(kHelloVersion) + ")";
