@@ -22,6 +22,8 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <chrono>
+#include <condition_variable>
 #include <thread>
 
 namespace wm::detail {
@@ -210,6 +212,41 @@ auto call_plugin(const std::string& backend, const char* entry, Fn&& fn) -> decl
 // and futures, exception objects and callbacks may point into the library).
 std::atomic<int> g_remote_links{0};  // remote_work_managers()
 
+// Threads that finish a work manager destroyed inside user code. The process waits for them at exit
+// (a bounded time), so that none is still stopping workers while the process's statics go.
+class Finishers {
+ public:
+  static void begin() {
+    static const bool registered = [] { return std::atexit(&wait_at_exit) == 0; }();
+    (void)registered;
+    std::lock_guard<std::mutex> lock(mutex());
+    ++running();
+  }
+  static void end() {
+    std::lock_guard<std::mutex> lock(mutex());
+    if (--running() == 0) cv().notify_all();
+  }
+
+ private:
+  static void wait_at_exit() {
+    std::unique_lock<std::mutex> lock(mutex());
+    cv().wait_for(lock, std::chrono::seconds(10), [] { return running() == 0; });
+  }
+  // Never destroyed: used at exit.
+  static std::mutex& mutex() {
+    static auto* m = new std::mutex;
+    return *m;
+  }
+  static std::condition_variable& cv() {
+    static auto* c = new std::condition_variable;
+    return *c;
+  }
+  static int& running() {
+    static int n = 0;
+    return n;
+  }
+};
+
 std::mutex g_load_mutex;
 std::map<std::string, const wm_backend_descriptor*>& loaded_libraries() {
   static auto* m = new std::map<std::string, const wm_backend_descriptor*>;
@@ -334,11 +371,13 @@ BackendLink::~BackendLink() {
     // backend and its configuration from here on, waits and destroys them.
     try {
       shutdown(0);
+      Finishers::begin();
       std::thread([name = name_, desc = desc_, instance = instance_, config = std::move(config_)] {
         wm_error err{};
         if (desc->shutdown(instance, WM_SHUTDOWN_WAIT, &err) != 0)
           log(WM_LOG_ERROR, *name, std::string("shutdown failed: ") + err.message);
         desc->destroy(instance);
+        Finishers::end();
       }).detach();
       return;
     } catch (const std::exception& e) {
