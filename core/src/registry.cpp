@@ -109,6 +109,7 @@ void invoke_parsed(const ParsedRequest& r, std::streambuf& payload) {
                                 demangle(task->signature) +
                                 "; the call used other argument or result types (submit by name with "
                                 "exactly the registered parameter types)"));
+  UserCodeScope scope(UserCodeScope::task);
   task->invoke_encoded(r.args, r.args_size, payload);
 }
 
@@ -266,8 +267,7 @@ void complete_from_reply(TaskState* s, const char* data, std::size_t size) noexc
       return;
     }
     if (info.backend.empty()) info.backend = process_backend();
-    auto shared = std::make_shared<const ErrorInfo>(info);
-    finish_failure(s, make_failure(std::move(info)), std::move(shared));
+    fail_task(s, std::move(info));
   } catch (...) {
     finish_with(s, FailureKind::protocol, "reply could not be processed (out of memory?)");
   }

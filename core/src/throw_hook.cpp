@@ -1,10 +1,12 @@
 // throw_hook.cpp: records where exceptions are thrown, for the stack traces of task errors.
 //
 // Where an exception was thrown is gone by the time a catch block runs, and C++17 offers no way to
-// get it back. So the core interposes __cxa_throw (the core is linked before libstdc++) and
-// records the thrower's frames, unresolved, in a thread-local buffer; they are resolved to text
-// only when a task's failure is recorded. WM_STACKTRACE=0 turns it off. This file includes no
-// C++ header: the compiler's built-in declaration of __cxa_throw must be the only one it sees.
+// get it back. So the core interposes __cxa_throw (the core is linked before libstdc++) and, for
+// throws inside a task only (UserCodeScope, internal.hpp), records the thrower's frames,
+// unresolved, in a thread-local buffer; they are resolved to text only when a task's failure is
+// recorded. Any other throw in the process goes straight on to the real __cxa_throw after one
+// thread-local check. WM_STACKTRACE=0 turns tracing off. This file includes no C++ header: the
+// compiler's built-in declaration of __cxa_throw must be the only one it sees.
 #include <dlfcn.h>
 #include <stdlib.h>
 

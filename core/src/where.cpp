@@ -34,13 +34,15 @@ thread_local std::int32_t t_worker_index = -1;
 std::mutex g_backend_mutex;
 std::string g_backend;
 
-// Frames of the last throw on this thread, captured by the __cxa_throw hook below. A fixed array:
-// a throw must not allocate more than it does already.
+// Frames of the last throw in a task on this thread, captured by the __cxa_throw hook. A fixed
+// array: a throw must not allocate more than it does already.
 struct ThrowTrace {
   std::array<void*, 64> frames{};
   std::size_t count = 0;
 };
 thread_local ThrowTrace t_trace;
+// What this thread runs for the core (UserCodeScope); constant-initialised, so reading it is one load.
+thread_local UserCodeScope::Kind t_user_code = UserCodeScope::none;
 
 bool stacktraces_enabled() {
   static const bool enabled = [] {
@@ -76,8 +78,17 @@ std::string process_backend() {
   return g_backend;
 }
 
+UserCodeScope::UserCodeScope(Kind kind) noexcept : saved_(t_user_code) {
+  t_user_code = kind;
+  if (kind == task) t_trace.count = 0;  // a trace from an earlier task must not be reported for this one
+}
+UserCodeScope::~UserCodeScope() { t_user_code = saved_; }
+bool in_task() noexcept { return t_user_code == UserCodeScope::task; }
+bool in_user_code() noexcept { return t_user_code != UserCodeScope::none; }
+
 void record_throw_trace() noexcept {
-  if (!stacktraces_enabled()) return;
+  // Throws outside tasks (the host's own, the core's) cost what they cost without the library.
+  if (t_user_code != UserCodeScope::task || !stacktraces_enabled()) return;
   t_trace.count = boost::stacktrace::safe_dump_to(2, t_trace.frames.data(), sizeof(t_trace.frames));
 }
 

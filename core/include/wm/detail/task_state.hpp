@@ -1,4 +1,8 @@
 // wm/detail/task_state.hpp: the shared state behind a future; owned by the core, one per task.
+//
+// Kept small on purpose (a host may hold hundreds of thousands of outstanding futures): no mutex,
+// no std::any, no listener vector. The result lives typed in ResultState<R>; a failure, rare, in a
+// record allocated only then; listeners in a lock-free list that finishing closes.
 #pragma once
 
 #include <wm/errors.hpp>
@@ -11,10 +15,12 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <streambuf>
 #include <string>
-#include <vector>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
 
 namespace wm {
 class WMFuture;
@@ -32,8 +38,22 @@ class Listener {
   virtual void on_done(TaskState* state) noexcept = 0;
 };
 
+/** One registered listener; a singly linked list hangs off TaskState::listeners. */
+struct ListenerNode {
+  std::shared_ptr<Listener> listener;
+  ListenerNode* next = nullptr;
+};
+
+/** Why a task failed: the exception get_result() rethrows and its record. Allocated on failure only. */
+struct Failure {
+  std::exception_ptr error;        // the wm::TaskFailure to rethrow (null: out of memory)
+  std::optional<ErrorInfo> info;   // nullopt: out of memory while describing it
+};
+
 struct TaskState {
   enum : std::uint32_t { pending = 0, succeeded = 1, failed = 2, status_mask = 3, waiters = 4 };
+  // Bits of result_guard (a futex word): the result's lock, and whether it was taken.
+  enum : std::uint32_t { result_locked = 1, result_contended = 2, result_taken = 4 };
 
   TaskState() noexcept;
   TaskState(const TaskState&) = delete;
@@ -51,22 +71,23 @@ struct TaskState {
   virtual std::string display_name() const = 0;
   /** Drops the bound arguments (called once the task is finished; they are not needed after). */
   virtual void release_arguments() noexcept {}
+  /** Type of the result (typeid(void) for none); Future<T> checks it before touching the result. */
+  virtual const std::type_info& result_type() const noexcept = 0;
+  /** The stored result in a std::any, copied or (take) moved out; empty for void. Throws
+   *  std::logic_error if it was taken already or its type cannot be copied into a std::any. */
+  virtual std::any result_any(bool take) = 0;
 
   std::atomic<std::uint32_t> refs{1};
-  std::atomic<std::uint32_t> word{pending};  // status bits | waiters bit (futex word)
-  std::atomic<std::uint32_t> has_listeners{0};
-  std::uint64_t sequence;                   // process-unique, from a counter
-  const RegisteredTask* registered = nullptr;  // set for tasks that can run by name
-  std::string request;                      // encoded request, filled at submit for remote backends
-  std::size_t deferred_size = 0;            // nonzero: a large request, measured at submit, encoded when sent
-  std::any result;                          // guarded by mutex once finished
-  bool result_discarded = false;            // get_result(discard=true) took it
-  std::exception_ptr error;                 // the wm::TaskFailure to rethrow
-  std::shared_ptr<const ErrorInfo> error_info;
-  const std::string* backend_name = nullptr;  // set at submit; interned, never freed
+  std::atomic<std::uint32_t> word{pending};      // status bits | waiters bit (futex word)
+  std::atomic<std::uint32_t> result_guard{0};    // result_locked | result_contended | result_taken
   std::atomic<bool> submitted{false};
-  std::mutex mutex;
-  std::vector<std::shared_ptr<Listener>> listeners;
+  std::uint64_t sequence;                        // process-unique, from a counter
+  const RegisteredTask* registered = nullptr;    // set for tasks that can run by name
+  const std::string* backend_name = nullptr;     // set at submit; interned, never freed
+  std::atomic<ListenerNode*> listeners{nullptr}; // closed_list() once the task finished
+  const Failure* failure = nullptr;              // written before the status says failed
+  std::string request;                           // encoded request, filled at submit for remote backends
+  std::size_t deferred_size = 0;                 // nonzero: a large request, measured at submit, encoded when sent
 
   std::uint32_t status() const noexcept { return word.load(std::memory_order_acquire) & status_mask; }
   bool done() const noexcept { return status() != pending; }
@@ -79,11 +100,72 @@ inline void intrusive_ptr_release(TaskState* s) noexcept {
 
 using StatePtr = boost::intrusive_ptr<TaskState>;
 
+// ---- the result (core/src/task_state.cpp) ----
+/** Takes / releases the lock of a finished task's result (futex; held for a copy or a move). */
+void lock_result(TaskState* s) noexcept;
+void unlock_result(TaskState* s) noexcept;
+[[noreturn]] void throw_result_taken(const TaskState* s);
+/** Throws std::logic_error: a future (or a watched state) that refers to no task. */
+[[noreturn]] void throw_no_task();
+[[noreturn]] void throw_result_not_copyable(const TaskState* s, const char* what);
+
+/** The typed result slot between TaskState and the implementations; Future<R> reads it. */
+template <class R>
+class ResultState : public TaskState {
+ public:
+  const std::type_info& result_type() const noexcept final { return typeid(R); }
+
+  /** The result, copied (discard false) or moved out; only once the task succeeded. */
+  R get(bool discard) {
+    struct Lock {
+      TaskState* s;
+      explicit Lock(TaskState* st) noexcept : s(st) { lock_result(s); }
+      ~Lock() { unlock_result(s); }
+    } lock(this);
+    if (result_guard.load(std::memory_order_relaxed) & result_taken) throw_result_taken(this);
+    if (!discard) {
+      if constexpr (std::is_copy_constructible_v<R>)
+        return *result;
+      else
+        throw_result_not_copyable(this, "get_result(false) would copy it; call get_result() to move it out");
+    }
+    result_guard.fetch_or(result_taken, std::memory_order_relaxed);
+    R out = std::move(*result);
+    result.reset();
+    return out;
+  }
+
+  std::any result_any(bool take) final {
+    if constexpr (std::is_copy_constructible_v<R>) {
+      return std::any(get(take));
+    } else {
+      (void)take;
+      throw_result_not_copyable(this, "get_result_any cannot hold it; use Future<R>::get_result()");
+    }
+  }
+
+  /** Stores the result (before the task is marked succeeded). */
+  template <class... A>
+  void emplace_result(A&&... a) {
+    result.emplace(std::forward<A>(a)...);
+  }
+
+ private:
+  std::optional<R> result;
+};
+
+template <>
+class ResultState<void> : public TaskState {
+ public:
+  const std::type_info& result_type() const noexcept final { return typeid(void); }
+  std::any result_any(bool) final { return {}; }
+};
+
 // ---- completion and waiting (core/src/task_state.cpp) ----
 /** Marks a task succeeded (result already stored) and tells waiters and listeners. */
 void finish_success(TaskState* s) noexcept;
-/** Marks a task failed with the given failure and tells waiters and listeners. */
-void finish_failure(TaskState* s, std::exception_ptr error, std::shared_ptr<const ErrorInfo> info) noexcept;
+/** Marks a task failed: error is what get_result() throws, info its record (nullopt: unknown). */
+void finish_failure(TaskState* s, std::exception_ptr error, std::optional<ErrorInfo> info) noexcept;
 /** Fails a task for a reason other than the task's own exception. worker_index/pid/attempts say
  *  where it ran, if known (-1 / 0 / 1: not known, the failure is recorded as this process's). */
 void finish_with(TaskState* s, FailureKind kind, std::string message, std::int32_t worker_index = -1,
