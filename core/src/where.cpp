@@ -88,7 +88,7 @@ bool in_user_code() noexcept { return t_user_code != UserCodeScope::none; }
 
 void record_throw_trace() noexcept {
   // Throws outside tasks (the host's own, the core's) cost what they cost without the library.
-  if (t_user_code != UserCodeScope::task || !stacktraces_enabled()) return;
+  if (!in_task() || !stacktraces_enabled()) return;
   t_trace.count = boost::stacktrace::safe_dump_to(2, t_trace.frames.data(), sizeof(t_trace.frames));
 }
 
