@@ -215,14 +215,18 @@ bool wait_until(TaskState* s, std::chrono::steady_clock::time_point deadline) no
 void add_listener(TaskState* s, std::shared_ptr<Listener> listener) {
   ListenerNode* head = s->listeners.load(std::memory_order_acquire);
   if (head != closed_list()) {
-    auto* node = new ListenerNode{std::move(listener), head};
-    while (!s->listeners.compare_exchange_weak(node->next, node, std::memory_order_acq_rel,
-                                               std::memory_order_acquire)) {
-      if (node->next == closed_list()) break;
+    auto node = std::make_unique<ListenerNode>(ListenerNode{std::move(listener), head});
+    for (;;) {
+      // Once pushed, the node is the finishing thread's: it is not touched here again.
+      if (s->listeners.compare_exchange_weak(head, node.get(), std::memory_order_acq_rel,
+                                             std::memory_order_acquire)) {
+        node.release();
+        return;
+      }
+      if (head == closed_list()) break;
+      node->next = head;
     }
-    if (node->next != closed_list()) return;
     listener = std::move(node->listener);
-    delete node;
   }
   UserCodeScope scope(UserCodeScope::callback);
   listener->on_done(s);
