@@ -26,6 +26,10 @@ void throw_bad_length(std::size_t announced, std::size_t available) {
               " bytes are left: corrupt bytes, or the two sides disagree on the types");
 }
 
+void throw_bad_bool(unsigned value) {
+  throw Error("a bool is encoded as the byte " + std::to_string(value) + " (0 or 1 expected): corrupt bytes");
+}
+
 void throw_write_failure(std::size_t wanted, std::size_t written) {
   throw Error("encoding failed: " + std::to_string(written) + " of " + std::to_string(wanted) + " bytes written");
 }

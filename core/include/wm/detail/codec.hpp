@@ -123,6 +123,7 @@ void resize_for_bulk(Container& c, std::size_t n) {
 [[noreturn]] void throw_short_input(std::size_t wanted, std::size_t available);
 [[noreturn]] void throw_bad_length(std::size_t announced, std::size_t available);
 [[noreturn]] void throw_write_failure(std::size_t wanted, std::size_t written);
+[[noreturn]] void throw_bad_bool(unsigned value);
 
 /**
  * The codec's own cereal archives. They write and read exactly the bytes of cereal's
@@ -189,7 +190,17 @@ std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_SAVE_FUNCTION_NAME(WireOutputAr
 }
 template <class T>
 std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_LOAD_FUNCTION_NAME(WireInputArchive& ar, T& t) {
-  ar.loadBinary(std::addressof(t), sizeof(t));
+  if constexpr (std::is_same_v<T, bool>) {
+    // A bool is written as one byte, 0 or 1; any other byte would make a bool with no valid value
+    // (undefined behaviour; the fuzz target found it through std::optional's flag).
+    static_assert(sizeof(bool) == 1, "the wire format writes a bool as one byte");
+    unsigned char byte = 0;
+    ar.loadBinary(&byte, 1);
+    if (byte > 1) throw_bad_bool(byte);
+    t = byte != 0;
+  } else {
+    ar.loadBinary(std::addressof(t), sizeof(t));
+  }
 }
 template <class Archive, class T>
 CEREAL_ARCHIVE_RESTRICT(WireInputArchive, WireOutputArchive)
@@ -246,6 +257,35 @@ std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> CEREAL_LOA
   ar.check_length(size, sizeof(T));
   resize_for_bulk(vec, static_cast<std::size_t>(size));
   ar.loadBinary(vec.data(), static_cast<std::streamsize>(static_cast<std::size_t>(size) * sizeof(T)));
+}
+
+// Vectors of anything else: cereal sizes the vector to the announced count before reading an
+// element, so a corrupt count allocates whatever it says (the fuzz target found inputs of a few
+// bytes that asked for gigabytes). Here the vector grows as elements arrive, reserving no more elements than there
+// are bytes left; a corrupt count then fails when the bytes run out. Same bytes, same values.
+template <class T, class A>
+std::enable_if_t<!std::is_arithmetic_v<T>> CEREAL_LOAD_FUNCTION_NAME(WireInputArchive& ar, std::vector<T, A>& vec) {
+  cereal::size_type size;
+  ar(cereal::make_size_tag(size));
+  vec.clear();
+  vec.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(size, ar.remaining())));
+  for (std::uint64_t i = 0; i < size; ++i) {
+    vec.emplace_back();
+    ar(vec.back());
+  }
+}
+
+template <class A>
+void CEREAL_LOAD_FUNCTION_NAME(WireInputArchive& ar, std::vector<bool, A>& vec) {
+  cereal::size_type size;
+  ar(cereal::make_size_tag(size));
+  ar.check_length(size, sizeof(bool));  // one byte per element
+  vec.resize(static_cast<std::size_t>(size));
+  for (auto&& v : vec) {
+    bool b;
+    ar(b);
+    v = b;
+  }
 }
 
 }  // namespace wm::detail
