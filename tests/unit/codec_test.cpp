@@ -158,6 +158,30 @@ TEST(Codec, ACorruptLengthFailsWithoutAllocatingIt) {
   EXPECT_THROW(decode_value<std::vector<double>>(vec.data(), vec.size()), wm::Error);
 }
 
+TEST(Codec, CorruptCountsAndFlagsFailCleanly) {
+  // A vector of strings announcing 2^40 elements in a few bytes: fails when the bytes run out,
+  // without sizing the vector to the count first.
+  std::string strings;
+  encode_value(strings, std::vector<std::string>{"a", "b"});
+  const std::uint64_t many = std::uint64_t(1) << 40;
+  std::memcpy(strings.data(), &many, sizeof many);
+  EXPECT_THROW(decode_value<std::vector<std::string>>(strings.data(), strings.size()), wm::Error);
+  std::string bools;
+  encode_value(bools, std::vector<bool>{true, false});
+  std::memcpy(bools.data(), &many, sizeof many);
+  EXPECT_THROW(decode_value<std::vector<bool>>(bools.data(), bools.size()), wm::Error);
+  // A bool is the byte 0 or 1; anything else is corruption, not a bool without a valid value.
+  std::string flag;
+  encode_value(flag, std::optional<int>(5));
+  flag[0] = 7;
+  try {
+    decode_value<std::optional<int>>(flag.data(), flag.size());
+    FAIL() << "a bool byte of 7 decoded";
+  } catch (const wm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bool"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Codec, TruncatedBytesFailAndTrailingBytesAreReported) {
   std::string bytes;
   encode_value(bytes, pattern(6 << 20));
