@@ -45,10 +45,19 @@ Blob make_blob(int n) {
 
 std::unique_ptr<std::string> boxed(std::string s) { return std::make_unique<std::string>(std::move(s)); }
 
+// A standard container of move-only elements: its copy constructor exists but cannot compile.
+std::vector<std::unique_ptr<std::string>> split_words(std::string text) {
+  std::vector<std::unique_ptr<std::string>> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) words.push_back(std::make_unique<std::string>(w));
+  return words;
+}
+
 }  // namespace conformance
 
 WM_TASK(conformance::make_blob);
 WM_TASK(conformance::boxed);
+WM_TASK(conformance::split_words);
 
 namespace {
 
@@ -260,6 +269,14 @@ TEST_P(Conformance, MoveOnlyResults) {
   std::unique_ptr<std::string> p = box.get_result(true);
   ASSERT_TRUE(p);
   EXPECT_EQ(*p, "in a box");
+
+  auto words = wm_->submit(conformance::split_words, std::string("three short words"));
+  expect_done(words);
+  EXPECT_THROW(words.get_result(false), std::logic_error);
+  std::vector<std::unique_ptr<std::string>> got_words = words.get_result();
+  ASSERT_EQ(got_words.size(), 3u);
+  ASSERT_TRUE(got_words[2]);
+  EXPECT_EQ(*got_words[2], "words");
 
   if (wm_->runs_in_process()) {
     auto alive = std::make_shared<int>(7);

@@ -10,17 +10,26 @@
 #include <boost/smart_ptr/intrusive_ptr.hpp>
 
 #include <any>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <exception>
+#include <list>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <streambuf>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <typeinfo>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
+#include <vector>
 
 namespace wm {
 class WMFuture;
@@ -101,6 +110,42 @@ inline void intrusive_ptr_release(TaskState* s) noexcept {
 using StatePtr = boost::intrusive_ptr<TaskState>;
 
 // ---- the result (core/src/task_state.cpp) ----
+
+/**
+ * Whether a result can be copied. std::is_copy_constructible says yes for a standard container of
+ * move-only elements (std::vector<std::unique_ptr<T>>), whose copy constructor exists but does not
+ * compile; this looks inside the standard containers. A class of your own holding such a member
+ * should delete its copy constructor (then it is move-only here too).
+ */
+template <class T>
+struct is_copyable : std::is_copy_constructible<T> {};
+template <class T>
+inline constexpr bool is_copyable_v = is_copyable<T>::value;
+template <class T, class A>
+struct is_copyable<std::vector<T, A>> : is_copyable<T> {};
+template <class T, class A>
+struct is_copyable<std::deque<T, A>> : is_copyable<T> {};
+template <class T, class A>
+struct is_copyable<std::list<T, A>> : is_copyable<T> {};
+template <class T, std::size_t N>
+struct is_copyable<std::array<T, N>> : is_copyable<T> {};
+template <class T>
+struct is_copyable<std::optional<T>> : is_copyable<T> {};
+template <class K, class T, class C, class A>
+struct is_copyable<std::map<K, T, C, A>> : std::bool_constant<is_copyable_v<K> && is_copyable_v<T>> {};
+template <class K, class T, class C, class A>
+struct is_copyable<std::multimap<K, T, C, A>> : std::bool_constant<is_copyable_v<K> && is_copyable_v<T>> {};
+template <class K, class T, class H, class E, class A>
+struct is_copyable<std::unordered_map<K, T, H, E, A>> : std::bool_constant<is_copyable_v<K> && is_copyable_v<T>> {};
+template <class K, class C, class A>
+struct is_copyable<std::set<K, C, A>> : is_copyable<K> {};
+template <class K, class H, class E, class A>
+struct is_copyable<std::unordered_set<K, H, E, A>> : is_copyable<K> {};
+template <class A, class B>
+struct is_copyable<std::pair<A, B>> : std::bool_constant<is_copyable_v<A> && is_copyable_v<B>> {};
+template <class... T>
+struct is_copyable<std::tuple<T...>> : std::bool_constant<(is_copyable_v<T> && ...)> {};
+
 /** Takes / releases the lock of a finished task's result (futex; held for a copy or a move). */
 void lock_result(TaskState* s) noexcept;
 void unlock_result(TaskState* s) noexcept;
@@ -124,7 +169,7 @@ class ResultState : public TaskState {
     } lock(this);
     if (result_guard.load(std::memory_order_relaxed) & result_taken) throw_result_taken(this);
     if (!discard) {
-      if constexpr (std::is_copy_constructible_v<R>)
+      if constexpr (is_copyable_v<R>)
         return *result;
       else
         throw_result_not_copyable(this, "get_result(false) would copy it; call get_result() to move it out");
@@ -136,7 +181,7 @@ class ResultState : public TaskState {
   }
 
   std::any result_any(bool take) final {
-    if constexpr (std::is_copy_constructible_v<R>) {
+    if constexpr (is_copyable_v<R>) {
       return std::any(get(take));
     } else {
       (void)take;
