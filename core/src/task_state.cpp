@@ -232,28 +232,30 @@ void add_listener(TaskState* s, std::shared_ptr<Listener> listener) {
   listener->on_done(s);
 }
 
-void lock_result(TaskState* s) noexcept {
-  std::uint32_t v = s->result_guard.load(std::memory_order_relaxed);
-  for (;;) {
-    if (!(v & TaskState::result_locked)) {
-      if (s->result_guard.compare_exchange_weak(v, v | TaskState::result_locked, std::memory_order_acquire))
-        return;
-      continue;
-    }
-    if (!(v & TaskState::result_contended)) {
-      if (!s->result_guard.compare_exchange_weak(v, v | TaskState::result_contended, std::memory_order_relaxed))
-        continue;
-      v |= TaskState::result_contended;
-    }
-    result_futex(s, FUTEX_WAIT_PRIVATE, v);
-    v = s->result_guard.load(std::memory_order_relaxed);
-  }
+bool begin_copy(TaskState* s) noexcept {
+  // Acquire: the copy reads the result the finishing thread wrote.
+  const std::uint32_t v = s->result_guard.fetch_add(1, std::memory_order_acquire);
+  if (!(v & TaskState::result_taken)) return true;
+  end_copy(s);
+  return false;
 }
 
-void unlock_result(TaskState* s) noexcept {
-  const std::uint32_t v = s->result_guard.fetch_and(~(TaskState::result_locked | TaskState::result_contended),
-                                                    std::memory_order_release);
-  if (v & TaskState::result_contended) result_futex(s, FUTEX_WAKE_PRIVATE, INT_MAX);
+void end_copy(TaskState* s) noexcept {
+  // Release: the copy's reads happen before the taker's move.
+  const std::uint32_t v = s->result_guard.fetch_sub(1, std::memory_order_release);
+  if ((v & TaskState::result_taken) && (v & TaskState::result_copiers) == 1)
+    result_futex(s, FUTEX_WAKE_PRIVATE, INT_MAX);
+}
+
+bool begin_take(TaskState* s) noexcept {
+  std::uint32_t v = s->result_guard.fetch_or(TaskState::result_taken, std::memory_order_acquire);
+  if (v & TaskState::result_taken) return false;
+  v |= TaskState::result_taken;
+  while (v & TaskState::result_copiers) {
+    result_futex(s, FUTEX_WAIT_PRIVATE, v);
+    v = s->result_guard.load(std::memory_order_acquire);
+  }
+  return true;
 }
 
 void throw_result_taken(const TaskState* s) {

@@ -365,6 +365,27 @@ TEST_P(Conformance, GetResultDiscard) {
   EXPECT_THROW(f.get_result(), std::logic_error);
 }
 
+TEST_P(Conformance, ConcurrentReadersOfOneResultEachGetItOrAClearError) {
+  for (int round = 0; round < 20; ++round) {
+    auto f = wm_->submit(wmtest::echo, std::string(1000, 'x'));
+    expect_done(f);
+    std::atomic<int> copies{0}, takes{0}, refused{0};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 4; ++t)
+      readers.emplace_back([&, t] {
+        const bool take = t % 2 == 0;
+        try {
+          if (f.get_result(take) == std::string(1000, 'x')) (take ? takes : copies)++;
+        } catch (const std::logic_error&) {
+          refused++;
+        }
+      });
+    for (auto& r : readers) r.join();
+    EXPECT_EQ(takes.load(), 1) << "exactly one reader moves the result out";
+    EXPECT_EQ(copies + takes + refused, 4) << "every reader gets the whole result or a clear error";
+  }
+}
+
 TEST_P(Conformance, AFinishedTaskLetsGoOfItsArguments) {
   auto alive = std::make_shared<int>(0);
   auto f = wm_->submit(wmtest::token_value, wmtest::Token{alive, 5});

@@ -4,9 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <any>
-#include <atomic>
 #include <stdexcept>
-#include <thread>
 
 using wmtest::ScopedEnv;
 
@@ -150,27 +148,6 @@ TEST(Futures, AFutureOfTheWrongTypeIsRefused) {
   auto f = wm->submit(wmtest::square, 3);
   EXPECT_THROW(wm::Future<std::string>(f.state()).get_result(), std::logic_error);
   EXPECT_EQ(f.get_result(), 9);  // untouched
-}
-
-TEST(Futures, ConcurrentReadersOfOneResultEachGetItOrAClearError) {
-  auto wm = make("threads");
-  for (int round = 0; round < 50; ++round) {
-    auto f = wm->submit(wmtest::echo, std::string(1000, 'x'));
-    f.wait();
-    std::atomic<int> copies{0}, takes{0}, refused{0};
-    std::vector<std::thread> readers;
-    for (int t = 0; t < 4; ++t)
-      readers.emplace_back([&, t] {
-        try {
-          if (f.get_result(t % 2 == 0).size() == 1000) (t % 2 == 0 ? takes : copies)++;
-        } catch (const std::logic_error&) {
-          refused++;
-        }
-      });
-    for (auto& r : readers) r.join();
-    EXPECT_EQ(takes.load(), 1) << "exactly one reader may move the result out";
-    EXPECT_EQ(copies + takes + refused, 4);
-  }
 }
 
 }  // namespace

@@ -61,8 +61,8 @@ struct Failure {
 
 struct TaskState {
   enum : std::uint32_t { pending = 0, succeeded = 1, failed = 2, status_mask = 3, waiters = 4 };
-  // Bits of result_guard (a futex word): the result's lock, and whether it was taken.
-  enum : std::uint32_t { result_locked = 1, result_contended = 2, result_taken = 4 };
+  // result_guard (a futex word): whether the result was taken, and how many threads copy it now.
+  enum : std::uint32_t { result_taken = 1u << 31, result_copiers = result_taken - 1 };
 
   TaskState() noexcept;
   TaskState(const TaskState&) = delete;
@@ -88,7 +88,7 @@ struct TaskState {
 
   std::atomic<std::uint32_t> refs{1};
   std::atomic<std::uint32_t> word{pending};      // status bits | waiters bit (futex word)
-  std::atomic<std::uint32_t> result_guard{0};    // result_locked | result_contended | result_taken
+  std::atomic<std::uint32_t> result_guard{0};    // result_taken | number of copies in progress
   std::atomic<bool> submitted{false};
   std::uint64_t sequence;                        // process-unique, from a counter
   const RegisteredTask* registered = nullptr;    // set for tasks that can run by name
@@ -146,9 +146,13 @@ struct is_copyable<std::pair<A, B>> : std::bool_constant<is_copyable_v<A> && is_
 template <class... T>
 struct is_copyable<std::tuple<T...>> : std::bool_constant<(is_copyable_v<T> && ...)> {};
 
-/** Takes / releases the lock of a finished task's result (futex; held for a copy or a move). */
-void lock_result(TaskState* s) noexcept;
-void unlock_result(TaskState* s) noexcept;
+// Copies run side by side and without a lock (a copy constructor is user code); taking the
+// result waits until the copies in progress are done, and later copies are refused.
+/** Registers a copy of the result; false if the result was taken. */
+bool begin_copy(TaskState* s) noexcept;
+void end_copy(TaskState* s) noexcept;
+/** Claims the result for moving out, once the copies in progress are done; false if it was taken. */
+bool begin_take(TaskState* s) noexcept;
 [[noreturn]] void throw_result_taken(const TaskState* s);
 /** Throws std::logic_error: a future (or a watched state) that refers to no task. */
 [[noreturn]] void throw_no_task();
@@ -162,19 +166,19 @@ class ResultState : public TaskState {
 
   /** The result, copied (discard false) or moved out; only once the task succeeded. */
   R get(bool discard) {
-    struct Lock {
-      TaskState* s;
-      explicit Lock(TaskState* st) noexcept : s(st) { lock_result(s); }
-      ~Lock() { unlock_result(s); }
-    } lock(this);
-    if (result_guard.load(std::memory_order_relaxed) & result_taken) throw_result_taken(this);
     if (!discard) {
-      if constexpr (is_copyable_v<R>)
+      if constexpr (is_copyable_v<R>) {
+        if (!begin_copy(this)) throw_result_taken(this);
+        struct Copy {
+          TaskState* s;
+          ~Copy() { end_copy(s); }
+        } copy{this};
         return *result;
-      else
+      } else {
         throw_result_not_copyable(this, "get_result(false) would copy it; call get_result() to move it out");
+      }
     }
-    result_guard.fetch_or(result_taken, std::memory_order_relaxed);
+    if (!begin_take(this)) throw_result_taken(this);
     R out = std::move(*result);
     result.reset();
     return out;
