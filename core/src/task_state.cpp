@@ -309,25 +309,31 @@ void submit_states_to(const std::weak_ptr<BackendLink>& weak, const std::string&
 
 void fail_unsubmitted(const StatePtr* states, std::size_t n, std::exception_ptr error) noexcept {
   FailureKind kind = FailureKind::backend;
-  std::string why = "unknown error";
+  std::string message;
   try {
     try {
       std::rethrow_exception(error);
     } catch (const TaskFailure& f) {
       kind = f.kind();
-      why = f.what();
+      message = f.what();
     } catch (const std::exception& e) {
-      why = e.what();
+      message = e.what();
     } catch (...) {
+      message = "unknown error";
     }
-    for (std::size_t i = 0; i < n; ++i) {
-      // Claimed first: a task the backend did take (submitted twice by the generator) is its own.
-      TaskState* s = states[i].get();
-      if (s != nullptr && !s->submitted.exchange(true)) finish_with(s, kind, "the task could not be submitted: " + why);
-    }
+    message = "the task could not be submitted: " + message;
   } catch (...) {
-    for (std::size_t i = 0; i < n; ++i)
-      if (states[i] && !states[i]->submitted.exchange(true)) finish_with(states[i].get(), kind, "");
+    // Out of memory: the tasks still fail, without the reason.
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    // Claimed first: a task the backend did take (the generator returned it twice) is the backend's.
+    TaskState* s = states[i].get();
+    if (s == nullptr || s->submitted.exchange(true)) continue;
+    try {
+      finish_with(s, kind, message);
+    } catch (...) {
+      finish_with(s, kind, std::string());  // the copy of the message did not fit in memory
+    }
   }
 }
 

@@ -10,7 +10,9 @@
 // @endcode
 //
 // A registered task's arguments and result must be serializable with cereal (standard types are
-// covered; for your own types write a `serialize(Archive&)` member). Every call carries a
+// covered; for your own types write a `serialize(Archive&)` member) and default constructible.
+// A result may be move-only (std::unique_ptr<T>, a vector of them, a type of your own with a
+// deleted copy constructor): Future<R>::get_result() moves it out of the future. Every call carries a
 // fingerprint of the signature, so a name called with other argument types fails with
 // SignatureMismatchError instead of misreading bytes.
 #pragma once
