@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps build demo test test-asan bench bench-smoke clean
+.PHONY: all deps build demo test test-asan test-tsan fuzz bench bench-smoke clean
 
 all: build
 
@@ -26,13 +26,37 @@ test: build
 ASAN_BUILD ?= build-asan
 ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer
 test-asan: deps
-	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DWM_BUILD_BENCH=OFF \
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DWM_BUILD_BENCH=OFF -DWM_BUILD_FUZZ=OFF \
 	  -DCMAKE_CXX_FLAGS="$(ASAN_FLAGS) -O1" -DCMAKE_C_FLAGS="$(ASAN_FLAGS)" \
 	  -DCMAKE_EXE_LINKER_FLAGS="$(ASAN_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(ASAN_FLAGS)" \
 	  -DCMAKE_MODULE_LINKER_FLAGS="$(ASAN_FLAGS)"
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:handle_segv=0 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 300 -E install
+
+# The conformance suite on every backend under ThreadSanitizer, in its own build tree (core,
+# plugins and the conformance test only). Suppressions, each with its reason: tests/tsan.supp.
+TSAN_BUILD ?= build-tsan
+TSAN_FLAGS = -fsanitize=thread -fno-omit-frame-pointer
+test-tsan: deps
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DWM_BUILD_BENCH=OFF -DWM_BUILD_FUZZ=OFF \
+	  -DWM_BUILD_EXAMPLES=OFF -DCMAKE_CXX_FLAGS="$(TSAN_FLAGS) -O1" -DCMAKE_C_FLAGS="$(TSAN_FLAGS)" \
+	  -DCMAKE_EXE_LINKER_FLAGS="$(TSAN_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(TSAN_FLAGS)" \
+	  -DCMAKE_MODULE_LINKER_FLAGS="$(TSAN_FLAGS)"
+	cmake --build $(TSAN_BUILD) -j $(JOBS) --target test_conformance
+	cd $(TSAN_BUILD) && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  ctest --output-on-failure -j $(JOBS) --timeout 300 -R '^Backends/Conformance\.'
+
+# Every fuzz target (tests/fuzz) for FUZZ_SECONDS each, growing its corpus in $(BUILD)/fuzz/corpus/;
+# an input that breaks it is kept there (crash-*, timeout-*, leak-*, oom-*).
+FUZZ_SECONDS ?= 60
+fuzz: build
+	@ls $(BUILD)/fuzz/bin/wm_fuzz_* >/dev/null 2>&1 || { echo "fuzz: no fuzz targets in $(BUILD)/fuzz (is clang installed?)"; exit 1; }
+	@for f in $(BUILD)/fuzz/bin/wm_fuzz_*; do \
+	  case "$$f" in *_seeds) continue;; esac; \
+	  name=$${f##*/wm_fuzz_}; echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
+	  bash tests/fuzz/run.sh "$$f" $(BUILD)/fuzz/corpus/$$name $(BUILD)/fuzz/seeds/$$name $(FUZZ_SECONDS) || exit 1; \
+	done
 
 # Benchmark every installed backend against the floor (bench/README.md); results in bench/results/.
 bench: build

@@ -17,8 +17,21 @@ void throw_trailing_bytes(std::size_t remaining, std::size_t size) {
 }
 
 void throw_short_input(std::size_t wanted, std::size_t available) {
-  throw Error("a block of " + std::to_string(wanted) + " bytes is announced where " + std::to_string(available) +
+  throw Error("the bytes end early: " + std::to_string(wanted) + " more were needed where " + std::to_string(available) +
+              " are left (truncated or corrupt bytes, or the two sides disagree on the types)");
+}
+
+void throw_bad_length(std::size_t announced, std::size_t available) {
+  throw Error("a block of " + std::to_string(announced) + " bytes is announced where " + std::to_string(available) +
               " bytes are left: corrupt bytes, or the two sides disagree on the types");
+}
+
+void throw_bad_bool(unsigned value) {
+  throw Error("a bool is encoded as the byte " + std::to_string(value) + " (0 or 1 expected): corrupt bytes");
+}
+
+void throw_write_failure(std::size_t wanted, std::size_t written) {
+  throw Error("encoding failed: " + std::to_string(written) + " of " + std::to_string(wanted) + " bytes written");
 }
 
 void prepare_bulk_write(void* p, std::size_t n) noexcept {

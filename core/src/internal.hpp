@@ -5,6 +5,7 @@
 #include <wm/errors.hpp>
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -23,32 +24,37 @@ void seed_process(std::uint64_t seed) noexcept;
 /** Fills the "where" fields of a failure record: this process and thread, or the worker named. */
 void fill_where(ErrorInfo& info, const wm_worker_identity* where) noexcept;
 
-// ---- user code run by the core (tasks, done-callbacks) ----
-enum class UserCode : std::uint8_t { task = 1, callback = 2 };
-/** Marks this thread as running user code until the end of the scope (nests). */
-class UserCodeScope {
- public:
-  explicit UserCodeScope(UserCode kind) noexcept;
+/** Name of the work manager whose worker this process is, or of the last one created. */
+void set_process_backend(const std::string& name);
+std::string process_backend();
+
+// ---- user code the core runs (tasks, done-callbacks) ----
+/**
+ * Marks this thread as running user code for the scope's life: a task (in-process execution, or
+ * a worker executing a request) or a callback (listeners and done-callbacks of a finishing task).
+ * Scopes nest: the innermost one is what the thread runs now. Stack traces are taken only for
+ * throws inside tasks; the shutdown path uses in_user_code() to tell a re-entrant call.
+ */
+struct UserCodeScope {
+  enum Kind : std::uint8_t { none = 0, task = 1, callback = 2 };
+  explicit UserCodeScope(Kind kind) noexcept;
   ~UserCodeScope();
   UserCodeScope(const UserCodeScope&) = delete;
   UserCodeScope& operator=(const UserCodeScope&) = delete;
 
  private:
-  std::uint8_t saved_;
+  Kind saved_;
 };
-/** True while this thread runs a task. */
+/** True while this thread runs a task (the innermost UserCodeScope is a task's). */
 bool in_task() noexcept;
-/** True while this thread runs a task or a done-callback: such code may be running on a thread a
- *  work manager would wait for, so the work manager must not wait on its behalf. */
+/** True while this thread runs a task or a callback for the core. */
 bool in_user_code() noexcept;
-/** Name of the work manager whose worker this process is, or of the last one created. */
-void set_process_backend(const std::string& name);
-std::string process_backend();
 
 // ---- stack traces ----
-/** Stack trace of the exception most recently thrown on this thread ("" if none was taken). */
-/** Records the frames of the throw in progress (called by the __cxa_throw hook). */
+/** Records the frames of the throw in progress, if this thread runs a task (called by the
+ *  __cxa_throw hook; returns at once otherwise). */
 void record_throw_trace() noexcept;
+/** Stack trace of the exception most recently thrown in a task on this thread ("" if none was taken). */
 std::string last_throw_stacktrace();
 
 /** Builds the failure record of the exception being handled (call inside a catch block). */
@@ -56,6 +62,9 @@ ErrorInfo current_exception_info(const std::string& task_name);
 
 // ---- logging (stderr; WM_LOG_LEVEL=debug|info|warning|error, default warning) ----
 void log(int level, const std::string& component, const std::string& message) noexcept;
+
+/** Fails a task with the record info (and the task's own exception, if it ran here); never throws. */
+void fail_task(TaskState* s, ErrorInfo info, std::exception_ptr original = nullptr) noexcept;
 
 /** Master side of the wire: decode a reply into the task's result or failure (never throws). */
 void complete_from_reply(TaskState* s, const char* data, std::size_t size, const wm_worker_identity* where) noexcept;

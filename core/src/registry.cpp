@@ -112,6 +112,7 @@ void invoke_parsed(const ParsedRequest& r, std::streambuf& payload) {
                                 demangle(task->signature) +
                                 "; the call used other argument or result types (submit by name with "
                                 "exactly the registered parameter types)"));
+  UserCodeScope scope(UserCodeScope::task);
   task->invoke_encoded(r.args, r.args_size, payload);
 }
 
@@ -212,7 +213,6 @@ void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer*
     name = r.name;
     put(sink, kReplyMagic);
     put(sink, kReplyOk);
-    UserCodeScope scope(UserCode::task);
     invoke_parsed(r, sink);
   } catch (const TaskFailure& f) {
     try {
@@ -271,8 +271,7 @@ void complete_from_reply(TaskState* s, const char* data, std::size_t size, const
                      std::to_string(info.pid) +
                      "): load the task library that defines it before creating the work manager, so that its "
                      "workers load it too";
-    auto shared = std::make_shared<const ErrorInfo>(info);
-    finish_failure(s, make_failure(std::move(info)), std::move(shared));
+    fail_task(s, std::move(info));
   } catch (...) {
     finish_with(s, FailureKind::protocol, "reply could not be processed (out of memory?)", where);
   }

@@ -1,6 +1,7 @@
 // task_state.cpp: finishing, waiting on and listening to tasks; futures, completion queues and
 // FutureWatcher. Waiting spins for a few microseconds (short tasks end sooner than a sleeping
 // thread wakes), then sleeps on a futex; nothing polls.
+#include "backend_link.hpp"
 #include "internal.hpp"
 
 #include <wm/future.hpp>
@@ -49,6 +50,13 @@ bool spin_for(Pred pred, int micros) {
 
 constexpr int kWaitSpinMicros = 20;
 
+// The listener list of a finished task: add_listener() then calls the listener at once. Never
+// dereferenced.
+ListenerNode* closed_list() noexcept { return reinterpret_cast<ListenerNode*>(std::uintptr_t(1)); }
+
+// A failure whose record could not be allocated (out of memory): get_result() says so.
+const Failure kUnrecordedFailure{};
+
 void finish(TaskState* s, std::uint32_t status) noexcept {
   std::uint32_t old = s->word.load(std::memory_order_relaxed);
   do {
@@ -59,14 +67,23 @@ void finish(TaskState* s, std::uint32_t status) noexcept {
     }
   } while (!s->word.compare_exchange_weak(old, status, std::memory_order_seq_cst));
   if (old & TaskState::waiters) futex(&s->word, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr);
-  if (s->has_listeners.load(std::memory_order_seq_cst)) {
-    std::vector<std::shared_ptr<Listener>> listeners;
-    {
-      std::lock_guard<std::mutex> lock(s->mutex);
-      listeners.swap(s->listeners);
+  // Closing the list hands every listener added so far to this thread; later ones see it closed
+  // and run at once in add_listener(). The list is newest first: reverse it to call in order.
+  ListenerNode* list = s->listeners.exchange(closed_list(), std::memory_order_acq_rel);
+  if (list != nullptr) {
+    ListenerNode* in_order = nullptr;
+    while (list != nullptr) {
+      ListenerNode* next = list->next;
+      list->next = in_order;
+      in_order = list;
+      list = next;
     }
-    UserCodeScope scope(UserCode::callback);
-    for (auto& l : listeners) l->on_done(s);
+    UserCodeScope scope(UserCodeScope::callback);
+    while (in_order != nullptr) {
+      std::unique_ptr<ListenerNode> node(in_order);
+      in_order = node->next;
+      node->listener->on_done(s);
+    }
   }
   // The arguments and the encoded request are the backend's until the task is finished
   // (wm/abi.h) and nobody's after: a future kept for its result must not keep large arguments
@@ -76,10 +93,19 @@ void finish(TaskState* s, std::uint32_t status) noexcept {
   s->release_arguments();
 }
 
+long result_futex(TaskState* s, int op, std::uint32_t value) {
+  return futex(&s->result_guard, op, value, nullptr);
+}
+
 }  // namespace
 
 TaskState::TaskState() noexcept : sequence(next_sequence()) {}
-TaskState::~TaskState() = default;
+
+TaskState::~TaskState() {
+  if (failure != &kUnrecordedFailure) delete failure;
+  ListenerNode* list = listeners.load(std::memory_order_acquire);
+  while (list != nullptr && list != closed_list()) delete std::exchange(list, list->next);
+}
 
 std::uint64_t next_sequence() noexcept {
   static std::atomic<std::uint64_t> counter{0};
@@ -88,14 +114,29 @@ std::uint64_t next_sequence() noexcept {
 
 void finish_success(TaskState* s) noexcept { finish(s, TaskState::succeeded); }
 
-void finish_failure(TaskState* s, std::exception_ptr error, std::shared_ptr<const ErrorInfo> info) noexcept {
+void finish_failure(TaskState* s, std::exception_ptr error, std::optional<ErrorInfo> info) noexcept {
   if (s->done()) {
     log(WM_LOG_ERROR, "core", "a backend failed an already finished task; ignored");
     return;
   }
-  s->error = std::move(error);
-  s->error_info = std::move(info);
+  const Failure* record = &kUnrecordedFailure;
+  try {
+    record = new Failure{std::move(error), std::move(info)};
+  } catch (...) {
+    // Out of memory: the task still finishes (failed), so nobody waits forever.
+  }
+  s->failure = record;
   finish(s, TaskState::failed);
+}
+
+void fail_task(TaskState* s, ErrorInfo info, std::exception_ptr original) noexcept {
+  try {
+    std::exception_ptr error = make_failure(info, original);
+    finish_failure(s, std::move(error), std::move(info));
+  } catch (...) {
+    // Out of memory while describing the failure.
+    finish_failure(s, original ? original : std::current_exception(), std::nullopt);
+  }
 }
 
 void finish_with(TaskState* s, FailureKind kind, std::string message, const wm_worker_identity* where,
@@ -109,23 +150,21 @@ void finish_with(TaskState* s, FailureKind kind, std::string message, const wm_w
     if (where == nullptr) info.worker_index = -1;  // not run by a worker: the master's own record
     info.attempts = attempts == 0 ? 1 : attempts;
     info.backend = s->backend_name != nullptr ? *s->backend_name : process_backend();
-    auto shared = std::make_shared<const ErrorInfo>(info);
-    finish_failure(s, make_failure(std::move(info)), std::move(shared));
+    fail_task(s, std::move(info));
   } catch (...) {
-    // Out of memory while describing the failure: still finish the task, so nobody waits forever.
-    finish_failure(s, std::current_exception(), nullptr);
+    finish_failure(s, std::current_exception(), std::nullopt);
   }
 }
 
 void execute_local(TaskState* s) noexcept {
   try {
-    UserCodeScope scope(UserCode::task);
+    UserCodeScope scope(UserCodeScope::task);
     s->run_local();
   } catch (const TaskFailure& f) {
     try {
-      finish_failure(s, std::current_exception(), std::make_shared<const ErrorInfo>(f.info()));
+      finish_failure(s, std::current_exception(), f.info());
     } catch (...) {
-      finish_failure(s, std::current_exception(), nullptr);
+      finish_failure(s, std::current_exception(), std::nullopt);
     }
     return;
   } catch (...) {
@@ -133,10 +172,9 @@ void execute_local(TaskState* s) noexcept {
     try {
       ErrorInfo info = current_exception_info(s->display_name());
       if (s->backend_name != nullptr) info.backend = *s->backend_name;
-      auto shared = std::make_shared<const ErrorInfo>(info);
-      finish_failure(s, make_failure(std::move(info), original), std::move(shared));
+      fail_task(s, std::move(info), original);
     } catch (...) {
-      finish_failure(s, original, nullptr);
+      finish_failure(s, original, std::nullopt);
     }
     return;
   }
@@ -174,16 +212,63 @@ bool wait_until(TaskState* s, std::chrono::steady_clock::time_point deadline) no
 }
 
 void add_listener(TaskState* s, std::shared_ptr<Listener> listener) {
-  {
-    std::lock_guard<std::mutex> lock(s->mutex);
-    s->has_listeners.store(1, std::memory_order_seq_cst);
-    if (!s->done()) {
-      s->listeners.push_back(std::move(listener));
-      return;
+  ListenerNode* head = s->listeners.load(std::memory_order_acquire);
+  if (head != closed_list()) {
+    auto node = std::make_unique<ListenerNode>(ListenerNode{std::move(listener), head});
+    for (;;) {
+      // Once pushed, the node is the finishing thread's: it is not touched here again.
+      if (s->listeners.compare_exchange_weak(head, node.get(), std::memory_order_acq_rel,
+                                             std::memory_order_acquire)) {
+        node.release();
+        return;
+      }
+      if (head == closed_list()) break;
+      node->next = head;
     }
+    listener = std::move(node->listener);
   }
-  UserCodeScope scope(UserCode::callback);
+  UserCodeScope scope(UserCodeScope::callback);
   listener->on_done(s);
+}
+
+bool begin_copy(TaskState* s) noexcept {
+  // Acquire: the copy reads the result the finishing thread wrote.
+  const std::uint32_t v = s->result_guard.fetch_add(1, std::memory_order_acquire);
+  if (!(v & TaskState::result_taken)) return true;
+  end_copy(s);
+  return false;
+}
+
+void end_copy(TaskState* s) noexcept {
+  // Release: the copy's reads happen before the taker's move.
+  const std::uint32_t v = s->result_guard.fetch_sub(1, std::memory_order_release);
+  if ((v & TaskState::result_taken) && (v & TaskState::result_copiers) == 1)
+    result_futex(s, FUTEX_WAKE_PRIVATE, INT_MAX);
+}
+
+bool begin_take(TaskState* s) noexcept {
+  std::uint32_t v = s->result_guard.fetch_or(TaskState::result_taken, std::memory_order_acquire);
+  if (v & TaskState::result_taken) return false;
+  v |= TaskState::result_taken;
+  while (v & TaskState::result_copiers) {
+    result_futex(s, FUTEX_WAIT_PRIVATE, v);
+    v = s->result_guard.load(std::memory_order_acquire);
+  }
+  return true;
+}
+
+void throw_result_taken(const TaskState* s) {
+  throw std::logic_error("get_result: the result of task '" + s->display_name() +
+                         "' was already taken with discard=true");
+}
+
+void throw_result_not_copyable(const TaskState* s, const char* what) {
+  throw std::logic_error("the result of task '" + s->display_name() + "' is a " +
+                         demangle(s->result_type().name()) + ", which cannot be copied: " + what);
+}
+
+void throw_no_task() {
+  throw std::logic_error("this wm::WMFuture refers to no task (default-constructed or moved from)");
 }
 
 std::string task_uuid(const TaskState* s) {
@@ -205,6 +290,52 @@ std::string task_uuid(const TaskState* s) {
   return buf;
 }
 
+// ---- submit_as_completed ----
+
+void submit_states_to(const std::weak_ptr<BackendLink>& weak, const std::string& backend,
+                      const StatePtr* states, std::size_t n) {
+  if (std::shared_ptr<BackendLink> link = weak.lock()) return link->submit(states, n);
+  ErrorInfo info;
+  info.kind = FailureKind::shutdown;
+  info.message = "work manager '" + backend + "' was destroyed before this submit_as_completed range " +
+                 "finished; keep the work manager alive while iterating";
+  info.task_name = n == 1 ? states[0]->display_name() : std::string("<many>");
+  info.host = host_name();
+  info.pid = static_cast<std::int64_t>(getpid());
+  info.backend = backend;
+  throw ShutdownError(std::move(info));
+}
+
+void fail_unsubmitted(const StatePtr* states, std::size_t n, std::exception_ptr error) noexcept {
+  FailureKind kind = FailureKind::backend;
+  std::string message;
+  try {
+    try {
+      std::rethrow_exception(error);
+    } catch (const TaskFailure& f) {
+      kind = f.kind();
+      message = f.what();
+    } catch (const std::exception& e) {
+      message = e.what();
+    } catch (...) {
+      message = "unknown error";
+    }
+    message = "the task could not be submitted: " + message;
+  } catch (...) {
+    // Out of memory: the tasks still fail, without the reason.
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    // Claimed first: a task the backend did take (the generator returned it twice) is the backend's.
+    TaskState* s = states[i].get();
+    if (s == nullptr || s->submitted.exchange(true)) continue;
+    try {
+      finish_with(s, kind, message);
+    } catch (...) {
+      finish_with(s, kind, std::string());  // the copy of the message did not fit in memory
+    }
+  }
+}
+
 // ---- CompletionQueue ----
 
 struct CompletionQueue::Impl {
@@ -223,6 +354,7 @@ CompletionQueue::CompletionQueue() : impl_(std::make_unique<Impl>()) {}
 CompletionQueue::~CompletionQueue() = default;
 
 void CompletionQueue::watch(const StatePtr& state) {
+  if (!state) throw_no_task();
   impl_->outstanding.fetch_add(1, std::memory_order_relaxed);
   if (state->done()) {  // common in as_completed: skip the listener
     on_done(state.get());
@@ -289,6 +421,7 @@ class WatcherCore final : public Listener, public std::enable_shared_from_this<W
   explicit WatcherCore(std::size_t threshold) : threshold_(threshold == 0 ? 1 : threshold) {}
 
   void add(const WMFuture& f) {
+    if (!f.valid()) throw_no_task();
     {
       std::lock_guard<std::mutex> lock(mutex_);
       ++watching_;
@@ -355,25 +488,42 @@ namespace wm {
 
 // ---- WMFuture ----
 
-std::string WMFuture::task_id() const { return detail::task_uuid(state_.get()); }
-std::string WMFuture::task_name() const { return state_->display_name(); }
+std::string WMFuture::task_id() const { return detail::task_uuid(checked()); }
+std::string WMFuture::task_name() const { return checked()->display_name(); }
 
 std::exception_ptr WMFuture::get_exception() const {
   wait();
-  return state_->status() == detail::TaskState::failed ? state_->error : nullptr;
+  const detail::TaskState& s = *state_;
+  return s.status() == detail::TaskState::failed ? s.failure->error : nullptr;
 }
 
 std::string WMFuture::get_traceback() const {
   wait();
-  if (state_->status() != detail::TaskState::failed || !state_->error_info) return {};
-  return state_->error_info->stacktrace;
+  const detail::TaskState& s = *state_;
+  if (s.status() != detail::TaskState::failed || !s.failure->info) return {};
+  return s.failure->info->stacktrace;
 }
 
 std::optional<ErrorInfo> WMFuture::error_info() const {
   wait();
-  if (state_->status() != detail::TaskState::failed) return std::nullopt;
-  if (state_->error_info) return *state_->error_info;
+  const detail::TaskState& s = *state_;
+  if (s.status() != detail::TaskState::failed) return std::nullopt;
+  if (s.failure->info) return *s.failure->info;
   return ErrorInfo{};
+}
+
+detail::TaskState* WMFuture::succeeded_state(const std::type_info* want) const {
+  detail::TaskState* s = checked();
+  detail::wait(s);
+  if (s->status() == detail::TaskState::failed) {
+    if (s->failure->error) std::rethrow_exception(s->failure->error);
+    throw Error("task failed and its failure could not be recorded (out of memory)");
+  }
+  if (want != nullptr && s->result_type() != *want)
+    throw std::logic_error("a wm::Future<" + detail::demangle(want->name()) + "> refers to task '" +
+                           s->display_name() + "', whose result is a " +
+                           detail::demangle(s->result_type().name()));
+  return s;
 }
 
 namespace {
@@ -396,24 +546,10 @@ class CallbackListener final : public detail::Listener {
 }  // namespace
 
 void WMFuture::add_done_callback(std::function<void(const WMFuture&)> fn) const {
-  detail::add_listener(state_.get(), std::make_shared<CallbackListener>(std::move(fn)));
+  detail::add_listener(checked(), std::make_shared<CallbackListener>(std::move(fn)));
 }
 
-std::any WMFuture::get_result_any(bool discard) const {
-  wait();
-  detail::TaskState& s = *state_;
-  if (s.status() == detail::TaskState::failed) {
-    if (s.error) std::rethrow_exception(s.error);
-    throw Error("task failed and its failure could not be recorded (out of memory)");
-  }
-  std::lock_guard<std::mutex> lock(s.mutex);
-  if (s.result_discarded)
-    throw std::logic_error("get_result: the result of task '" + s.display_name() +
-                           "' was already taken with discard=true");
-  if (!discard) return s.result;
-  s.result_discarded = true;
-  return std::move(s.result);
-}
+std::any WMFuture::get_result_any(bool discard) const { return succeeded_state(nullptr)->result_any(discard); }
 
 // ---- FutureWatcher ----
 

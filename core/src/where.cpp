@@ -33,17 +33,18 @@ const std::string& host_name() {
 namespace {
 thread_local std::int32_t t_worker_index = -1;
 thread_local std::int32_t t_worker_rank = -1;
-thread_local std::uint8_t t_user_code = 0;  // UserCode bits
 std::mutex g_backend_mutex;
 std::string g_backend;
 
-// Frames of the last throw on this thread, captured by the __cxa_throw hook below. A fixed array:
-// a throw must not allocate more than it does already.
+// Frames of the last throw in a task on this thread, captured by the __cxa_throw hook. A fixed
+// array: a throw must not allocate more than it does already.
 struct ThrowTrace {
   std::array<void*, 64> frames{};
   std::size_t count = 0;
 };
 thread_local ThrowTrace t_trace;
+// What this thread runs for the core (UserCodeScope); constant-initialised, so reading it is one load.
+thread_local UserCodeScope::Kind t_user_code = UserCodeScope::none;
 
 bool stacktraces_enabled() {
   static const bool enabled = [] {
@@ -97,12 +98,6 @@ void fill_where(ErrorInfo& info, const wm_worker_identity* where) noexcept {
   }
 }
 
-UserCodeScope::UserCodeScope(UserCode kind) noexcept : saved_(t_user_code) {
-  t_user_code = static_cast<std::uint8_t>(t_user_code | static_cast<std::uint8_t>(kind));
-}
-UserCodeScope::~UserCodeScope() { t_user_code = saved_; }
-bool in_task() noexcept { return (t_user_code & static_cast<std::uint8_t>(UserCode::task)) != 0; }
-bool in_user_code() noexcept { return t_user_code != 0; }
 
 void set_process_backend(const std::string& name) {
   std::lock_guard<std::mutex> lock(g_backend_mutex);
@@ -113,8 +108,17 @@ std::string process_backend() {
   return g_backend;
 }
 
+UserCodeScope::UserCodeScope(Kind kind) noexcept : saved_(t_user_code) {
+  t_user_code = kind;
+  if (kind == task) t_trace.count = 0;  // a trace from an earlier task must not be reported for this one
+}
+UserCodeScope::~UserCodeScope() { t_user_code = saved_; }
+bool in_task() noexcept { return t_user_code == UserCodeScope::task; }
+bool in_user_code() noexcept { return t_user_code != UserCodeScope::none; }
+
 void record_throw_trace() noexcept {
-  if (!stacktraces_enabled()) return;
+  // Throws outside tasks (the host's own, the core's) cost what they cost without the library.
+  if (!in_task() || !stacktraces_enabled()) return;
   t_trace.count = boost::stacktrace::safe_dump_to(2, t_trace.frames.data(), sizeof(t_trace.frames));
 }
 

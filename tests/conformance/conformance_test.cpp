@@ -12,6 +12,7 @@
 #include <functional>
 #include <future>
 #include <mutex>
+#include <memory>
 #include <numeric>
 #include <regex>
 #include <set>
@@ -20,6 +21,46 @@
 
 using namespace std::chrono_literals;
 using wmtest::ScopedEnv;
+
+// Tasks with move-only results, registered so that every backend (remote ones too) can run them.
+namespace conformance {
+
+/** A result that can be moved and serialized but not copied. */
+struct Blob {
+  Blob() = default;
+  explicit Blob(std::vector<int> v) : values(std::move(v)) {}
+  Blob(Blob&&) = default;
+  Blob& operator=(Blob&&) = default;
+  Blob(const Blob&) = delete;
+  Blob& operator=(const Blob&) = delete;
+  std::vector<int> values;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(values);
+  }
+};
+
+Blob make_blob(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 1);
+  return Blob(std::move(v));
+}
+
+std::unique_ptr<std::string> boxed(std::string s) { return std::make_unique<std::string>(std::move(s)); }
+
+// A standard container of move-only elements: its copy constructor exists but cannot compile.
+std::vector<std::unique_ptr<std::string>> split_words(std::string text) {
+  std::vector<std::unique_ptr<std::string>> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) words.push_back(std::make_unique<std::string>(w));
+  return words;
+}
+
+}  // namespace conformance
+
+WM_TASK(conformance::make_blob);
+WM_TASK(conformance::boxed);
+WM_TASK(conformance::split_words);
 
 namespace {
 
@@ -180,6 +221,105 @@ TEST_P(Conformance, SubmitAsCompletedBoundsInFlight) {
   }
 }
 
+// The generator fails after returning some tasks: they run all the same, the caller gets the
+// generator's exception, and the range still yields every task it pulled.
+struct GeneratorFailure : std::exception {
+  const char* what() const noexcept override { return "generator failure"; }
+};
+
+TEST_P(Conformance, SubmitAsCompletedGeneratorThrowingMidway) {
+  // (queue_size, tasks before the throw): the throw comes with pulled tasks not yet submitted
+  // (first two), and with none pending (third).
+  const std::vector<std::pair<std::size_t, int>> cases{{0, 10}, {4, 2}, {3, 7}};
+  for (const auto& [queue_size, before] : cases) {
+    SCOPED_TRACE("queue_size " + std::to_string(queue_size) + ", throw after " + std::to_string(before));
+    int calls = 0;
+    std::vector<wm::WMFuture> pulled;
+    auto gen = [&, before = before]() -> std::optional<wm::TaskSpec<int>> {
+      if (calls++ == before) throw GeneratorFailure();
+      auto spec = wm::task(wmtest::square, int(pulled.size()));
+      pulled.emplace_back(spec.state());
+      return spec;
+    };
+    auto range = wm_->submit_as_completed(gen, queue_size);
+    std::multiset<int> results;
+    bool thrown = false;
+    try {
+      for (const auto& f : range) results.insert(f.get_result());
+    } catch (const GeneratorFailure&) {
+      thrown = true;
+    }
+    EXPECT_TRUE(thrown) << "the generator's exception did not reach the caller";
+    ASSERT_EQ(pulled.size(), std::size_t(before));
+    for (const auto& f : pulled) {
+      ASSERT_TRUE(f.wait_for(60s)) << "a task the generator returned never finished";
+      EXPECT_FALSE(f.failed());
+    }
+    while (auto f = range.next()) results.insert(f->get_result());
+    EXPECT_EQ(calls, before + 1) << "the generator was called again after it threw";
+    std::multiset<int> expected;
+    for (int i = 0; i < before; ++i) expected.insert(i * i);
+    EXPECT_EQ(results, expected);
+  }
+}
+
+TEST_P(Conformance, SubmitAsCompletedOutlivingItsWorkManagerFailsClearly) {
+  int generated = 0;
+  auto gen = [&]() -> std::optional<wm::TaskSpec<int>> {
+    if (generated == 6) return std::nullopt;
+    return wm::task(wmtest::square, generated++);
+  };
+  auto range = wm_->submit_as_completed(gen, 2);
+  auto first = range.next();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_LE(first->get_result(), 1);  // 0 or 1: two were submitted
+  wm_.reset();
+  EXPECT_THROW(range.next(), wm::ShutdownError);
+  // What it had submitted still comes out, each finished: with its result or a ShutdownError.
+  int yielded = 0;
+  while (auto f = range.next()) {
+    ASSERT_TRUE(f->done());
+    if (f->failed()) {
+      EXPECT_THROW(f->get_result(), wm::ShutdownError);
+    }
+    ++yielded;
+  }
+  EXPECT_EQ(yielded, 2);    // the other of the first two, and the one refused after the reset
+  EXPECT_EQ(generated, 3) << "the range went on pulling tasks for a work manager that is gone";
+}
+
+TEST_P(Conformance, MoveOnlyResults) {
+  auto blob = wm_->submit(conformance::make_blob, 5);
+  expect_done(blob);
+  EXPECT_THROW(blob.get_result(false), std::logic_error);  // would copy a move-only result
+  EXPECT_THROW(blob.get_result_any(false), std::logic_error);
+  conformance::Blob b = blob.get_result();
+  EXPECT_EQ(b.values, (std::vector<int>{1, 2, 3, 4, 5}));
+  EXPECT_THROW(blob.get_result(), std::logic_error);  // taken
+
+  auto box = wm_->submit(conformance::boxed, std::string("in a box"));
+  std::unique_ptr<std::string> p = box.get_result(true);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(*p, "in a box");
+
+  auto words = wm_->submit(conformance::split_words, std::string("three short words"));
+  expect_done(words);
+  EXPECT_THROW(words.get_result(false), std::logic_error);
+  std::vector<std::unique_ptr<std::string>> got_words = words.get_result();
+  ASSERT_EQ(got_words.size(), 3u);
+  ASSERT_TRUE(got_words[2]);
+  EXPECT_EQ(*got_words[2], "words");
+
+  if (wm_->runs_in_process()) {
+    auto alive = std::make_shared<int>(7);
+    auto f = wm_->submit([alive] { return std::make_unique<std::shared_ptr<int>>(alive); });
+    std::unique_ptr<std::shared_ptr<int>> got = f.get_result();
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->get(), alive.get());  // the very object the task made, not a copy
+    EXPECT_THROW(f.get_result(false), std::logic_error);
+  }
+}
+
 TEST_P(Conformance, WaitAnyReturnsAFinishedFuture) {
   std::vector<wm::Future<int>> futures;
   futures.push_back(wm_->submit(wmtest::sleep_then, 300, 1));
@@ -255,6 +395,27 @@ TEST_P(Conformance, GetResultDiscard) {
   EXPECT_EQ(f.get_result(false), "kept");
   EXPECT_EQ(f.get_result(true), "kept");
   EXPECT_THROW(f.get_result(), std::logic_error);
+}
+
+TEST_P(Conformance, ConcurrentReadersOfOneResultEachGetItOrAClearError) {
+  for (int round = 0; round < 20; ++round) {
+    auto f = wm_->submit(wmtest::echo, std::string(1000, 'x'));
+    expect_done(f);
+    std::atomic<int> copies{0}, takes{0}, refused{0};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 4; ++t)
+      readers.emplace_back([&, t] {
+        const bool take = t % 2 == 0;
+        try {
+          if (f.get_result(take) == std::string(1000, 'x')) (take ? takes : copies)++;
+        } catch (const std::logic_error&) {
+          refused++;
+        }
+      });
+    for (auto& r : readers) r.join();
+    EXPECT_EQ(takes.load(), 1) << "exactly one reader moves the result out";
+    EXPECT_EQ(copies + takes + refused, 4) << "every reader gets the whole result or a clear error";
+  }
 }
 
 TEST_P(Conformance, AFinishedTaskLetsGoOfItsArguments) {

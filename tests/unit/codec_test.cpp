@@ -3,12 +3,21 @@
 // lengths fail cleanly.
 #include <wm/task.hpp>
 
+#include <cereal/archives/binary.hpp>
 #include <gtest/gtest.h>
 
+#include <array>
+#include <complex>
 #include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -60,6 +69,78 @@ TEST(Codec, LargeAndSmallBlocksRoundTripExactlyAsCerealWritesThem) {
   }
 }
 
+// A user type of every shape cereal allows: serialize, save/load pairs, versions, shared pointers.
+struct Point {
+  double x = 0, y = 0;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(x, y);
+  }
+  bool operator==(const Point& o) const { return x == o.x && y == o.y; }
+};
+
+struct Versioned {
+  std::string name;
+  std::uint32_t seen_version = 0;
+  template <class Archive>
+  void save(Archive& ar, std::uint32_t) const {
+    ar(cereal::make_nvp("name", name));
+  }
+  template <class Archive>
+  void load(Archive& ar, std::uint32_t version) {
+    ar(cereal::make_nvp("name", name));
+    seen_version = version;
+  }
+};
+
+}  // namespace
+CEREAL_CLASS_VERSION(Versioned, 3);
+namespace {
+
+using Many = std::tuple<std::map<std::string, std::vector<int>>, std::optional<std::string>, std::vector<bool>,
+                        std::array<double, 3>, std::complex<float>, std::u16string, std::vector<Point>,
+                        std::pair<std::int8_t, std::uint64_t>, std::set<std::string>>;
+
+TEST(Codec, EveryKindOfValueIsEncodedByteForByteAsCerealsBinaryArchive) {
+  const Many v{{{"a", {1, 2}}, {"b", {}}}, std::string("opt"), {true, false, true},
+               {1.5, -2.5, 3.0}, {1.0f, -1.0f}, u"utf-16 text", {{1, 2}, {3, 4}},
+               {-7, 1ull << 40}, {"x", "y"}};
+  std::string ours;
+  encode_value(ours, v);
+  EXPECT_EQ(ours, cereal_encode(v));
+  EXPECT_TRUE(decode_value<Many>(ours.data(), ours.size()) == v);
+
+  wm::ErrorInfo info;
+  info.kind = wm::FailureKind::worker_lost;
+  info.type_name = "std::runtime_error";
+  info.message = "boom";
+  info.pid = 42;
+  info.worker_index = 3;
+  std::string ibytes;
+  encode_value(ibytes, info);
+  EXPECT_EQ(ibytes, cereal_encode(info));
+  const auto info_back = decode_value<wm::ErrorInfo>(ibytes.data(), ibytes.size());
+  EXPECT_EQ(info_back.describe(), info.describe());
+  EXPECT_EQ(info_back.kind, info.kind);
+
+  // Shared pointers keep cereal's identity numbering (the second occurrence is a reference).
+  auto shared = std::make_shared<int>(5);
+  const std::pair<std::shared_ptr<int>, std::shared_ptr<int>> twice{shared, shared};
+  std::string ptrs;
+  encode_value(ptrs, twice);
+  EXPECT_EQ(ptrs, cereal_encode(twice));
+  auto twice_back = decode_value<std::pair<std::shared_ptr<int>, std::shared_ptr<int>>>(ptrs.data(), ptrs.size());
+  EXPECT_EQ(twice_back.first, twice_back.second);
+  EXPECT_EQ(*twice_back.first, 5);
+
+  // Class versions are written and read back as cereal does.
+  const Versioned ver{"versioned", 0};
+  std::string vbytes;
+  encode_value(vbytes, ver);
+  EXPECT_EQ(vbytes, cereal_encode(ver));
+  EXPECT_EQ(decode_value<Versioned>(vbytes.data(), vbytes.size()).seen_version, 3u);
+}
+
 TEST(Codec, ACorruptLengthFailsWithoutAllocatingIt) {
   std::string bytes;
   encode_value(bytes, std::string("hello"));
@@ -75,6 +156,30 @@ TEST(Codec, ACorruptLengthFailsWithoutAllocatingIt) {
   encode_value(vec, std::vector<double>{1.0, 2.0});
   std::memcpy(vec.data(), &huge, sizeof huge);
   EXPECT_THROW(decode_value<std::vector<double>>(vec.data(), vec.size()), wm::Error);
+}
+
+TEST(Codec, CorruptCountsAndFlagsFailCleanly) {
+  // A vector of strings announcing 2^40 elements in a few bytes: fails when the bytes run out,
+  // without sizing the vector to the count first.
+  std::string strings;
+  encode_value(strings, std::vector<std::string>{"a", "b"});
+  const std::uint64_t many = std::uint64_t(1) << 40;
+  std::memcpy(strings.data(), &many, sizeof many);
+  EXPECT_THROW(decode_value<std::vector<std::string>>(strings.data(), strings.size()), wm::Error);
+  std::string bools;
+  encode_value(bools, std::vector<bool>{true, false});
+  std::memcpy(bools.data(), &many, sizeof many);
+  EXPECT_THROW(decode_value<std::vector<bool>>(bools.data(), bools.size()), wm::Error);
+  // A bool is the byte 0 or 1; anything else is corruption, not a bool without a valid value.
+  std::string flag;
+  encode_value(flag, std::optional<int>(5));
+  flag[0] = 7;
+  try {
+    decode_value<std::optional<int>>(flag.data(), flag.size());
+    FAIL() << "a bool byte of 7 decoded";
+  } catch (const wm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bool"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Codec, TruncatedBytesFailAndTrailingBytesAreReported) {

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <any>
+#include <stdexcept>
+
 using wmtest::ScopedEnv;
 
 namespace {
@@ -108,6 +111,43 @@ TEST(Tasks, LambdasAndFunctorsRunInProcess) {
   EXPECT_EQ(wm->submit(Functor{3}, 4).get_result(), 12);
   std::vector<int> data{1, 2, 3};
   EXPECT_EQ(wm->submit([&data] { return int(data.size()); }).get_result(), 3);
+}
+
+TEST(Futures, ADefaultConstructedFutureIsNotDoneAndRefusesToWait) {
+  wm::WMFuture none;
+  EXPECT_FALSE(none.valid());
+  EXPECT_FALSE(none.done());
+  EXPECT_FALSE(none.is_done());
+  EXPECT_FALSE(none.failed());
+  EXPECT_THROW(none.wait(), std::logic_error);
+  EXPECT_THROW(none.wait_for(std::chrono::milliseconds(1)), std::logic_error);
+  EXPECT_THROW(none.get_exception(), std::logic_error);
+  EXPECT_THROW(none.get_result_any(), std::logic_error);
+  EXPECT_THROW(none.task_id(), std::logic_error);
+  EXPECT_THROW(none.add_done_callback([](const wm::WMFuture&) {}), std::logic_error);
+  wm::Future<int> typed;
+  EXPECT_THROW(typed.get_result(), std::logic_error);
+  auto wm = make("threads");
+  EXPECT_THROW(wm->as_completed(std::vector<wm::Future<int>>{typed}), std::logic_error);
+  EXPECT_THROW(wm::FutureWatcher(std::vector<wm::WMFuture>{none}), std::logic_error);
+}
+
+TEST(Futures, UntypedResultsAreCopiesOfCopyableResults) {
+  auto wm = make("threads");
+  wm::WMFuture f = wm->submit(wmtest::echo, std::string("untyped"));
+  EXPECT_EQ(std::any_cast<std::string>(f.get_result_any(false)), "untyped");
+  EXPECT_EQ(std::any_cast<std::string>(f.get_result_any(true)), "untyped");
+  EXPECT_THROW(f.get_result_any(), std::logic_error);  // taken
+  EXPECT_FALSE(wm::WMFuture(wm->submit(wmtest::nothing)).get_result_any().has_value());
+  auto failing = wm->submit(wmtest::throw_runtime, std::string("untyped failure"));
+  EXPECT_THROW(wm::WMFuture(failing).get_result_any(), wm::TaskError);
+}
+
+TEST(Futures, AFutureOfTheWrongTypeIsRefused) {
+  auto wm = make("threads");
+  auto f = wm->submit(wmtest::square, 3);
+  EXPECT_THROW(wm::Future<std::string>(f.state()).get_result(), std::logic_error);
+  EXPECT_EQ(f.get_result(), 9);  // untouched
 }
 
 }  // namespace

@@ -20,11 +20,15 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 
 namespace wm {
 
-/** Untyped future: everything but the typed result. */
+/** Untyped future: everything but the typed result.
+ *
+ * A default-constructed (or moved-from) future refers to no task: valid() is false, done() and
+ * failed() are false, and every call that would wait or read the task throws std::logic_error. */
 class WMFuture {
  public:
   WMFuture() = default;
@@ -37,24 +41,24 @@ class WMFuture {
   /** Registered name of the task, or the callable's type. */
   std::string task_name() const;
 
-  /** True once the task finished (successfully or not). Never blocks. */
-  bool done() const noexcept { return state_->done(); }
+  /** True once the task finished (successfully or not). Never blocks. False if !valid(). */
+  bool done() const noexcept { return state_ && state_->done(); }
   bool is_done() const noexcept { return done(); }
-  /** True once the task finished with an error. Never blocks. */
-  bool failed() const noexcept { return state_->status() == detail::TaskState::failed; }
+  /** True once the task finished with an error. Never blocks. False if !valid(). */
+  bool failed() const noexcept { return state_ && state_->status() == detail::TaskState::failed; }
 
   /** Blocks until the task finishes. */
-  void wait() const noexcept { detail::wait(state_.get()); }
+  void wait() const { detail::wait(checked()); }
   /** Blocks until the task finishes or the timeout passes; returns done(). */
   template <class Rep, class Period>
-  bool wait_for(std::chrono::duration<Rep, Period> timeout) const noexcept {
-    return detail::wait_until(state_.get(),
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
+    return detail::wait_until(checked(),
                               std::chrono::steady_clock::now() +
                                   std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
   }
   /** Blocks until the task finishes or the deadline passes; returns done(). */
-  bool wait_until(std::chrono::steady_clock::time_point deadline) const noexcept {
-    return detail::wait_until(state_.get(), deadline);
+  bool wait_until(std::chrono::steady_clock::time_point deadline) const {
+    return detail::wait_until(checked(), deadline);
   }
 
   /** Blocks, then returns the failure the result would throw (a wm::TaskFailure), or null. */
@@ -68,8 +72,10 @@ class WMFuture {
    *  logged and ignored. The callback runs on whichever thread finishes the task. */
   void add_done_callback(std::function<void(const WMFuture&)> fn) const;
 
-  /** Blocks, then returns the untyped result (empty for void), rethrowing a failure.
-   *  discard: drop the future's copy, so a list of futures does not keep every result alive. */
+  /** Blocks, then returns a copy of the result in a std::any (empty for void), rethrowing a
+   *  failure. For results that can be copied only: a move-only result (std::unique_ptr, ...)
+   *  throws std::logic_error here; read it with Future<T>::get_result().
+   *  discard: move the result out instead of copying it (a later get_result() then throws). */
   std::any get_result_any(bool discard = true) const;
 
   const detail::StatePtr& state() const noexcept { return state_; }
@@ -77,6 +83,14 @@ class WMFuture {
   friend bool operator!=(const WMFuture& a, const WMFuture& b) noexcept { return a.state_ != b.state_; }
 
  protected:
+  /** The task, or std::logic_error if there is none. */
+  detail::TaskState* checked() const {
+    if (!state_) detail::throw_no_task();
+    return state_.get();
+  }
+  /** Waits, rethrows a failure, and checks that the result is a `want` (null: any type). */
+  detail::TaskState* succeeded_state(const std::type_info* want) const;
+
   detail::StatePtr state_;
 };
 
@@ -89,14 +103,18 @@ class Future : public WMFuture {
   explicit Future(detail::StatePtr state) noexcept : WMFuture(std::move(state)) {}
 
   /** Blocks until the task finishes, then returns its result or throws its failure (a
-   *  wm::TaskFailure subclass: TaskError if the task threw). discard: release the stored result
-   *  after this call; a later get_result() then throws std::logic_error. */
+   *  wm::TaskFailure subclass: TaskError if the task threw).
+   *  discard true (the default): moves the result out, so a list of futures does not keep every
+   *  result alive; a later get_result() then throws std::logic_error.
+   *  discard false: returns a copy and keeps the result. A result that cannot be copied
+   *  (std::unique_ptr, any move-only type) throws std::logic_error instead; take it with
+   *  get_result() or get_result(true). */
   T get_result(bool discard = true) const {
-    std::any value = get_result_any(std::is_void_v<T> ? false : discard);
+    detail::TaskState* s = succeeded_state(&typeid(T));
     if constexpr (std::is_void_v<T>) {
-      return;
+      (void)s, (void)discard;
     } else {
-      return std::any_cast<T>(std::move(value));
+      return static_cast<detail::ResultState<T>*>(s)->get(discard);
     }
   }
 };

@@ -10,7 +10,9 @@
 // @endcode
 //
 // A registered task's arguments and result must be serializable with cereal (standard types are
-// covered; for your own types write a `serialize(Archive&)` member). Every call carries a
+// covered; for your own types write a `serialize(Archive&)` member) and default constructible.
+// A result may be move-only (std::unique_ptr<T>, a vector of them, a type of your own with a
+// deleted copy constructor): Future<R>::get_result() moves it out of the future. Every call carries a
 // fingerprint of the signature, so a name called with other argument types fails with
 // SignatureMismatchError instead of misreading bytes.
 #pragma once
@@ -146,40 +148,42 @@ struct TaskRegistrar {
   explicit TaskRegistrar(const RegisteredTask& task) noexcept { register_task(task); }
 };
 
+/** Decodes the payload of an "ok" reply into the typed result of a task returning R. */
 template <class R>
-void store_payload(std::any& result, const char* data, std::size_t size) {
+void store_payload(ResultState<R>& state, const char* data, std::size_t size) {
   if constexpr (std::is_void_v<R>) {
+    (void)state, (void)data;
     if (size != 0) throw_trailing_bytes(size, size);
   } else if constexpr (is_decodable_v<R>) {
-    result = decode_value<R>(data, size);
+    state.emplace_result(decode_value<R>(data, size));
   } else {
-    (void)result, (void)data, (void)size;
+    (void)state, (void)data, (void)size;
     throw Error("result type cannot be decoded");
   }
 }
 
 // A call bound to its arguments. Fn is a function pointer or a callable object; Params are the
-// parameter types the call is made with (they decide copy / move / reference).
+// parameter types the call is made with (they decide copy / move / reference). A function pointer
+// can run by name exactly when it is registered (then `registered` is set).
 template <class R, class Fn, class Params, class Args>
-class TaskStateImpl final : public TaskState {
+class TaskStateImpl final : public ResultState<R> {
  public:
-  TaskStateImpl(Fn fn, Args args, bool encodable)
-      : fn_(std::move(fn)), args_(std::in_place, std::move(args)), encodable_(encodable) {}
+  TaskStateImpl(Fn fn, Args args) : fn_(std::move(fn)), args_(std::in_place, std::move(args)) {}
 
   void run_local() override {
     constexpr auto seq = std::make_index_sequence<std::tuple_size_v<Args>>{};
     if constexpr (std::is_void_v<R>) {
       call_with<Fn&, Params>(fn_, *args_, seq);
     } else {
-      result = call_with<Fn&, Params>(fn_, *args_, seq);
+      this->emplace_result(call_with<Fn&, Params>(fn_, *args_, seq));
     }
     args_.reset();  // arguments are not kept alive by the future
   }
 
   bool encode_request(std::streambuf& out) const override {
     if constexpr (all_encodable<Args>::value) {
-      if (!encodable_ || registered == nullptr || !args_) return false;
-      write_request_header(out, registered->name, registered->fingerprint);
+      if (this->registered == nullptr || !args_) return false;
+      write_request_header(out, this->registered->name, this->registered->fingerprint);
       encode_value(out, *args_);
       return true;
     } else {
@@ -189,11 +193,11 @@ class TaskStateImpl final : public TaskState {
   }
 
   void set_result_from_payload(const char* data, std::size_t size) override {
-    store_payload<R>(result, data, size);
+    store_payload(*this, data, size);
   }
 
   std::string display_name() const override {
-    if (registered != nullptr) return registered->name;
+    if (this->registered != nullptr) return this->registered->name;
     return "<unregistered callable " + demangle(typeid(Fn).name()) + ">";
   }
 
@@ -202,28 +206,27 @@ class TaskStateImpl final : public TaskState {
  private:
   Fn fn_;
   std::optional<Args> args_;
-  bool encodable_;
 };
 
 // A call by name only: the request is encoded at once; in-process backends run it through the
 // registry (which checks the fingerprint) and remote ones send it.
 template <class R>
-class NamedTaskState final : public TaskState {
+class NamedTaskState final : public ResultState<R> {
  public:
   NamedTaskState(std::string name, std::string encoded) : name_(std::move(name)) {
-    request = std::move(encoded);
+    this->request = std::move(encoded);
   }
   void run_local() override {
     ByteBuffer payload;
-    invoke_request_locally(request, payload);
-    store_payload<R>(result, payload.data, payload.size);
+    invoke_request_locally(this->request, payload);
+    store_payload(*this, payload.data, payload.size);
   }
   bool encode_request(std::streambuf& out) const override {
-    return out.sputn(request.data(), static_cast<std::streamsize>(request.size())) ==
-           static_cast<std::streamsize>(request.size());
+    return out.sputn(this->request.data(), static_cast<std::streamsize>(this->request.size())) ==
+           static_cast<std::streamsize>(this->request.size());
   }
   void set_result_from_payload(const char* data, std::size_t size) override {
-    store_payload<R>(result, data, size);
+    store_payload(*this, data, size);
   }
   std::string display_name() const override { return name_; }
 
@@ -269,16 +272,14 @@ auto task(F&& fn, Args&&... args) {
     static_assert(std::is_constructible_v<A, Args&&...>,
                   "wm::task: the arguments do not convert to the function's parameter types");
     const detail::RegisteredTask* reg = detail::find_task(reinterpret_cast<const void*>(fn));
-    auto* s = new detail::TaskStateImpl<R, D, typename T::params, A>(
-        fn, A(std::forward<Args>(args)...), reg != nullptr);
+    auto* s = new detail::TaskStateImpl<R, D, typename T::params, A>(fn, A(std::forward<Args>(args)...));
     s->registered = reg;
     return TaskSpec<R>(detail::StatePtr(s, false));
   } else {
     using A = std::tuple<std::decay_t<Args>...>;
     using R = std::invoke_result_t<D&, std::decay_t<Args>&...>;
     using P = std::tuple<std::decay_t<Args>&...>;  // callables get their stored arguments by reference
-    auto* s = new detail::TaskStateImpl<R, D, P, A>(D(std::forward<F>(fn)),
-                                                    A(std::forward<Args>(args)...), false);
+    auto* s = new detail::TaskStateImpl<R, D, P, A>(D(std::forward<F>(fn)), A(std::forward<Args>(args)...));
     return TaskSpec<R>(detail::StatePtr(s, false));
   }
 }

@@ -18,6 +18,7 @@
 #include <wm/task.hpp>
 
 #include <cstddef>
+#include <exception>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -49,6 +50,12 @@ class CompletionQueue final : public Listener, public std::enable_shared_from_th
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+/** Submits to the backend behind link; throws ShutdownError naming `backend` if it is gone. */
+void submit_states_to(const std::weak_ptr<BackendLink>& link, const std::string& backend,
+                      const StatePtr* states, std::size_t n);
+/** Fails (with the reason `error` gives) every unfinished task of a batch that could not be submitted. */
+void fail_unsubmitted(const StatePtr* states, std::size_t n, std::exception_ptr error) noexcept;
 
 template <class T>
 struct is_task_spec : std::false_type {};
@@ -184,12 +191,17 @@ class WorkManager {
    * Pulls tasks from gen (a callable returning std::optional<TaskSpec<R>>; nullopt ends it) and
    * yields their futures as they finish, with never more than queue_size submitted and not yet
    * yielded (0: all at once).
+   *
+   * If gen throws, the tasks it returned before are submitted all the same, the exception
+   * propagates to the caller (out of next() or the range-for), and gen is not called again;
+   * next() then yields the futures still in flight. The range may outlive this work manager:
+   * submitting through it then throws ShutdownError.
    */
   template <class Gen>
   auto submit_as_completed(Gen gen, std::size_t queue_size = 0) {
     using Opt = std::invoke_result_t<Gen&>;
     using Spec = typename Opt::value_type;
-    return SubmitAsCompleted<typename Spec::result_type, Gen>(this, std::move(gen), queue_size);
+    return SubmitAsCompleted<typename Spec::result_type, Gen>(link_, name(), std::move(gen), queue_size);
   }
 
   /** Blocks until any of the futures finishes and returns it. */
@@ -229,8 +241,9 @@ class WorkManager {
 template <class R, class Gen>
 class SubmitAsCompleted {
  public:
-  SubmitAsCompleted(WorkManager* wm, Gen gen, std::size_t queue_size)
-      : wm_(wm), gen_(std::move(gen)), queue_size_(queue_size),
+  SubmitAsCompleted(std::weak_ptr<detail::BackendLink> link, const std::string& backend, Gen gen,
+                    std::size_t queue_size)
+      : link_(std::move(link)), backend_(&backend), gen_(std::move(gen)), queue_size_(queue_size),
         queue_(std::make_shared<detail::CompletionQueue>()) {}
 
   /** Submits more tasks while there is room, then blocks for the next finished one. */
@@ -270,22 +283,40 @@ class SubmitAsCompleted {
   iterator end() { return iterator(); }
 
  private:
+  // Pulls tasks while there is room and submits them as one batch. Whatever the generator returned
+  // is submitted (or, if submitting fails, failed) and watched before any exception goes on.
   void refill() {
+    if (exhausted_) return;
     std::vector<detail::StatePtr> batch;
-    while (!exhausted_ && (queue_size_ == 0 || queue_->outstanding() + batch.size() < queue_size_)) {
-      auto spec = gen_();
-      if (!spec) {
-        exhausted_ = true;
-        break;
+    std::exception_ptr error;
+    try {
+      while (queue_size_ == 0 || queue_->outstanding() + batch.size() < queue_size_) {
+        auto spec = gen_();
+        if (!spec) {
+          exhausted_ = true;
+          break;
+        }
+        if (spec->state()) batch.push_back(spec->state());
       }
-      batch.push_back(spec->state());
+    } catch (...) {
+      error = std::current_exception();
+      exhausted_ = true;
     }
-    if (batch.empty()) return;
-    wm_->submit_states(batch.data(), batch.size());
-    for (const auto& s : batch) queue_->watch(s);
+    if (!batch.empty()) {
+      try {
+        detail::submit_states_to(link_, *backend_, batch.data(), batch.size());
+      } catch (...) {
+        detail::fail_unsubmitted(batch.data(), batch.size(), std::current_exception());
+        if (!error) error = std::current_exception();
+        exhausted_ = true;  // the work manager refuses: pulling more would only fail them too
+      }
+      for (const auto& s : batch) queue_->watch(s);
+    }
+    if (error) std::rethrow_exception(error);
   }
 
-  WorkManager* wm_;
+  std::weak_ptr<detail::BackendLink> link_;  // not owned: the range may outlive its work manager
+  const std::string* backend_;               // interned by the core, never freed
   Gen gen_;
   std::size_t queue_size_;
   std::shared_ptr<detail::CompletionQueue> queue_;

@@ -1,4 +1,8 @@
 // wm/detail/task_state.hpp: the shared state behind a future; owned by the core, one per task.
+//
+// Kept small on purpose (a host may hold hundreds of thousands of outstanding futures): no mutex,
+// no std::any, no listener vector. The result lives typed in ResultState<R>; a failure, rare, in a
+// record allocated only then; listeners in a lock-free list that finishing closes.
 #pragma once
 
 #include <wm/abi.h>
@@ -7,14 +11,25 @@
 #include <boost/smart_ptr/intrusive_ptr.hpp>
 
 #include <any>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <exception>
+#include <list>
+#include <map>
 #include <memory>
-#include <mutex>
+#include <optional>
+#include <set>
 #include <streambuf>
 #include <string>
+#include <tuple>
+#include <type_traits>
+#include <typeinfo>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 namespace wm {
@@ -33,8 +48,22 @@ class Listener {
   virtual void on_done(TaskState* state) noexcept = 0;
 };
 
+/** One registered listener; a singly linked list hangs off TaskState::listeners. */
+struct ListenerNode {
+  std::shared_ptr<Listener> listener;
+  ListenerNode* next = nullptr;
+};
+
+/** Why a task failed: the exception get_result() rethrows and its record. Allocated on failure only. */
+struct Failure {
+  std::exception_ptr error;        // the wm::TaskFailure to rethrow (null: out of memory)
+  std::optional<ErrorInfo> info;   // nullopt: out of memory while describing it
+};
+
 struct TaskState {
   enum : std::uint32_t { pending = 0, succeeded = 1, failed = 2, status_mask = 3, waiters = 4 };
+  // result_guard (a futex word): whether the result was taken, and how many threads copy it now.
+  enum : std::uint32_t { result_taken = 1u << 31, result_copiers = result_taken - 1 };
 
   TaskState() noexcept;
   TaskState(const TaskState&) = delete;
@@ -52,22 +81,23 @@ struct TaskState {
   virtual std::string display_name() const = 0;
   /** Drops the bound arguments (called once the task is finished; they are not needed after). */
   virtual void release_arguments() noexcept {}
+  /** Type of the result (typeid(void) for none); Future<T> checks it before touching the result. */
+  virtual const std::type_info& result_type() const noexcept = 0;
+  /** The stored result in a std::any, copied or (take) moved out; empty for void. Throws
+   *  std::logic_error if it was taken already or its type cannot be copied into a std::any. */
+  virtual std::any result_any(bool take) = 0;
 
   std::atomic<std::uint32_t> refs{1};
-  std::atomic<std::uint32_t> word{pending};  // status bits | waiters bit (futex word)
-  std::atomic<std::uint32_t> has_listeners{0};
-  std::uint64_t sequence;                   // process-unique, from a counter
-  const RegisteredTask* registered = nullptr;  // set for tasks that can run by name
-  std::string request;                      // encoded request, filled at submit for remote backends
-  std::size_t deferred_size = 0;            // nonzero: a large request, measured at submit, encoded when sent
-  std::any result;                          // guarded by mutex once finished
-  bool result_discarded = false;            // get_result(discard=true) took it
-  std::exception_ptr error;                 // the wm::TaskFailure to rethrow
-  std::shared_ptr<const ErrorInfo> error_info;
-  const std::string* backend_name = nullptr;  // set at submit; interned, never freed
+  std::atomic<std::uint32_t> word{pending};      // status bits | waiters bit (futex word)
+  std::atomic<std::uint32_t> result_guard{0};    // result_taken | number of copies in progress
   std::atomic<bool> submitted{false};
-  std::mutex mutex;
-  std::vector<std::shared_ptr<Listener>> listeners;
+  std::uint64_t sequence;                        // process-unique, from a counter
+  const RegisteredTask* registered = nullptr;    // set for tasks that can run by name
+  const std::string* backend_name = nullptr;     // set at submit; interned, never freed
+  std::atomic<ListenerNode*> listeners{nullptr}; // closed_list() once the task finished
+  const Failure* failure = nullptr;              // written before the status says failed
+  std::string request;                           // encoded request, filled at submit for remote backends
+  std::size_t deferred_size = 0;                 // nonzero: a large request, measured at submit, encoded when sent
 
   std::uint32_t status() const noexcept { return word.load(std::memory_order_acquire) & status_mask; }
   bool done() const noexcept { return status() != pending; }
@@ -80,11 +110,112 @@ inline void intrusive_ptr_release(TaskState* s) noexcept {
 
 using StatePtr = boost::intrusive_ptr<TaskState>;
 
+// ---- the result (core/src/task_state.cpp) ----
+
+/**
+ * Whether a result can be copied. std::is_copy_constructible says yes for a standard container of
+ * move-only elements (std::vector<std::unique_ptr<T>>), whose copy constructor exists but does not
+ * compile; this looks inside the standard containers. A class of your own holding such a member
+ * should delete its copy constructor (then it is move-only here too).
+ */
+template <class T>
+struct is_copyable : std::is_copy_constructible<T> {};
+template <class T>
+inline constexpr bool is_copyable_v = is_copyable<T>::value;
+template <class T, class A>
+struct is_copyable<std::vector<T, A>> : is_copyable<T> {};
+template <class T, class A>
+struct is_copyable<std::deque<T, A>> : is_copyable<T> {};
+template <class T, class A>
+struct is_copyable<std::list<T, A>> : is_copyable<T> {};
+template <class T, std::size_t N>
+struct is_copyable<std::array<T, N>> : is_copyable<T> {};
+template <class T>
+struct is_copyable<std::optional<T>> : is_copyable<T> {};
+template <class K, class T, class C, class A>
+struct is_copyable<std::map<K, T, C, A>> : std::bool_constant<is_copyable_v<K> && is_copyable_v<T>> {};
+template <class K, class T, class C, class A>
+struct is_copyable<std::multimap<K, T, C, A>> : std::bool_constant<is_copyable_v<K> && is_copyable_v<T>> {};
+template <class K, class T, class H, class E, class A>
+struct is_copyable<std::unordered_map<K, T, H, E, A>> : std::bool_constant<is_copyable_v<K> && is_copyable_v<T>> {};
+template <class K, class C, class A>
+struct is_copyable<std::set<K, C, A>> : is_copyable<K> {};
+template <class K, class H, class E, class A>
+struct is_copyable<std::unordered_set<K, H, E, A>> : is_copyable<K> {};
+template <class A, class B>
+struct is_copyable<std::pair<A, B>> : std::bool_constant<is_copyable_v<A> && is_copyable_v<B>> {};
+template <class... T>
+struct is_copyable<std::tuple<T...>> : std::bool_constant<(is_copyable_v<T> && ...)> {};
+
+// Copies run side by side and without a lock (a copy constructor is user code); taking the
+// result waits until the copies in progress are done, and later copies are refused.
+/** Registers a copy of the result; false if the result was taken. */
+bool begin_copy(TaskState* s) noexcept;
+void end_copy(TaskState* s) noexcept;
+/** Claims the result for moving out, once the copies in progress are done; false if it was taken. */
+bool begin_take(TaskState* s) noexcept;
+[[noreturn]] void throw_result_taken(const TaskState* s);
+/** Throws std::logic_error: a future (or a watched state) that refers to no task. */
+[[noreturn]] void throw_no_task();
+[[noreturn]] void throw_result_not_copyable(const TaskState* s, const char* what);
+
+/** The typed result slot between TaskState and the implementations; Future<R> reads it. */
+template <class R>
+class ResultState : public TaskState {
+ public:
+  const std::type_info& result_type() const noexcept final { return typeid(R); }
+
+  /** The result, copied (discard false) or moved out; only once the task succeeded. */
+  R get(bool discard) {
+    if (!discard) {
+      if constexpr (is_copyable_v<R>) {
+        if (!begin_copy(this)) throw_result_taken(this);
+        struct Copy {
+          TaskState* s;
+          ~Copy() { end_copy(s); }
+        } copy{this};
+        return *result;
+      } else {
+        throw_result_not_copyable(this, "get_result(false) would copy it; call get_result() to move it out");
+      }
+    }
+    if (!begin_take(this)) throw_result_taken(this);
+    R out = std::move(*result);
+    result.reset();
+    return out;
+  }
+
+  std::any result_any(bool take) final {
+    if constexpr (is_copyable_v<R>) {
+      return std::any(get(take));
+    } else {
+      (void)take;
+      throw_result_not_copyable(this, "get_result_any cannot hold it; use Future<R>::get_result()");
+    }
+  }
+
+  /** Stores the result (before the task is marked succeeded). */
+  template <class... A>
+  void emplace_result(A&&... a) {
+    result.emplace(std::forward<A>(a)...);
+  }
+
+ private:
+  std::optional<R> result;
+};
+
+template <>
+class ResultState<void> : public TaskState {
+ public:
+  const std::type_info& result_type() const noexcept final { return typeid(void); }
+  std::any result_any(bool) final { return {}; }
+};
+
 // ---- completion and waiting (core/src/task_state.cpp) ----
 /** Marks a task succeeded (result already stored) and tells waiters and listeners. */
 void finish_success(TaskState* s) noexcept;
-/** Marks a task failed with the given failure and tells waiters and listeners. */
-void finish_failure(TaskState* s, std::exception_ptr error, std::shared_ptr<const ErrorInfo> info) noexcept;
+/** Marks a task failed: error is what get_result() throws, info its record (nullopt: unknown). */
+void finish_failure(TaskState* s, std::exception_ptr error, std::optional<ErrorInfo> info) noexcept;
 /** Fails a task for a reason other than the task's own exception. where: the worker it ran or was
  *  running on (null: none, the failure is recorded as this process's); attempts: runs made. */
 void finish_with(TaskState* s, FailureKind kind, std::string message, const wm_worker_identity* where = nullptr,
