@@ -428,16 +428,24 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
     return shut_down_error(*name_, n == 1 ? states[0]->display_name() : std::string("<many>"));
   };
   if (stopping_.load()) throw shutdown_error();
+  // Claim every task of the batch, or none: a task of the batch that is empty or was submitted
+  // already leaves the others as they were.
+  auto unmark_first = [&](std::size_t count) {
+    for (std::size_t i = 0; i < count; ++i) states[i]->submitted = false;
+  };
   for (std::size_t i = 0; i < n; ++i) {
     TaskState* s = states[i].get();
-    if (s == nullptr) throw Error("submit: empty task");
-    if (s->submitted.exchange(true))
+    if (s == nullptr) {
+      unmark_first(i);
+      throw Error("submit: empty task");
+    }
+    if (s->submitted.exchange(true)) {
+      unmark_first(i);
       throw Error("task '" + s->display_name() + "' was submitted already; make a new wm::task for each run");
+    }
     s->backend_name = name_;
   }
-  auto unmark = [&] {
-    for (std::size_t i = 0; i < n; ++i) states[i]->submitted = false;
-  };
+  auto unmark = [&] { unmark_first(n); };
   if (!in_process()) {
     // Remote backends get bytes: encode now, so a task that cannot travel fails here, in the
     // caller's thread, with its name.

@@ -748,13 +748,14 @@ TEST_F(Processes, RetriesRerunTasksLostToWorkerDeath) {
 }
 
 TEST_F(Processes, TaskTimeoutKillsAndReplacesTheWorker) {
-  auto wm = make_processes(1, {{"task-timeout", "0.5"}});
+  // 2 s: far beyond a square on a loaded machine (and under sanitizers), far below the slow task.
+  auto wm = make_processes(1, {{"task-timeout", "2"}});
   const auto t0 = Clock::now();
   auto slow = wm->submit(sleep_ms, 60000);
   auto behind = wm->submit(square, 4);  // sent to the same worker; it did not run, so it runs again
   ASSERT_TRUE(slow.wait_for(10s));
   EXPECT_TRUE(fails_with<wm::TaskTimeoutError>(slow)) << failure_of(slow);
-  EXPECT_NE(failure_of(slow).find("timeout of 0.5 s"), std::string::npos) << failure_of(slow);
+  EXPECT_NE(failure_of(slow).find("timeout of 2 s"), std::string::npos) << failure_of(slow);
   EXPECT_LT(Clock::now() - t0, 10s);
   ASSERT_TRUE(behind.wait_for(10s));
   EXPECT_EQ(behind.get_result(), 16) << failure_of(behind);

@@ -64,6 +64,17 @@ TEST(Tasks, ATaskSpecRunsOnce) {
   EXPECT_THROW(wm->submit(spec), wm::Error);
 }
 
+// A batch with a task that ran already is refused as a whole, and its other tasks stay the
+// caller's: they can be submitted again.
+TEST(Tasks, ABatchWithASpentTaskLeavesTheOthersUnsubmitted) {
+  auto wm = make("threads");
+  auto spent = wm::task(wmtest::square, 2);
+  EXPECT_EQ(wm->submit(spent).get_result(), 4);
+  auto fresh = wm::task(wmtest::square, 5);
+  EXPECT_THROW(wm->submit_many(std::vector<wm::TaskSpec<int>>{fresh, spent}), wm::Error);
+  EXPECT_EQ(wm->submit(fresh).get_result(), 25);
+}
+
 TEST(Tasks, InProcessErrorsKeepTheOriginalException) {
   auto wm = make("threads");
   auto f = wm->submit(wmtest::throw_runtime, std::string("original"));
