@@ -46,40 +46,33 @@ void svc_execute(wm_task* t) {
   intrusive_ptr_release(s);
 }
 
-// Writes a request (StringSink) until a block of kDeferBytes or more comes, then only counts: a
-// large request is measured at submit and encoded when sent, straight into the backend's storage.
-class RequestSink final : public BlockSink {
+// Counts the bytes of an encoded request without keeping them.
+class CountingSink final : public BlockSink {
  public:
-  static constexpr std::size_t kDeferBytes = std::size_t(1) << 20;
-  explicit RequestSink(std::string& out) : copy_(out) {}
-  bool deferred() const { return deferred_; }
-  std::size_t total() const { return total_; }
+  std::uint64_t total() const { return total_; }
 
  protected:
-  std::streamsize xsputn(const char* p, std::streamsize n) override {
-    const auto k = static_cast<std::size_t>(n);
-    if (k >= kDeferBytes) deferred_ = true;
-    if (!deferred_) copy_.sputn(p, n);
-    total_ += k;
+  std::streamsize xsputn(const char*, std::streamsize n) override {
+    total_ += static_cast<std::uint64_t>(n);
     return n;
   }
 
  private:
-  StringSink copy_;
-  bool deferred_ = false;
-  std::size_t total_ = 0;
+  std::uint64_t total_ = 0;
 };
 
-// Encodes (or, if large, measures) a task's request at submit. False: it cannot run by name.
-// Throws what encoding throws.
+// Requests or replies holding a block this large are "large" (wm_core_services.large_payload_bytes).
+constexpr std::uint64_t kLargePayloadBytes = std::uint64_t(1) << 20;
+
+// Measures a task's request at submit: encoding it there is what makes a task that cannot travel
+// fail in the caller's thread, with its name. The bytes are not kept: the request is encoded again
+// when it is sent, straight into the backend's storage (one copy of large arguments, and no per-task
+// buffer for small ones). False: it cannot run by name. Throws what encoding throws.
 bool prepare_request(TaskState* s) {
-  if (!s->request.empty() || s->deferred_size != 0) return true;
-  RequestSink sink(s->request);
+  if (s->encoded_size != 0) return true;
+  CountingSink sink;
   if (!s->encode_request(sink)) return false;
-  if (sink.deferred()) {
-    std::string().swap(s->request);
-    s->deferred_size = sink.total();
-  }
+  s->encoded_size = sink.total();
   return true;
 }
 
@@ -90,7 +83,7 @@ void svc_task_info(wm_task* t, wm_task_info* info) {
   full.struct_size = info->struct_size;
   full.name = s->registered != nullptr ? s->registered->name : "";
   full.sequence = s->sequence;
-  full.encoded_size = s->deferred_size != 0 ? s->deferred_size : s->request.size();
+  full.encoded_size = s->encoded_size;
   // A backend of an older minor passes a shorter record: fill what it has room for.
   std::memcpy(info, &full, std::min<std::size_t>(info->struct_size, sizeof full));
 }
@@ -106,13 +99,9 @@ int svc_encode(wm_task* t, wm_byte_buffer* out, wm_error* err) {
   try {
     if (!prepare_request(s)) return failed("it cannot run by name: register it with WM_TASK");
     BufferSink sink(*out);
-    if (s->deferred_size == 0) {
-      sink.sputn(s->request.data(), static_cast<std::streamsize>(s->request.size()));
-      return 0;
-    }
     s->encode_request(sink);
-    if (out->size - start != s->deferred_size)
-      return failed("its arguments encoded to " + std::to_string(s->deferred_size) + " bytes at submit and to " +
+    if (out->size - start != s->encoded_size)
+      return failed("its arguments encoded to " + std::to_string(s->encoded_size) + " bytes at submit and to " +
                     std::to_string(out->size - start) +
                     " bytes when sent: their serialize() must not depend on anything but their value");
   } catch (const std::exception& e) {
@@ -169,7 +158,7 @@ const wm_core_services g_services = [] {
   wm_core_services s{};
   s.abi_version = WM_ABI_VERSION;
   s.struct_size = sizeof(wm_core_services);
-  s.large_payload_bytes = RequestSink::kDeferBytes;
+  s.large_payload_bytes = kLargePayloadBytes;
   s.execute = &svc_execute;
   s.task_info = &svc_task_info;
   s.encode = &svc_encode;

@@ -89,7 +89,6 @@ void finish(TaskState* s, std::uint32_t status) noexcept {
   // (wm/abi.h) and nobody's after: a future kept for its result must not keep large arguments
   // alive. Freed after the waiters are woken, so the caller has its result while this thread
   // gives the memory back.
-  if (!s->request.empty()) std::string().swap(s->request);
   s->release_arguments();
 }
 

@@ -208,30 +208,30 @@ class TaskStateImpl final : public ResultState<R> {
   std::optional<Args> args_;
 };
 
-// A call by name only: the request is encoded at once; in-process backends run it through the
-// registry (which checks the fingerprint) and remote ones send it.
+// A call by name only: the request is encoded at once (its argument types are all it has); in-process
+// backends run it through the registry (which checks the fingerprint) and remote ones send it.
 template <class R>
 class NamedTaskState final : public ResultState<R> {
  public:
-  NamedTaskState(std::string name, std::string encoded) : name_(std::move(name)) {
-    this->request = std::move(encoded);
-  }
+  NamedTaskState(std::string name, std::string encoded) : name_(std::move(name)), request_(std::move(encoded)) {}
   void run_local() override {
     ByteBuffer payload;
-    invoke_request_locally(this->request, payload);
+    invoke_request_locally(request_, payload);
     store_payload(*this, payload.data, payload.size);
   }
   bool encode_request(std::streambuf& out) const override {
-    return out.sputn(this->request.data(), static_cast<std::streamsize>(this->request.size())) ==
-           static_cast<std::streamsize>(this->request.size());
+    return out.sputn(request_.data(), static_cast<std::streamsize>(request_.size())) ==
+           static_cast<std::streamsize>(request_.size());
   }
   void set_result_from_payload(const char* data, std::size_t size) override {
     store_payload(*this, data, size);
   }
   std::string display_name() const override { return name_; }
+  void release_arguments() noexcept override { std::string().swap(request_); }
 
  private:
   std::string name_;
+  std::string request_;
 };
 
 template <class T>

@@ -96,8 +96,10 @@ struct TaskState {
   const std::string* backend_name = nullptr;     // set at submit; interned, never freed
   std::atomic<ListenerNode*> listeners{nullptr}; // closed_list() once the task finished
   const Failure* failure = nullptr;              // written before the status says failed
-  std::string request;                           // encoded request, filled at submit for remote backends
-  std::size_t deferred_size = 0;                 // nonzero: a large request, measured at submit, encoded when sent
+  // Remote backends: the size of the encoded request, measured at submit (where a task that cannot
+  // travel fails, in the caller's thread); the request itself is encoded when it is sent, straight
+  // into the backend's storage. 0: not measured yet.
+  std::uint64_t encoded_size = 0;
 
   std::uint32_t status() const noexcept { return word.load(std::memory_order_acquire) & status_mask; }
   bool done() const noexcept { return status() != pending; }
