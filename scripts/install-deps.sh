@@ -7,6 +7,7 @@ packages=(
   libboost-dev libboost-program-options-dev libboost-stacktrace-dev
   libcereal-dev libelf-dev libgtest-dev
   openmpi-bin libopenmpi-dev
+  libzmq3-dev cppzmq-dev libsodium-dev
 )
 
 missing=()
