@@ -264,7 +264,12 @@ void complete_from_reply(TaskState* s, const char* data, std::size_t size, const
       finish_with(s, FailureKind::protocol, std::string("error report did not decode: ") + e.what(), where);
       return;
     }
-    if (info.backend.empty()) info.backend = process_backend();
+    // The record names the work manager the task was submitted to (ErrorInfo::backend), which is not
+    // the worker's own when a backend's workers are another's (a zmq node's are processes workers).
+    if (s->backend_name != nullptr)
+      info.backend = *s->backend_name;
+    else if (info.backend.empty())
+      info.backend = process_backend();
     auto shared = std::make_shared<const ErrorInfo>(info);
     finish_failure(s, make_failure(std::move(info)), std::move(shared));
   } catch (...) {
