@@ -201,6 +201,13 @@ void MasterTransport::start(remote::TransportEvents& events) {
   data_->set(zmq::sockopt::rcvhwm, 0);
   data_->set(zmq::sockopt::maxmsgsize, kMaxMessage);
   data_->set(zmq::sockopt::linger, 0);
+  // ZeroMQ's heartbeats on the data connection too, with a longer timeout: a backstop for a data
+  // connection that stalls while the heartbeat connection lives (libzmq 4.3.4 cancels the timeout on
+  // any traffic, so a large message in progress does not trip it: measured, see README.md).
+  const int data_timeout = static_cast<int>(std::min<long>(3L * options_.heartbeat_timeout_ms, 6553500L));
+  data_->set(zmq::sockopt::heartbeat_ivl, options_.heartbeat_ivl_ms);
+  data_->set(zmq::sockopt::heartbeat_timeout, data_timeout);
+  data_->set(zmq::sockopt::heartbeat_ttl, data_timeout);
   options_.security.server(*data_);
   hb_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::router);
   hb_->set(zmq::sockopt::router_mandatory, 1);

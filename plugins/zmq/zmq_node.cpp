@@ -349,6 +349,12 @@ bool NodeRelay::pump() {
   if ((closed || silent) && !ending_) {
     // What the master sent before it closed is read first: its end of the job, if that was it.
     if (!pump() && !ending_) {
+      // A master that died closes both connections: the data socket's event may come a moment later.
+      if (!closed) {
+        zmq_pollitem_t item{data_mon_->socket().handle(), 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 100) > 0)
+          while (const std::uint16_t ev = data_mon_->next(address)) closed = closed || ev == ZMQ_EVENT_DISCONNECTED;
+      }
       if (closed)
         master_gone("the connection to " + master_ + " closed (the master ended or was killed)");
       master_gone(master_ + " went silent: no heartbeat within the heartbeat timeout (the master was stopped or "
