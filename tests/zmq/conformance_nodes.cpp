@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -40,6 +41,11 @@ class NodeLauncher : public testing::EmptyTestEventListener {
     dir_ = std::make_unique<zmqtest::TempDir>();
     const std::string host_info = dir_->file("host-info");
     setenv("WM_ZMQ_WRITE_HOST_INFO", host_info.c_str(), 1);
+    // The master makes its Unix sockets' directory in TMPDIR: here, where the end of the test looks.
+    const char* tmp = std::getenv("TMPDIR");
+    saved_tmpdir_ = tmp != nullptr ? tmp : "";
+    had_tmpdir_ = tmp != nullptr;
+    setenv("TMPDIR", dir_->path().c_str(), 1);
     env_ = {{"WM_WORK_MANAGER", "zmq"},
             {"WM_ZMQ_MODE", "node"},
             {"WM_ZMQ_READ_HOST_INFO", host_info},
@@ -66,7 +72,12 @@ class NodeLauncher : public testing::EmptyTestEventListener {
     stop_ = true;
     if (spawner_.joinable()) spawner_.join();
     unsetenv("WM_ZMQ_WRITE_HOST_INFO");
-    // The fixture has destroyed the master: each node that joined was told the job is over.
+    if (had_tmpdir_)
+      setenv("TMPDIR", saved_tmpdir_.c_str(), 1);
+    else
+      unsetenv("TMPDIR");
+    // The fixture has destroyed the master (or let go of it in a callback: then a thread of the core
+    // shuts it down a moment later): each node that joined was told the job is over.
     std::string problems;
     std::vector<pid_t> waiting;
     for (std::size_t i = 0; i < pids_.size(); ++i) {
@@ -90,6 +101,16 @@ class NodeLauncher : public testing::EmptyTestEventListener {
         zmqtest::kill_and_reap(p);
       }
     }
+    // The master removed its files.
+    auto left_behind = [&] {
+      std::vector<std::string> out;
+      for (const auto& e : std::filesystem::directory_iterator(dir_->path()))
+        if (e.path().filename().string().rfind("wm-zmq-", 0) == 0 || e.path().filename() == "host-info")
+          out.push_back(e.path().string());
+      return out;
+    };
+    if (!zmqtest::eventually([&] { return left_behind().empty(); }, 10s))
+      for (const auto& f : left_behind()) problems += "the master left " + f + " behind\n";
     // Nothing else is left: workers of ended nodes died with them (they would be our children now).
     const bool clean = zmqtest::eventually(
         [] {
@@ -126,7 +147,8 @@ class NodeLauncher : public testing::EmptyTestEventListener {
     }
   }
 
-  bool active_ = false, elastic_ = false;
+  bool active_ = false, elastic_ = false, had_tmpdir_ = false;
+  std::string saved_tmpdir_;
   std::atomic<bool> stop_{false};
   std::unique_ptr<zmqtest::TempDir> dir_;
   std::map<std::string, std::string> env_;

@@ -174,6 +174,20 @@ std::unique_ptr<wm::WorkManager> make(std::vector<std::string> args) {
   return wm::make_work_manager(static_cast<int>(argv.size()), argv.data());
 }
 
+// Sets an environment variable for the life of the object.
+class wmtest_env {
+ public:
+  wmtest_env(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    setenv(name, value.c_str(), 1);
+  }
+  ~wmtest_env() { had_ ? setenv(name_.c_str(), old_.c_str(), 1) : unsetenv(name_.c_str()); }
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
 // Runs fn on a thread: a hang ends the program with a message instead of never ending.
 void within(std::chrono::seconds limit, const char* what, const std::function<void()>& fn) {
   std::promise<void> done;
@@ -191,8 +205,15 @@ void within(std::chrono::seconds limit, const char* what, const std::function<vo
 
 class Zmq : public testing::Test {
  protected:
+  // Masters make their Unix sockets' directory in TMPDIR: the test's own, where the end looks.
+  void SetUp() override { tmpdir_ = std::make_unique<wmtest_env>("TMPDIR", dir_.path()); }
+
   void TearDown() override {
     within(60s, "the master's destruction", [&] { masters_.clear(); });
+    tmpdir_.reset();
+    for (const auto& e : std::filesystem::directory_iterator(dir_.path()))
+      if (e.path().filename().string().rfind("wm-zmq-", 0) == 0 && !killed_master_)
+        ADD_FAILURE() << "a master left " << e.path() << " behind";
     // Every node ends once its master is gone (exit 0 when the master ended the job).
     for (Node& n : nodes_) {
       if (n.status == -1) n.status = zmqtest::wait_for_exit(n.pid, 20s);
@@ -277,6 +298,8 @@ class Zmq : public testing::Test {
   std::vector<std::unique_ptr<wm::WorkManager>> masters_;
   std::vector<Node> nodes_;
   std::vector<pid_t> helpers_;
+  bool killed_master_ = false;  // a master killed by SIGKILL cannot remove its files
+  std::unique_ptr<wmtest_env> tmpdir_;
 };
 
 // ---------------------------------------------------------------- joining and sharing the work
@@ -510,7 +533,8 @@ pid_t start_helper_master(const std::string& dir, const std::string& host_info) 
                          {"WM_ZMQ_ENDPOINT", "tcp://127.0.0.1:*"},
                          {"WM_ZMQ_HEARTBEAT_INTERVAL", "0.2"},
                          {"WM_ZMQ_HEARTBEAT_TIMEOUT", "1"},
-                         {"WM_N_WORKERS", "2"}},
+                         {"WM_N_WORKERS", "2"},
+                         {"TMPDIR", dir}},
                         dir + "/master.log");
 }
 
@@ -523,6 +547,7 @@ TEST_F(Zmq, KilledMasterTakesItsNodesWithIt) {
   long w1 = 0, p1 = 0;
   ASSERT_TRUE(read_report(dir_.file("report-0"), w1, p1, 10s));
   kill(m, SIGKILL);
+  killed_master_ = true;
   const int status = node_exit(a, 10s);  // well within: the closed connection is seen at once
   EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 0) << zmqtest::status_text(status);
   EXPECT_NE(node_log(a).find("closed"), std::string::npos) << node_log(a);
@@ -536,6 +561,7 @@ TEST_F(Zmq, StoppedMasterIsLeftByItsNodesAfterTheHeartbeatTimeout) {
   ASSERT_TRUE(eventually([&] { return access(dir_.file("ready").c_str(), F_OK) == 0; }, 30s))
       << zmqtest::read_file(dir_.file("master.log"));
   kill(m, SIGSTOP);
+  killed_master_ = true;
   const int status = node_exit(a, 15s);
   EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 0) << zmqtest::status_text(status);
   EXPECT_NE(node_log(a).find("went silent"), std::string::npos) << node_log(a);
