@@ -25,12 +25,6 @@ std::string lower(std::string s) {
   return s;
 }
 
-std::string seconds_text(double s) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g s", s);
-  return buf;
-}
-
 // tcp://HOST:PORT (PORT a number or *) or ipc://PATH; anything else is refused with the forms allowed.
 void check_endpoint(const std::string& e) {
   const bool tcp = e.rfind("tcp://", 0) == 0 && e.rfind(':') > 6 && e.rfind(':') + 1 < e.size();

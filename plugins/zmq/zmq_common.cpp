@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -22,6 +23,18 @@ void put_frame(remote::Buffer& out, std::uint8_t type, std::uint64_t seq, const 
   const remote::FrameHeader h = remote::make_header(type, seq, len, flags);
   out.append(&h, sizeof h);
   if (payload != nullptr && len != 0) out.append(payload, len);
+}
+
+void envelope(remote::Buffer& out, std::int64_t& open_worker, std::uint32_t local) {
+  if (open_worker == static_cast<std::int64_t>(local)) return;
+  put_frame(out, kWorker, local);
+  open_worker = local;
+}
+
+std::string seconds_text(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g s", s);
+  return buf;
 }
 
 Writer& Writer::text(const std::string& s) {

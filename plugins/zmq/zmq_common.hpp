@@ -52,6 +52,8 @@ constexpr std::size_t kChunk = std::size_t(1) << 20;
 constexpr std::size_t kBatchBytes = std::size_t(1) << 20;
 /** No peer message may be larger: chunks, batches and one frame of under the large threshold. */
 constexpr std::int64_t kMaxMessage = std::int64_t(8) << 20;
+/** Socket buffers asked for on TCP data connections (the system may give less). */
+constexpr int kSocketBuffer = 4 << 20;
 /** Version of NodeHello and Welcome. */
 constexpr std::uint16_t kProtocolVersion = 1;
 /** The ZAP domain of this transport's server sockets. */
@@ -63,6 +65,13 @@ constexpr auto kIdleRelease = std::chrono::seconds(2);
  *  only, the caller appends the payload). */
 void put_frame(remote::Buffer& out, std::uint8_t type, std::uint64_t seq, const void* payload = nullptr,
                std::size_t len = 0, std::uint16_t flags = 0);
+
+/** Opens the envelope of a local worker (a kWorker frame) in a batch, unless it is open already at
+ *  its end (open_worker: the worker whose envelope is open, -1 none; reset it when the batch is sent). */
+void envelope(remote::Buffer& out, std::int64_t& open_worker, std::uint32_t local);
+
+/** "2.5 s". */
+std::string seconds_text(double s);
 
 /** Little writer and bounds-checked reader for the payloads of NodeHello and Welcome. */
 class Writer {

@@ -23,11 +23,9 @@ constexpr std::chrono::milliseconds kProbeDelays[] = {std::chrono::milliseconds(
                                                       std::chrono::milliseconds(15), std::chrono::milliseconds(60),
                                                       std::chrono::milliseconds(250), std::chrono::milliseconds(1000)};
 
-std::string seconds_text(double s) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g s", s);
-  return buf;
-}
+// How long a node's heartbeat connection must be gone while its data connection stands before it is
+// declared silent rather than dead (the probes after an event reach past it).
+constexpr std::chrono::milliseconds kSilenceVerdict(200);
 
 std::string as_string(const zmq::message_t& m) { return std::string(static_cast<const char*>(m.data()), m.size()); }
 
@@ -162,6 +160,7 @@ struct MasterTransport::Node {
   bool lost = false, doomed = false;
   std::string doom_why;
   Clock::time_point attach_by{};
+  Clock::time_point hb_gone_at{};     // when a probe first found its heartbeat connection gone
   remote::Buffer out;                 // frames batched for it
   std::int64_t out_worker = -1;       // the worker whose envelope is open at the end of out
   LargeReceiver large_in;
@@ -200,6 +199,8 @@ void MasterTransport::start(remote::TransportEvents& events) {
   data_->set(zmq::sockopt::sndhwm, 0);            // the dispatcher's windows bound what is in flight
   data_->set(zmq::sockopt::rcvhwm, 0);
   data_->set(zmq::sockopt::maxmsgsize, kMaxMessage);
+  data_->set(zmq::sockopt::sndbuf, kSocketBuffer);  // TCP: fewer hand-overs per large payload
+  data_->set(zmq::sockopt::rcvbuf, kSocketBuffer);
   data_->set(zmq::sockopt::linger, 0);
   // ZeroMQ's heartbeats on the data connection too, with a longer timeout: a backstop for a data
   // connection that stalls while the heartbeat connection lives (libzmq 4.3.4 cancels the timeout on
@@ -321,12 +322,6 @@ void MasterTransport::finish() {
 
 // ---------------------------------------------------------------- sending
 
-void MasterTransport::envelope(Node& n, std::uint32_t local) {
-  if (n.out_worker == static_cast<std::int64_t>(local)) return;
-  put_frame(n.out, kWorker, local);
-  n.out_worker = local;
-}
-
 bool MasterTransport::flush_node(Node& n) {
   if (n.out.size == 0) return true;
   const bool ok = send_to(*data_, n.rid, n.out.data, n.out.size);
@@ -351,14 +346,14 @@ bool MasterTransport::send_task(remote::WorkerId id, std::uint64_t seq, std::siz
       throw std::runtime_error("the request encoded to another size than announced");
     }
     const std::uint64_t len = size;
-    envelope(*n, s.local);
+    envelope(n->out, n->out_worker, s.local);
     put_frame(n->out, kLarge, seq, &len, sizeof len, remote::kFrameTask);
     if (flush_node(*n) && !large_out_.send(*data_, n->rid, lent))
       doom(*n, "closed its connection (the node ended or was killed)");
     last_large_ = Clock::now();
     return true;
   }
-  envelope(*n, s.local);
+  envelope(n->out, n->out_worker, s.local);
   const std::size_t at = n->out.size;
   put_frame(n->out, remote::kFrameTask, seq, nullptr, size);
   remote::BufferWriter w(n->out);
@@ -386,7 +381,7 @@ void MasterTransport::stop_worker(remote::WorkerId id, remote::StopMode mode) {
   Slot& s = slots_.at(id);
   Node* n = s.node;
   if (n == nullptr || n->lost || n->doomed || !s.alive) return;  // a lost node reports its workers lost
-  envelope(*n, s.local);
+  envelope(n->out, n->out_worker, s.local);
   put_frame(n->out, mode == remote::StopMode::graceful ? std::uint8_t{remote::kFrameStop} : std::uint8_t{kKill}, 0);
   flush_node(*n);
 }
@@ -395,7 +390,7 @@ bool MasterTransport::restart_worker(remote::WorkerId id) {
   Slot& s = slots_.at(id);
   Node* n = s.node;
   if (n == nullptr || n->lost || n->doomed) return false;  // a node that left cannot restart anything
-  envelope(*n, s.local);
+  envelope(n->out, n->out_worker, s.local);
   put_frame(n->out, kRestart, 0);
   s.alive = true;
   flush_node(*n);
@@ -709,11 +704,18 @@ void MasterTransport::probe(Clock::time_point now, int& events) {
     const std::string timeout = seconds_text(options_.heartbeat_timeout_ms / 1000.0);
     for (auto& n : nodes_) {
       if (n->lost || n->doomed) continue;
-      if (!send_to(*data_, n->rid, beat.data, beat.size))
+      if (!send_to(*data_, n->rid, beat.data, beat.size)) {
         doom(*n, "closed its connection (the node ended or was killed)");
-      else if (n->attached && !send_to(*hb_, n->rid, beat.data, beat.size))
-        doom(*n, "went silent: no heartbeat within the heartbeat timeout of " + timeout +
-                     " (the node was stopped or hangs, or its host is unreachable)");
+      } else if (n->attached && !send_to(*hb_, n->rid, beat.data, beat.size)) {
+        // Only the heartbeat connection is gone. A node that died closes both, the data connection's
+        // a moment later: a later probe tells. If that one still stands, the node went silent.
+        if (n->hb_gone_at == Clock::time_point{}) {
+          n->hb_gone_at = now;
+        } else if (now - n->hb_gone_at >= kSilenceVerdict) {
+          doom(*n, "went silent: no heartbeat within the heartbeat timeout of " + timeout +
+                       " (the node was stopped or hangs, or its host is unreachable)");
+        }
+      }
     }
   }
   if (!doomed_) return;

@@ -108,7 +108,6 @@ class MasterTransport final : public remote::Transport {
   void probe(Clock::time_point now, int& events);
   void lose(Node& n, const std::string& why, int& events);
   void doom(Node& n, const std::string& why);
-  void envelope(Node& n, std::uint32_t local);
   bool flush_node(Node& n);
   void collect_garbage();
   void set_ready(Slot& s, bool ready);

@@ -17,12 +17,6 @@
 namespace wm_zmq {
 namespace {
 
-std::string seconds_text(double s) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g s", s);
-  return buf;
-}
-
 // Copies a payload that arrived from the master into a local worker's storage.
 class CopyEncoder final : public remote::Encoder {
  public:
@@ -153,6 +147,8 @@ void NodeRelay::open_data(const Target& t) {
   data_->set(zmq::sockopt::sndhwm, 0);
   data_->set(zmq::sockopt::rcvhwm, 0);
   data_->set(zmq::sockopt::maxmsgsize, kMaxMessage);
+  data_->set(zmq::sockopt::sndbuf, kSocketBuffer);
+  data_->set(zmq::sockopt::rcvbuf, kSocketBuffer);
   data_->set(zmq::sockopt::linger, 0);
   data_->set(zmq::sockopt::reconnect_ivl, 100);
   data_->set(zmq::sockopt::reconnect_ivl_max, 1000);
@@ -420,7 +416,7 @@ void NodeRelay::handle_frames(const char* data, std::size_t size) {
         if (local_->restart_worker(w)) {
           alive_[w] = 1;
         } else {
-          envelope(w);
+          envelope(out_, out_worker_, w);
           const std::string status = "could not be started again (see the node's log)";
           put_frame(out_, kLost, 0, status.data(), status.size());
         }
@@ -446,12 +442,6 @@ void NodeRelay::begin_end() {
     if (alive_[id]) local_->stop_worker(id, remote::StopMode::graceful);
 }
 
-void NodeRelay::envelope(std::uint32_t local) {
-  if (out_worker_ == static_cast<std::int64_t>(local)) return;
-  put_frame(out_, kWorker, local);
-  out_worker_ = local;
-}
-
 void NodeRelay::send_out() {
   if (out_.size == 0) return;
   send_to(*data_, "", out_.data, out_.size);
@@ -471,7 +461,7 @@ std::size_t NodeRelay::alive_workers() const { return static_cast<std::size_t>(s
 void NodeRelay::worker_added(remote::WorkerId) {}
 
 void NodeRelay::worker_ready(remote::WorkerId id, const remote::Hello& hello) {
-  envelope(id);
+  envelope(out_, out_worker_, id);
   const std::string payload = remote::encode_hello(hello);
   put_frame(out_, remote::kFrameHello, 0, payload.data(), payload.size());
 }
@@ -481,26 +471,26 @@ void NodeRelay::reply(remote::WorkerId id, std::uint64_t seq, const char* data, 
     LargeSender::Lent& lent = large_out_.take(size);
     lent.buf.append(data, size);
     const std::uint64_t len = size;
-    envelope(id);
+    envelope(out_, out_worker_, id);
     put_frame(out_, kLarge, seq, &len, sizeof len, remote::kFrameReply);
     send_out();
     large_out_.send(*data_, "", lent);
     return;
   }
-  envelope(id);
+  envelope(out_, out_worker_, id);
   put_frame(out_, remote::kFrameReply, seq, data, size);
   if (out_.size >= kBatchBytes) send_out();
 }
 
 void NodeRelay::protocol_error(remote::WorkerId id, const std::string& why) {
   local_->stop_worker(id, remote::StopMode::force);
-  envelope(id);
+  envelope(out_, out_worker_, id);
   put_frame(out_, kBadBytes, 0, why.data(), why.size());
 }
 
 void NodeRelay::worker_lost(remote::WorkerId id, const std::string& status) {
   if (id < alive_.size()) alive_[id] = 0;
-  envelope(id);
+  envelope(out_, out_worker_, id);
   put_frame(out_, kLost, 0, status.data(), status.size());
 }
 

@@ -53,7 +53,6 @@ class NodeRelay final : private remote::TransportEvents {
   void handle_frames(const char* data, std::size_t size);
   void to_local_worker(remote::WorkerId w, std::uint64_t seq, const char* payload, std::size_t len);
   void begin_end();
-  void envelope(std::uint32_t local);
   void send_out();
   [[noreturn]] void master_gone(const std::string& why);
   std::size_t alive_workers() const;

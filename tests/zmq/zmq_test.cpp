@@ -293,6 +293,23 @@ class Zmq : public testing::Test {
 
   std::string node_log(pid_t pid) { return zmqtest::read_file(node_of(pid).log); }
 
+  // Two nodes of one worker each, and their master.
+  wm::WorkManager& two_nodes_of_one_worker(std::map<std::string, std::string> options = {}) {
+    node(1);
+    node(1);
+    options["--n-workers"] = "2";
+    return master(options);
+  }
+
+  // A task that runs 30 s on one of the workers; its worker's and node's pids once it runs (0 if it
+  // did not say within 20 s).
+  wm::Future<Where> long_task(wm::WorkManager& wm, long& worker, long& node_pid) {
+    const std::string report = dir_.file("report");
+    auto f = wm.submit(report_and_sleep, report, 30000);
+    if (!read_report(report, worker, node_pid, 20s)) worker = node_pid = 0;
+    return f;
+  }
+
   zmqtest::TempDir dir_;
   std::string hi_ = dir_.file("host-info");
   std::vector<std::unique_ptr<wm::WorkManager>> masters_;
@@ -425,13 +442,10 @@ TEST_F(Zmq, NodesJoinWhileTasksRun) {
 // ---------------------------------------------------------------- deaths and silence
 
 TEST_F(Zmq, KilledNodeFailsItsTaskAndTheOthersGoOn) {
-  node(1);
-  node(1);
-  auto& wm = master({{"--n-workers", "2"}});
-  const std::string report = dir_.file("report");
-  auto f = wm.submit(report_and_sleep, report, 30000);
   long worker = 0, victim = 0;
-  ASSERT_TRUE(read_report(report, worker, victim, 20s));
+  auto& wm = two_nodes_of_one_worker();
+  auto f = long_task(wm, worker, victim);
+  ASSERT_GT(victim, 0);
   kill(static_cast<pid_t>(victim), SIGKILL);
   ASSERT_TRUE(f.wait_for(20s)) << "the future of a task on a killed node must fail";
   EXPECT_TRUE(fails_with<wm::WorkerLostError>(f)) << failure_of(f);
@@ -454,9 +468,7 @@ TEST_F(Zmq, KilledNodeFailsItsTaskAndTheOthersGoOn) {
 }
 
 TEST_F(Zmq, TaskOfAKilledNodeRunsAgainWithRetries) {
-  node(1);
-  node(1);
-  auto& wm = master({{"--n-workers", "2"}, {"--wm-zmq-retries", "1"}});
+  auto& wm = two_nodes_of_one_worker({{"--wm-zmq-retries", "1"}});
   const std::string runs = dir_.file("runs");
   auto f = wm.submit(attempt, runs, 30000);
   long victim = 0;
@@ -473,13 +485,10 @@ TEST_F(Zmq, TaskOfAKilledNodeRunsAgainWithRetries) {
 }
 
 TEST_F(Zmq, StoppedNodeIsDeclaredSilentAndLeavesWhenContinued) {
-  node(1);
-  node(1);
-  auto& wm = master({{"--n-workers", "2"}});
-  const std::string report = dir_.file("report");
-  auto f = wm.submit(report_and_sleep, report, 30000);
   long worker = 0, victim = 0;
-  ASSERT_TRUE(read_report(report, worker, victim, 20s));
+  auto& wm = two_nodes_of_one_worker();
+  auto f = long_task(wm, worker, victim);
+  ASSERT_GT(victim, 0);
   kill(static_cast<pid_t>(victim), SIGSTOP);  // silence, not death: its connections stay open
   ASSERT_TRUE(f.wait_for(20s)) << "a silent node's task must fail after the heartbeat timeout";
   EXPECT_TRUE(fails_with<wm::WorkerLostError>(f)) << failure_of(f);
