@@ -3,6 +3,7 @@
 
 #include <wm/sdk/remote/worker_loop.hpp>
 
+#include <malloc.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/inotify.h>
@@ -265,6 +266,10 @@ void NodeRelay::open_heartbeat(const Welcome& w) {
 }
 
 void NodeRelay::run() {
+  // This process only relays from here on (make_work_manager() never returns to the program): keep
+  // freed memory, so ZeroMQ's buffers for large payloads land on warm pages, as a worker does.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
   const auto deadline =
       Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.startup_timeout));
   const Welcome w = join(deadline);
