@@ -79,7 +79,7 @@ bool version_ok(Reader& in, const char* what, std::string& why) {
 std::string encode(const NodeHello& h) {
   Writer w;
   w.put(kProtocolVersion).put(std::uint16_t(0)).raw(h.nonce.data(), h.nonce.size());
-  w.put(h.n_workers).put(h.pid).text(h.host);
+  w.put(h.flags).put(h.n_workers).put(h.pid).text(h.host);
   return w.bytes;
 }
 
@@ -87,7 +87,8 @@ bool parse(const char* data, std::size_t size, NodeHello& out, std::string& why)
   Reader in(data, size);
   if (!version_ok(in, "node hello", why)) return false;
   NodeHello h;
-  if (!in.raw(h.nonce.data(), h.nonce.size()) || !in.get(h.n_workers) || !in.get(h.pid) || !in.text(h.host) ||
+  if (!in.raw(h.nonce.data(), h.nonce.size()) || !in.get(h.flags) || !in.get(h.n_workers) || !in.get(h.pid) ||
+      !in.text(h.host) ||
       !in.done()) {
     why = "a truncated or malformed node hello";
     return false;
@@ -100,7 +101,7 @@ std::string encode(const Welcome& w) {
   Writer o;
   o.put(kProtocolVersion).put(std::uint16_t(0)).raw(w.proof.data(), w.proof.size());
   o.put(w.first_index).put(w.heartbeat_ivl_ms).put(w.heartbeat_timeout_ms).put(w.heartbeat_port);
-  o.text(w.heartbeat_ipc).text(w.master_host).put(w.master_pid);
+  o.text(w.heartbeat_ipc).text(w.master_host).put(w.master_pid).put(w.task_region_fd).put(w.reply_region_fd);
   return o.bytes;
 }
 
@@ -110,7 +111,8 @@ bool parse(const char* data, std::size_t size, Welcome& out, std::string& why) {
   Welcome w;
   if (!in.raw(w.proof.data(), w.proof.size()) || !in.get(w.first_index) || !in.get(w.heartbeat_ivl_ms) ||
       !in.get(w.heartbeat_timeout_ms) || !in.get(w.heartbeat_port) || !in.text(w.heartbeat_ipc) ||
-      !in.text(w.master_host) || !in.get(w.master_pid) || !in.done()) {
+      !in.text(w.master_host) || !in.get(w.master_pid) || !in.get(w.task_region_fd) ||
+      !in.get(w.reply_region_fd) || !in.done()) {
     why = "a truncated or malformed welcome";
     return false;
   }
@@ -402,6 +404,14 @@ int LargeReceiver::add(const void* data, std::size_t n, std::string& why) {
   if (buf.size < total) return 0;
   active = false;
   return 1;
+}
+
+int RegionBuffer::grow(wm_byte_buffer* b, std::size_t need) {
+  auto* self = static_cast<RegionBuffer*>(b);
+  if (!self->region->reserve(need, 0)) return 1;
+  b->data = self->region->data();
+  b->capacity = self->region->capacity();
+  return 0;
 }
 
 // ---------------------------------------------------------------- ZeroMQ helpers

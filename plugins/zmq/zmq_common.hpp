@@ -7,6 +7,8 @@
 #include <wm/abi.h>
 #include <wm/sdk/remote/frame.hpp>
 
+#include "shared_region.hpp"
+
 #include <zmq.hpp>
 
 #include <array>
@@ -42,7 +44,13 @@ enum FrameType : std::uint8_t {
                     // inner frame type (kFrameTask or kFrameReply); the last frame of its message
   kEnd = 40,        // master -> node: the master is done: stop the workers, exit 0
   kGone = 41,       // master -> node: you are not (or no longer) part of this job; payload: why
-  kAttach = 42      // node -> master on the heartbeat socket: this is the node's heartbeat connection
+  kAttach = 42,     // node -> master on the heartbeat socket: this is the node's heartbeat connection
+  // A node on the master's host shares two memory regions with it (the master's memfds, which the
+  // node opens through /proc): large payloads go there instead of through the socket.
+  kShmReady = 43,   // node -> master: it opened both regions
+  kShmTask = 44,    // master -> node, for the current worker: a request of the u64 length in the task region
+  kShmReply = 45,   // node -> master, for the current worker: a reply of the u64 length in the reply region
+  kShmFree = 46     // either way: the region (flags 0: task region, 1: reply region) is the other side's again
 };
 
 /** Large payloads travel in chunks: each is a message ZeroMQ allocates on receipt, copied at once
@@ -113,7 +121,9 @@ using Proof = std::array<unsigned char, 32>;
 
 /** What a node says first. */
 struct NodeHello {
+  static constexpr std::uint32_t kOverIpc = 1;  // flags: it connected over the master's Unix socket
   Nonce nonce{};  // the master proves the job key over it
+  std::uint32_t flags = 0;
   std::uint32_t n_workers = 0;
   std::int64_t pid = 0;
   std::string host;
@@ -131,6 +141,8 @@ struct Welcome {
   std::string heartbeat_ipc;            // ipc endpoint of the heartbeat socket ("" : none)
   std::string master_host;
   std::int64_t master_pid = 0;
+  std::int32_t task_region_fd = -1;   // the master's memfds a node on its host may open (-1: none)
+  std::int32_t reply_region_fd = -1;
 };
 std::string encode(const Welcome& w);
 bool parse(const char* data, std::size_t size, Welcome& out, std::string& why);
@@ -236,6 +248,14 @@ struct LargeReceiver {
   void release_if_idle(Clock::time_point now) {
     if (!active && buf.capacity != 0 && now - used >= kIdleRelease) buf.release();
   }
+};
+
+/** A wm_byte_buffer over a shared region: the core encodes a request straight into it. */
+struct RegionBuffer : wm_byte_buffer {
+  explicit RegionBuffer(wm_processes::SharedRegion& r)
+      : wm_byte_buffer{r.data(), 0, r.capacity(), nullptr, &grow}, region(&r) {}
+  static int grow(wm_byte_buffer* b, std::size_t need);
+  wm_processes::SharedRegion* region;
 };
 
 // ---------------------------------------------------------------- ZeroMQ helpers

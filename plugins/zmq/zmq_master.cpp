@@ -164,6 +164,10 @@ struct MasterTransport::Node {
   remote::Buffer out;                 // frames batched for it
   std::int64_t out_worker = -1;       // the worker whose envelope is open at the end of out
   LargeReceiver large_in;
+  // A node on this host: large payloads through two shared regions instead of the socket.
+  std::unique_ptr<wm_processes::SharedRegion> task_region, reply_region;
+  bool shm = false;        // the node opened them
+  bool task_free = false;  // the master may write the task region (the node has copied the last request)
   std::string label() const { return "node '" + host + "' (pid " + std::to_string(pid) + ")"; }
 };
 
@@ -335,6 +339,18 @@ bool MasterTransport::send_task(remote::WorkerId id, std::uint64_t seq, std::siz
   Slot& s = slots_.at(id);
   Node* n = s.node;
   if (n == nullptr || n->lost || n->doomed || !s.alive) return false;
+  if (size >= std::min(large_payload_bytes, kBatchBytes) && n->shm && n->task_free) {
+    // A node on this host: encoded once, straight into the region it reads from.
+    RegionBuffer w(*n->task_region);
+    encode(w);
+    if (w.size != size) throw std::runtime_error("the request encoded to another size than announced");
+    const std::uint64_t len = size;
+    envelope(n->out, n->out_worker, s.local);
+    put_frame(n->out, kShmTask, seq, &len, sizeof len);
+    n->task_free = false;
+    last_large_ = Clock::now();
+    return true;
+  }
   if (size >= std::min(large_payload_bytes, kBatchBytes)) {
     // Encoded once, into a warm buffer that ZeroMQ sends from in chunks.
     LargeSender::Lent& lent = large_out_.take(size);
@@ -410,7 +426,8 @@ int MasterTransport::own_timeout_ms(Clock::time_point now) const {
   for (const auto& n : nodes_)
     if (!n->lost && !n->attached) next = std::min(next, n->attach_by);
   bool big = large_out_.holds_big();
-  for (const auto& n : nodes_) big = big || n->large_in.buf.capacity != 0;
+  for (const auto& n : nodes_)
+    big = big || n->large_in.buf.capacity != 0 || (n->task_region && n->task_region->capacity() != 0);
   if (big) next = std::min(next, last_large_ + kIdleRelease);
   if (next == Clock::time_point::max()) return -1;
   if (next <= now) return 0;
@@ -449,7 +466,10 @@ int MasterTransport::progress(int timeout_ms) {
   probe(now, events);
   if (now - last_large_ >= kIdleRelease) {
     large_out_.release_idle(now);
-    for (auto& node : nodes_) node->large_in.release_if_idle(now);
+    for (auto& node : nodes_) {
+      node->large_in.release_if_idle(now);
+      if (node->task_free && node->task_region->capacity() != 0) node->task_region->release();
+    }
   }
   collect_garbage();
   return events;
@@ -540,6 +560,15 @@ void MasterTransport::handle_frames(Node& n, const char* data, std::size_t size,
     if (st == remote::FrameCursor::Status::end) return;
     if (st == remote::FrameCursor::Status::bad) return doom(n, "sent a message that is not frames (" + why + ")");
     if (h.type == remote::kFrameHeartbeat) continue;
+    if (h.type == kShmReady) {
+      n.shm = n.task_region != nullptr;
+      n.task_free = n.shm;
+      continue;
+    }
+    if (h.type == kShmFree) {
+      if (h.flags == 0) n.task_free = n.shm;
+      continue;
+    }
     if (h.type == kWorker) {
       if (h.seq >= n.ids.size())
         return doom(n, "named its worker " + std::to_string(h.seq) + " of " + std::to_string(n.ids.size()));
@@ -555,6 +584,20 @@ void MasterTransport::handle_frames(Node& n, const char* data, std::size_t size,
       if (!n.large_in.begin(static_cast<std::uint8_t>(h.flags), static_cast<std::uint32_t>(worker), h.seq, len, why))
         return doom(n, "announced a large payload it cannot send here (" + why + ")");
       return;
+    }
+    if (h.type == kShmReply) {
+      std::uint64_t len = 0;
+      const char* data = n.shm && remote::lent_length(h, p, len) ? n.reply_region->view(static_cast<std::size_t>(len), 0)
+                                                                   : nullptr;
+      if (data == nullptr)
+        return doom(n, "announced a reply of " + std::to_string(len) + " bytes in shared memory it cannot be in");
+      deliver(n, static_cast<std::uint32_t>(worker), remote::kFrameReply, h.seq, data, static_cast<std::size_t>(len),
+              events);
+      last_large_ = Clock::now();
+      if (n.lost || n.doomed) return;
+      put_frame(n.out, kShmFree, 0, nullptr, 0, 1);  // decoded: the node may write its next reply there
+      flush_node(n);
+      continue;
     }
     deliver(n, static_cast<std::uint32_t>(worker), h.type, h.seq, p, static_cast<std::size_t>(h.len), events);
     if (n.lost || n.doomed) return;
@@ -644,6 +687,16 @@ void MasterTransport::accept_node(const std::string& rid, const NodeHello& hello
   w.heartbeat_ipc = hb_ipc_;
   w.master_host = remote::this_host();
   w.master_pid = getpid();
+  if ((hello.flags & NodeHello::kOverIpc) != 0) {
+    // On this host: two memfds it may open through /proc (same user); if it cannot, the socket it is.
+    auto task = std::make_unique<wm_processes::SharedRegion>(), reply = std::make_unique<wm_processes::SharedRegion>();
+    if (task->create("wm-zmq-task") && reply->create("wm-zmq-reply")) {
+      w.task_region_fd = task->fd();
+      w.reply_region_fd = reply->fd();
+      n.task_region = std::move(task);
+      n.reply_region = std::move(reply);
+    }
+  }
   const std::string payload = encode(w);
   remote::Buffer msg;
   put_frame(msg, kWelcome, 0, payload.data(), payload.size());

@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <poll.h>
 #include <sched.h>
+#include <fcntl.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -164,6 +165,7 @@ void NodeRelay::open_data(const Target& t) {
   }
   NodeHello hello;
   hello.nonce = nonce_;
+  hello.flags = t.endpoint.rfind("ipc://", 0) == 0 ? NodeHello::kOverIpc : 0;
   hello.n_workers = options_.local.n_workers;
   hello.pid = getpid();
   hello.host = remote::this_host();
@@ -265,6 +267,28 @@ void NodeRelay::open_heartbeat(const Welcome& w) {
   send_to(*hb_, "", msg.data, msg.size);
 }
 
+void NodeRelay::open_regions(const Welcome& w) {
+  if (w.task_region_fd < 0 || w.reply_region_fd < 0) return;
+  auto open_fd = [&](std::int32_t fd) {
+    const std::string path = "/proc/" + std::to_string(w.master_pid) + "/fd/" + std::to_string(fd);
+    return open(path.c_str(), O_RDWR | O_CLOEXEC);
+  };
+  const int task = open_fd(w.task_region_fd), reply = open_fd(w.reply_region_fd);
+  if (task < 0 || reply < 0) {
+    log(WM_LOG_INFO, std::string("large payloads go through the socket: the master's shared memory cannot be opened (") +
+                         std::strerror(errno) + ")");
+    if (task >= 0) close(task);
+    if (reply >= 0) close(reply);
+    return;
+  }
+  task_region_.adopt(task);
+  reply_region_.adopt(reply);
+  shm_ = reply_token_ = true;
+  remote::Buffer msg;
+  put_frame(msg, kShmReady, 0);
+  send_to(*data_, "", msg.data, msg.size);
+}
+
 void NodeRelay::run() {
   // This process only relays from here on (make_work_manager() never returns to the program): keep
   // freed memory, so ZeroMQ's buffers for large payloads land on warm pages, as a worker does.
@@ -274,6 +298,7 @@ void NodeRelay::run() {
       Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.startup_timeout));
   const Welcome w = join(deadline);
   open_heartbeat(w);
+  open_regions(w);
   options_.local.first_index = w.first_index;
   log(WM_LOG_INFO, "joined " + master_ + "; starting " + std::to_string(options_.local.n_workers) +
                        " worker(s) (WM_PROCESS_INDEX from " + std::to_string(w.first_index) + ")");
@@ -312,6 +337,8 @@ void NodeRelay::serve() {
       timeout = 0;
     else if (ending_ && !forced_)
       timeout = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(end_deadline_ - now).count() + 1);
+    else if (large_in_.buf.capacity != 0 || large_out_.holds_big() || reply_region_.capacity() != 0)
+      timeout = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(kIdleRelease).count()) + 1;
     // ZMQ_FD only tells of new arrivals: what is waiting already must not wait for the next one.
     if (timeout != 0 && (readable(*data_) || readable(*hb_) || readable(data_mon_->socket()) ||
                          readable(hb_mon_->socket())))
@@ -362,8 +389,10 @@ bool NodeRelay::pump() {
                             "hangs, its host is unreachable, or it gave this node up)");
     }
   }
-  if (large_in_.buf.capacity != 0) large_in_.release_if_idle(Clock::now());
-  large_out_.release_idle(Clock::now());
+  const auto now = Clock::now();
+  if (large_in_.buf.capacity != 0) large_in_.release_if_idle(now);
+  large_out_.release_idle(now);
+  if (reply_token_ && reply_region_.capacity() != 0 && now - reply_used_ >= kIdleRelease) reply_region_.release();
   return any;
 }
 
@@ -391,6 +420,9 @@ void NodeRelay::handle_frames(const char* data, std::size_t size) {
       case kEnd:
         begin_end();
         continue;
+      case kShmFree:
+        if (h.flags == 1) reply_token_ = shm_;
+        continue;
       case kGone:
         master_gone(master_ + " gave this node up: " + std::string(p, len));
       default:
@@ -402,6 +434,16 @@ void NodeRelay::handle_frames(const char* data, std::size_t size) {
       case remote::kFrameTask:
         to_local_worker(w, h.seq, p, len);
         break;
+      case kShmTask: {
+        std::uint64_t total = 0;
+        const char* data = shm_ && remote::lent_length(h, p, total)
+                               ? task_region_.view(static_cast<std::size_t>(total), 0)
+                               : nullptr;
+        if (data == nullptr) master_gone(master_ + " announced a request in shared memory that is not there");
+        to_local_worker(w, h.seq, data, static_cast<std::size_t>(total));
+        put_frame(out_, kShmFree, 0, nullptr, 0, 0);  // copied: the master may write its next request
+        break;
+      }
       case kLarge: {
         std::uint64_t total = 0;
         if (!remote::lent_length(h, p, total)) master_gone(master_ + " announced a large payload without its length");
@@ -472,6 +514,15 @@ void NodeRelay::worker_ready(remote::WorkerId id, const remote::Hello& hello) {
 }
 
 void NodeRelay::reply(remote::WorkerId id, std::uint64_t seq, const char* data, std::size_t size) {
+  if (size >= large_threshold_ && reply_token_ && reply_region_.reserve(size, 0)) {
+    std::memcpy(reply_region_.data(), data, size);
+    const std::uint64_t len = size;
+    envelope(out_, out_worker_, id);
+    put_frame(out_, kShmReply, seq, &len, sizeof len);
+    reply_token_ = false;
+    reply_used_ = Clock::now();
+    return;
+  }
   if (size >= large_threshold_) {
     LargeSender::Lent& lent = large_out_.take(size);
     lent.buf.append(data, size);

@@ -48,6 +48,7 @@ class NodeRelay final : private remote::TransportEvents {
   void open_data(const Target& t);
   Welcome join(Clock::time_point deadline);
   void open_heartbeat(const Welcome& w);
+  void open_regions(const Welcome& w);
   void serve();
   bool pump();
   void handle_frames(const char* data, std::size_t size);
@@ -85,6 +86,11 @@ class NodeRelay final : private remote::TransportEvents {
   std::int64_t out_worker_ = -1;
   std::int64_t in_worker_ = -1;
   LargeReceiver large_in_;
+  // On the master's host: the master's two regions (see kShmTask), opened through /proc.
+  wm_processes::SharedRegion task_region_, reply_region_;
+  bool shm_ = false;
+  bool reply_token_ = false;  // the node may write the reply region
+  Clock::time_point reply_used_{};
   std::vector<char> alive_;  // per local worker: a process serves it
   std::vector<remote::WorkerId> dirty_;
   std::size_t large_threshold_ = std::size_t(1) << 20;

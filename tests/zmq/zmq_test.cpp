@@ -633,13 +633,21 @@ TEST_F(Zmq, GarbageOnTheMastersPortIsRefused) {
 }
 
 TEST_F(Zmq, CurveEncryptsAndRefusesANodeWithoutIt) {
-  node(1);  // it follows the host-info file, which says CURVE
+  node(1);  // it follows the host-info file, which says CURVE (and joins over IPC)
   auto& wm = master({{"--wm-zmq-curve", "1"}, {"--n-workers", "1"}});
   EXPECT_EQ(host_info_value(hi_, "curve"), "1");
+  // One more over TCP, where large payloads travel in encrypted chunks.
+  node(1, {{"WM_ZMQ_READ_HOST_INFO", zmqtest::kUnset},
+           {"WM_ZMQ_ENDPOINT", host_info_value(hi_, "tcp")},
+           {"WM_ZMQ_KEY", host_info_value(hi_, "key")},
+           {"WM_ZMQ_CURVE", "1"}});
+  ASSERT_TRUE(eventually([&] { return wm.n_workers() == 2; }, 20s));
   EXPECT_EQ(wm.submit(square, 11).get_result(), 121);
   std::vector<char> big(3 << 20);
   for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7);
-  EXPECT_EQ(wm.submit(echo_bytes, big).get_result(), big);
+  std::vector<wm::Future<std::vector<char>>> echoes;
+  for (int i = 0; i < 4; ++i) echoes.push_back(wm.submit(echo_bytes, big));
+  for (auto& f : echoes) EXPECT_TRUE(f.get_result() == big);
   const pid_t plain = node(1, {{"WM_ZMQ_READ_HOST_INFO", zmqtest::kUnset},
                                {"WM_ZMQ_ENDPOINT", host_info_value(hi_, "tcp")},
                                {"WM_ZMQ_KEY", host_info_value(hi_, "key")},
@@ -647,7 +655,7 @@ TEST_F(Zmq, CurveEncryptsAndRefusesANodeWithoutIt) {
   const int status = node_exit(plain, 20s);
   EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1) << zmqtest::status_text(status);
   EXPECT_NE(node_log(plain).find("does not speak this protocol"), std::string::npos) << node_log(plain);
-  EXPECT_EQ(wm.n_workers(), 1u);
+  EXPECT_EQ(wm.n_workers(), 2u);
 }
 
 // ---------------------------------------------------------------- large payloads
@@ -659,14 +667,18 @@ std::vector<char> pattern(std::size_t n, int seed) {
 }
 
 TEST_F(Zmq, LargePayloadsOf64MiB) {
+  // One node on this host (IPC: large payloads through shared memory, one at a time, the others in
+  // chunks), one over TCP (chunks).
   node(2);
   auto& wm = master({{"--n-workers", "2"}});
+  node(1, {{"WM_ZMQ_READ_HOST_INFO", zmqtest::kUnset},
+           {"WM_ZMQ_ENDPOINT", host_info_value(hi_, "tcp")},
+           {"WM_ZMQ_KEY", host_info_value(hi_, "key")}});
+  ASSERT_TRUE(eventually([&] { return wm.n_workers() == 3; }, 20s));
   const auto a = pattern(64 << 20, 1), b = pattern(64 << 20, 2);
-  auto fa = wm.submit(echo_bytes, a);
-  auto fb = wm.submit(echo_bytes, b);
-  EXPECT_TRUE(fa.get_result(false) == a);
-  EXPECT_TRUE(fb.get_result(false) == b);
-  EXPECT_TRUE(wm.submit(echo_bytes, b).get_result() == b);
+  std::vector<wm::Future<std::vector<char>>> fs;
+  for (int i = 0; i < 4; ++i) fs.push_back(wm.submit(echo_bytes, i % 2 ? b : a));
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(fs[i].get_result() == (i % 2 ? b : a)) << i;
 }
 
 // A TCP relay that moves at most `rate` bytes per second each way: a slow link.
