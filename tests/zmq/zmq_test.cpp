@@ -677,8 +677,8 @@ TEST_F(Zmq, LargePayloadsOf64MiB) {
   ASSERT_TRUE(eventually([&] { return wm.n_workers() == 3; }, 20s));
   const auto a = pattern(64 << 20, 1), b = pattern(64 << 20, 2);
   std::vector<wm::Future<std::vector<char>>> fs;
-  for (int i = 0; i < 4; ++i) fs.push_back(wm.submit(echo_bytes, i % 2 ? b : a));
-  for (int i = 0; i < 4; ++i) EXPECT_TRUE(fs[i].get_result() == (i % 2 ? b : a)) << i;
+  for (int i = 0; i < 3; ++i) fs.push_back(wm.submit(echo_bytes, i % 2 ? b : a));  // one on each worker
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(fs[i].get_result() == (i % 2 ? b : a)) << i;
 }
 
 // A TCP relay that moves at most `rate` bytes per second each way: a slow link.
