@@ -50,6 +50,7 @@ NA_OK_IN_PROCESS = {"death_ms", "mem_worker_hwm"}
 FLOOR_EXPECTED = ["pool_throughput", "pool_rt_median", "pool_rt_p99", "pipe_rt_median", "pipe_rt_p99",
                   "memcpy", "fresh_echo", "pool_mem_master_hwm", "pool_mem_per_future"]
 MPI_FLOOR_EXPECTED = ["mpi_rt_median", "mpi_rt_p99", "mpi_bandwidth"]
+ZMQ_FLOOR_EXPECTED = ["zmq_rt_median", "zmq_rt_p99"]
 # Table rows, in order: metric, label.
 ROWS = [
     ("throughput", "tiny-task throughput"),
@@ -75,6 +76,8 @@ FLOOR_ROWS = [
     ("pipe_rt_p99", "pipe ping-pong round trip, p99"),
     ("mpi_rt_median", "MPI ping-pong round trip, median (np 2)"),
     ("mpi_rt_p99", "MPI ping-pong round trip, p99 (np 2)"),
+    ("zmq_rt_median", "ZeroMQ ping-pong round trip, median (ROUTER/DEALER, ipc, 2 processes)"),
+    ("zmq_rt_p99", "ZeroMQ ping-pong round trip, p99 (ROUTER/DEALER, ipc, 2 processes)"),
     ("memcpy", "memcpy 64 MiB"),
     ("fresh_echo", "64 MiB into fresh memory, as an echo's new result (2 × bytes / time)"),
     ("mpi_bandwidth", "MPI 64 MiB echo, both ways (np 2)"),
@@ -245,6 +248,8 @@ def floor_for(metric, backend, info, floor_metrics):
             return "pool_rt_" + suffix
         if backend == "mpi" and have("mpi_rt_" + suffix):
             return "mpi_rt_" + suffix
+        if backend == "zmq" and have("zmq_rt_" + suffix):
+            return "zmq_rt_" + suffix
         return "pipe_rt_" + suffix
     if metric in ("bandwidth", "bandwidth_keep"):
         if backend == "mpi" and have("mpi_bandwidth"):
@@ -424,6 +429,7 @@ def main():
     bench_bin = os.path.join(bindir, "wm_bench")
     floor_bin = os.path.join(bindir, "wm_floor")
     mpi_floor_bin = os.path.join(bindir, "wm_mpi_floor")
+    zmq_floor_bin = os.path.join(bindir, "wm_zmq_floor")
     os.makedirs(args.out, exist_ok=True)
     log_lines = []
 
@@ -480,6 +486,12 @@ def main():
             store.errors.append("floor/mpi: %s" % err)
     else:
         notes.append("raw MPI floor not run (%s)" % ("mpirun not found" if not mpirun else "wm_mpi_floor not built"))
+    have_zmq_floor = "zmq" in backends and os.access(zmq_floor_bin, os.X_OK)
+    if have_zmq_floor:
+        r, err = run_program([zmq_floor_bin, "--bench-runs", str(runs)] + smoke_flags, env, timeout, log)
+        store.add(r)
+        if err:
+            store.errors.append("floor/zmq: %s" % err)
 
     # Every backend, one program run per figure (per run for ONE_RUN_PER_PROCESS figures).
     tmpdir = tempfile.mkdtemp(prefix="wm-bench-")
@@ -563,7 +575,7 @@ def main():
             if "target" in entry and entry.get("median") is not None:
                 entry["target_bound"] = target_bound(entry["target"], results)
                 entry["met"] = check_target(entry["target"], entry["median"], results)
-    for m in FLOOR_EXPECTED + (MPI_FLOOR_EXPECTED if have_mpi_floor else []):
+    for m in FLOOR_EXPECTED + (MPI_FLOOR_EXPECTED if have_mpi_floor else []) + (ZMQ_FLOOR_EXPECTED if have_zmq_floor else []):
         if m not in floor or not floor[m].get("values"):
             missing.append("floor/%s" % m)
 
