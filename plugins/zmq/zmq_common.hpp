@@ -66,6 +66,8 @@ constexpr int kSocketBuffer = 4 << 20;
 constexpr std::uint16_t kProtocolVersion = 1;
 /** The ZAP domain of this transport's server sockets. */
 constexpr const char* kZapDomain = "wm-zmq";
+/** While spinning, sockets other than the data socket are looked at this often. */
+constexpr auto kControlEvery = std::chrono::milliseconds(1);
 /** Large buffers go back to the system after this much idling. */
 constexpr auto kIdleRelease = std::chrono::seconds(2);
 

@@ -141,6 +141,7 @@ class MasterTransport final : public remote::Transport {
   bool doomed_ = false;                   // some node must be declared lost at the next progress()
   int refused_logged_ = 0;
   Clock::time_point last_large_{};
+  Clock::time_point last_control_{};      // the last full look at every socket
 };
 
 }  // namespace wm_zmq

@@ -317,12 +317,20 @@ void NodeRelay::serve() {
   send_out();
   last_activity_ = Clock::now();
   const auto spin = std::chrono::microseconds(options_.local.spin_us);
+  auto last_control = Clock::now();
   for (;;) {
-    const bool active = pump();
+    const bool active = pump_data();
+    auto now = Clock::now();
+    // A look at a ZeroMQ socket costs system calls (expensive on the VMs measured): while spinning,
+    // the heartbeat socket and the monitors are looked at once a millisecond, the data socket always.
+    const bool spinning = now - last_activity_ < spin;
+    if (!spinning || now - last_control >= kControlEvery) {
+      pump_control();
+      last_control = now;
+    }
     for (remote::WorkerId id : dirty_) local_->flush(id);
     dirty_.clear();
     send_out();
-    auto now = Clock::now();
     if (active) last_activity_ = now;
     if (ending_) {
       if (alive_workers() == 0) return;
@@ -351,7 +359,7 @@ void NodeRelay::serve() {
   }
 }
 
-bool NodeRelay::pump() {
+bool NodeRelay::pump_data() {
   bool any = false;
   for (int i = 0; i < 4096; ++i) {
     zmq::message_t m;
@@ -368,6 +376,10 @@ bool NodeRelay::pump() {
     }
     handle_frames(static_cast<const char*>(m.data()), m.size());
   }
+  return any;
+}
+
+void NodeRelay::pump_control() {
   for (zmq::message_t m; hb_->recv(m, zmq::recv_flags::dontwait);) {
   }  // only the master's probes come here
   std::string address;
@@ -376,7 +388,7 @@ bool NodeRelay::pump() {
   while (const std::uint16_t ev = hb_mon_->next(address)) silent = silent || ev == ZMQ_EVENT_DISCONNECTED;
   if ((closed || silent) && !ending_) {
     // What the master sent before it closed is read first: its end of the job, if that was it.
-    if (!pump() && !ending_) {
+    if (!pump_data() && !ending_) {
       // A master that died closes both connections: the data socket's event may come a moment later.
       if (!closed) {
         zmq_pollitem_t item{data_mon_->socket().handle(), 0, ZMQ_POLLIN, 0};
@@ -393,7 +405,6 @@ bool NodeRelay::pump() {
   if (large_in_.buf.capacity != 0) large_in_.release_if_idle(now);
   large_out_.release_idle(now);
   if (reply_token_ && reply_region_.capacity() != 0 && now - reply_used_ >= kIdleRelease) reply_region_.release();
-  return any;
 }
 
 void NodeRelay::handle_frames(const char* data, std::size_t size) {

@@ -50,7 +50,8 @@ class NodeRelay final : private remote::TransportEvents {
   void open_heartbeat(const Welcome& w);
   void open_regions(const Welcome& w);
   void serve();
-  bool pump();
+  bool pump_data();  // the master's messages: true if there were any
+  void pump_control();  // the heartbeat socket, the monitors (the master gone?), idle memory
   void handle_frames(const char* data, std::size_t size);
   void to_local_worker(remote::WorkerId w, std::uint64_t seq, const char* payload, std::size_t len);
   void begin_end();
