@@ -126,7 +126,12 @@ def run_program(cmd, env, timeout, log):
             pass
         out, errtext = proc.communicate()
         err = "timed out after %d s" % timeout
+    # Processes that are ending (a killed zmq node's workers, dying with it) get a moment.
+    deadline = time.time() + 1.0
     left = [p for p in session_members(proc.pid) if p != os.getpid()]
+    while left and time.time() < deadline:
+        time.sleep(0.02)
+        left = [p for p in session_members(proc.pid) if p != os.getpid()]
     if left:
         for p in left:
             try:
