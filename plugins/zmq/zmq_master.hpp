@@ -1,8 +1,9 @@
 // zmq_master.hpp: the master side of the zmq backend, a transport of the remote engine. Nodes join
 // over ZeroMQ; each local worker of each node is one engine worker (WorkerId), so the dispatcher's
 // windows, retries, timeouts and blame rules apply per worker. Two ROUTER sockets: data (tasks,
-// replies, control; large payloads in chunks) and heartbeat (ZeroMQ's own heartbeats, so they never
-// queue behind a large message), both checked by a ZAP handler at every connection.
+// replies, control; large payloads in chunks, or through two shared regions for a node on this
+// host) and heartbeat (ZeroMQ's own heartbeats, so they never queue behind a large message), both
+// checked by a ZAP handler at every connection.
 #pragma once
 
 #include "zmq_common.hpp"
