@@ -15,18 +15,24 @@ import os
 import platform
 import shutil
 import signal
+import shlex
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-FIGURES = ["throughput", "roundtrip", "bandwidth", "idle", "efficiency", "death", "memory", "sweep"]
-# Figures run in a fresh process per run: VmHWM only grows, and an MPI job cannot replace a rank.
-ONE_RUN_PER_PROCESS = {"death", "memory"}
+FIGURES = ["throughput", "roundtrip", "bandwidth", "idle", "efficiency", "death", "memory", "sweep", "node_death"]
+# Figures run in a fresh process per run: VmHWM only grows, an MPI job cannot replace a rank, a
+# killed zmq node is gone.
+ONE_RUN_PER_PROCESS = {"death", "memory", "node_death"}
+# Backends whose workers run under nodes started beside the master (the node_death figure is theirs).
+NODE_BACKENDS = {"zmq"}
+ZMQ_NODE_WORKERS = 2
 SWEEP_US = [1, 10, 100, 1000, 10000]
 # Metrics each figure must produce (smoke check). "na" is accepted where marked.
 EXPECTED = {
@@ -38,6 +44,7 @@ EXPECTED = {
     "death": ["death_ms"],
     "memory": ["mem_master_hwm", "mem_per_future", "mem_worker_hwm"],
     "sweep": ["sweep_%dus" % us for us in SWEEP_US],
+    "node_death": ["node_death_ms"],
 }
 NA_OK_IN_PROCESS = {"death_ms", "mem_worker_hwm"}
 FLOOR_EXPECTED = ["pool_throughput", "pool_rt_median", "pool_rt_p99", "pipe_rt_median", "pipe_rt_p99",
@@ -46,6 +53,7 @@ MPI_FLOOR_EXPECTED = ["mpi_rt_median", "mpi_rt_p99", "mpi_bandwidth"]
 # The remote engine's dispatcher over a fake transport (wm_dispatch_bench): master's CPU per task.
 DISPATCH_WORKERS = [2, 64, 1024]
 DISPATCH_EXPECTED = ["dispatch_ns_%d" % w for w in DISPATCH_WORKERS]
+ZMQ_FLOOR_EXPECTED = ["zmq_rt_median", "zmq_rt_p99"]
 # Table rows, in order: metric, label.
 ROWS = [
     ("throughput", "tiny-task throughput"),
@@ -56,12 +64,13 @@ ROWS = [
     ("idle_cpu", "idle CPU, 3 s, whole tree"),
     ("efficiency", "submit_as_completed efficiency"),
     ("death_ms", "worker-death detection"),
+    ("node_death_ms", "node-death detection (SIGKILL)"),
     ("mem_master_hwm", "peak RSS master, 100k futures"),
     ("mem_worker_hwm", "peak RSS one worker"),
     ("mem_per_future", "memory per outstanding future"),
 ]
 # Rows measured for some backends only (remote ones): left out where absent.
-OPTIONAL_ROWS = {"bandwidth_keep"}
+OPTIONAL_ROWS = {"bandwidth_keep", "node_death_ms"}
 FLOOR_ROWS = [
     ("pool_throughput", "std::thread pool + packaged_task throughput"),
     ("pool_rt_median", "std::thread pool round trip, median"),
@@ -70,13 +79,15 @@ FLOOR_ROWS = [
     ("pipe_rt_p99", "pipe ping-pong round trip, p99"),
     ("mpi_rt_median", "MPI ping-pong round trip, median (np 2)"),
     ("mpi_rt_p99", "MPI ping-pong round trip, p99 (np 2)"),
+    ("zmq_rt_median", "ZeroMQ ping-pong round trip, median (ROUTER/DEALER, ipc, 2 processes)"),
+    ("zmq_rt_p99", "ZeroMQ ping-pong round trip, p99 (ROUTER/DEALER, ipc, 2 processes)"),
     ("memcpy", "memcpy 64 MiB"),
     ("fresh_echo", "64 MiB into fresh memory, as an echo's new result (2 × bytes / time)"),
     ("mpi_bandwidth", "MPI 64 MiB echo, both ways (np 2)"),
     ("pool_mem_master_hwm", "std::thread pool peak RSS, 100k futures"),
     ("pool_mem_per_future", "std::thread pool memory per future"),
 ]
-KNOWN_BACKENDS = ["serial", "threads", "processes", "mpi"]
+KNOWN_BACKENDS = ["serial", "threads", "processes", "mpi", "zmq"]
 MPI_NP = 3
 
 
@@ -118,7 +129,12 @@ def run_program(cmd, env, timeout, log):
             pass
         out, errtext = proc.communicate()
         err = "timed out after %d s" % timeout
+    # Processes that are ending (a killed zmq node's workers, dying with it) get a moment.
+    deadline = time.time() + 1.0
     left = [p for p in session_members(proc.pid) if p != os.getpid()]
+    while left and time.time() < deadline:
+        time.sleep(0.02)
+        left = [p for p in session_members(proc.pid) if p != os.getpid()]
     if left:
         for p in left:
             try:
@@ -174,6 +190,35 @@ class Store:
                 self.errors.append("%s/%s: %s" % (src, r.get("figure", "?"), r.get("message", "")))
 
 
+def zmq_pair(bench_bin, master_args, host_info):
+    """A zmq master and one node of ZMQ_NODE_WORKERS workers (the same program in the node role),
+    started side by side by one shell, which is the root of the process tree whose CPU is counted.
+    The master waits for the node's workers; the node waits for the host-info file, and exits 0
+    once the master is done."""
+    node = [bench_bin, "--work-manager", "zmq", "--wm-zmq-mode", "node", "--wm-zmq-read-host-info", host_info,
+            "--n-workers", str(ZMQ_NODE_WORKERS)]
+    master = [bench_bin, "--work-manager", "zmq", "--wm-zmq-write-host-info", host_info,
+              "--n-workers", str(ZMQ_NODE_WORKERS)] + master_args
+    script = "%s & %s; status=$?; wait; exit $status" % (
+        " ".join(shlex.quote(a) for a in node), " ".join(shlex.quote(a) for a in master))
+    return ["sh", "-c", script]
+
+
+def backend_command(b, bench_bin, args, env, mpi_env, mpirun, fig, tmpdir):
+    """The command and environment that run wm_bench for backend b with args."""
+    if b == "mpi":
+        pre = [mpirun, "--oversubscribe", "-np", str(MPI_NP)]
+        if fig == "death":
+            pre.append("--enable-recovery")  # otherwise mpirun ends the job when a rank dies
+        return pre + [bench_bin, "--work-manager", b] + args, mpi_env
+    if b == "zmq":
+        host_info = os.path.join(tmpdir, "host-info")
+        if os.path.exists(host_info):
+            os.unlink(host_info)  # left by a master that was killed (a timeout)
+        return zmq_pair(bench_bin, args, host_info), dict(env, WM_BENCH_TREE_IS_PARENT="1")
+    return [bench_bin, "--work-manager", b] + args, env
+
+
 # ----------------------------------------------------------------------------- statistics, formatting
 
 def summary(values):
@@ -211,6 +256,8 @@ def floor_for(metric, backend, info, floor_metrics):
             return "pool_rt_" + suffix
         if backend == "mpi" and have("mpi_rt_" + suffix):
             return "mpi_rt_" + suffix
+        if backend == "zmq" and have("zmq_rt_" + suffix):
+            return "zmq_rt_" + suffix
         return "pipe_rt_" + suffix
     if metric in ("bandwidth", "bandwidth_keep"):
         if backend == "mpi" and have("mpi_bandwidth"):
@@ -227,10 +274,23 @@ def floor_for(metric, backend, info, floor_metrics):
     return None
 
 
-def check_target(target, value):
+def target_bound(target, results):
+    """The number a target compares with: a value, or "F x BACKEND" (F times that backend's median
+    of the same metric in this run; None if that backend was not measured)."""
+    op, bound, *rel = target
+    if not rel:
+        return bound
+    other = results.get(rel[0], {}).get("metrics", {}).get(rel[1], {})
+    return bound * other["median"] if other.get("median") is not None else None
+
+
+def check_target(target, value, results=None):
     if target is None or value is None:
         return None
-    op, bound = target
+    bound = target_bound(target, results or {})
+    if bound is None:
+        return None
+    op = target[0]
     return value >= bound if op == ">=" else value <= bound
 
 
@@ -378,6 +438,7 @@ def main():
     floor_bin = os.path.join(bindir, "wm_floor")
     mpi_floor_bin = os.path.join(bindir, "wm_mpi_floor")
     dispatch_bin = os.path.join(bindir, "wm_dispatch_bench")
+    zmq_floor_bin = os.path.join(bindir, "wm_zmq_floor")
     os.makedirs(args.out, exist_ok=True)
     log_lines = []
 
@@ -434,6 +495,12 @@ def main():
             store.errors.append("floor/mpi: %s" % err)
     else:
         notes.append("raw MPI floor not run (%s)" % ("mpirun not found" if not mpirun else "wm_mpi_floor not built"))
+    have_zmq_floor = "zmq" in backends and os.access(zmq_floor_bin, os.X_OK)
+    if have_zmq_floor:
+        r, err = run_program([zmq_floor_bin, "--bench-runs", str(runs)] + smoke_flags, env, timeout, log)
+        store.add(r)
+        if err:
+            store.errors.append("floor/zmq: %s" % err)
 
     # The dispatcher at scale (no backend: a fake transport with simulated workers).
     have_dispatch = os.access(dispatch_bin, os.X_OK)
@@ -447,19 +514,17 @@ def main():
         notes.append("dispatcher scaling not run (wm_dispatch_bench not built)")
 
     # Every backend, one program run per figure (per run for ONE_RUN_PER_PROCESS figures).
+    tmpdir = tempfile.mkdtemp(prefix="wm-bench-")
     for b in backends:
         log("backend %s:" % b)
         for fig in figures:
+            if fig == "node_death" and b not in NODE_BACKENDS:
+                continue
             passes = runs if fig in ONE_RUN_PER_PROCESS else 1
             per_pass_runs = 1 if fig in ONE_RUN_PER_PROCESS else runs
             for _ in range(passes):
-                cmd = [bench_bin, "--work-manager", b, "--bench-figure", fig, "--bench-runs", str(per_pass_runs)] + smoke_flags
-                e = env
-                if b == "mpi":
-                    pre = [mpirun, "--oversubscribe", "-np", str(MPI_NP)]
-                    if fig == "death":
-                        pre.append("--enable-recovery")  # otherwise mpirun ends the job when a rank dies
-                    cmd, e = pre + cmd, mpi_env
+                bargs = ["--bench-figure", fig, "--bench-runs", str(per_pass_runs)] + smoke_flags
+                cmd, e = backend_command(b, bench_bin, bargs, env, mpi_env, mpirun, fig, tmpdir)
                 r, err = run_program(cmd, e, timeout, log)
                 store.add(r)
                 if err:
@@ -470,12 +535,14 @@ def main():
     for b in backends:
         if store.info.get(b, {}).get("in_process", True) or b == "mpi":
             continue
-        cmd = [bench_bin, "--work-manager", b, "--bench-figure", "bandwidth", "--bench-keep-memory",
-               "--bench-runs", str(runs)] + smoke_flags
-        r, err = run_program(cmd, env, timeout, log)
+        bargs = ["--bench-figure", "bandwidth", "--bench-keep-memory", "--bench-runs", str(runs)] + smoke_flags
+        cmd, e = backend_command(b, bench_bin, bargs, env, mpi_env, mpirun, "bandwidth", tmpdir)
+        r, err = run_program(cmd, e, timeout, log)
         store.add(r)
         if err:
             store.errors.append("%s/bandwidth (keep memory): %s" % (b, err))
+
+    shutil.rmtree(tmpdir, ignore_errors=True)
 
     # ---- assemble
     with open(os.path.join(HERE, "targets.json")) as f:
@@ -504,7 +571,6 @@ def main():
             t = targets.get(b, {}).get(m)
             if t and s:
                 entry["target"] = t
-                entry["met"] = check_target(t, s["median"])
             out[m] = entry
         for m, reason in na.items():
             if m not in out:
@@ -513,6 +579,8 @@ def main():
                 if t:
                     out[m]["target"], out[m]["met"] = t, False
         for fig in figures:
+            if fig == "node_death" and b not in NODE_BACKENDS:
+                continue
             for m in EXPECTED[fig]:
                 d = out.get(m)
                 if d and d.get("values"):
@@ -521,7 +589,13 @@ def main():
                     continue  # no worker process to kill or measure
                 missing.append("%s/%s" % (b, m))
         results[b] = {"info": info, "metrics": out, "hists": store.hists.get(b, {})}
-    for m in FLOOR_EXPECTED + (MPI_FLOOR_EXPECTED if have_mpi_floor else []):
+    # Targets once every backend is in: a target may be relative to another backend of this run.
+    for b in backends:
+        for m, entry in results[b]["metrics"].items():
+            if "target" in entry and entry.get("median") is not None:
+                entry["target_bound"] = target_bound(entry["target"], results)
+                entry["met"] = check_target(entry["target"], entry["median"], results)
+    for m in FLOOR_EXPECTED + (MPI_FLOOR_EXPECTED if have_mpi_floor else []) + (ZMQ_FLOOR_EXPECTED if have_zmq_floor else []):
         if m not in floor or not floor[m].get("values"):
             missing.append("floor/%s" % m)
     dispatch = {}
@@ -626,7 +700,11 @@ def markdown(rep, backends):
                 o.append("| %s | %s | missing | | | | | | | |" % (name, label))
                 continue
             tgt = d.get("target")
-            tgt_s = ("%s %s" % (tgt[0].replace(">=", "≥").replace("<=", "≤"), fmt(tgt[1]))) if tgt else ""
+            tgt_s = ""
+            if tgt:
+                tgt_s = "%s %s" % (tgt[0].replace(">=", "≥").replace("<=", "≤"), fmt(tgt[1]))
+                if len(tgt) > 2:
+                    tgt_s = "%s%s× %s (%s)" % (tgt_s[:2], fmt(tgt[1]), tgt[2], fmt(d.get("target_bound")))
             met = {True: "yes", False: "**no**", None: ""}[d.get("met")]
             if "na" in d:
                 o.append("| %s | %s | n/a | | | | | | %s | %s |" % (name, label, tgt_s, met))

@@ -6,7 +6,7 @@
 //   wm_bench --work-manager threads --bench-figure throughput [--bench-runs 5] [--bench-smoke]
 //   mpirun -np 3 wm_bench --work-manager mpi --bench-figure roundtrip
 //
-// Figures: throughput roundtrip bandwidth idle efficiency death memory sweep.
+// Figures: throughput roundtrip bandwidth idle efficiency death memory sweep node_death.
 // The program's own flags start with --bench- so that Boost.Program_options (which accepts
 // unambiguous prefixes of the work manager's flags) never mistakes one for a --wm-/--n-... flag.
 #include "bench_common.hpp"
@@ -63,6 +63,21 @@ std::int64_t bench_report_and_spin(std::string path, std::int64_t max_ms) {
   return getpid();
 }
 WM_TASK(bench_report_and_spin);
+
+/** Reports the pid of its worker's parent (a zmq node) through the file `path`, then burns CPU for up
+ *  to max_ms (the node-death victim). */
+std::int64_t bench_report_node_and_spin(std::string path, std::int64_t max_ms) {
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  {
+    std::ofstream out(tmp);
+    out << getppid() << "\n";
+  }
+  std::rename(tmp.c_str(), path.c_str());
+  const double end = bench::now_s() + double(max_ms) / 1000.0;
+  while (bench::now_s() < end) bench::busy_cpu_us(100);
+  return getppid();
+}
+WM_TASK(bench_report_node_and_spin);
 
 /** Holds its worker: reports its pid in dir/pid.<index>, then waits (1 ms naps) until dir/release
  *  exists or max_ms pass. */
@@ -179,6 +194,8 @@ void fig_bandwidth(Ctx& c) {
 /** Root of the process tree whose CPU we count: this process, or mpirun (our parent) under MPI. */
 pid_t tree_root() {
   if (std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_RANK") || std::getenv("PMIX_RANK")) return getppid();
+  // run.py starts a zmq master and its node side by side under one parent: that parent is the tree.
+  if (std::getenv("WM_BENCH_TREE_IS_PARENT")) return getppid();
   return getpid();
 }
 
@@ -273,6 +290,44 @@ void fig_death(Ctx& c) {
     return;
   }
   bench::emit_metric(c.src, "death_ms", "ms", v, note.empty() ? "SIGKILL of a busy worker -> WorkerLostError" : note);
+}
+
+// Backends whose workers run under nodes (zmq): SIGKILL of the node of a busy worker, timed until
+// its future fails with WorkerLostError. A fresh program per run (its only node is gone after).
+void fig_node_death(Ctx& c) {
+  if (c.wm->runs_in_process()) {
+    bench::emit_na(c.src, "node_death_ms", "tasks run in the master process: no node to kill");
+    return;
+  }
+  const std::string dir = make_tmpdir();
+  const std::string path = dir + "/node";
+  std::vector<double> v;
+  std::string note;
+  auto f = c.wm->submit(bench_report_node_and_spin, path, std::int64_t(30000));
+  const pid_t node = wait_pid_file(path, 20.0);
+  if (node <= 0 || node == getpid()) {
+    note = node <= 0 ? "the task never reported its node" : "the workers are children of the master: no node to kill";
+  } else {
+    const double t0 = bench::now_s();
+    kill(node, SIGKILL);
+    const bool done = f.wait_for(std::chrono::seconds(30));
+    const double dt = (bench::now_s() - t0) * 1e3;
+    try {
+      if (!done) throw std::runtime_error("the future did not fail within 30 s of the SIGKILL of its node");
+      f.get_result();
+      note = "the future succeeded although its node was killed";
+    } catch (const wm::WorkerLostError&) {
+      v.push_back(dt);
+    } catch (const std::exception& e) {
+      note = e.what();
+    }
+  }
+  fs::remove_all(dir);
+  if (v.empty()) {
+    bench::emit_na(c.src, "node_death_ms", note);
+    return;
+  }
+  bench::emit_metric(c.src, "node_death_ms", "ms", v, "SIGKILL of the node of a busy worker -> WorkerLostError");
 }
 
 void fig_memory(Ctx& c) {
@@ -384,7 +439,7 @@ int main(int argc, char** argv) {
     const std::vector<std::pair<std::string, void (*)(Ctx&)>> figures{
         {"throughput", fig_throughput}, {"roundtrip", fig_roundtrip}, {"bandwidth", fig_bandwidth},
         {"idle", fig_idle},             {"efficiency", fig_efficiency}, {"death", fig_death},
-        {"memory", fig_memory},         {"sweep", fig_sweep}};
+        {"memory", fig_memory},         {"sweep", fig_sweep},           {"node_death", fig_node_death}};
     bool found = false;
     for (const auto& [name, fn] : figures) {
       if (figure != "all" && figure != name) continue;

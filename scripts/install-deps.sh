@@ -8,6 +8,7 @@ packages=(
   libcereal-dev libelf-dev libgtest-dev
   openmpi-bin libopenmpi-dev
   clang
+  libzmq3-dev cppzmq-dev libsodium-dev
 )
 
 missing=()

@@ -264,7 +264,12 @@ void complete_from_reply(TaskState* s, const char* data, std::size_t size, const
       finish_with(s, FailureKind::protocol, std::string("error report did not decode: ") + e.what(), where);
       return;
     }
-    if (info.backend.empty()) info.backend = process_backend();
+    // The record names the work manager the task was submitted to (ErrorInfo::backend), which is not
+    // the worker's own when a backend's workers are another's (a zmq node's are processes workers).
+    if (s->backend_name != nullptr)
+      info.backend = *s->backend_name;
+    else if (info.backend.empty())
+      info.backend = process_backend();
     if (info.kind == FailureKind::unknown_task && find_task(info.task_name) != nullptr)
       info.message = "task '" + info.task_name + "' is registered in the master (host " + host_name() + ", pid " +
                      std::to_string(getpid()) + ") but not in the worker that got it (host " + info.host + ", pid " +

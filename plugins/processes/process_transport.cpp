@@ -512,6 +512,11 @@ int LocalProcessTransport::progress(int timeout_ms) {
   owners.clear();
   fds.push_back(pollfd{doorbell_, POLLIN, 0});
   owners.emplace_back(0, false);
+  for (int fd : extra_fds_) {
+    fds.push_back(pollfd{fd, POLLIN, 0});
+    owners.emplace_back(0, false);
+  }
+  const std::size_t first_slot_entry = fds.size();
   for (remote::WorkerId id = 0; id < slots_.size(); ++id) {
     Slot& s = *slots_[id];
     if (s.fd >= 0) {
@@ -529,7 +534,7 @@ int LocalProcessTransport::progress(int timeout_ms) {
       std::uint64_t v;
       [[maybe_unused]] ssize_t r = read(doorbell_, &v, sizeof v);
     }
-    for (std::size_t i = 1; i < fds.size(); ++i) {
+    for (std::size_t i = first_slot_entry; i < fds.size(); ++i) {
       if (fds[i].revents == 0) continue;
       const remote::WorkerId id = owners[i].first;
       Slot& s = *slots_[id];

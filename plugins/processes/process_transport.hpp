@@ -52,6 +52,11 @@ class LocalProcessTransport final : public remote::Transport {
   /** Pid of a worker's current process (-1 if none). */
   pid_t pid_of(remote::WorkerId id) const;
 
+  /** Descriptors progress() also waits on, for a caller that relays between these workers and
+   *  sockets of its own (a zmq node: its ZeroMQ sockets' ZMQ_FD). progress() only returns when one
+   *  is readable (with 0 events if nothing else happened); the caller reads them. */
+  void set_extra_fds(std::vector<int> fds) { extra_fds_ = std::move(fds); }
+
  private:
   struct Slot;
   bool spawn(Slot& s);
@@ -75,6 +80,7 @@ class LocalProcessTransport final : public remote::Transport {
   std::vector<std::string> env_base_;
   std::vector<struct pollfd> fds_;                         // progress(): kept to avoid allocating per call
   std::vector<std::pair<remote::WorkerId, bool>> owners_;  // slot of each entry, and whether it is a pidfd
+  std::vector<int> extra_fds_;                             // set_extra_fds(): polled after the doorbell
   std::chrono::steady_clock::time_point last_activity_{};
 };
 

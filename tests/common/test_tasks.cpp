@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <numeric>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -25,6 +27,19 @@ std::string process_index() {
   return v ? v : "";
 }
 int token_value(Token t) { return t.value; }
+
+Blob make_blob(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 1);
+  return Blob(std::move(v));
+}
+std::unique_ptr<std::string> boxed(std::string s) { return std::make_unique<std::string>(std::move(s)); }
+std::vector<std::unique_ptr<std::string>> split_words(std::string text) {
+  std::vector<std::unique_ptr<std::string>> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) words.push_back(std::make_unique<std::string>(w));
+  return words;
+}
 
 ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
   if (const char* old = std::getenv(name)) {
@@ -55,3 +70,6 @@ WM_TASK(wmtest::throw_int);
 WM_TASK(wmtest::where_pid);
 WM_TASK(wmtest::process_index);
 WM_TASK(wmtest::token_value);
+WM_TASK(wmtest::make_blob);
+WM_TASK(wmtest::boxed);
+WM_TASK(wmtest::split_words);

@@ -32,6 +32,26 @@ struct Token {
 };
 int token_value(Token t);                    // t.value
 
+/** A result that can be moved and serialized but not copied. */
+struct Blob {
+  Blob() = default;
+  explicit Blob(std::vector<int> v) : values(std::move(v)) {}
+  Blob(Blob&&) = default;
+  Blob& operator=(Blob&&) = default;
+  Blob(const Blob&) = delete;
+  Blob& operator=(const Blob&) = delete;
+  std::vector<int> values;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(values);
+  }
+};
+// Tasks with move-only results (registered, so remote backends run them too).
+Blob make_blob(int n);                                         // values 1..n
+std::unique_ptr<std::string> boxed(std::string s);             // s in a unique_ptr
+// A standard container of move-only elements: its copy constructor exists but cannot compile.
+std::vector<std::unique_ptr<std::string>> split_words(std::string text);
+
 /** Sets an environment variable for the life of the object, restoring it afterwards. */
 class ScopedEnv {
  public:

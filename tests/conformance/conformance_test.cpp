@@ -22,46 +22,6 @@
 using namespace std::chrono_literals;
 using wmtest::ScopedEnv;
 
-// Tasks with move-only results, registered so that every backend (remote ones too) can run them.
-namespace conformance {
-
-/** A result that can be moved and serialized but not copied. */
-struct Blob {
-  Blob() = default;
-  explicit Blob(std::vector<int> v) : values(std::move(v)) {}
-  Blob(Blob&&) = default;
-  Blob& operator=(Blob&&) = default;
-  Blob(const Blob&) = delete;
-  Blob& operator=(const Blob&) = delete;
-  std::vector<int> values;
-  template <class Archive>
-  void serialize(Archive& ar) {
-    ar(values);
-  }
-};
-
-Blob make_blob(int n) {
-  std::vector<int> v(static_cast<std::size_t>(n));
-  std::iota(v.begin(), v.end(), 1);
-  return Blob(std::move(v));
-}
-
-std::unique_ptr<std::string> boxed(std::string s) { return std::make_unique<std::string>(std::move(s)); }
-
-// A standard container of move-only elements: its copy constructor exists but cannot compile.
-std::vector<std::unique_ptr<std::string>> split_words(std::string text) {
-  std::vector<std::unique_ptr<std::string>> words;
-  std::istringstream in(text);
-  for (std::string w; in >> w;) words.push_back(std::make_unique<std::string>(w));
-  return words;
-}
-
-}  // namespace conformance
-
-WM_TASK(conformance::make_blob);
-WM_TASK(conformance::boxed);
-WM_TASK(conformance::split_words);
-
 namespace {
 
 std::vector<std::string> backend_params() {
@@ -289,20 +249,20 @@ TEST_P(Conformance, SubmitAsCompletedOutlivingItsWorkManagerFailsClearly) {
 }
 
 TEST_P(Conformance, MoveOnlyResults) {
-  auto blob = wm_->submit(conformance::make_blob, 5);
+  auto blob = wm_->submit(wmtest::make_blob, 5);
   expect_done(blob);
   EXPECT_THROW(blob.get_result(false), std::logic_error);  // would copy a move-only result
   EXPECT_THROW(blob.get_result_any(false), std::logic_error);
-  conformance::Blob b = blob.get_result();
+  wmtest::Blob b = blob.get_result();
   EXPECT_EQ(b.values, (std::vector<int>{1, 2, 3, 4, 5}));
   EXPECT_THROW(blob.get_result(), std::logic_error);  // taken
 
-  auto box = wm_->submit(conformance::boxed, std::string("in a box"));
+  auto box = wm_->submit(wmtest::boxed, std::string("in a box"));
   std::unique_ptr<std::string> p = box.get_result(true);
   ASSERT_TRUE(p);
   EXPECT_EQ(*p, "in a box");
 
-  auto words = wm_->submit(conformance::split_words, std::string("three short words"));
+  auto words = wm_->submit(wmtest::split_words, std::string("three short words"));
   expect_done(words);
   EXPECT_THROW(words.get_result(false), std::logic_error);
   std::vector<std::unique_ptr<std::string>> got_words = words.get_result();

@@ -1,0 +1,819 @@
+// zmq_master.cpp: the zmq master's transport and its authenticator (see zmq_master.hpp).
+#include "zmq_master.hpp"
+
+#include <wm/sdk/remote/worker_loop.hpp>
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+
+namespace wm_zmq {
+namespace {
+
+constexpr std::uint32_t kMaxNodeWorkers = 4096;
+constexpr int kLoggedRefusals = 20;  // then only at debug level: a port scan must not flood the log
+// After a connection closes, which node it was is found by sending to each (ROUTER_MANDATORY says
+// EHOSTUNREACH once ZeroMQ has dropped the peer, a few milliseconds after the event).
+constexpr std::chrono::milliseconds kProbeDelays[] = {std::chrono::milliseconds(0), std::chrono::milliseconds(3),
+                                                      std::chrono::milliseconds(15), std::chrono::milliseconds(60),
+                                                      std::chrono::milliseconds(250), std::chrono::milliseconds(1000)};
+
+// How long a node's heartbeat connection must be gone while its data connection stands before it is
+// declared silent rather than dead (the probes after an event reach past it).
+constexpr std::chrono::milliseconds kSilenceVerdict(200);
+
+std::string as_string(const zmq::message_t& m) { return std::string(static_cast<const char*>(m.data()), m.size()); }
+
+// The host part of tcp://HOST:PORT.
+std::string tcp_host(const std::string& endpoint) {
+  const std::string rest = endpoint.substr(6);
+  const auto colon = rest.rfind(':');
+  return colon == std::string::npos ? rest : rest.substr(0, colon);
+}
+
+bool numeric(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- authenticator
+
+Authenticator::Authenticator(zmq::context_t& ctx, const Security& security, Log log)
+    : rep_(ctx, zmq::socket_type::rep),
+      stop_in_(ctx, zmq::socket_type::pair),
+      stop_out_(ctx, zmq::socket_type::pair),
+      curve_(security.curve),
+      log_(std::move(log)) {
+  rep_.set(zmq::sockopt::linger, 0);
+  rep_.bind("inproc://zeromq.zap.01");
+  stop_in_.set(zmq::sockopt::linger, 0);
+  stop_out_.set(zmq::sockopt::linger, 0);
+  stop_in_.bind("inproc://wm-zmq-zap-stop");
+  stop_out_.connect("inproc://wm-zmq-zap-stop");
+  if (curve_) {
+    std::string spub, ssec, cpub, csec;
+    security.key.curve_keys(spub, ssec, cpub, csec);
+    client_key_.resize(32);
+    zmq_z85_decode(reinterpret_cast<std::uint8_t*>(client_key_.data()), cpub.c_str());
+  } else {
+    password_ = security.key.node_password();
+  }
+  thread_ = std::thread([this] { run(); });
+}
+
+Authenticator::~Authenticator() {
+  stop_out_.send(zmq::str_buffer("stop"), zmq::send_flags::dontwait);
+  thread_.join();
+}
+
+bool Authenticator::check(const std::vector<zmq::message_t>& req, std::string& why) const {
+  if (req.size() < 6 || as_string(req[0]) != "1.0") {
+    why = "a malformed authentication request";
+    return false;
+  }
+  if (as_string(req[2]) != kZapDomain) {
+    why = "a connection to a socket that is not this master's";
+    return false;
+  }
+  const std::string mechanism = as_string(req[5]);
+  if (curve_) {
+    if (mechanism != "CURVE") {
+      why = "it uses ZeroMQ's " + mechanism + " mechanism and this master expects CURVE (--wm-zmq-curve must be "
+            "the same on the master and its nodes)";
+      return false;
+    }
+    if (req.size() < 7 || req[6].size() != client_key_.size() || !same_bytes(req[6].data(), client_key_.data(), 32)) {
+      why = "it did not show this job's key (a node of another job, or not a wm node)";
+      return false;
+    }
+    return true;
+  }
+  if (mechanism != "PLAIN") {
+    why = "it uses ZeroMQ's " + mechanism + " mechanism and this master expects PLAIN (--wm-zmq-curve must be "
+          "the same on the master and its nodes)";
+    return false;
+  }
+  if (req.size() < 8 || as_string(req[6]) != "wm-node" || req[7].size() != password_.size() ||
+      !same_bytes(req[7].data(), password_.data(), password_.size())) {
+    why = "it did not show this job's key (a node of another job, or not a wm node)";
+    return false;
+  }
+  return true;
+}
+
+void Authenticator::run() {
+  for (;;) {
+    zmq_pollitem_t items[] = {{rep_.handle(), 0, ZMQ_POLLIN, 0}, {stop_in_.handle(), 0, ZMQ_POLLIN, 0}};
+    if (zmq_poll(items, 2, -1) < 0) {
+      if (zmq_errno() == EINTR) continue;
+      return;
+    }
+    if (items[1].revents != 0) return;
+    if (items[0].revents == 0) continue;
+    std::vector<zmq::message_t> req;
+    try {
+      do {
+        req.emplace_back();
+        if (!rep_.recv(req.back(), zmq::recv_flags::dontwait)) {
+          req.pop_back();
+          break;
+        }
+      } while (req.back().more());
+      if (req.empty()) continue;
+      std::string why;
+      const bool ok = check(req, why);
+      const std::string request_id = req.size() > 1 ? as_string(req[1]) : std::string();
+      rep_.send(zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
+      rep_.send(zmq::buffer(request_id), zmq::send_flags::sndmore);
+      rep_.send(ok ? zmq::str_buffer("200") : zmq::str_buffer("400"), zmq::send_flags::sndmore);
+      rep_.send(zmq::buffer(ok ? std::string("OK") : why), zmq::send_flags::sndmore);
+      rep_.send(ok ? zmq::str_buffer("wm-node") : zmq::str_buffer(""), zmq::send_flags::sndmore);
+      rep_.send(zmq::str_buffer(""), zmq::send_flags::none);
+      if (!ok) {
+        const std::string address = req.size() > 3 && req[3].size() != 0 ? as_string(req[3]) : "a local peer";
+        ++refusals_;
+        log_(refusals_ <= kLoggedRefusals ? WM_LOG_WARNING : WM_LOG_DEBUG,
+             "refused a connection from " + address + ": " + why +
+                 (refusals_ == kLoggedRefusals ? " (further refusals are logged at debug level)" : ""));
+      }
+    } catch (const zmq::error_t& e) {
+      if (e.num() == ETERM) return;
+      log_(WM_LOG_ERROR, std::string("the authenticator failed: ") + e.what());
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- nodes
+
+struct MasterTransport::Node {
+  std::string rid, host;
+  std::int64_t pid = 0;
+  std::vector<remote::WorkerId> ids;  // WorkerId of each local worker
+  bool attached = false;              // its heartbeat connection is open
+  bool lost = false, doomed = false;
+  std::string doom_why;
+  Clock::time_point attach_by{};
+  Clock::time_point hb_gone_at{};     // when a probe first found its heartbeat connection gone
+  remote::Buffer out;                 // frames batched for it
+  std::int64_t out_worker = -1;       // the worker whose envelope is open at the end of out
+  LargeReceiver large_in;
+  // A node on this host: large payloads through two shared regions instead of the socket.
+  std::unique_ptr<wm_processes::SharedRegion> task_region, reply_region;
+  bool shm = false;        // the node opened them
+  bool task_free = false;  // the master may write the task region (the node has copied the last request)
+  std::string label() const { return "node '" + host + "' (pid " + std::to_string(pid) + ")"; }
+};
+
+MasterTransport::MasterTransport(const wm_core_services& services, const char* backend_name, MasterOptions options,
+                                 std::shared_ptr<MasterState> state)
+    : services_(services), name_(backend_name), options_(std::move(options)), state_(std::move(state)) {
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd failed: ") + std::strerror(errno));
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  state_->transport = this;
+  state_->ready = 0;
+}
+
+MasterTransport::~MasterTransport() {
+  finish();
+  if (wake_fd_ >= 0) close(wake_fd_);
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  if (state_->transport == this) state_->transport = nullptr;
+}
+
+void MasterTransport::log(int level, const std::string& message) const {
+  services_.log(level, name_, message.c_str());
+}
+
+void MasterTransport::start(remote::TransportEvents& events) {
+  events_ = &events;
+  ctx_ = std::make_unique<zmq::context_t>(1);
+  // The authenticator first: a server socket that binds before it would let everybody in.
+  auth_ = std::make_unique<Authenticator>(*ctx_, options_.security,
+                                          [this](int level, const std::string& m) { log(level, m); });
+  data_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::router);
+  data_->set(zmq::sockopt::router_mandatory, 1);  // a send to a node that is gone fails: that is how we notice
+  data_->set(zmq::sockopt::sndhwm, 0);            // the dispatcher's windows bound what is in flight
+  data_->set(zmq::sockopt::rcvhwm, 0);
+  data_->set(zmq::sockopt::maxmsgsize, kMaxMessage);
+  data_->set(zmq::sockopt::sndbuf, kSocketBuffer);  // TCP: fewer hand-overs per large payload
+  data_->set(zmq::sockopt::rcvbuf, kSocketBuffer);
+  data_->set(zmq::sockopt::linger, 0);
+  // ZeroMQ's heartbeats on the data connection too, with a longer timeout: a backstop for a data
+  // connection that stalls while the heartbeat connection lives (libzmq 4.3.4 cancels the timeout on
+  // any traffic, so a large message in progress does not trip it: measured, see README.md).
+  const int data_timeout = static_cast<int>(std::min<long>(3L * options_.heartbeat_timeout_ms, 6553500L));
+  data_->set(zmq::sockopt::heartbeat_ivl, options_.heartbeat_ivl_ms);
+  data_->set(zmq::sockopt::heartbeat_timeout, data_timeout);
+  data_->set(zmq::sockopt::heartbeat_ttl, data_timeout);
+  options_.security.server(*data_);
+  hb_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::router);
+  hb_->set(zmq::sockopt::router_mandatory, 1);
+  hb_->set(zmq::sockopt::heartbeat_ivl, options_.heartbeat_ivl_ms);
+  hb_->set(zmq::sockopt::heartbeat_timeout, options_.heartbeat_timeout_ms);
+  hb_->set(zmq::sockopt::heartbeat_ttl, std::min(options_.heartbeat_timeout_ms, 6553500));
+  hb_->set(zmq::sockopt::maxmsgsize, std::int64_t(64) << 10);
+  hb_->set(zmq::sockopt::linger, 0);
+  options_.security.server(*hb_);
+  data_mon_ = std::make_unique<Monitor>(*ctx_, *data_, "wm-zmq-data-monitor",
+                                        ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                            ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);
+  hb_mon_ = std::make_unique<Monitor>(*ctx_, *hb_, "wm-zmq-heartbeat-monitor", ZMQ_EVENT_DISCONNECTED);
+  bind_all();
+  write_host_info();
+  log(WM_LOG_INFO, "master of job " + options_.security.key.job_id() + " listening on " +
+                       (tcp_endpoint_.empty() ? "" : tcp_endpoint_ + (ipc_endpoint_.empty() ? "" : " and ")) +
+                       ipc_endpoint_ + (options_.security.curve ? " (CURVE encryption)" : ""));
+}
+
+void MasterTransport::bind_all() {
+  const std::string& ep = options_.endpoint;
+  auto bind = [](zmq::socket_t& s, const std::string& where, const char* what) {
+    try {
+      s.bind(where);
+    } catch (const zmq::error_t& e) {
+      throw std::runtime_error(std::string("the zmq master cannot listen for ") + what + " on " + where + ": " +
+                               e.what());
+    }
+    return s.get(zmq::sockopt::last_endpoint);
+  };
+  if (ep.empty() || ep.rfind("tcp://", 0) == 0) {
+    const std::string tcp = ep.empty() ? "tcp://*:*" : ep;
+    const std::string host = tcp_host(tcp);
+    const std::string port = tcp.substr(tcp.rfind(':') + 1);
+    const unsigned data_port = tcp_port_of(bind(*data_, tcp, "nodes"));
+    const std::string hb_where =
+        "tcp://" + host + ":" + (numeric(port) ? std::to_string(std::stoul(port) + 1) : std::string("*"));
+    hb_port_ = tcp_port_of(bind(*hb_, hb_where, "heartbeats"));
+    const bool any = host == "*" || host == "0.0.0.0";
+    tcp_endpoint_ = "tcp://" + (any ? remote::this_host() : host) + ":" + std::to_string(data_port);
+    // Nodes on this host take a Unix socket in a directory only this user can enter.
+    const char* tmp = std::getenv("TMPDIR");
+    for (std::string base : {std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp"), std::string("/tmp")}) {
+      std::string dir = base + "/wm-zmq-XXXXXX";
+      if (dir.size() + 4 > 100 || mkdtemp(dir.data()) == nullptr) continue;
+      try {
+        ipc_endpoint_ = bind(*data_, "ipc://" + dir + "/data", "nodes on this host");
+        hb_ipc_ = bind(*hb_, "ipc://" + dir + "/hb", "heartbeats on this host");
+        ipc_dir_ = dir;
+      } catch (const std::exception& e) {
+        log(WM_LOG_DEBUG, std::string("no ipc endpoint for nodes on this host: ") + e.what());
+        ipc_endpoint_.clear();
+        rmdir(dir.c_str());
+      }
+      break;
+    }
+  } else {
+    ipc_endpoint_ = bind(*data_, ep, "nodes");
+    hb_ipc_ = bind(*hb_, ep + ".hb", "heartbeats");
+  }
+}
+
+void MasterTransport::write_host_info() {
+  if (options_.host_info_path.empty()) return;
+  HostInfo info;
+  info.host = remote::this_host();
+  info.pid = getpid();
+  info.tcp = tcp_endpoint_;
+  info.ipc = ipc_endpoint_;
+  info.key = options_.security.key.hex();
+  info.curve = options_.security.curve;
+  wm_zmq::write_host_info(options_.host_info_path, info);
+  host_info_written_ = true;
+}
+
+void MasterTransport::finish() {
+  if (finished_) return;
+  finished_ = true;
+  if (data_) {
+    remote::Buffer end;
+    put_frame(end, kEnd, 0);
+    for (auto& n : nodes_)
+      if (!n->lost) send_to(*data_, n->rid, end.data, end.size);
+  }
+  data_mon_.reset();
+  hb_mon_.reset();
+  if (data_) {
+    data_->set(zmq::sockopt::linger, 1000);  // the ends still go out
+    data_.reset();
+  }
+  hb_.reset();
+  auth_.reset();
+  ctx_.reset();  // waits until the ends are sent (or the linger passed)
+  if (host_info_written_) {
+    // Only if it is still ours: a later master may have written its own there.
+    HostInfo info;
+    std::string why;
+    if (read_host_info(options_.host_info_path, info, why) && info.key == options_.security.key.hex())
+      unlink(options_.host_info_path.c_str());
+  }
+  if (!ipc_dir_.empty()) {
+    unlink((ipc_dir_ + "/data").c_str());
+    unlink((ipc_dir_ + "/hb").c_str());
+    rmdir(ipc_dir_.c_str());
+  }
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  state_->ready = 0;
+  state_->changed.notify_all();
+}
+
+// ---------------------------------------------------------------- sending
+
+bool MasterTransport::flush_node(Node& n) {
+  if (n.out.size == 0) return true;
+  const bool ok = send_to(*data_, n.rid, n.out.data, n.out.size);
+  n.out.size = 0;
+  n.out_worker = -1;
+  if (!ok) doom(n, "closed its connection (the node ended or was killed)");
+  return ok;
+}
+
+bool MasterTransport::send_task(remote::WorkerId id, std::uint64_t seq, std::size_t size, const remote::Encoder& encode) {
+  Slot& s = slots_.at(id);
+  Node* n = s.node;
+  if (n == nullptr || n->lost || n->doomed || !s.alive) return false;
+  if (size >= std::min(large_payload_bytes, kBatchBytes) && n->shm && n->task_free) {
+    // A node on this host: encoded once, straight into the region it reads from.
+    RegionBuffer w(*n->task_region);
+    encode(w);
+    if (w.size != size) throw std::runtime_error("the request encoded to another size than announced");
+    const std::uint64_t len = size;
+    envelope(n->out, n->out_worker, s.local);
+    put_frame(n->out, kShmTask, seq, &len, sizeof len);
+    n->task_free = false;
+    last_large_ = Clock::now();
+    return true;
+  }
+  if (size >= std::min(large_payload_bytes, kBatchBytes)) {
+    // Encoded once, into a warm buffer that ZeroMQ sends from in chunks.
+    LargeSender::Lent& lent = large_out_.take(size);
+    remote::BufferWriter w(lent.buf);
+    encode(w);
+    w.commit();
+    if (lent.buf.size != size) {
+      lent.buf.size = 0;
+      throw std::runtime_error("the request encoded to another size than announced");
+    }
+    const std::uint64_t len = size;
+    envelope(n->out, n->out_worker, s.local);
+    put_frame(n->out, kLarge, seq, &len, sizeof len, remote::kFrameTask);
+    if (flush_node(*n) && !large_out_.send(*data_, n->rid, lent))
+      doom(*n, "closed its connection (the node ended or was killed)");
+    last_large_ = Clock::now();
+    return true;
+  }
+  envelope(n->out, n->out_worker, s.local);
+  const std::size_t at = n->out.size;
+  put_frame(n->out, remote::kFrameTask, seq, nullptr, size);
+  remote::BufferWriter w(n->out);
+  try {
+    encode(w);
+  } catch (...) {
+    n->out.size = at;
+    throw;
+  }
+  w.commit();
+  if (n->out.size - at - sizeof(remote::FrameHeader) != size) {
+    n->out.size = at;
+    throw std::runtime_error("the request encoded to another size than announced");
+  }
+  if (n->out.size >= kBatchBytes) flush_node(*n);
+  return true;
+}
+
+void MasterTransport::flush(remote::WorkerId id) {
+  Slot& s = slots_.at(id);
+  if (s.node != nullptr && !s.node->lost && !s.node->doomed) flush_node(*s.node);
+}
+
+void MasterTransport::stop_worker(remote::WorkerId id, remote::StopMode mode) {
+  Slot& s = slots_.at(id);
+  Node* n = s.node;
+  if (n == nullptr || n->lost || n->doomed || !s.alive) return;  // a lost node reports its workers lost
+  envelope(n->out, n->out_worker, s.local);
+  put_frame(n->out, mode == remote::StopMode::graceful ? std::uint8_t{remote::kFrameStop} : std::uint8_t{kKill}, 0);
+  flush_node(*n);
+}
+
+bool MasterTransport::restart_worker(remote::WorkerId id) {
+  Slot& s = slots_.at(id);
+  Node* n = s.node;
+  if (n == nullptr || n->lost || n->doomed) return false;  // a node that left cannot restart anything
+  envelope(n->out, n->out_worker, s.local);
+  put_frame(n->out, kRestart, 0);
+  s.alive = true;
+  flush_node(*n);
+  return true;
+}
+
+void MasterTransport::wake() {
+  const std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t r = write(wake_fd_, &one, sizeof one);
+}
+
+// ---------------------------------------------------------------- receiving
+
+int MasterTransport::own_timeout_ms(Clock::time_point now) const {
+  auto next = Clock::time_point::max();
+  if (!probes_.empty()) next = probes_.front();
+  for (const auto& n : nodes_)
+    if (!n->lost && !n->attached) next = std::min(next, n->attach_by);
+  bool big = large_out_.holds_big();
+  for (const auto& n : nodes_)
+    big = big || n->large_in.buf.capacity != 0 || (n->task_region && n->task_region->capacity() != 0);
+  if (big) next = std::min(next, last_large_ + kIdleRelease);
+  if (next == Clock::time_point::max()) return -1;
+  if (next <= now) return 0;
+  return static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1);
+}
+
+int MasterTransport::progress(int timeout_ms) {
+  int events = 0;
+  auto now = Clock::now();
+  probe(now, events);
+  if (timeout_ms == 0 && events == 0 && now - last_control_ < kControlEvery) {
+    // Spinning: a look at a ZeroMQ socket costs system calls (expensive on the VMs measured), so
+    // only the data socket; the monitors, the heartbeat socket and the doorbell once a millisecond.
+    receive_data(events);
+    if (doomed_) probe(now, events);
+    return events;
+  }
+  last_control_ = now;
+  const int own = own_timeout_ms(now);
+  if (events > 0)
+    timeout_ms = 0;
+  else if (own >= 0 && (timeout_ms < 0 || own < timeout_ms))
+    timeout_ms = own;
+  zmq_pollitem_t items[] = {{data_->handle(), 0, ZMQ_POLLIN, 0},
+                            {data_mon_->socket().handle(), 0, ZMQ_POLLIN, 0},
+                            {hb_->handle(), 0, ZMQ_POLLIN, 0},
+                            {hb_mon_->socket().handle(), 0, ZMQ_POLLIN, 0},
+                            {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  const int n = zmq_poll(items, 5, timeout_ms);
+  if (n > 0) {
+    if (items[4].revents != 0) {
+      std::uint64_t v;
+      [[maybe_unused]] ssize_t r = read(wake_fd_, &v, sizeof v);
+    }
+    if (items[0].revents != 0) receive_data(events);
+    if (items[1].revents != 0 || items[3].revents != 0) read_monitors();
+    if (items[2].revents != 0) receive_heartbeat_socket();
+  }
+  now = Clock::now();
+  for (auto& node : nodes_)
+    if (!node->lost && !node->attached && now >= node->attach_by)
+      doom(*node, "did not open its heartbeat connection within " +
+                      seconds_text(std::chrono::duration<double>(attach_window()).count()));
+  probe(now, events);
+  if (now - last_large_ >= kIdleRelease) {
+    large_out_.release_idle(now);
+    for (auto& node : nodes_) {
+      node->large_in.release_if_idle(now);
+      if (node->task_free && node->task_region->capacity() != 0) node->task_region->release();
+    }
+  }
+  collect_garbage();
+  return events;
+}
+
+void MasterTransport::receive_data(int& events) {
+  for (int i = 0; i < 4096; ++i) {
+    zmq::message_t rid, body;
+    if (!data_->recv(rid, zmq::recv_flags::dontwait)) return;
+    if (!rid.more() || !data_->recv(body, zmq::recv_flags::dontwait)) continue;
+    bool multipart = false;
+    while (body.more()) {  // our peers never send multipart messages
+      multipart = true;
+      if (!data_->recv(body, zmq::recv_flags::dontwait)) break;
+    }
+    const std::string r = as_string(rid);
+    if (multipart) {
+      auto it = by_rid_.find(r);
+      if (it != by_rid_.end())
+        doom(*it->second, "sent a multipart message, which is not part of this protocol");
+      else
+        refuse(r, "its first message was a multipart message, not a node hello");
+      continue;
+    }
+    handle_message(r, body, events);
+  }
+}
+
+void MasterTransport::refuse(const std::string& rid, const std::string& why) {
+  gone_.insert(rid);
+  log(WM_LOG_WARNING, "refused a node: " + why);
+  remote::Buffer gone;
+  put_frame(gone, kGone, 0, why.data(), why.size());
+  send_to(*data_, rid, gone.data, gone.size);
+}
+
+void MasterTransport::handle_message(const std::string& rid, const zmq::message_t& body, int& events) {
+  const char* data = static_cast<const char*>(body.data());
+  const std::size_t size = body.size();
+  auto it = by_rid_.find(rid);
+  if (it == by_rid_.end()) {
+    if (gone_.count(rid) != 0) {
+      // A node given up that is back (a stopped node that was continued): tell it to leave.
+      const std::string why = "this node was given up by the master (it went silent or broke the protocol)";
+      remote::Buffer gone;
+      put_frame(gone, kGone, 0, why.data(), why.size());
+      send_to(*data_, rid, gone.data, gone.size);
+      return;
+    }
+    remote::FrameCursor c(data, size);
+    remote::FrameHeader h;
+    const char* payload = nullptr;
+    std::string why;
+    if (c.next(h, payload, why) != remote::FrameCursor::Status::frame || h.type != kNodeHello) {
+      refuse(rid, why.empty() ? "its first message was not a node hello" : why);
+      return;
+    }
+    NodeHello hello;
+    if (!parse(payload, h.len, hello, why)) return refuse(rid, why);
+    if (c.next(h, payload, why) != remote::FrameCursor::Status::end)
+      return refuse(rid, "its hello was followed by other frames");
+    accept_node(rid, hello, events);
+    return;
+  }
+  Node& n = *it->second;
+  if (n.lost || n.doomed) return;
+  if (n.large_in.active) {
+    std::string why;
+    const int r = n.large_in.add(data, size, why);
+    if (r < 0) return doom(n, "sent a large payload that does not add up (" + why + ")");
+    if (r > 0) {
+      last_large_ = Clock::now();
+      deliver(n, n.large_in.worker, n.large_in.inner, n.large_in.seq, n.large_in.buf.data, n.large_in.buf.size, events);
+    }
+    return;
+  }
+  handle_frames(n, data, size, events);
+}
+
+void MasterTransport::handle_frames(Node& n, const char* data, std::size_t size, int& events) {
+  remote::FrameCursor c(data, size);
+  std::int64_t worker = -1;
+  for (;;) {
+    remote::FrameHeader h;
+    const char* p = nullptr;
+    std::string why;
+    const auto st = c.next(h, p, why);
+    if (st == remote::FrameCursor::Status::end) return;
+    if (st == remote::FrameCursor::Status::bad) return doom(n, "sent a message that is not frames (" + why + ")");
+    if (h.type == remote::kFrameHeartbeat) continue;
+    if (h.type == kShmReady) {
+      n.shm = n.task_region != nullptr;
+      n.task_free = n.shm;
+      continue;
+    }
+    if (h.type == kShmFree) {
+      if (h.flags == 0) n.task_free = n.shm;
+      continue;
+    }
+    if (h.type == kWorker) {
+      if (h.seq >= n.ids.size())
+        return doom(n, "named its worker " + std::to_string(h.seq) + " of " + std::to_string(n.ids.size()));
+      worker = static_cast<std::int64_t>(h.seq);
+      continue;
+    }
+    if (worker < 0) return doom(n, "sent a frame of type " + std::to_string(h.type) + " outside a worker's envelope");
+    if (h.type == kLarge) {
+      std::uint64_t len = 0;
+      if (!remote::lent_length(h, p, len)) return doom(n, "sent a large-payload announcement without its length");
+      if (c.next(h, p, why) != remote::FrameCursor::Status::end)
+        return doom(n, "sent a large-payload announcement that is not the last frame of its message");
+      if (!n.large_in.begin(static_cast<std::uint8_t>(h.flags), static_cast<std::uint32_t>(worker), h.seq, len, why))
+        return doom(n, "announced a large payload it cannot send here (" + why + ")");
+      return;
+    }
+    if (h.type == kShmReply) {
+      std::uint64_t len = 0;
+      const char* data = n.shm && remote::lent_length(h, p, len) ? n.reply_region->view(static_cast<std::size_t>(len), 0)
+                                                                   : nullptr;
+      if (data == nullptr)
+        return doom(n, "announced a reply of " + std::to_string(len) + " bytes in shared memory it cannot be in");
+      deliver(n, static_cast<std::uint32_t>(worker), remote::kFrameReply, h.seq, data, static_cast<std::size_t>(len),
+              events);
+      last_large_ = Clock::now();
+      if (n.lost || n.doomed) return;
+      put_frame(n.out, kShmFree, 0, nullptr, 0, 1);  // decoded: the node may write its next reply there
+      flush_node(n);
+      continue;
+    }
+    deliver(n, static_cast<std::uint32_t>(worker), h.type, h.seq, p, static_cast<std::size_t>(h.len), events);
+    if (n.lost || n.doomed) return;
+  }
+}
+
+void MasterTransport::set_ready(Slot& s, bool ready) {
+  if (s.ready == ready) return;
+  s.ready = ready;
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    ready ? ++state_->ready : --state_->ready;
+  }
+  state_->changed.notify_all();
+}
+
+void MasterTransport::deliver(Node& n, std::uint32_t local, std::uint8_t type, std::uint64_t seq, const char* payload,
+                              std::size_t len, int& events) {
+  const remote::WorkerId id = n.ids[local];
+  Slot& s = slots_[id];
+  switch (type) {
+    case remote::kFrameHello: {
+      remote::Hello hello;
+      std::string why;
+      ++events;
+      if (!remote::parse_hello(payload, len, hello, why)) return events_->protocol_error(id, n.label() + ": " + why);
+      set_ready(s, true);
+      return events_->worker_ready(id, hello);
+    }
+    case remote::kFrameReply:
+      ++events;
+      return events_->reply(id, seq, payload, len);
+    case kLost: {
+      const bool was_alive = s.alive;
+      set_ready(s, false);
+      s.alive = false;
+      if (!was_alive) return;
+      ++events;
+      // The dispatcher decides: it asks for a restart (restart_worker) or gives the worker up.
+      return events_->worker_lost(id, std::string(payload, len) + " on " + n.label());
+    }
+    case kBadBytes:
+      ++events;
+      return events_->protocol_error(id, n.label() + ": " + std::string(payload, len));
+    default:
+      return doom(n, "sent a frame of type " + std::to_string(type) + " for a worker");
+  }
+}
+
+void MasterTransport::accept_node(const std::string& rid, const NodeHello& hello, int& events) {
+  const std::string who = "node '" + hello.host + "' (pid " + std::to_string(hello.pid) + ")";
+  if (hello.n_workers == 0 || hello.n_workers > kMaxNodeWorkers)
+    return refuse(rid, who + " announced " + std::to_string(hello.n_workers) + " workers (1 to " +
+                           std::to_string(kMaxNodeWorkers) + " are allowed)");
+  // A run of free worker ids (those of nodes that left are taken again), so that the node's
+  // WM_PROCESS_INDEX values are consecutive.
+  const std::size_t want = hello.n_workers;
+  std::size_t first = 0, run = 0;
+  for (; first + run < slots_.size() && run < want;) {
+    const Slot& sl = slots_[first + run];
+    if (sl.node == nullptr && !sl.alive)
+      ++run;
+    else {
+      first += run + 1;
+      run = 0;
+    }
+  }
+  if (first + want > slots_.size()) slots_.resize(first + want);
+  auto node = std::make_unique<Node>();
+  Node& n = *node;
+  n.rid = rid;
+  n.host = hello.host;
+  n.pid = hello.pid;
+  n.attach_by = Clock::now() + attach_window();
+  for (std::size_t k = 0; k < want; ++k) {
+    n.ids.push_back(static_cast<remote::WorkerId>(first + k));
+    slots_[first + k] = Slot{&n, static_cast<std::uint32_t>(k), true, false};
+  }
+  by_rid_[rid] = &n;
+  nodes_.push_back(std::move(node));
+  Welcome w;
+  w.proof = options_.security.key.proof(hello.nonce, rid);
+  w.first_index = static_cast<std::int32_t>(first);
+  w.heartbeat_ivl_ms = static_cast<std::uint32_t>(options_.heartbeat_ivl_ms);
+  w.heartbeat_timeout_ms = static_cast<std::uint32_t>(options_.heartbeat_timeout_ms);
+  w.heartbeat_port = hb_port_;
+  w.heartbeat_ipc = hb_ipc_;
+  w.master_host = remote::this_host();
+  w.master_pid = getpid();
+  if ((hello.flags & NodeHello::kOverIpc) != 0) {
+    // On this host: two memfds it may open through /proc (same user); if it cannot, the socket it is.
+    auto task = std::make_unique<wm_processes::SharedRegion>(), reply = std::make_unique<wm_processes::SharedRegion>();
+    if (task->create("wm-zmq-task") && reply->create("wm-zmq-reply")) {
+      w.task_region_fd = task->fd();
+      w.reply_region_fd = reply->fd();
+      n.task_region = std::move(task);
+      n.reply_region = std::move(reply);
+    }
+  }
+  const std::string payload = encode(w);
+  remote::Buffer msg;
+  put_frame(msg, kWelcome, 0, payload.data(), payload.size());
+  for (remote::WorkerId id : n.ids) {
+    ++events;
+    events_->worker_added(id);
+  }
+  log(WM_LOG_INFO, n.label() + " joined with " + std::to_string(want) + " worker(s) (WM_PROCESS_INDEX " +
+                       std::to_string(first) + (want > 1 ? " to " + std::to_string(first + want - 1) : "") + ")");
+  if (!send_to(*data_, rid, msg.data, msg.size)) doom(n, "closed its connection before it was welcomed");
+}
+
+void MasterTransport::receive_heartbeat_socket() {
+  for (int i = 0; i < 1024; ++i) {
+    zmq::message_t rid, body;
+    if (!hb_->recv(rid, zmq::recv_flags::dontwait)) return;
+    if (!rid.more() || !hb_->recv(body, zmq::recv_flags::dontwait)) continue;
+    while (body.more() && hb_->recv(body, zmq::recv_flags::dontwait)) {
+    }
+    auto it = by_rid_.find(as_string(rid));
+    remote::FrameCursor c(static_cast<const char*>(body.data()), body.size());
+    remote::FrameHeader h;
+    const char* p = nullptr;
+    std::string why;
+    if (it != by_rid_.end() && c.next(h, p, why) == remote::FrameCursor::Status::frame && h.type == kAttach)
+      it->second->attached = true;
+  }
+}
+
+std::chrono::milliseconds MasterTransport::attach_window() const {
+  return std::max(std::chrono::milliseconds(2 * options_.heartbeat_timeout_ms), std::chrono::milliseconds(10000));
+}
+
+void MasterTransport::read_monitors() {
+  for (Monitor* m : {data_mon_.get(), hb_mon_.get()}) {
+    std::string address;
+    while (const std::uint16_t ev = m->next(address)) {
+      if (ev == ZMQ_EVENT_DISCONNECTED) {
+        // Some connection closed: find out which node it was, if any (a refused peer's closes too).
+        const auto now = Clock::now();
+        for (auto d : kProbeDelays) probes_.push_back(now + d);
+        std::sort(probes_.begin(), probes_.end());
+      } else {
+        ++refused_logged_;
+        log(refused_logged_ <= kLoggedRefusals ? WM_LOG_WARNING : WM_LOG_DEBUG,
+            "refused a connection on " + address + ": " + event_name(ev) +
+                " (bytes that are not a wm zmq node's, or a node with another --wm-zmq-curve setting)");
+      }
+    }
+  }
+}
+
+void MasterTransport::probe(Clock::time_point now, int& events) {
+  if (!probes_.empty() && probes_.front() <= now) {
+    while (!probes_.empty() && probes_.front() <= now) probes_.erase(probes_.begin());
+    remote::Buffer beat;
+    put_frame(beat, remote::kFrameHeartbeat, 0);
+    const std::string timeout = seconds_text(options_.heartbeat_timeout_ms / 1000.0);
+    for (auto& n : nodes_) {
+      if (n->lost || n->doomed) continue;
+      if (!send_to(*data_, n->rid, beat.data, beat.size)) {
+        doom(*n, "closed its connection (the node ended or was killed)");
+      } else if (n->attached && !send_to(*hb_, n->rid, beat.data, beat.size)) {
+        // Only the heartbeat connection is gone. A node that died closes both, the data connection's
+        // a moment later: a later probe tells. If that one still stands, the node went silent.
+        if (n->hb_gone_at == Clock::time_point{}) {
+          n->hb_gone_at = now;
+        } else if (now - n->hb_gone_at >= kSilenceVerdict) {
+          doom(*n, "went silent: no heartbeat within the heartbeat timeout of " + timeout +
+                       " (the node was stopped or hangs, or its host is unreachable)");
+        }
+      }
+    }
+  }
+  if (!doomed_) return;
+  doomed_ = false;
+  for (std::size_t i = 0; i < nodes_.size(); ++i)  // lose() may doom others through the dispatcher's calls
+    if (nodes_[i]->doomed && !nodes_[i]->lost) lose(*nodes_[i], nodes_[i]->doom_why, events);
+}
+
+void MasterTransport::doom(Node& n, const std::string& why) {
+  if (n.lost || n.doomed) return;
+  n.doomed = true;
+  n.doom_why = why;
+  doomed_ = true;
+}
+
+void MasterTransport::lose(Node& n, const std::string& why, int& events) {
+  n.lost = true;
+  gone_.insert(n.rid);
+  by_rid_.erase(n.rid);
+  log(WM_LOG_WARNING, n.label() + " " + why + "; its " + std::to_string(n.ids.size()) + " worker(s) are lost");
+  remote::Buffer gone;
+  put_frame(gone, kGone, 0, why.data(), why.size());
+  send_to(*data_, n.rid, gone.data, gone.size);  // if it is still there, it leaves
+  for (remote::WorkerId id : n.ids) {
+    Slot& s = slots_[id];
+    if (!s.alive) continue;
+    set_ready(s, false);
+    s.alive = false;
+    ++events;
+    events_->worker_lost(id, "was lost with " + n.label() + ", which " + why);
+  }
+  for (remote::WorkerId id : n.ids) slots_[id] = Slot{};
+}
+
+void MasterTransport::collect_garbage() {
+  nodes_.erase(std::remove_if(nodes_.begin(), nodes_.end(), [](const std::unique_ptr<Node>& n) { return n->lost; }),
+               nodes_.end());
+}
+
+}  // namespace wm_zmq
