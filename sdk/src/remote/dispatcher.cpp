@@ -598,6 +598,8 @@ void Dispatcher::worker_lost(WorkerId id, const std::string& status) {
   classify_spin(w);
   if (ready_count_ == 0) no_worker_since_ = Clock::now();
   const std::string who = worker_label(id, w);
+  if (options_.on_worker_lost && w.kill == Kill::none && (!w.stop_sent || !lost.empty()))
+    options_.on_worker_lost(who, status, lost.empty() ? std::string() : task_label(lost.front().job));
   std::vector<Job> requeue;
   for (std::size_t i = 0; i < lost.size(); ++i) {
     Job j = lost[i].job;
