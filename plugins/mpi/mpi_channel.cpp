@@ -1,0 +1,309 @@
+// mpi_channel.cpp: a worker rank's channel (see mpi_channel.hpp and README.md, "Transport").
+#include "mpi_channel.hpp"
+
+#include "doorbell.hpp"
+
+#include <wm/abi.h>
+
+#include <poll.h>
+#include <sched.h>
+
+#include <new>
+
+namespace wm_mpi {
+namespace {
+
+using remote::FrameCursor;
+using remote::FrameHeader;
+
+constexpr auto kLookEvery = std::chrono::milliseconds(1);  // the doorbell, while waiting for MPI
+constexpr int kIdleReleaseMs = 2000;                      // large buffers go back after this much idling
+
+}  // namespace
+
+MpiChannel::MpiChannel(MPI_Comm comm, int doorbell, Log log) : comm_(comm), fd_(doorbell), log_(std::move(log)) {
+  out_ = take_buffer();
+  post_receive();
+}
+
+MpiChannel::~MpiChannel() = default;
+
+remote::Buffer MpiChannel::take_buffer() {
+  if (!pool_.empty()) {
+    remote::Buffer b = std::move(pool_.back());
+    pool_.pop_back();
+    b.size = 0;
+    return b;
+  }
+  remote::Buffer b;
+  b.reserve(kMessageBytes);
+  return b;
+}
+
+void MpiChannel::post_receive() {
+  remote::Buffer& b = rbuf_[posted_];
+  b.reserve(kMessageBytes);
+  const int rc = MPI_Irecv(b.data, static_cast<int>(kMessageBytes), MPI_BYTE, 0, kTagFrames, comm_, &rreq_);
+  if (rc != MPI_SUCCESS) {
+    log_(WM_LOG_ERROR, "cannot post a receive for rank 0: " + mpi_error_text(rc));
+    broken_ = true;
+  }
+}
+
+// Reads the doorbell: rings, rank 0's kill byte or verdict, or its end. False once rank 0 is gone
+// or stopped this rank.
+bool MpiChannel::look_at_doorbell(int timeout_ms) {
+  if (timeout_ms != 0) {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) <= 0) return !gone_ && !killed_;
+  }
+  bool eof = false;
+  for (char c : drain(fd_, eof)) {
+    if (c == kKill) killed_ = true;
+    if (c == kFinalize || c == kExit) verdict_ = c;
+  }
+  if (eof && verdict_ == 0 && !killed_) gone_ = true;
+  return !gone_ && !killed_;
+}
+
+bool MpiChannel::wait_all(std::vector<MPI_Request>& reqs) {
+  auto look = Clock::now();
+  for (;;) {
+    int done = 0;
+    const int rc = MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) {
+      log_(WM_LOG_ERROR, "a message to or from rank 0 failed: " + mpi_error_text(rc));
+      broken_ = true;
+      return false;
+    }
+    if (done) return true;
+    sched_yield();
+    if (Clock::now() - look >= kLookEvery) {
+      look = Clock::now();
+      if (!look_at_doorbell(0)) return false;
+    }
+  }
+}
+
+// Tests the sends under way, or (wait) waits for all of them: a rank never sleeps while MPI may
+// need its calls to move its messages. False if rank 0 is gone.
+bool MpiChannel::test_sends(bool wait) {
+  while (!sending_.empty()) {
+    Sending& m = sending_.front();
+    int done = 0;
+    if (wait) {
+      if (!wait_all(m.reqs)) return false;
+      done = 1;
+    } else {
+      MPI_Testall(static_cast<int>(m.reqs.size()), m.reqs.data(), &done, MPI_STATUSES_IGNORE);
+    }
+    if (!done) return true;
+    if (m.buf.capacity <= kMessageBytes && pool_.size() < 8) pool_.push_back(std::move(m.buf));
+    sending_.pop_front();
+  }
+  return true;
+}
+
+void MpiChannel::send_batch() {
+  if (out_.size == 0 || broken_) return;
+  Sending m;
+  m.buf = std::move(out_);
+  out_ = take_buffer();
+  MPI_Request r = MPI_REQUEST_NULL;
+  const int rc = MPI_Isend(m.buf.data, static_cast<int>(m.buf.size), MPI_BYTE, 0, kTagFrames, comm_, &r);
+  if (rc != MPI_SUCCESS) {
+    log_(WM_LOG_ERROR, "cannot send to rank 0: " + mpi_error_text(rc));
+    broken_ = true;
+    return;
+  }
+  m.reqs.push_back(r);
+  sending_.push_back(std::move(m));
+  // Rank 0 may be asleep whatever this rank did last: always ring (a full doorbell counts as rung).
+  if (!ring(fd_, kRing)) gone_ = true;
+}
+
+void MpiChannel::send_hello(const remote::Hello& hello) {
+  const std::string payload = remote::encode_hello(hello);
+  append_frame(out_, remote::kFrameHello, 0, payload.data(), payload.size());
+}
+
+bool MpiChannel::flush() {
+  send_batch();
+  return !broken_ && !gone_ && !killed_;
+}
+
+remote::Incoming MpiChannel::receive(int timeout_ms) {
+  remote::Incoming in;
+  for (;;) {
+    if (broken_ || gone_ || killed_) {
+      in.kind = remote::Incoming::closed;
+      return in;
+    }
+    if (parsing_) {
+      FrameHeader h;
+      const char* p = nullptr;
+      const FrameCursor::Status st = cursor_.next(h, p, in.why);
+      if (st == FrameCursor::Status::end) {
+        parsing_ = false;
+        continue;
+      }
+      if (st == FrameCursor::Status::bad) {
+        in.kind = remote::Incoming::closed;
+        return in;
+      }
+      if (h.type == remote::kFrameStop) {
+        in.kind = remote::Incoming::stop;
+        return in;
+      }
+      if (h.type == remote::kFrameTaskLent) {
+        // A large task: its payload is a message of its own, received into a buffer of its size.
+        std::uint64_t len = 0;
+        if (!remote::lent_length(h, p, len) || len <= kInlineMax || len > remote::kMaxFrameLen) {
+          in.kind = remote::Incoming::closed;
+          in.why = "a task announces a payload of a size that is not valid (" + std::to_string(len) + " bytes)";
+          return in;
+        }
+        large_.size = 0;
+        try {
+          large_.reserve(static_cast<std::size_t>(len));
+        } catch (const std::bad_alloc&) {
+          in.kind = remote::Incoming::closed;
+          in.why = "no memory for a task of " + std::to_string(len) + " bytes";
+          return in;
+        }
+        std::vector<MPI_Request> reqs;
+        const int rc = irecv_payload(large_.data, static_cast<std::size_t>(len), 0, comm_, reqs);
+        if (rc != MPI_SUCCESS) {
+          in.kind = remote::Incoming::closed;
+          in.why = "cannot receive a task's payload: " + mpi_error_text(rc);
+          return in;
+        }
+        ring(fd_, kPull);  // rank 0 may need to push it (and may be asleep)
+        if (!wait_all(reqs)) {
+          for (auto& r : reqs) drop_request(r, true);
+          in.kind = remote::Incoming::closed;
+          return in;
+        }
+        last_large_ = Clock::now();
+        h.len = len;
+        p = large_.data;
+      } else if (h.type != remote::kFrameTask) {
+        in.kind = remote::Incoming::closed;
+        in.why = "a frame of type " + std::to_string(h.type) + " came from rank 0";
+        return in;
+      }
+      in.kind = remote::Incoming::task;
+      in.seq = h.seq;
+      in.flags = h.flags;
+      in.data = p;
+      in.size = static_cast<std::size_t>(h.len);
+      return in;
+    }
+    // The next message. The frames returned from the last one are done with: the buffer it sits
+    // in takes the receive after the next one.
+    int done = 0;
+    MPI_Status st;
+    int rc = MPI_Test(&rreq_, &done, &st);
+    if (rc == MPI_SUCCESS && !done && timeout_ms != 0) {
+      // About to sleep: never with a send under way, and after a second look (Open MPI sees some
+      // messages only then).
+      if (!test_sends(true)) continue;
+      rc = MPI_Test(&rreq_, &done, &st);
+    }
+    if (rc != MPI_SUCCESS) {
+      in.kind = remote::Incoming::closed;
+      in.why = "a message from rank 0 could not be received: " + mpi_error_text(rc);
+      return in;
+    }
+    if (done) {
+      int len = 0;
+      MPI_Get_count(&st, MPI_BYTE, &len);
+      cursor_ = FrameCursor(rbuf_[posted_].data, static_cast<std::size_t>(len));
+      parsing_ = true;
+      posted_ ^= 1;
+      post_receive();
+      continue;
+    }
+    if (timeout_ms == 0) {
+      test_sends(false);
+      return in;
+    }
+    // Asleep on the doorbell; with large buffers held, waking every 2 s to give them back.
+    const bool big = large_.capacity >= remote::Buffer::kHuge || reply_.capacity >= remote::Buffer::kHuge;
+    const int wait = big && (timeout_ms < 0 || timeout_ms > kIdleReleaseMs) ? kIdleReleaseMs : timeout_ms;
+    pollfd pfd{fd_, POLLIN, 0};
+    const int n = poll(&pfd, 1, wait);
+    if (n > 0) {
+      look_at_doorbell(0);
+      continue;
+    }
+    if (n == 0 && big && Clock::now() - last_large_ >= std::chrono::milliseconds(kIdleReleaseMs)) {
+      large_.release();
+      reply_.release();
+    }
+    if (timeout_ms > 0) return in;
+  }
+}
+
+wm_byte_buffer& MpiChannel::begin_reply(const remote::Incoming&) {
+  in_task_ = true;
+  reply_.size = 0;
+  writer_.emplace(reply_);
+  return *writer_;
+}
+
+void MpiChannel::end_reply(const remote::Incoming& task) {
+  in_task_ = false;
+  writer_->commit();
+  writer_.reset();
+  const std::size_t len = reply_.size;
+  if (len <= kInlineMax) {
+    if (out_.size + sizeof(FrameHeader) + len > kMessageBytes) send_batch();
+    append_frame(out_, remote::kFrameReply, task.seq, reply_.data, len);
+    return;
+  }
+  // A large reply goes from the buffer it was encoded into, announced by a frame; this rank waits
+  // until it is through (rank 0 receives it as soon as it reads the announcement).
+  const std::uint64_t n = len;
+  if (out_.size + sizeof(FrameHeader) + sizeof n > kMessageBytes) send_batch();
+  append_frame(out_, remote::kFrameReplyLent, task.seq, &n, sizeof n);
+  send_batch();
+  std::vector<MPI_Request> reqs;
+  const int rc = isend_payload(reply_.data, len, 0, comm_, reqs);
+  if (rc != MPI_SUCCESS) {
+    log_(WM_LOG_ERROR, "cannot send a reply's payload to rank 0: " + mpi_error_text(rc));
+    broken_ = true;
+    return;
+  }
+  if (!wait_all(reqs)) {
+    for (auto& r : reqs) drop_request(r, false);
+    keep_for_mpi(std::move(reply_));
+  }
+  last_large_ = Clock::now();
+}
+
+MpiChannel::Verdict MpiChannel::finish() {
+  append_frame(out_, kFrameBye, 0, nullptr, 0);
+  send_batch();
+  const bool sent = test_sends(true);
+  drop_request(rreq_, true);
+  if (!sent) {
+    abandon();
+    return Verdict::master_gone;
+  }
+  // Asleep until rank 0 says whether every rank finalizes: it knows once every worker has left.
+  while (verdict_ == 0 && !gone_ && !killed_) look_at_doorbell(-1);
+  if (verdict_ == kFinalize) return Verdict::finalize;
+  return verdict_ == kExit || killed_ ? Verdict::leave : Verdict::master_gone;
+}
+
+void MpiChannel::abandon() {
+  drop_request(rreq_, true);
+  for (auto& m : sending_) {
+    for (auto& r : m.reqs) drop_request(r, false);
+    keep_for_mpi(std::move(m.buf));
+  }
+  sending_.clear();
+}
+
+}  // namespace wm_mpi
