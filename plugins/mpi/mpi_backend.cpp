@@ -22,6 +22,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -37,6 +39,20 @@ using namespace wm_mpi;
 
 // One mpi work manager per process: the worker ranks serve the first one and leave with it.
 std::atomic<bool> g_made{false};
+
+class MpiBackend;
+
+// Rank 0's end of MPI (MpiBackend::end) and who runs it: the destructor, or the exit.
+struct EndState {
+  std::mutex mutex;
+  std::condition_variable cv;
+  MpiBackend* live = nullptr;  // rank 0's backend until its end has run
+  bool running = false;
+  bool finalize_at_exit = false;
+  std::thread::id init_thread;
+};
+EndState g_end;
+void end_at_exit();
 
 bool truthy(const char* v) {
   if (v == nullptr) return false;
@@ -177,14 +193,35 @@ class MpiBackend final : public remote::RemoteBackend {
     };
   }
 
-  ~MpiBackend() override {
-    if (rank_ != 0 || comm_ == MPI_COMM_NULL) return;  // worker ranks finalize in do_run, or leave
+  ~MpiBackend() override { end(this); }
+
+  /** Rank 0's end of MPI, once: the dispatcher's thread is joined, every worker rank is told
+   *  whether to finalize, and MPI is finalized if that cannot hang (on the thread that initialised
+   *  it; otherwise at exit). Run by the destructor, or at exit for a work manager never destroyed
+   *  (or destroyed on a thread of its own that the exit overtakes). b is not touched unless it is
+   *  rank 0's live backend. */
+  static void end(MpiBackend* b) {
+    {
+      std::unique_lock<std::mutex> lock(g_end.mutex);
+      if (b == nullptr || g_end.live != b) return;
+      if (g_end.running) {  // another thread runs it: wait for it (b lives until then)
+        g_end.cv.wait_for(lock, std::chrono::seconds(60), [b] { return g_end.live != b; });
+        return;
+      }
+      g_end.running = true;
+    }
+    b->finish_job();
+  }
+
+ private:
+  void finish_job() {
     try {
-      shutdown(WM_SHUTDOWN_WAIT);  // done already by the core; the dispatcher's thread is gone
+      shutdown(WM_SHUTDOWN_WAIT);  // done already when the core destroys the backend
     } catch (const std::exception& e) {
       log(WM_LOG_ERROR, std::string("shutdown failed: ") + e.what());
     }
     const bool clean = !start_failed_ && (transport_ == nullptr || transport_->finish());
+    bool finalize_at_exit = false;
     if (!clean) {
       log(WM_LOG_WARNING,
           std::string("a rank died, was stopped by force or never started in this job, so MPI_Finalize could wait "
@@ -192,13 +229,20 @@ class MpiBackend final : public remote::RemoteBackend {
               (owns_mpi_ ? "rank 0 leaves MPI unfinalized, and the other ranks leave without it"
                          : "the program initialised MPI itself: end it without MPI_Finalize (flush its output, "
                            "then _exit), or it may hang"));
-      return;
-    }
-    if (owns_mpi_) {
+    } else if (!owns_mpi_) {
+      MPI_Comm_free(&comm_);
+    } else if (std::this_thread::get_id() == g_end.init_thread) {
       MPI_Finalize();
     } else {
-      MPI_Comm_free(&comm_);
+      finalize_at_exit = true;  // MPI_Finalize belongs to the thread that initialised MPI
     }
+    {
+      std::lock_guard<std::mutex> lock(g_end.mutex);
+      g_end.live = nullptr;
+      g_end.running = false;
+      g_end.finalize_at_exit = finalize_at_exit;
+    }
+    g_end.cv.notify_all();
   }
 
  protected:
@@ -334,6 +378,12 @@ class MpiBackend final : public remote::RemoteBackend {
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
+    if (rank_ == 0) {
+      std::lock_guard<std::mutex> lock(g_end.mutex);
+      g_end.live = this;
+      g_end.init_thread = std::this_thread::get_id();
+      std::atexit(end_at_exit);
+    }
   }
 
   void start_master() {
@@ -421,6 +471,24 @@ class MpiBackend final : public remote::RemoteBackend {
   int doorbell_ = -1;                 // worker ranks: the connection to rank 0
   MpiTransport* transport_ = nullptr;  // rank 0: owned by the dispatcher
 };
+
+// At exit on rank 0: a work manager never destroyed (or whose destruction on another thread the
+// exit overtook) is ended here, and MPI finalized if its end left that to the exit. Without it the
+// worker ranks would wait for a verdict that never comes, and mpirun would count rank 0's exit
+// without MPI_Finalize as a failure.
+void end_at_exit() {
+  MpiBackend* b;
+  {
+    std::lock_guard<std::mutex> lock(g_end.mutex);
+    b = g_end.live;
+  }
+  MpiBackend::end(b);  // if another thread runs it, this waits for that one
+  std::lock_guard<std::mutex> lock(g_end.mutex);
+  if (g_end.finalize_at_exit) {
+    g_end.finalize_at_exit = false;
+    MPI_Finalize();
+  }
+}
 
 }  // namespace
 

@@ -199,8 +199,7 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
       in.size = static_cast<std::size_t>(h.len);
       return in;
     }
-    // The next message. The frames returned from the last one are done with: the buffer it sits
-    // in takes the receive after the next one.
+    // The next message.
     int done = 0;
     MPI_Status st;
     int rc = MPI_Test(&rreq_, &done, &st);
@@ -216,12 +215,7 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
       return in;
     }
     if (done) {
-      int len = 0;
-      MPI_Get_count(&st, MPI_BYTE, &len);
-      cursor_ = FrameCursor(rbuf_[posted_].data, static_cast<std::size_t>(len));
-      parsing_ = true;
-      posted_ ^= 1;
-      post_receive();
+      take_message(st);
       continue;
     }
     if (timeout_ms == 0) {
@@ -234,8 +228,15 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
     pollfd pfd{fd_, POLLIN, 0};
     const int n = poll(&pfd, 1, wait);
     if (n > 0) {
+      // Rung: the message is there. A few looks before sleeping again, in case MPI needs more
+      // than one call to show it.
       look_at_doorbell(0);
-      continue;
+      for (int i = 0; i < 8 && !done && rc == MPI_SUCCESS; ++i) {
+        rc = MPI_Test(&rreq_, &done, &st);
+        if (!done) sched_yield();
+      }
+      if (done && rc == MPI_SUCCESS) take_message(st);
+      continue;  // an error shows at the next test
     }
     if (n == 0 && big && Clock::now() - last_large_ >= std::chrono::milliseconds(kIdleReleaseMs)) {
       large_.release();
@@ -243,6 +244,17 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
     }
     if (timeout_ms > 0) return in;
   }
+}
+
+// The message the posted receive got: its frames are read next; the receive goes to the other
+// buffer (the frames returned from the one before are done with by now).
+void MpiChannel::take_message(const MPI_Status& st) {
+  int len = 0;
+  MPI_Get_count(&st, MPI_BYTE, &len);
+  cursor_ = FrameCursor(rbuf_[posted_].data, static_cast<std::size_t>(len));
+  parsing_ = true;
+  posted_ ^= 1;
+  post_receive();
 }
 
 wm_byte_buffer& MpiChannel::begin_reply(const remote::Incoming&) {

@@ -53,6 +53,7 @@ class MpiChannel final : public remote::WorkerChannel {
     remote::Buffer buf;
   };
   void post_receive();
+  void take_message(const MPI_Status& st);
   void send_batch();
   bool test_sends(bool wait);
   bool wait_all(std::vector<MPI_Request>& reqs);

@@ -186,8 +186,8 @@ void MpiTransport::flush(remote::WorkerId id) {
   // The worker spins for spin_us after each message it handles: a message sent within half of that
   // after the previous one finds it awake. Otherwise it may sleep in poll() on its doorbell.
   const auto now = Clock::now();
-  if (s.fd >= 0 && (o_.spin_us == 0 || now - s.last_send >= std::chrono::microseconds(o_.spin_us / 2)))
-    ring(s.fd, kRing);
+  if (s.fd < 0) return;  // not connected yet: it is rung when it connects
+  if (o_.spin_us == 0 || now - s.last_send >= std::chrono::microseconds(o_.spin_us / 2)) ring(s.fd, kRing);
   s.last_send = now;
 }
 
@@ -479,6 +479,11 @@ void MpiTransport::read_hails() {
       if (s->state == State::forced) {
         ring(s->fd, kKill);
         ::shutdown(s->fd, SHUT_WR);
+      } else {
+        // What was sent before it connected went unrung. (This ring carries no message: the next
+        // message rings as well, the rank may be asleep again by then.)
+        ring(s->fd, kRing);
+        s->last_send = Clock::time_point{};
       }
     }
     hailing_.erase(hailing_.begin() + static_cast<long>(i));
@@ -623,9 +628,10 @@ int MpiTransport::progress(int timeout_ms) {
   for (const Hailing& h : hailing_) fds.push_back(pollfd{h.fd, POLLIN, 0});
   const std::size_t fixed = fds.size();
   add_doorbells(fds);
-  // The last look before sleeping: a message may have come since poll_mpi() (Open MPI sees some
-  // only on a second call).
+  // The last look before sleeping, twice: Open MPI's MPI_Testsome reports what its own progress
+  // completed only at the next call, and a ring read since then stands for a message that is there.
   events += poll_mpi();
+  if (events == 0) events += poll_mpi();
   if (events > 0) return events;
   const int n = poll(fds.data(), fds.size(), timeout_ms);
   last_look_ = Clock::now();
