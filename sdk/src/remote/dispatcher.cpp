@@ -396,10 +396,13 @@ Dispatcher::Worker& Dispatcher::worker(WorkerId id) {
   return workers_[id];
 }
 
-void Dispatcher::offer_room(WorkerId id, Worker& w) {
+void Dispatcher::offer_room(WorkerId id, Worker& w, bool front) {
   if (w.in_room) return;
   w.in_room = true;
-  room_.push_back(id);
+  if (front)
+    room_.push_front(id);
+  else
+    room_.push_back(id);
 }
 
 void Dispatcher::rearm_timeout(WorkerId id, Worker& w) {
@@ -562,7 +565,7 @@ void Dispatcher::reply(WorkerId id, std::uint64_t seq, const char* data, std::si
   note_service_time(w, done);
   rearm_timeout(id, w);
   classify_spin(w);
-  if (usable(w) && w.inflight.size() <= w.window) offer_room(id, w);
+  if (usable(w) && w.inflight.size() <= w.window) offer_room(id, w, options_.warm_first);
   ++stats_.completed;
   const wm_worker_identity where = w.identity.c();
   // Done-callbacks run inside: they may submit (a queue under mutex_, not held here) or stop.

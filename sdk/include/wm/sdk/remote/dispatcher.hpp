@@ -49,6 +49,10 @@ struct EngineOptions {
   std::string retries_hint;
   /** Appended to the error when no worker could be started, e.g. where to look. */
   std::string dead_hint;
+  /** The next task goes to the worker that replied last (it is awake, spinning) instead of the one
+   *  that has waited longest: when tasks come one at a time, one worker stays warm and the others
+   *  sleep, instead of every task waking a sleeping worker (MPI ranks sharing a few cores). */
+  bool warm_first = false;
   /** Called on the dispatcher's thread when a worker is lost that the engine did not stop (it died,
    *  or left with tasks in flight after a gentle stop), before its tasks are failed or run again:
    *  the worker's label, how it ended (the transport's status) and the task it was running ("" if
@@ -142,7 +146,7 @@ class Dispatcher final : private TransportEvents {
     return w.state == State::ready && w.kill == Kill::none && !w.stop_sent && !w.closing;
   }
   std::size_t prefetch() const;
-  void offer_room(WorkerId id, Worker& w);
+  void offer_room(WorkerId id, Worker& w, bool front = false);
   void rearm_timeout(WorkerId id, Worker& w);
   void classify_spin(Worker& w);
   void note_service_time(Worker& w, const InFlight& done);
