@@ -178,6 +178,8 @@ class MpiBackend final : public remote::RemoteBackend {
   MpiBackend(const wm_core_services* s, const wm_backend_config* c, const char* name) : RemoteBackend(s, c, name) {
     address_ = option_string("doorbell-address");
     keep_mib_ = option_int("worker-keep-memory");
+    // Ranks often share few cores: the rank that just replied (awake) gets the next task.
+    engine_options().warm_first = true;
     engine_options().dead_hint =
         "every rank must call wm::make_work_manager early in main; run with WM_LOG_LEVEL=debug and read the "
         "worker ranks' standard error";
