@@ -121,56 +121,6 @@ void note_sigterm(int rank, const std::string& host) {
   sigaction(SIGTERM, &sa, &g_term_previous);
 }
 
-// ---------------------------------------------------------------- worker ranks: the guardian
-
-// Watches the doorbell from a thread of its own while the worker loop runs: when rank 0 closes it
-// (it stopped this rank by force, or it is gone), a rank busy in a task could not notice. After a
-// short grace (the loop notices by itself if it is between tasks), the guardian ends the process.
-class Guardian {
- public:
-  Guardian(int doorbell, const MpiChannel& channel, std::string me)
-      : doorbell_(doorbell), channel_(channel), me_(std::move(me)) {
-    stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    thread_ = std::thread([this] { watch(); });
-  }
-  ~Guardian() { stop(); }
-  /** The loop is over: what comes on the doorbell is the main thread's business. */
-  void stop() {
-    if (!thread_.joinable()) return;
-    const std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t w = write(stop_fd_, &one, sizeof one);
-    thread_.join();
-    close(stop_fd_);
-  }
-
- private:
-  void watch() {
-    pollfd fds[2] = {{stop_fd_, POLLIN, 0}, {doorbell_, POLLRDHUP, 0}};
-    for (;;) {
-      if (poll(fds, 2, -1) < 0 && errno != EINTR) return;
-      if (fds[0].revents != 0) return;
-      if (fds[1].revents == 0) continue;
-      // Closed. The loop, if it is between tasks, notices and leaves by itself.
-      for (int i = 0; i < 25; ++i)
-        if (poll(fds, 1, 10) > 0) return;
-      char peek[64];
-      const ssize_t n = recv(doorbell_, peek, sizeof peek, MSG_PEEK | MSG_DONTWAIT);
-      const bool killed = channel_.killed() || (n > 0 && std::memchr(peek, kKill, static_cast<std::size_t>(n)));
-      const std::string why = killed ? " was stopped by force by rank 0 (its shutdown deadline or a task timeout) while it ran a task"
-                                     : ": rank 0 is gone (its doorbell closed) while this rank ran a task";
-      std::fprintf(stderr, "[wm mpi] %s%s; leaving at once, without MPI_Finalize\n", me_.c_str(), why.c_str());
-      std::fflush(nullptr);
-      _exit(1);
-    }
-  }
-
-  int doorbell_;
-  const MpiChannel& channel_;
-  std::string me_;
-  int stop_fd_ = -1;
-  std::thread thread_;
-};
-
 // ---------------------------------------------------------------- the backend
 
 class MpiBackend final : public remote::RemoteBackend {
@@ -293,54 +243,42 @@ class MpiBackend final : public remote::RemoteBackend {
     o.nonce = setup_.nonce;
     o.spin_us = engine_options().spin_us;
     o.connect_limit = engine_options().startup_limit;
+    o.park_on_force = !recovery_;
     auto t = std::make_unique<MpiTransport>(std::move(o), [this](int level, const std::string& m) { log(static_cast<wm_log_level>(level), m); });
     transport_ = t.get();
     return t;
   }
 
   std::unique_ptr<remote::WorkerChannel> make_worker_channel() override {
-    return std::make_unique<MpiChannel>(comm_, doorbell_, [this](int level, const std::string& m) {
-      log(static_cast<wm_log_level>(level), "rank " + std::to_string(rank_) + ": " + m);
+    return std::make_unique<MpiChannel>(comm_, doorbell_, me(), [this](int level, const std::string& m) {
+      log(static_cast<wm_log_level>(level), m);
     });
   }
 
   void do_run() override {
     if (rank_ <= 0) return;  // rank 0 returns at once
-    const std::string me = "rank " + std::to_string(rank_) + " (pid " + std::to_string(getpid()) + " on " + remote::this_host() + ")";
     note_sigterm(rank_, remote::this_host());
     auto channel_ptr = make_worker_channel();
+    doorbell_ = -1;  // the channel's now
     auto& channel = static_cast<MpiChannel&>(*channel_ptr);
-    Guardian guardian(doorbell_, channel, me);
     const remote::WorkerEnd end = remote::run_worker_loop(channel, services(), name(), worker_identity(),
                                                           worker_seed(setup_.seed_base, rank_), worker_loop_options());
-    guardian.stop();
-    if (end == remote::WorkerEnd::stopped) {
-      switch (channel.finish()) {
-        case MpiChannel::Verdict::finalize:
-          close(doorbell_);
-          MPI_Finalize();  // on the thread that initialised MPI: the one serving since start-up
-          return;          // the core destroys the backend and exits with 0
-        case MpiChannel::Verdict::leave:
-          log(WM_LOG_INFO, me + " leaves without MPI_Finalize, as rank 0 said (a rank died or was stopped by force)");
-          leave(0);
-        case MpiChannel::Verdict::master_gone:
-          break;
-      }
-    } else {
-      channel.abandon();
+    if (end == remote::WorkerEnd::stopped && channel.finish()) {
+      MPI_Finalize();  // on the thread that initialised MPI: the one serving since start-up
+      return;          // the core destroys the backend and exits with 0
     }
-    if (channel.killed())
-      log(WM_LOG_ERROR, me + " was stopped by force by rank 0; leaving without MPI_Finalize");
-    else if (end != remote::WorkerEnd::broken)
-      log(WM_LOG_ERROR, me + ": rank 0 (pid " + std::to_string(setup_.master_pid) + " on " + setup_.host +
-                            ") is gone; leaving without MPI_Finalize");
-    leave(1);
+    // Stopped by force, rank 0 gone, a verdict to leave without MPI_Finalize, or a broken loop:
+    // the channel's watcher ends the process when rank 0 ends (or at once, if rank 0 said so).
+    if (end == remote::WorkerEnd::broken) {
+      log(WM_LOG_ERROR, me() + " cannot go on serving; it leaves without MPI_Finalize when rank 0 ends");
+      channel.give_up();
+    }
+    channel.wait_for_the_end();
   }
 
  private:
-  [[noreturn]] static void leave(int code) {
-    std::fflush(nullptr);
-    _exit(code);
+  std::string me() const {
+    return "rank " + std::to_string(rank_) + " (pid " + std::to_string(getpid()) + " on " + remote::this_host() + ")";
   }
 
   void init_mpi() {

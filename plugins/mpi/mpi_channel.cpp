@@ -7,8 +7,15 @@
 
 #include <poll.h>
 #include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <new>
+#include <stdexcept>
 
 namespace wm_mpi {
 namespace {
@@ -16,17 +23,30 @@ namespace {
 using remote::FrameCursor;
 using remote::FrameHeader;
 
-constexpr auto kLookEvery = std::chrono::milliseconds(1);  // the doorbell, while waiting for MPI
-constexpr int kIdleReleaseMs = 2000;                      // large buffers go back after this much idling
+constexpr int kIdleReleaseMs = 2000;  // large buffers go back after this much idling
+const std::uint64_t kOne = 1;
 
 }  // namespace
 
-MpiChannel::MpiChannel(MPI_Comm comm, int doorbell, Log log) : comm_(comm), fd_(doorbell), log_(std::move(log)) {
+MpiChannel::MpiChannel(MPI_Comm comm, int doorbell, std::string me, Log log)
+    : comm_(comm), fd_(doorbell), me_(std::move(me)), log_(std::move(log)) {
   out_ = take_buffer();
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0 || stop_fd_ < 0) throw std::runtime_error(std::string("eventfd failed: ") + std::strerror(errno));
+  watcher_ = std::thread([this] { watch(); });
   post_receive();
 }
 
-MpiChannel::~MpiChannel() = default;
+MpiChannel::~MpiChannel() {
+  if (watcher_.joinable()) {
+    [[maybe_unused]] ssize_t w = write(stop_fd_, &kOne, sizeof kOne);
+    watcher_.join();
+  }
+  if (fd_ >= 0) close(fd_);
+  close(wake_fd_);
+  close(stop_fd_);
+}
 
 remote::Buffer MpiChannel::take_buffer() {
   if (!pool_.empty()) {
@@ -40,53 +60,101 @@ remote::Buffer MpiChannel::take_buffer() {
   return b;
 }
 
+void MpiChannel::leave(int code, const std::string& why) {
+  if (!why.empty()) log_(WM_LOG_ERROR, me_ + why);
+  std::fflush(nullptr);
+  _exit(code);
+}
+
+// ---------------------------------------------------------------- the watcher
+
+// The doorbell's only reader, on a thread of its own, asleep in poll(). Rings wake the loop
+// (through wake_fd_, on which the loop sleeps); rank 0's other bytes and its end of file are acted
+// on here at once, whatever the loop is doing (a task can run for hours).
+void MpiChannel::watch() {
+  pollfd fds[2] = {{stop_fd_, POLLIN, 0}, {fd_, POLLIN | POLLRDHUP, 0}};
+  const std::string force = " was stopped by force by rank 0 (its shutdown deadline, a task timeout, or bytes it could not read)";
+  for (;;) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[0].revents != 0) return;
+    if (fds[1].revents == 0) continue;
+    bool eof = false;
+    for (char c : drain(fd_, eof)) {
+      if (c == kKill)
+        leave(1, force + (in_task_ ? " while it ran a task" : "") + "; leaving at once, without MPI_Finalize");
+      if (c == kPark && !parked_.exchange(true))
+        log_(WM_LOG_ERROR, me_ + force + (in_task_ ? " while it ran a task" : "") +
+                               "; it runs no more tasks, and leaves without MPI_Finalize when rank 0's program ends "
+                               "(leaving now would make mpirun end the whole job)");
+      if (c == kFinalize || c == kExit) verdict_ = c;
+    }
+    if (eof) {
+      if (verdict_ == kFinalize) {  // the orderly end: the loop's thread finalizes
+        [[maybe_unused]] ssize_t w = write(wake_fd_, &kOne, sizeof kOne);
+        return;
+      }
+      if (verdict_ == kExit) leave(0, "");  // rank 0's program ended, and nobody finalizes
+      if (parked_) leave(1, ", stopped by force earlier, leaves now that rank 0's program has ended");
+      gone_ = true;
+      leave(1, std::string(": rank 0 is gone (its doorbell closed: it crashed, or mpirun ended it)") +
+                   (in_task_ ? " while this rank ran a task" : "") + "; leaving without MPI_Finalize");
+    }
+    [[maybe_unused]] ssize_t w = write(wake_fd_, &kOne, sizeof kOne);
+  }
+}
+
+// The loop asleep: on wake_fd_, which the watcher writes when rank 0 rang (or said more).
+void MpiChannel::sleep(int timeout_ms) {
+  pollfd p{wake_fd_, POLLIN, 0};
+  if (poll(&p, 1, timeout_ms) > 0) {
+    std::uint64_t v;
+    [[maybe_unused]] ssize_t r = read(wake_fd_, &v, sizeof v);
+  }
+}
+
+// ---------------------------------------------------------------- MPI
+
 void MpiChannel::post_receive() {
   remote::Buffer& b = rbuf_[posted_];
   b.reserve(kMessageBytes);
   const int rc = MPI_Irecv(b.data, static_cast<int>(kMessageBytes), MPI_BYTE, 0, kTagFrames, comm_, &rreq_);
   if (rc != MPI_SUCCESS) {
-    log_(WM_LOG_ERROR, "cannot post a receive for rank 0: " + mpi_error_text(rc));
+    log_(WM_LOG_ERROR, me_ + ": cannot post a receive for rank 0: " + mpi_error_text(rc));
     broken_ = true;
   }
 }
 
-// Reads the doorbell: rings, rank 0's kill byte or verdict, or its end. False once rank 0 is gone
-// or stopped this rank.
-bool MpiChannel::look_at_doorbell(int timeout_ms) {
-  if (timeout_ms != 0) {
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, timeout_ms) <= 0) return !gone_ && !killed_;
-  }
-  bool eof = false;
-  for (char c : drain(fd_, eof)) {
-    if (c == kKill) killed_ = true;
-    if (c == kFinalize || c == kExit) verdict_ = c;
-  }
-  if (eof && verdict_ == 0 && !killed_) gone_ = true;
-  return !gone_ && !killed_;
+// The message the posted receive got: its frames are read next; the receive goes to the other
+// buffer (the frames returned from the one before are done with by now).
+void MpiChannel::take_message(const MPI_Status& st) {
+  int len = 0;
+  MPI_Get_count(&st, MPI_BYTE, &len);
+  cursor_ = FrameCursor(rbuf_[posted_].data, static_cast<std::size_t>(len));
+  parsing_ = true;
+  posted_ ^= 1;
+  post_receive();
 }
 
 bool MpiChannel::wait_all(std::vector<MPI_Request>& reqs) {
-  auto look = Clock::now();
   for (;;) {
     int done = 0;
     const int rc = MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done, MPI_STATUSES_IGNORE);
     if (rc != MPI_SUCCESS) {
-      log_(WM_LOG_ERROR, "a message to or from rank 0 failed: " + mpi_error_text(rc));
+      log_(WM_LOG_ERROR, me_ + ": a message to or from rank 0 failed: " + mpi_error_text(rc));
       broken_ = true;
       return false;
     }
     if (done) return true;
+    if (ended()) return false;
     sched_yield();
-    if (Clock::now() - look >= kLookEvery) {
-      look = Clock::now();
-      if (!look_at_doorbell(0)) return false;
-    }
   }
 }
 
 // Tests the sends under way, or (wait) waits for all of them: a rank never sleeps while MPI may
-// need its calls to move its messages. False if rank 0 is gone.
+// need its calls to move its messages. False if it cannot go on.
 bool MpiChannel::test_sends(bool wait) {
   while (!sending_.empty()) {
     Sending& m = sending_.front();
@@ -112,15 +180,18 @@ void MpiChannel::send_batch() {
   MPI_Request r = MPI_REQUEST_NULL;
   const int rc = MPI_Isend(m.buf.data, static_cast<int>(m.buf.size), MPI_BYTE, 0, kTagFrames, comm_, &r);
   if (rc != MPI_SUCCESS) {
-    log_(WM_LOG_ERROR, "cannot send to rank 0: " + mpi_error_text(rc));
+    log_(WM_LOG_ERROR, me_ + ": cannot send to rank 0: " + mpi_error_text(rc));
     broken_ = true;
     return;
   }
   m.reqs.push_back(r);
   sending_.push_back(std::move(m));
-  // Rank 0 may be asleep whatever this rank did last: always ring (a full doorbell counts as rung).
-  if (!ring(fd_, kRing)) gone_ = true;
+  // Rank 0 may be asleep whatever this rank did last: always ring (a full doorbell counts as rung;
+  // a broken one shows at the watcher).
+  ring(fd_, kRing);
 }
+
+// ---------------------------------------------------------------- the engine's calls
 
 void MpiChannel::send_hello(const remote::Hello& hello) {
   const std::string payload = remote::encode_hello(hello);
@@ -128,14 +199,15 @@ void MpiChannel::send_hello(const remote::Hello& hello) {
 }
 
 bool MpiChannel::flush() {
+  if (ended()) return false;
   send_batch();
-  return !broken_ && !gone_ && !killed_;
+  return !broken_;
 }
 
 remote::Incoming MpiChannel::receive(int timeout_ms) {
   remote::Incoming in;
   for (;;) {
-    if (broken_ || gone_ || killed_) {
+    if (ended()) {
       in.kind = remote::Incoming::closed;
       return in;
     }
@@ -204,8 +276,7 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
     MPI_Status st;
     int rc = MPI_Test(&rreq_, &done, &st);
     if (rc == MPI_SUCCESS && !done && timeout_ms != 0) {
-      // About to sleep: never with a send under way, and after a second look (Open MPI sees some
-      // messages only then).
+      // About to sleep: never with a send under way, and after a second look.
       if (!test_sends(true)) continue;
       rc = MPI_Test(&rreq_, &done, &st);
     }
@@ -222,15 +293,16 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
       test_sends(false);
       return in;
     }
-    // Asleep on the doorbell; with large buffers held, waking every 2 s to give them back.
+    // Asleep until the watcher says rank 0 rang; holding large buffers, waking after 2 s to give
+    // them back.
     const bool big = large_.capacity >= remote::Buffer::kHuge || reply_.capacity >= remote::Buffer::kHuge;
     const int wait = big && (timeout_ms < 0 || timeout_ms > kIdleReleaseMs) ? kIdleReleaseMs : timeout_ms;
-    pollfd pfd{fd_, POLLIN, 0};
-    const int n = poll(&pfd, 1, wait);
-    if (n > 0) {
+    const auto before = Clock::now();
+    sleep(wait);
+    const bool woken = wait < 0 || Clock::now() - before < std::chrono::milliseconds(wait);
+    if (woken) {
       // Rung: the message is there. A few looks before sleeping again, in case MPI needs more
       // than one call to show it.
-      look_at_doorbell(0);
       for (int i = 0; i < 8 && !done && rc == MPI_SUCCESS; ++i) {
         rc = MPI_Test(&rreq_, &done, &st);
         if (!done) sched_yield();
@@ -238,23 +310,12 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
       if (done && rc == MPI_SUCCESS) take_message(st);
       continue;  // an error shows at the next test
     }
-    if (n == 0 && big && Clock::now() - last_large_ >= std::chrono::milliseconds(kIdleReleaseMs)) {
+    if (big && Clock::now() - last_large_ >= std::chrono::milliseconds(kIdleReleaseMs)) {
       large_.release();
       reply_.release();
     }
     if (timeout_ms > 0) return in;
   }
-}
-
-// The message the posted receive got: its frames are read next; the receive goes to the other
-// buffer (the frames returned from the one before are done with by now).
-void MpiChannel::take_message(const MPI_Status& st) {
-  int len = 0;
-  MPI_Get_count(&st, MPI_BYTE, &len);
-  cursor_ = FrameCursor(rbuf_[posted_].data, static_cast<std::size_t>(len));
-  parsing_ = true;
-  posted_ ^= 1;
-  post_receive();
 }
 
 wm_byte_buffer& MpiChannel::begin_reply(const remote::Incoming&) {
@@ -268,6 +329,7 @@ void MpiChannel::end_reply(const remote::Incoming& task) {
   in_task_ = false;
   writer_->commit();
   writer_.reset();
+  if (ended()) return;  // stopped by force meanwhile: nobody waits for this reply
   const std::size_t len = reply_.size;
   if (len <= kInlineMax) {
     if (out_.size + sizeof(FrameHeader) + len > kMessageBytes) send_batch();
@@ -283,7 +345,7 @@ void MpiChannel::end_reply(const remote::Incoming& task) {
   std::vector<MPI_Request> reqs;
   const int rc = isend_payload(reply_.data, len, 0, comm_, reqs);
   if (rc != MPI_SUCCESS) {
-    log_(WM_LOG_ERROR, "cannot send a reply's payload to rank 0: " + mpi_error_text(rc));
+    log_(WM_LOG_ERROR, me_ + ": cannot send a reply's payload to rank 0: " + mpi_error_text(rc));
     broken_ = true;
     return;
   }
@@ -294,28 +356,31 @@ void MpiChannel::end_reply(const remote::Incoming& task) {
   last_large_ = Clock::now();
 }
 
-MpiChannel::Verdict MpiChannel::finish() {
+// ---------------------------------------------------------------- the end
+
+bool MpiChannel::finish() {
   append_frame(out_, kFrameBye, 0, nullptr, 0);
   send_batch();
   const bool sent = test_sends(true);
   drop_request(rreq_, true);
-  if (!sent) {
-    abandon();
-    return Verdict::master_gone;
-  }
+  if (!sent) return false;
   // Asleep until rank 0 says whether every rank finalizes: it knows once every worker has left.
-  while (verdict_ == 0 && !gone_ && !killed_) look_at_doorbell(-1);
-  if (verdict_ == kFinalize) return Verdict::finalize;
-  return verdict_ == kExit || killed_ ? Verdict::leave : Verdict::master_gone;
+  while (verdict_ == 0 && !ended()) sleep(-1);
+  if (verdict_ != kFinalize || ended()) return false;
+  [[maybe_unused]] ssize_t w = write(stop_fd_, &kOne, sizeof kOne);
+  watcher_.join();
+  close(fd_);
+  fd_ = -1;
+  return true;
 }
 
-void MpiChannel::abandon() {
-  drop_request(rreq_, true);
-  for (auto& m : sending_) {
-    for (auto& r : m.reqs) drop_request(r, false);
-    keep_for_mpi(std::move(m.buf));
-  }
-  sending_.clear();
+void MpiChannel::give_up() {
+  if (!ended() && verdict_ == 0 && fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+}
+
+void MpiChannel::wait_for_the_end() {
+  // What is posted stays posted: this rank never finalizes, and the watcher ends the process.
+  for (;;) sleep(-1);
 }
 
 }  // namespace wm_mpi

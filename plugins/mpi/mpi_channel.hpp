@@ -1,7 +1,8 @@
 // mpi_channel.hpp: a worker rank's side of the mpi backend, a WorkerChannel of the remote engine:
 // frames from rank 0 arrive as MPI messages (large payloads as messages of their own, received into
 // a buffer of their size and decoded in place), replies go back the same way, and the rank sleeps
-// in poll() on its doorbell when there is nothing to do.
+// when there is nothing to do. A watcher thread owns the doorbell: it wakes the loop when rank 0
+// rings, and ends the process when rank 0 stops this rank by force or is gone, even in a task.
 #pragma once
 
 #include "mpi_wire.hpp"
@@ -13,6 +14,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace wm_mpi {
@@ -20,9 +22,10 @@ namespace wm_mpi {
 class MpiChannel final : public remote::WorkerChannel {
  public:
   using Log = std::function<void(int level, const std::string& message)>;
-  /** doorbell: the connected doorbell socket (the channel does not own it). */
-  MpiChannel(MPI_Comm comm, int doorbell, Log log);
-  /** Makes no MPI call (MPI may be finalized by then): finish() or abandon() did. */
+  /** doorbell: the connected doorbell socket (the channel closes it); me: "rank R (pid P on H)",
+   *  for the messages of the watcher. Starts the watcher. */
+  MpiChannel(MPI_Comm comm, int doorbell, std::string me, Log log);
+  /** Stops the watcher; makes no MPI call (MPI may be finalized by then). */
   ~MpiChannel() override;
 
   void send_hello(const remote::Hello& hello) override;
@@ -32,20 +35,22 @@ class MpiChannel final : public remote::WorkerChannel {
   std::size_t pending() const override { return out_.size; }
   bool flush() override;
 
-  /** What rank 0 decided once every worker rank had left. */
-  enum class Verdict { finalize, leave, master_gone };
   /** After the loop ended on the stop frame: completes every send, says bye, cancels the posted
-   *  receive and waits (asleep) for rank 0's verdict. */
-  Verdict finish();
-  /** After the loop ended otherwise: lets go of what is posted without waiting for rank 0. */
-  void abandon();
+   *  receive and waits, asleep, for rank 0's verdict. True: every rank finalizes MPI (the watcher is
+   *  stopped and the doorbell closed). False: this rank must not; wait_for_the_end() follows. */
+  bool finish();
+  /** Never returns: waits, asleep, until the watcher ends the process, which it does when rank 0's
+   *  doorbell closes (code 0 after a verdict to leave without MPI_Finalize, 1 otherwise), or at
+   *  once if rank 0 said so. */
+  [[noreturn]] void wait_for_the_end();
+  /** The loop failed (bytes from rank 0 it could not read, an MPI error): rank 0 is told (this side
+   *  of the doorbell closes, as at a death). */
+  void give_up();
 
-  /** Rank 0 stopped this rank by force (a kill byte on the doorbell). */
-  bool killed() const { return killed_.load(); }
+  /** Rank 0 stopped this rank by force. */
+  bool stopped_by_force() const { return parked_.load() || killed_.load(); }
   /** Rank 0 is gone (its doorbell closed without a verdict). */
   bool master_gone() const { return gone_.load(); }
-  /** True while a task runs (between begin_reply and end_reply): the guardian's business. */
-  bool in_task() const { return in_task_.load(); }
 
  private:
   struct Sending {
@@ -57,11 +62,15 @@ class MpiChannel final : public remote::WorkerChannel {
   void send_batch();
   bool test_sends(bool wait);
   bool wait_all(std::vector<MPI_Request>& reqs);
-  bool look_at_doorbell(int timeout_ms);
+  bool ended() const { return broken_ || gone_.load() || killed_.load() || parked_.load(); }
+  void sleep(int timeout_ms);
+  void watch();
+  [[noreturn]] void leave(int code, const std::string& why);
   remote::Buffer take_buffer();
 
   MPI_Comm comm_;
   int fd_;
+  std::string me_;
   Log log_;
   // from rank 0
   remote::Buffer rbuf_[2];
@@ -77,9 +86,12 @@ class MpiChannel final : public remote::WorkerChannel {
   remote::Buffer reply_;
   std::optional<remote::BufferWriter> writer_;
   bool broken_ = false;
-  std::atomic<bool> killed_{false}, gone_{false}, in_task_{false};
-  char verdict_ = 0;
   Clock::time_point last_large_{};
+  // the watcher (the doorbell's only reader) and what it saw
+  int wake_fd_ = -1, stop_fd_ = -1;
+  std::thread watcher_;
+  std::atomic<bool> in_task_{false}, killed_{false}, parked_{false}, gone_{false};
+  std::atomic<char> verdict_{0};
 };
 
 }  // namespace wm_mpi

@@ -217,7 +217,7 @@ void MpiTransport::recycle(Slot& s, Sending& done) {
 
 void MpiTransport::stop_worker(remote::WorkerId id, remote::StopMode mode) {
   Slot& s = slots_.at(id);
-  if (s.state == State::forced || s.state == State::gone || s.state == State::left) return;
+  if (s.state == State::forced || s.state == State::parked || s.state == State::gone || s.state == State::left) return;
   if (mode == remote::StopMode::graceful) {
     if (s.state == State::stopping) return;
     if (s.out.size + sizeof(FrameHeader) > kMessageBytes) send_batch(s);
@@ -226,14 +226,21 @@ void MpiTransport::stop_worker(remote::WorkerId id, remote::StopMode mode) {
     flush(id);
     return;
   }
-  // By force: the rank may be deep in a task; its guardian thread sees the doorbell close and ends
-  // the process. Its end of file says when it is gone.
+  // By force: the rank may be deep in a task; its watcher thread acts on the byte at once. It
+  // leaves (its end of file says when it is gone), or, where that would make mpirun end the job,
+  // runs nothing more and stays until rank 0 ends: then it counts as gone now.
   clean_ = false;
+  drop_receives(s);
+  if (o_.park_on_force) {
+    if (s.fd >= 0) ring(s.fd, kPark);
+    s.state = State::parked;
+    parked_lost_.push_back(id);
+    return;
+  }
   if (s.fd >= 0) {
     ring(s.fd, kKill);
     ::shutdown(s.fd, SHUT_WR);
   }
-  drop_receives(s);
   s.state = State::forced;
   s.forced_at = Clock::now();
   s.lost_status = "was stopped by force";
@@ -338,7 +345,12 @@ void MpiTransport::handle_frame(remote::WorkerId id, Slot& s, const FrameHeader&
       s.hello = true;
       s.host = hello.host;
       s.pid = hello.pid;
-      if (s.state == State::waiting) s.state = State::serving;
+      if (s.state != State::waiting) return;
+      if (s.fd < 0) {
+        s.hello_msg = hello;  // ready once its doorbell is connected too
+        return;
+      }
+      s.state = State::serving;
       events_->worker_ready(id, hello);
       return;
     }
@@ -449,7 +461,8 @@ void MpiTransport::accept_workers() {
   }
 }
 
-void MpiTransport::read_hails() {
+int MpiTransport::read_hails() {
+  int events = 0;
   for (std::size_t i = 0; i < hailing_.size();) {
     Hailing& h = hailing_[i];
     bool eof = false;
@@ -465,28 +478,55 @@ void MpiTransport::read_hails() {
     }
     Hail hail;
     std::memcpy(&hail, h.got.data(), sizeof hail);
-    Slot* s = hail.nonce == o_.nonce && hail.rank >= 1 && hail.rank < o_.size
-                  ? &slots_[static_cast<std::size_t>(hail.rank - 1)]
-                  : nullptr;
+    const auto id = static_cast<remote::WorkerId>(hail.rank - 1);
+    Slot* s = hail.nonce == o_.nonce && hail.rank >= 1 && hail.rank < o_.size ? &slots_[id] : nullptr;
+    const int fd = h.fd;
+    const std::string after = h.got.substr(sizeof hail);
+    hailing_.erase(hailing_.begin() + static_cast<long>(i));
     if (s == nullptr || s->fd >= 0 || s->state == State::gone) {
       log(WM_LOG_WARNING, "a connection to the doorbell port was not from a rank of this job; closed");
-      close(h.fd);
+      close(fd);
+      continue;
+    }
+    s->fd = fd;
+    if (s->pid == 0) s->pid = hail.pid;
+    if (s->state == State::forced) {
+      ring(s->fd, kKill);
+      ::shutdown(s->fd, SHUT_WR);
+    } else if (s->state == State::parked) {
+      ring(s->fd, kPark);
     } else {
-      // What came after the hail were rings (they did their job: this side is awake); an end of file
-      // shows again at the next poll().
-      s->fd = h.fd;
-      if (s->pid == 0) s->pid = hail.pid;
-      if (s->state == State::forced) {
-        ring(s->fd, kKill);
-        ::shutdown(s->fd, SHUT_WR);
-      } else {
-        // What was sent before it connected went unrung. (This ring carries no message: the next
-        // message rings as well, the rank may be asleep again by then.)
-        ring(s->fd, kRing);
-        s->last_send = Clock::time_point{};
+      // What was sent before it connected went unrung. (This ring carries no message: the next
+      // message rings as well, the rank may be asleep again by then.)
+      ring(s->fd, kRing);
+      s->last_send = Clock::time_point{};
+      // Ready once rank 0 can both reach it and see its end.
+      if (s->hello && s->state == State::waiting) {
+        s->state = State::serving;
+        ++events;
+        events_->worker_ready(id, s->hello_msg);
       }
     }
-    hailing_.erase(hailing_.begin() + static_cast<long>(i));
+    // What came after the hail is the doorbell's like any later byte; an end of file shows again
+    // at the next poll().
+    handle_bytes(id, after, events);
+  }
+  return events;
+}
+
+// Bytes a worker rank wrote on its doorbell: rings, pulls, or (a broken peer) anything else.
+void MpiTransport::handle_bytes(remote::WorkerId id, const std::string& bytes, int& events) {
+  Slot& s = slots_[id];
+  for (char c : bytes) {
+    if (c == kRing) continue;
+    if (c == kPull) {
+      s.pulled = s.payloads_sending != 0;
+      continue;
+    }
+    if (s.state == State::serving || s.state == State::stopping || s.state == State::waiting) {
+      protocol(id, "its doorbell carried the byte " + hex_byte(c) + ", which is no ring", events);
+      return;
+    }
   }
 }
 
@@ -499,18 +539,7 @@ int MpiTransport::read_doorbells(const std::vector<pollfd>& fds, std::size_t n_f
     Slot& s = slots_[id];
     if (s.fd != fds[i].fd) continue;  // closed while an earlier entry was handled
     bool eof = false;
-    const std::string bytes = wm_mpi::drain(s.fd, eof);
-    for (char c : bytes) {
-      if (c == kRing) continue;
-      if (c == kPull) {
-        s.pulled = s.payloads_sending != 0;
-        continue;
-      }
-      if (s.state == State::serving || s.state == State::stopping || s.state == State::waiting) {
-        protocol(id, "its doorbell carried the byte " + hex_byte(c) + ", which is no ring", events);
-        break;
-      }
-    }
+    handle_bytes(id, wm_mpi::drain(s.fd, eof), events);
     if (eof && s.fd >= 0) on_eof(id, events);
   }
   return events;
@@ -520,7 +549,7 @@ int MpiTransport::read_doorbells(const std::vector<pollfd>& fds, std::size_t n_f
 void MpiTransport::add_doorbells(std::vector<pollfd>& fds) {
   owners_.clear();
   for (remote::WorkerId id = 0; id < slots_.size(); ++id)
-    if (slots_[id].fd >= 0) {
+    if (slots_[id].fd >= 0 && slots_[id].state != State::parked) {
       fds.push_back(pollfd{slots_[id].fd, POLLIN, 0});
       owners_.push_back(id);
     }
@@ -540,8 +569,8 @@ int MpiTransport::check_doorbells() {
   add_doorbells(fds);
   if (poll(fds.data(), fds.size(), 0) <= 0) return 0;
   if (fds[0].revents != 0) accept_workers();
-  if (fixed > 1) read_hails();
-  return read_doorbells(fds, fixed);
+  int events = fixed > 1 ? read_hails() : 0;
+  return events + read_doorbells(fds, fixed);
 }
 
 // ---------------------------------------------------------------- progress
@@ -601,7 +630,14 @@ int MpiTransport::internal_timeout_ms(Clock::time_point now) const {
 
 int MpiTransport::progress(int timeout_ms) {
   woken_.store(false, std::memory_order_relaxed);
-  int events = poll_mpi();
+  int events = 0;
+  for (remote::WorkerId id : parked_lost_) {
+    ++events;
+    events_->worker_lost(id, "was stopped by force (it runs no more tasks; it stays until rank 0 ends, since a "
+                             "rank that leaves makes mpirun end the whole job)");
+  }
+  parked_lost_.clear();
+  events += poll_mpi();
   events += check_doorbells();
   auto now = Clock::now();
   if (internal_timeout_ms(now) == 0) events += housekeeping(now);
@@ -641,7 +677,7 @@ int MpiTransport::progress(int timeout_ms) {
       [[maybe_unused]] ssize_t r = read(wake_fd_, &v, sizeof v);
     }
     if (fds[1].revents != 0) accept_workers();
-    if (fixed > 2) read_hails();
+    if (fixed > 2) events += read_hails();
     events += read_doorbells(fds, fixed);
   }
   events += poll_mpi();
@@ -675,13 +711,44 @@ bool MpiTransport::finish() {
     }
     s.sending.clear();
   }
+  // The verdict, then this side's end of file; the connection is closed once the rank closed its
+  // end (it does so when it has read the verdict): closing with bytes of the rank still unread
+  // (a late ring) would reset the connection, and the rank could lose the verdict.
+  // Without MPI_Finalize the worker ranks leave when rank 0's process ends: its doorbells stay
+  // open until then (the system closes them), so that no rank leaves while rank 0's program still
+  // runs (a rank leaving unfinalized makes mpirun end the job, rank 0 included).
   const char verdict = clean_ ? kFinalize : kExit;
+  std::vector<pollfd> open;
   for (Slot& s : slots_) {
     if (s.fd < 0) continue;
     if (s.state == State::left) ring(s.fd, verdict);
-    close(s.fd);
+    if (!clean_ && (s.state == State::left || s.state == State::parked)) {
+      s.fd = -1;  // left open, on purpose, for the life of the process
+      continue;
+    }
+    if (s.state == State::left) {
+      ::shutdown(s.fd, SHUT_WR);
+      open.push_back(pollfd{s.fd, POLLIN, 0});
+    } else {
+      close(s.fd);
+    }
     s.fd = -1;
   }
+  const auto until = Clock::now() + std::chrono::seconds(5);
+  while (!open.empty() && Clock::now() < until) {
+    if (poll(open.data(), open.size(), 100) <= 0) continue;
+    for (std::size_t i = 0; i < open.size();) {
+      bool eof = false;
+      if (open[i].revents != 0) wm_mpi::drain(open[i].fd, eof);
+      if (!eof) {
+        ++i;
+        continue;
+      }
+      close(open[i].fd);
+      open.erase(open.begin() + static_cast<long>(i));
+    }
+  }
+  for (const pollfd& p : open) close(p.fd);
   return clean_;
 }
 

@@ -29,6 +29,9 @@ class MpiTransport final : public remote::Transport {
     std::uint64_t nonce = 0;        // what a worker must present when it connects
     int spin_us = 200;              // the workers' spin window (when a ring can be skipped)
     double connect_limit = 60;      // s a worker rank has to connect its doorbell
+    /** A rank stopped by force stays until rank 0 ends instead of leaving at once (without
+     *  --enable-recovery a rank that leaves makes mpirun end the whole job, rank 0 included). */
+    bool park_on_force = true;
   };
   using Log = std::function<void(int level, const std::string& message)>;
 
@@ -59,12 +62,13 @@ class MpiTransport final : public remote::Transport {
     remote::Buffer buf;
     bool payload = false;
   };
-  enum class State { waiting, serving, stopping, forced, left, gone };
+  enum class State { waiting, serving, stopping, forced, parked, left, gone };
   struct Slot {
     int rank = 0;
     State state = State::waiting;
     int fd = -1;  // the doorbell, once the rank connected
     bool hello = false;
+    remote::Hello hello_msg;  // a hello that came before the doorbell connected
     std::string host;
     long long pid = 0;
     // to the worker
@@ -109,7 +113,8 @@ class MpiTransport final : public remote::Transport {
   int check_doorbells();
   void add_doorbells(std::vector<pollfd>& fds);
   void accept_workers();
-  void read_hails();
+  int read_hails();
+  void handle_bytes(remote::WorkerId id, const std::string& bytes, int& events);
   int housekeeping(Clock::time_point now);
   int internal_timeout_ms(Clock::time_point now) const;
   bool must_spin() const;
@@ -127,6 +132,7 @@ class MpiTransport final : public remote::Transport {
   std::vector<MPI_Status> statuses_;
   std::vector<remote::Buffer> pool_;  // free frames-message buffers
   std::vector<Hailing> hailing_;       // connections that have not said who they are
+  std::vector<remote::WorkerId> parked_lost_;  // stopped by force and parked: reported lost at the next progress()
   std::vector<pollfd> fds_;
   std::vector<remote::WorkerId> owners_;  // the slot of each doorbell in fds_
   int wake_fd_ = -1;

@@ -37,9 +37,12 @@ constexpr std::uint8_t kFrameBye = remote::kFrameTransportBase;
 // Doorbell bytes (one TCP connection per worker rank; its end of file is how a death shows).
 constexpr char kRing = 'r';      // either way: an MPI message is there for you
 constexpr char kPull = 'p';      // worker -> rank 0: I posted the receive for your payload: push it
-constexpr char kKill = 'k';      // rank 0 -> worker: leave now (stopped by force); end of file follows
+constexpr char kKill = 'k';      // rank 0 -> worker: stopped by force, leave now (--enable-recovery)
+constexpr char kPark = 'K';      // rank 0 -> worker: stopped by force, run nothing more, leave when rank 0
+                                 // ends (leaving now would make mpirun end the job)
 constexpr char kFinalize = 'f';  // rank 0 -> worker, after its bye: every rank finalizes MPI
-constexpr char kExit = 'e';      // rank 0 -> worker, after its bye: leave without MPI_Finalize
+constexpr char kExit = 'e';      // rank 0 -> worker, after its bye: leave without MPI_Finalize when rank 0
+                                 // ends (its doorbell closes)
 
 /** What rank 0 tells every rank at start-up (one broadcast, fixed layout). */
 struct Setup {
