@@ -453,11 +453,14 @@ def main():
     # Remote backends once more: the bandwidth figure in a host whose malloc keeps freed memory
     # (the result of a large task is then decoded into warm pages; see plugins/processes/README.md).
     for b in backends:
-        if store.info.get(b, {}).get("in_process", True) or b == "mpi":
+        if store.info.get(b, {}).get("in_process", True):
             continue
         cmd = [bench_bin, "--work-manager", b, "--bench-figure", "bandwidth", "--bench-keep-memory",
                "--bench-runs", str(runs)] + smoke_flags
-        r, err = run_program(cmd, env, timeout, log)
+        e = env
+        if b == "mpi":
+            cmd, e = [mpirun, "--oversubscribe", "-np", str(MPI_NP)] + cmd, mpi_env
+        r, err = run_program(cmd, e, timeout, log)
         store.add(r)
         if err:
             store.errors.append("%s/bandwidth (keep memory): %s" % (b, err))
