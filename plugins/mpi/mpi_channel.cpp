@@ -252,7 +252,9 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
         }
         ring(fd_, kPull);  // rank 0 may need to push it (and may be asleep)
         if (!wait_all(reqs)) {
-          for (auto& r : reqs) drop_request(r, true);
+          bool all = true;
+          for (auto& r : reqs) all = cancel_receive(r) && all;
+          if (!all) keep_for_mpi(std::move(large_));
           in.kind = remote::Incoming::closed;
           return in;
         }
@@ -350,7 +352,7 @@ void MpiChannel::end_reply(const remote::Incoming& task) {
     return;
   }
   if (!wait_all(reqs)) {
-    for (auto& r : reqs) drop_request(r, false);
+    for (auto& r : reqs) release_send(r);
     keep_for_mpi(std::move(reply_));
   }
   last_large_ = Clock::now();
@@ -362,7 +364,7 @@ bool MpiChannel::finish() {
   append_frame(out_, kFrameBye, 0, nullptr, 0);
   send_batch();
   const bool sent = test_sends(true);
-  drop_request(rreq_, true);
+  if (!cancel_receive(rreq_)) keep_for_mpi(std::move(rbuf_[posted_]));
   if (!sent) return false;
   // Asleep until rank 0 says whether every rank finalizes: it knows once every worker has left.
   while (verdict_ == 0 && !ended()) sleep(-1);

@@ -44,11 +44,10 @@ MpiTransport::MpiTransport(Options options, Log log) : o_(std::move(options)), l
 MpiTransport::~MpiTransport() {
   if (!finished_) {
     // Given up before the end (a failed start-up): MPI is still initialised; nothing is left posted.
-    for (auto& r : rreqs_) drop_request(r, true);
     for (auto& s : slots_) {
-      for (auto& r : s.lreqs) drop_request(r, true);
+      drop_receives(s);
       for (auto& m : s.sending) {
-        for (auto& r : m.reqs) drop_request(r, false);
+        for (auto& r : m.reqs) release_send(r);
         keep_for_mpi(std::move(m.buf));
       }
     }
@@ -250,9 +249,11 @@ void MpiTransport::stop_worker(remote::WorkerId id, remote::StopMode mode) {
 
 void MpiTransport::drop_receives(Slot& s) {
   const auto id = static_cast<remote::WorkerId>(s.rank - 1);
-  drop_request(rreqs_[id], true);
+  if (!cancel_receive(rreqs_[id])) keep_for_mpi(std::move(s.rbuf[s.posted]));
   if (s.paused) --active_;
-  for (auto& r : s.lreqs) drop_request(r, true);
+  bool all = true;
+  for (auto& r : s.lreqs) all = cancel_receive(r) && all;
+  if (!all) keep_for_mpi(std::move(s.lbuf));
   s.lreqs.clear();
   s.ready = s.parsing = s.paused = false;
 }
@@ -697,16 +698,14 @@ void MpiTransport::wake() {
 bool MpiTransport::finish() {
   if (finished_) return clean_;
   finished_ = true;
-  for (auto& r : rreqs_) drop_request(r, true);
   for (Slot& s : slots_) {
-    for (auto& r : s.lreqs) drop_request(r, true);
-    s.lreqs.clear();
+    drop_receives(s);
     for (auto& m : s.sending) {
       int done = 0;
       MPI_Testall(static_cast<int>(m.reqs.size()), m.reqs.data(), &done, MPI_STATUSES_IGNORE);
       if (done) continue;
       // To a rank that is gone: MPI may hold on to the request; the buffer stays with it.
-      for (auto& r : m.reqs) drop_request(r, false);
+      for (auto& r : m.reqs) release_send(r);
       keep_for_mpi(std::move(m.buf));
     }
     s.sending.clear();

@@ -6,6 +6,7 @@
 #include <wm/sdk/remote/frame.hpp>
 
 #include <mpi.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
@@ -111,16 +112,25 @@ inline int irecv_payload(char* p, std::size_t len, int src, MPI_Comm comm, std::
   return MPI_SUCCESS;
 }
 
-/** Cancels a posted receive (or lets go of an unfinished send) and forgets it. */
-inline void drop_request(MPI_Request& r, bool receive) {
-  if (r == MPI_REQUEST_NULL) return;
-  if (receive) {
-    MPI_Cancel(&r);
-    MPI_Wait(&r, MPI_STATUS_IGNORE);  // a cancelled receive completes at once
-  } else {
-    MPI_Request_free(&r);
+/** Cancels a posted receive and forgets it. False if MPI would not let go of it (it had matched a
+ *  message that never finishes, from a rank that died): the request is freed, and its buffer must
+ *  be kept (keep_for_mpi). */
+inline bool cancel_receive(MPI_Request& r) {
+  if (r == MPI_REQUEST_NULL) return true;
+  MPI_Cancel(&r);
+  for (int i = 0; i < 1000; ++i) {
+    int done = 0;
+    MPI_Test(&r, &done, MPI_STATUS_IGNORE);  // sets r to MPI_REQUEST_NULL once complete
+    if (done) return true;
+    sched_yield();
   }
-  r = MPI_REQUEST_NULL;
+  MPI_Request_free(&r);
+  return false;
+}
+
+/** Lets go of a send that may never finish (to a rank that is gone); its buffer must be kept. */
+inline void release_send(MPI_Request& r) {
+  if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
 }
 
 /** A buffer MPI may still read (a send to a rank that is gone, or a rank about to leave without
