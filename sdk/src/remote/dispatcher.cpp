@@ -397,7 +397,8 @@ Dispatcher::Worker& Dispatcher::worker(WorkerId id) {
 }
 
 void Dispatcher::offer_room(WorkerId id, Worker& w, bool front) {
-  if (w.in_room) return;
+  if (w.in_room && front) room_.erase(std::find(room_.begin(), room_.end(), id));  // moves to the front
+  if (w.in_room && !front) return;
   w.in_room = true;
   if (front)
     room_.push_front(id);
@@ -565,7 +566,8 @@ void Dispatcher::reply(WorkerId id, std::uint64_t seq, const char* data, std::si
   note_service_time(w, done);
   rearm_timeout(id, w);
   classify_spin(w);
-  if (usable(w) && w.inflight.size() <= w.window) offer_room(id, w, options_.warm_first);
+  // warm_first: a worker that has just run out of tasks is awake now, the others may sleep.
+  if (usable(w) && w.inflight.size() <= w.window) offer_room(id, w, options_.warm_first && w.inflight.empty());
   ++stats_.completed;
   const wm_worker_identity where = w.identity.c();
   // Done-callbacks run inside: they may submit (a queue under mutex_, not held here) or stop.

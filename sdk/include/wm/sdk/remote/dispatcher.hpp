@@ -49,9 +49,10 @@ struct EngineOptions {
   std::string retries_hint;
   /** Appended to the error when no worker could be started, e.g. where to look. */
   std::string dead_hint;
-  /** The next task goes to the worker that replied last (it is awake, spinning) instead of the one
-   *  that has waited longest: when tasks come one at a time, one worker stays warm and the others
-   *  sleep, instead of every task waking a sleeping worker (MPI ranks sharing a few cores). */
+  /** A worker that has just replied to its last task gets the next one (it is awake, spinning)
+   *  instead of the one that has waited longest: when tasks come one at a time, one worker stays
+   *  warm and the others sleep, instead of every task waking a sleeping worker (MPI ranks sharing
+   *  a few cores). */
   bool warm_first = false;
   /** Called on the dispatcher's thread when a worker is lost that the engine did not stop (it died,
    *  or left with tasks in flight after a gentle stop), before its tasks are failed or run again:
