@@ -82,6 +82,9 @@ void MpiChannel::watch() {
     if (fds[0].revents != 0) return;
     if (fds[1].revents == 0) continue;
     bool eof = false;
+    // A ring wakes the loop only if it sleeps: it sets sleeping_ before its last look at MPI, and
+    // the message a ring stands for was there before the ring, so that look finds it otherwise.
+    bool rang = sleeping_.load();
     for (char c : drain(fd_, eof)) {
       if (c == kKill)
         leave(1, force + (in_task_ ? " while it ran a task" : "") + "; leaving at once, without MPI_Finalize");
@@ -90,6 +93,7 @@ void MpiChannel::watch() {
                                "; it runs no more tasks, and leaves without MPI_Finalize when rank 0's program ends "
                                "(leaving now would make mpirun end the whole job)");
       if (c == kFinalize || c == kExit) verdict_ = c;
+      if (c != kRing) rang = true;  // anything else wakes the loop whatever it does
     }
     if (eof) {
       if (verdict_ == kFinalize) {  // the orderly end: the loop's thread finalizes
@@ -102,7 +106,7 @@ void MpiChannel::watch() {
       leave(1, std::string(": rank 0 is gone (its doorbell closed: it crashed, or mpirun ended it)") +
                    (in_task_ ? " while this rank ran a task" : "") + "; leaving without MPI_Finalize");
     }
-    [[maybe_unused]] ssize_t w = write(wake_fd_, &kOne, sizeof kOne);
+    if (rang) [[maybe_unused]] ssize_t w = write(wake_fd_, &kOne, sizeof kOne);
   }
 }
 
@@ -278,9 +282,12 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
     MPI_Status st;
     int rc = MPI_Test(&rreq_, &done, &st);
     if (rc == MPI_SUCCESS && !done && timeout_ms != 0) {
-      // About to sleep: never with a send under way, and after a second look.
+      // About to sleep: never with a send under way, and after a second look, made once the
+      // watcher knows that rings must wake this thread.
       if (!test_sends(true)) continue;
+      sleeping_.store(true);
       rc = MPI_Test(&rreq_, &done, &st);
+      if (done || rc != MPI_SUCCESS) sleeping_.store(false);
     }
     if (rc != MPI_SUCCESS) {
       in.kind = remote::Incoming::closed;
@@ -301,6 +308,7 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
     const int wait = big && (timeout_ms < 0 || timeout_ms > kIdleReleaseMs) ? kIdleReleaseMs : timeout_ms;
     const auto before = Clock::now();
     sleep(wait);
+    sleeping_.store(false);
     const bool woken = wait < 0 || Clock::now() - before < std::chrono::milliseconds(wait);
     if (woken) {
       // Rung: the message is there. A few looks before sleeping again, in case MPI needs more
@@ -367,6 +375,7 @@ bool MpiChannel::finish() {
   if (!cancel_receive(rreq_)) keep_for_mpi(std::move(rbuf_[posted_]));
   if (!sent) return false;
   // Asleep until rank 0 says whether every rank finalizes: it knows once every worker has left.
+  sleeping_.store(true);
   while (verdict_ == 0 && !ended()) sleep(-1);
   if (verdict_ != kFinalize || ended()) return false;
   [[maybe_unused]] ssize_t w = write(stop_fd_, &kOne, sizeof kOne);
@@ -382,6 +391,7 @@ void MpiChannel::give_up() {
 
 void MpiChannel::wait_for_the_end() {
   // What is posted stays posted: this rank never finalizes, and the watcher ends the process.
+  sleeping_.store(true);
   for (;;) sleep(-1);
 }
 

@@ -90,7 +90,7 @@ class MpiChannel final : public remote::WorkerChannel {
   // the watcher (the doorbell's only reader) and what it saw
   int wake_fd_ = -1, stop_fd_ = -1;
   std::thread watcher_;
-  std::atomic<bool> in_task_{false}, killed_{false}, parked_{false}, gone_{false};
+  std::atomic<bool> in_task_{false}, killed_{false}, parked_{false}, gone_{false}, sleeping_{false};
   std::atomic<char> verdict_{0};
 };
 
