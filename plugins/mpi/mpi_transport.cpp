@@ -302,7 +302,6 @@ int MpiTransport::drain(remote::WorkerId id) {
       last_large_ = Clock::now();
       ++events;
       events_->reply(id, s.lseq, s.lbuf.data, static_cast<std::size_t>(s.llen));
-      if (s.lbuf.capacity > s.spare.capacity) std::swap(s.lbuf, s.spare);
       continue;
     }
     if (s.parsing) {
@@ -362,8 +361,7 @@ void MpiTransport::handle_frame(remote::WorkerId id, Slot& s, const FrameHeader&
       std::uint64_t len = 0;
       if (!remote::lent_length(h, p, len) || len > remote::kMaxFrameLen || len <= kInlineMax)
         return protocol(id, "a reply announces a payload of a size that is not valid (" + std::to_string(len) + " bytes)", events);
-      s.lbuf = std::move(s.spare);
-      s.lbuf.size = 0;
+      s.lbuf.size = 0;  // kept from the last large reply (warm pages)
       try {
         s.lbuf.reserve(static_cast<std::size_t>(len));
       } catch (const std::bad_alloc&) {

@@ -87,9 +87,9 @@ class MpiTransport final : public remote::Transport {
     remote::FrameCursor cursor{nullptr, 0};
     bool paused = false;  // a reply_lent frame: its payload is on its way
     std::vector<MPI_Request> lreqs;
-    remote::Buffer lbuf;
+    remote::Buffer lbuf;  // large replies are received here (kept, like spare)
     std::uint64_t lseq = 0, llen = 0;
-    remote::Buffer spare;  // a payload buffer kept for the next large message
+    remote::Buffer spare;  // the buffer of the last large request, kept for the next one (warm pages)
     Clock::time_point forced_at{};
     std::string lost_status;  // forced: what worker_lost says
   };
