@@ -338,6 +338,7 @@ class MpiBackend final : public remote::RemoteBackend {
     setup_.nonce = (std::uint64_t(rd()) << 32) ^ rd();
     setup_.seed_base = (std::uint64_t(rd()) << 32) ^ rd();
     setup_.master_pid = static_cast<std::int32_t>(getpid());
+    setup_.spin_us = engine_options().spin_us;
     std::snprintf(setup_.host, sizeof setup_.host, "%s", remote::this_host().c_str());
     try {
       listener_ = listen_for_workers(size_);
@@ -375,6 +376,7 @@ class MpiBackend final : public remote::RemoteBackend {
     setup_.error[sizeof setup_.error - 1] = setup_.host[sizeof setup_.host - 1] = '\0';
     if (setup_.error[0] != '\0')
       throw std::runtime_error("rank 0 could not start the mpi work manager: " + std::string(setup_.error));
+    worker_loop_options().spin_us = setup_.spin_us;
     const std::string index = std::to_string(rank_ - 1);
     const std::string seed = std::to_string(worker_seed(setup_.seed_base, rank_));
     setenv(WM_ENV_PROCESS_INDEX, index.c_str(), 1);

@@ -51,6 +51,7 @@ struct Setup {
   std::uint64_t nonce;       // a worker proves with it that it belongs to this job
   std::uint64_t seed_base;   // each worker's seed is derived from it and its rank
   std::int32_t master_pid;
+  std::int32_t spin_us;      // rank 0's spin window: the workers keep the same (rank 0 skips rings by it)
   std::uint16_t port;        // rank 0's doorbell port
   std::uint16_t n_addresses;
   std::uint32_t addresses[kMaxAddresses];  // IPv4, network order, the order to try them in
