@@ -178,7 +178,8 @@ class MpiBackend final : public remote::RemoteBackend {
       log(WM_LOG_WARNING,
           std::string("a rank died, was stopped by force or never started in this job, so MPI_Finalize could wait "
                       "for it forever (Open MPI 4.1): ") +
-              (owns_mpi_ ? "rank 0 leaves MPI unfinalized, and the other ranks leave without it"
+              (owns_mpi_ ? "rank 0 leaves MPI unfinalized, and the other ranks leave without it when this "
+                           "program ends"
                          : "the program initialised MPI itself: end it without MPI_Finalize (flush its output, "
                            "then _exit), or it may hang"));
     } else if (!owns_mpi_) {
