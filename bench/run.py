@@ -533,7 +533,7 @@ def main():
     # Remote backends once more: the bandwidth figure in a host whose malloc keeps freed memory
     # (the result of a large task is then decoded into warm pages; see plugins/processes/README.md).
     for b in backends:
-        if store.info.get(b, {}).get("in_process", True) or b == "mpi":
+        if store.info.get(b, {}).get("in_process", True):
             continue
         bargs = ["--bench-figure", "bandwidth", "--bench-keep-memory", "--bench-runs", str(runs)] + smoke_flags
         cmd, e = backend_command(b, bench_bin, bargs, env, mpi_env, mpirun, "bandwidth", tmpdir)

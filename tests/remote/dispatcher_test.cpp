@@ -339,3 +339,21 @@ TEST(Dispatcher, ATaskThatNoLongerEncodesFailsAloneWhenSent) {
 }
 
 }  // namespace
+
+TEST(Dispatcher, SingleTasksOneAtATimeStayOnTheWorkerThatIsAwake) {
+  // The worker that has just replied is awake; the other may sleep. A host that submits one task
+  // and waits for it, again and again, must not wake each worker in turn.
+  Rig r(2);
+  r.dispatcher->start();
+  std::set<int> workers;
+  for (std::size_t i = 0; i < 20; ++i) {
+    r.submit(1);
+    ASSERT_TRUE(r.core.wait_finished(i + 1));
+    const Outcome o = r.core.outcome(i);
+    ASSERT_EQ(o.kind, Outcome::completed) << i;
+    if (i > 0) workers.insert(o.worker_index);  // the first goes to whichever said hello first
+  }
+  EXPECT_EQ(workers.size(), 1u) << "single tasks alternated between the workers";
+  r.dispatcher->stop(false);
+  r.dispatcher->join();
+}

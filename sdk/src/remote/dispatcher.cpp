@@ -282,7 +282,7 @@ void Dispatcher::dispatch() {
     const WorkerId id = room_.front();
     room_.pop_front();
     Worker& w = workers_[id];
-    w.in_room = false;
+    --w.room_places;
     if (!usable(w)) continue;
     const std::size_t limit = w.window + pf;
     if (w.inflight.size() >= limit) continue;
@@ -399,12 +399,15 @@ Dispatcher::Worker& Dispatcher::worker(WorkerId id) {
 }
 
 void Dispatcher::offer_room(WorkerId id, Worker& w) {
-  if (w.in_room) return;
-  w.in_room = true;
   // An idle worker goes first: the one that just finished is awake and warm (a worker that slept
   // costs tens of microseconds to wake), and a sequence of single tasks keeps one worker busy
-  // instead of waking each in turn.
-  if (w.inflight.empty())
+  // instead of waking each in turn. One that is in the room already (behind the others, with a task
+  // still running then) gets a second place, at the front, when it runs out of tasks: dispatch()
+  // skips the place it no longer needs, so this costs no search.
+  const bool idle = w.inflight.empty();
+  if (w.room_places >= 2 || (w.room_places == 1 && !idle)) return;
+  ++w.room_places;
+  if (idle)
     room_.push_front(id);
   else
     room_.push_back(id);
@@ -623,6 +626,8 @@ void Dispatcher::worker_lost(WorkerId id, const std::string& status) {
   classify_spin(w);
   if (alive_ == 0) no_worker_since_ = Clock::now();
   const std::string who = worker_label(id, w);
+  if (options_.on_worker_lost && w.kill == Kill::none && (!w.stop_sent || !lost.empty()))
+    options_.on_worker_lost(who, status, lost.empty() ? std::string() : task_label(lost.front().job));
   const Kill kill = w.kill;
   const std::string kill_note = w.kill_note;
   w.kill = Kill::none;

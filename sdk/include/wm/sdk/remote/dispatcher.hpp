@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -50,6 +51,12 @@ struct EngineOptions {
   std::string retries_hint;
   /** Appended to the error when no worker could be started, e.g. where to look. */
   std::string dead_hint;
+  /** Called on the dispatcher's thread when a worker is lost that the engine did not stop (it died,
+   *  or left with tasks in flight after a gentle stop), before its tasks are failed or run again:
+   *  the worker's label, how it ended (the transport's status) and the task it was running ("" if
+   *  idle). For transports whose runtime may end the whole job right after a death (MPI), so that
+   *  the log names the task at once. Empty: not called. */
+  std::function<void(const std::string& worker, const std::string& status, const std::string& task)> on_worker_lost;
 };
 
 /** Reads the engine options a remote backend declared with WM_REMOTE_ENGINE_OPTIONS. */
@@ -113,7 +120,8 @@ class Dispatcher final : private TransportEvents {
     Kill kill = Kill::none;
     std::string kill_note;
     std::string last_status;
-    bool in_room = false, dirty = false, stop_sent = false, force_sent = false, busy = false, fast = false;
+    std::uint8_t room_places = 0;  // entries in room_: 2 when it went to the front while at the back
+    bool dirty = false, stop_sent = false, force_sent = false, busy = false, fast = false;
     bool closing = false;  // the transport refused a task: the worker is ending
     bool has_timeout = false;
     Clock::time_point timeout_at{};

@@ -1,0 +1,752 @@
+// mpi_transport.cpp: rank 0's transport (see mpi_transport.hpp and README.md, "Transport").
+#include "mpi_transport.hpp"
+
+#include <wm/abi.h>
+
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+namespace wm_mpi {
+namespace {
+
+using remote::FrameCursor;
+using remote::FrameHeader;
+
+constexpr auto kForceGrace = std::chrono::seconds(3);      // a rank stopped by force has this long to go
+constexpr auto kHailLimit = std::chrono::seconds(5);       // a new connection must say who it is by then
+constexpr auto kIdleRelease = std::chrono::seconds(2);     // large buffers go back after this much idling
+constexpr auto kLookEvery = std::chrono::milliseconds(1);  // doorbells looked at while spinning
+
+std::string hex_byte(char c) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "0x%02x", static_cast<unsigned char>(c));
+  return buf;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  return gethostname(buf, sizeof buf - 1) == 0 ? std::string(buf) : std::string();
+}
+
+}  // namespace
+
+MpiTransport::MpiTransport(Options options, Log log) : o_(std::move(options)), log_(std::move(log)) {
+  local_host_ = host_name();
+}
+
+MpiTransport::~MpiTransport() {
+  if (!finished_) {
+    // Given up before the end (a failed start-up): MPI is still initialised; nothing is left posted.
+    for (auto& s : slots_) {
+      drop_receives(s);
+      for (auto& m : s.sending) {
+        for (auto& r : m.reqs) release_send(r);
+        keep_for_mpi(std::move(m.buf));
+      }
+    }
+  }
+  for (auto& s : slots_)
+    if (s.fd >= 0) close(s.fd);
+  for (auto& h : hailing_) close(h.fd);
+  if (o_.listener.fd >= 0) close(o_.listener.fd);
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+std::string MpiTransport::who(const Slot& s) const {
+  std::string w = "rank " + std::to_string(s.rank);
+  if (s.pid != 0) w += " (pid " + std::to_string(s.pid) + (s.host.empty() ? "" : " on " + s.host) + ")";
+  return w;
+}
+
+// ---------------------------------------------------------------- start
+
+void MpiTransport::start(remote::TransportEvents& events) {
+  events_ = &events;
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd failed: ") + std::strerror(errno));
+  const auto n = static_cast<std::size_t>(o_.size - 1);
+  slots_.resize(n);
+  rreqs_.assign(n, MPI_REQUEST_NULL);
+  indices_.resize(n);
+  statuses_.resize(n);
+  connect_until_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.connect_limit));
+  last_look_ = last_large_ = Clock::now();
+  for (remote::WorkerId id = 0; id < n; ++id) {
+    Slot& s = slots_[id];
+    s.rank = static_cast<int>(id) + 1;
+    s.out = take_buffer();
+    events.worker_added(id);
+    post_receive(id);
+  }
+}
+
+bool MpiTransport::restart_worker(remote::WorkerId) { return false; }
+
+void MpiTransport::post_receive(remote::WorkerId id) {
+  Slot& s = slots_[id];
+  remote::Buffer& b = s.rbuf[s.posted];
+  b.reserve(kMessageBytes);
+  const int rc = MPI_Irecv(b.data, static_cast<int>(kMessageBytes), MPI_BYTE, s.rank, kTagFrames, o_.comm, &rreqs_[id]);
+  if (rc != MPI_SUCCESS) throw std::runtime_error("cannot post a receive for " + who(s) + ": " + mpi_error_text(rc));
+}
+
+remote::Buffer MpiTransport::take_buffer() {
+  if (!pool_.empty()) {
+    remote::Buffer b = std::move(pool_.back());
+    pool_.pop_back();
+    b.size = 0;
+    return b;
+  }
+  remote::Buffer b;
+  b.reserve(kMessageBytes);
+  return b;
+}
+
+// ---------------------------------------------------------------- sending
+
+bool MpiTransport::send_task(remote::WorkerId id, std::uint64_t seq, std::size_t size, const remote::Encoder& encode) {
+  Slot& s = slots_.at(id);
+  if (s.state != State::serving && s.state != State::waiting) return false;
+  if (size <= kInlineMax) {
+    if (s.out.size + sizeof(FrameHeader) + size > kMessageBytes) send_batch(s);
+    const std::size_t at = s.out.size;
+    FrameHeader h = remote::make_header(remote::kFrameTask, seq, size);
+    s.out.append(&h, sizeof h);
+    remote::BufferWriter w(s.out);
+    try {
+      encode(w);
+    } catch (...) {
+      s.out.size = at;
+      throw;
+    }
+    w.commit();
+    if (s.out.size - at - sizeof h != size) {
+      s.out.size = at;
+      throw std::runtime_error("the request encoded to another size than announced");
+    }
+    return true;
+  }
+  // Large: encoded straight into the buffer MPI sends from; the frame only announces it.
+  remote::Buffer b = std::move(s.spare);
+  b.size = 0;
+  remote::BufferWriter w(b);
+  encode(w);
+  w.commit();
+  if (b.size != size) throw std::runtime_error("the request encoded to another size than announced");
+  if (s.out.size + sizeof(FrameHeader) + sizeof(std::uint64_t) > kMessageBytes) send_batch(s);
+  const std::uint64_t len = b.size;
+  append_frame(s.out, remote::kFrameTaskLent, seq, &len, sizeof len);
+  s.payloads.push_back(std::move(b));
+  last_large_ = Clock::now();
+  return true;
+}
+
+void MpiTransport::send_batch(Slot& s) {
+  if (s.out.size == 0) return;
+  Sending m;
+  m.buf = std::move(s.out);
+  s.out = take_buffer();
+  MPI_Request r = MPI_REQUEST_NULL;
+  const int rc = MPI_Isend(m.buf.data, static_cast<int>(m.buf.size), MPI_BYTE, s.rank, kTagFrames, o_.comm, &r);
+  if (rc != MPI_SUCCESS) {
+    log(WM_LOG_ERROR, "cannot send to " + who(s) + ": " + mpi_error_text(rc));
+    return;  // the tasks in it wait for that rank's end, which the doorbell shows
+  }
+  m.reqs.push_back(r);
+  s.sending.push_back(std::move(m));
+}
+
+void MpiTransport::flush(remote::WorkerId id) {
+  Slot& s = slots_.at(id);
+  if (s.out.size == 0 && s.payloads.empty()) return;
+  if (s.state == State::forced || s.state == State::gone || s.state == State::left) {
+    s.out.size = 0;
+    s.payloads.clear();
+    return;
+  }
+  send_batch(s);
+  for (auto& p : s.payloads) {
+    Sending m;
+    m.buf = std::move(p);
+    m.payload = true;
+    const int rc = isend_payload(m.buf.data, m.buf.size, s.rank, o_.comm, m.reqs);
+    if (rc != MPI_SUCCESS) log(WM_LOG_ERROR, "cannot send a payload to " + who(s) + ": " + mpi_error_text(rc));
+    ++s.payloads_sending;
+    s.sending.push_back(std::move(m));
+  }
+  s.payloads.clear();
+  // The worker spins for spin_us after each message it handles: a message sent within half of that
+  // after the previous one finds it awake. Otherwise it may sleep in poll() on its doorbell.
+  const auto now = Clock::now();
+  if (s.fd < 0) return;  // not connected yet: it is rung when it connects
+  if (o_.spin_us == 0 || now - s.last_send >= std::chrono::microseconds(o_.spin_us / 2)) ring(s.fd, kRing);
+  s.last_send = now;
+}
+
+void MpiTransport::test_sends(Slot& s) {
+  for (auto it = s.sending.begin(); it != s.sending.end();) {
+    int done = 0;
+    MPI_Testall(static_cast<int>(it->reqs.size()), it->reqs.data(), &done, MPI_STATUSES_IGNORE);
+    if (!done) {
+      ++it;
+      continue;
+    }
+    recycle(s, *it);
+    it = s.sending.erase(it);
+  }
+  if (s.payloads_sending == 0) s.pulled = false;
+}
+
+void MpiTransport::recycle(Slot& s, Sending& done) {
+  if (done.payload) {
+    --s.payloads_sending;
+    last_large_ = Clock::now();
+    if (done.buf.capacity > s.spare.capacity) s.spare = std::move(done.buf);
+  } else if (pool_.size() < 64) {
+    pool_.push_back(std::move(done.buf));
+  }
+}
+
+void MpiTransport::stop_worker(remote::WorkerId id, remote::StopMode mode) {
+  Slot& s = slots_.at(id);
+  if (s.state == State::forced || s.state == State::parked || s.state == State::gone || s.state == State::left) return;
+  if (mode == remote::StopMode::graceful) {
+    if (s.state == State::stopping) return;
+    if (s.out.size + sizeof(FrameHeader) > kMessageBytes) send_batch(s);
+    append_frame(s.out, remote::kFrameStop, 0, nullptr, 0);
+    s.state = State::stopping;
+    flush(id);
+    return;
+  }
+  // By force: the rank may be deep in a task; its watcher thread acts on the byte at once. It
+  // leaves (its end of file says when it is gone), or, where that would make mpirun end the job,
+  // runs nothing more and stays until rank 0 ends: then it counts as gone now.
+  clean_ = false;
+  drop_receives(s);
+  if (o_.park_on_force) {
+    if (s.fd >= 0) ring(s.fd, kPark);
+    s.state = State::parked;
+    parked_lost_.push_back(id);
+    return;
+  }
+  if (s.fd >= 0) {
+    ring(s.fd, kKill);
+    ::shutdown(s.fd, SHUT_WR);
+  }
+  s.state = State::forced;
+  s.forced_at = Clock::now();
+  s.lost_status = "was stopped by force";
+}
+
+// ---------------------------------------------------------------- receiving
+
+void MpiTransport::drop_receives(Slot& s) {
+  const auto id = static_cast<remote::WorkerId>(s.rank - 1);
+  if (!cancel_receive(rreqs_[id])) keep_for_mpi(std::move(s.rbuf[s.posted]));
+  if (s.paused) --active_;
+  bool all = true;
+  for (auto& r : s.lreqs) all = cancel_receive(r) && all;
+  if (!all) keep_for_mpi(std::move(s.lbuf));
+  s.lreqs.clear();
+  s.ready = s.parsing = s.paused = false;
+}
+
+int MpiTransport::poll_mpi() {
+  int events = 0;
+  if (!rreqs_.empty()) {
+    int count = 0;
+    const int rc = MPI_Testsome(static_cast<int>(rreqs_.size()), rreqs_.data(), &count, indices_.data(), statuses_.data());
+    if (count != MPI_UNDEFINED) {
+      for (int k = 0; k < count; ++k) {
+        const auto id = static_cast<remote::WorkerId>(indices_[k]);
+        Slot& s = slots_[id];
+        if (rc == MPI_ERR_IN_STATUS && statuses_[k].MPI_ERROR != MPI_SUCCESS) {
+          protocol(id, "a message could not be received: " + mpi_error_text(statuses_[k].MPI_ERROR), events);
+          continue;
+        }
+        MPI_Get_count(&statuses_[k], MPI_BYTE, &s.ready_len);
+        s.ready = true;
+      }
+    }
+  }
+  for (remote::WorkerId id = 0; id < slots_.size(); ++id) {
+    Slot& s = slots_[id];
+    if (s.ready || s.parsing || s.paused) events += drain(id);
+    if (!s.sending.empty()) test_sends(s);
+  }
+  return events;
+}
+
+int MpiTransport::drain(remote::WorkerId id) {
+  int events = 0;
+  Slot& s = slots_[id];
+  for (;;) {
+    if (s.paused) {
+      int done = 0;
+      const int rc = MPI_Testall(static_cast<int>(s.lreqs.size()), s.lreqs.data(), &done, MPI_STATUSES_IGNORE);
+      if (rc != MPI_SUCCESS) {
+        protocol(id, "a reply's payload could not be received: " + mpi_error_text(rc), events);
+        return events;
+      }
+      if (!done) return events;
+      s.paused = false;
+      s.lreqs.clear();
+      --active_;
+      last_large_ = Clock::now();
+      ++events;
+      events_->reply(id, s.lseq, s.lbuf.data, static_cast<std::size_t>(s.llen));
+      continue;
+    }
+    if (s.parsing) {
+      FrameHeader h;
+      const char* p = nullptr;
+      std::string why;
+      const FrameCursor::Status st = s.cursor.next(h, p, why);
+      if (st == FrameCursor::Status::end) {
+        s.parsing = false;
+        continue;
+      }
+      if (st == FrameCursor::Status::bad) {
+        protocol(id, why, events);
+        return events;
+      }
+      handle_frame(id, s, h, p, events);
+      continue;
+    }
+    if (s.ready) {
+      s.ready = false;
+      const int got = s.posted;
+      s.posted ^= 1;
+      s.cursor = FrameCursor(s.rbuf[got].data, static_cast<std::size_t>(s.ready_len));
+      s.parsing = true;
+      post_receive(id);
+      continue;
+    }
+    return events;
+  }
+}
+
+void MpiTransport::handle_frame(remote::WorkerId id, Slot& s, const FrameHeader& h, const char* p, int& events) {
+  ++events;
+  switch (h.type) {
+    case remote::kFrameHello: {
+      remote::Hello hello;
+      std::string why;
+      if (!remote::parse_hello(p, h.len, hello, why)) return protocol(id, why, events);
+      if (hello.rank != s.rank)
+        return protocol(id, "a hello from rank " + std::to_string(s.rank) + " says it is rank " + std::to_string(hello.rank), events);
+      s.hello = true;
+      s.host = hello.host;
+      s.pid = hello.pid;
+      if (s.state != State::waiting) return;
+      if (s.fd < 0) {
+        s.hello_msg = hello;  // ready once its doorbell is connected too
+        return;
+      }
+      s.state = State::serving;
+      events_->worker_ready(id, hello);
+      return;
+    }
+    case remote::kFrameReply:
+      events_->reply(id, h.seq, p, static_cast<std::size_t>(h.len));
+      return;
+    case remote::kFrameReplyLent: {
+      std::uint64_t len = 0;
+      if (!remote::lent_length(h, p, len) || len > remote::kMaxFrameLen || len <= kInlineMax)
+        return protocol(id, "a reply announces a payload of a size that is not valid (" + std::to_string(len) + " bytes)", events);
+      s.lbuf.size = 0;  // kept from the last large reply (warm pages)
+      try {
+        s.lbuf.reserve(static_cast<std::size_t>(len));
+      } catch (const std::bad_alloc&) {
+        return protocol(id, "no memory for a reply of " + std::to_string(len) + " bytes", events);
+      }
+      const int rc = irecv_payload(s.lbuf.data, static_cast<std::size_t>(len), s.rank, o_.comm, s.lreqs);
+      if (rc != MPI_SUCCESS) return protocol(id, "cannot receive a reply's payload: " + mpi_error_text(rc), events);
+      s.paused = true;
+      s.lseq = h.seq;
+      s.llen = len;
+      ++active_;
+      last_large_ = Clock::now();
+      return;
+    }
+    case kFrameBye:
+      // Everything it sent came before this (one tag, in order): it has replied to all it got.
+      drop_receives(s);
+      s.state = State::left;
+      events_->worker_lost(id, "left");
+      return;
+    default:
+      return protocol(id, "a frame of type " + std::to_string(h.type) + " came from " + who(s), events);
+  }
+}
+
+void MpiTransport::protocol(remote::WorkerId id, const std::string& why, int& events) {
+  Slot& s = slots_[id];
+  s.ready = s.parsing = false;  // nothing more is read from it
+  ++events;
+  events_->protocol_error(id, why);  // the dispatcher stops it by force
+}
+
+void MpiTransport::lost(remote::WorkerId id, const std::string& status, int& events) {
+  Slot& s = slots_[id];
+  drop_receives(s);
+  s.state = State::gone;
+  clean_ = false;
+  if (s.fd >= 0) {
+    close(s.fd);
+    s.fd = -1;
+  }
+  ++events;
+  events_->worker_lost(id, status);
+}
+
+void MpiTransport::on_eof(remote::WorkerId id, int& events) {
+  Slot& s = slots_[id];
+  close(s.fd);
+  s.fd = -1;
+  switch (s.state) {
+    case State::left:
+      // Between its bye and the verdict: it did not wait for the verdict, so it may not finalize.
+      clean_ = false;
+      return;
+    case State::forced:
+      lost(id, s.lost_status, events);
+      return;
+    case State::gone:
+      return;
+    default:
+      break;
+  }
+  // It died. What it sent before it died is in MPI already (it rang after sending): take it first,
+  // so that a reply it sent is not blamed on its death. Open MPI may need a second look to see a
+  // message: stop after two quiet ones.
+  for (int quiet = 0, round = 0; quiet < 2 && round < 64 && s.state != State::gone; ++round) {
+    int got = 0;
+    if (rreqs_[id] != MPI_REQUEST_NULL) {
+      int done = 0;
+      MPI_Status st;
+      MPI_Test(&rreqs_[id], &done, &st);
+      if (done) {
+        MPI_Get_count(&st, MPI_BYTE, &s.ready_len);
+        s.ready = true;
+      }
+    }
+    if (s.ready || s.parsing || s.paused) got = drain(id);
+    events += got;
+    quiet = got == 0 && !s.ready ? quiet + 1 : 0;
+    if (s.state != State::waiting && s.state != State::serving && s.state != State::stopping) break;
+  }
+  if (s.state == State::forced) return lost(id, s.lost_status, events);
+  if (s.state == State::gone || s.state == State::left) return;
+  std::string status = "died: its connection to rank 0 closed (killed, crashed or exited)";
+  if (!s.host.empty() && s.host == local_host_) status = "on host " + s.host + " " + status;
+  lost(id, status, events);
+}
+
+// ---------------------------------------------------------------- doorbells
+
+void MpiTransport::accept_workers() {
+  for (;;) {
+    const int fd = accept4(o_.listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    hailing_.push_back(Hailing{fd, {}, Clock::now() + kHailLimit});
+  }
+}
+
+int MpiTransport::read_hails() {
+  int events = 0;
+  for (std::size_t i = 0; i < hailing_.size();) {
+    Hailing& h = hailing_[i];
+    bool eof = false;
+    h.got += wm_mpi::drain(h.fd, eof);
+    if (h.got.size() < sizeof(Hail)) {
+      if (eof) {
+        close(h.fd);
+        hailing_.erase(hailing_.begin() + static_cast<long>(i));
+      } else {
+        ++i;
+      }
+      continue;
+    }
+    Hail hail;
+    std::memcpy(&hail, h.got.data(), sizeof hail);
+    const auto id = static_cast<remote::WorkerId>(hail.rank - 1);
+    Slot* s = hail.nonce == o_.nonce && hail.rank >= 1 && hail.rank < o_.size ? &slots_[id] : nullptr;
+    const int fd = h.fd;
+    const std::string after = h.got.substr(sizeof hail);
+    hailing_.erase(hailing_.begin() + static_cast<long>(i));
+    if (s == nullptr || s->fd >= 0 || s->state == State::gone) {
+      log(WM_LOG_WARNING, "a connection to the doorbell port was not from a rank of this job; closed");
+      close(fd);
+      continue;
+    }
+    s->fd = fd;
+    if (s->pid == 0) s->pid = hail.pid;
+    if (s->state == State::forced) {
+      ring(s->fd, kKill);
+      ::shutdown(s->fd, SHUT_WR);
+    } else if (s->state == State::parked) {
+      ring(s->fd, kPark);
+    } else {
+      // What was sent before it connected went unrung. (This ring carries no message: the next
+      // message rings as well, the rank may be asleep again by then.)
+      ring(s->fd, kRing);
+      s->last_send = Clock::time_point{};
+      // Ready once rank 0 can both reach it and see its end.
+      if (s->hello && s->state == State::waiting) {
+        s->state = State::serving;
+        ++events;
+        events_->worker_ready(id, s->hello_msg);
+      }
+    }
+    // What came after the hail is the doorbell's like any later byte; an end of file shows again
+    // at the next poll().
+    handle_bytes(id, after, events);
+  }
+  return events;
+}
+
+// Bytes a worker rank wrote on its doorbell: rings, pulls, or (a broken peer) anything else.
+void MpiTransport::handle_bytes(remote::WorkerId id, const std::string& bytes, int& events) {
+  Slot& s = slots_[id];
+  for (char c : bytes) {
+    if (c == kRing) continue;
+    if (c == kPull) {
+      s.pulled = s.payloads_sending != 0;
+      continue;
+    }
+    if (s.state == State::serving || s.state == State::stopping || s.state == State::waiting) {
+      protocol(id, "its doorbell carried the byte " + hex_byte(c) + ", which is no ring", events);
+      return;
+    }
+  }
+}
+
+// Reads the doorbells poll() found readable: fds[n_fixed + k] is the doorbell of owners_[k].
+int MpiTransport::read_doorbells(const std::vector<pollfd>& fds, std::size_t n_fixed) {
+  int events = 0;
+  for (std::size_t i = n_fixed; i < fds.size(); ++i) {
+    if (fds[i].revents == 0) continue;
+    const remote::WorkerId id = owners_[i - n_fixed];
+    Slot& s = slots_[id];
+    if (s.fd != fds[i].fd) continue;  // closed while an earlier entry was handled
+    bool eof = false;
+    handle_bytes(id, wm_mpi::drain(s.fd, eof), events);
+    if (eof && s.fd >= 0) on_eof(id, events);
+  }
+  return events;
+}
+
+// The doorbells to watch, after the fixed entries already in fds; their owners in owners_.
+void MpiTransport::add_doorbells(std::vector<pollfd>& fds) {
+  owners_.clear();
+  for (remote::WorkerId id = 0; id < slots_.size(); ++id)
+    if (slots_[id].fd >= 0 && slots_[id].state != State::parked) {
+      fds.push_back(pollfd{slots_[id].fd, POLLIN, 0});
+      owners_.push_back(id);
+    }
+}
+
+// While spinning: a look at the doorbells every millisecond, so that a death or a new connection
+// is seen under load too.
+int MpiTransport::check_doorbells() {
+  const auto now = Clock::now();
+  if (now - last_look_ < kLookEvery) return 0;
+  last_look_ = now;
+  std::vector<pollfd>& fds = fds_;
+  fds.clear();
+  fds.push_back(pollfd{o_.listener.fd, POLLIN, 0});
+  for (const Hailing& h : hailing_) fds.push_back(pollfd{h.fd, POLLIN, 0});
+  const std::size_t fixed = fds.size();
+  add_doorbells(fds);
+  if (poll(fds.data(), fds.size(), 0) <= 0) return 0;
+  if (fds[0].revents != 0) accept_workers();
+  int events = fixed > 1 ? read_hails() : 0;
+  return events + read_doorbells(fds, fixed);
+}
+
+// ---------------------------------------------------------------- progress
+
+bool MpiTransport::must_spin() const {
+  if (active_ != 0) return true;
+  for (const Slot& s : slots_)
+    if (s.pulled) return true;
+  return false;
+}
+
+int MpiTransport::housekeeping(Clock::time_point now) {
+  int events = 0;
+  for (remote::WorkerId id = 0; id < slots_.size(); ++id) {
+    Slot& s = slots_[id];
+    if (s.state == State::forced && now - s.forced_at >= kForceGrace)
+      lost(id, "was stopped by force and did not leave within 3 s (given up)", events);
+    else if (s.state == State::waiting && s.fd < 0 && now >= connect_until_)
+      lost(id,
+           "did not connect to rank 0's doorbell (TCP port " + std::to_string(o_.listener.port) + ") within " +
+               std::to_string(static_cast<int>(o_.connect_limit)) +
+               " s: check that worker ranks can reach rank 0 over TCP, or set WM_MPI_DOORBELL_ADDRESS",
+           events);
+  }
+  for (std::size_t i = 0; i < hailing_.size();) {
+    if (now < hailing_[i].until) {
+      ++i;
+      continue;
+    }
+    close(hailing_[i].fd);
+    hailing_.erase(hailing_.begin() + static_cast<long>(i));
+  }
+  if (now - last_large_ >= kIdleRelease && active_ == 0) {
+    for (Slot& s : slots_)
+      if (s.payloads_sending == 0 && s.payloads.empty()) {
+        s.spare.release();
+        s.lbuf.release();
+      }
+  }
+  return events;
+}
+
+int MpiTransport::internal_timeout_ms(Clock::time_point now) const {
+  auto next = Clock::time_point::max();
+  bool big = false;
+  for (const Slot& s : slots_) {
+    if (s.state == State::forced) next = std::min(next, s.forced_at + kForceGrace);
+    if (s.state == State::waiting && s.fd < 0) next = std::min(next, connect_until_);
+    big = big || s.spare.capacity != 0 || s.lbuf.capacity != 0;
+  }
+  for (const Hailing& h : hailing_) next = std::min(next, h.until);
+  if (big) next = std::min(next, last_large_ + kIdleRelease);
+  if (next == Clock::time_point::max()) return -1;
+  if (next <= now) return 0;
+  return static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1);
+}
+
+int MpiTransport::progress(int timeout_ms) {
+  woken_.store(false, std::memory_order_relaxed);
+  int events = 0;
+  for (remote::WorkerId id : parked_lost_) {
+    ++events;
+    events_->worker_lost(id, "was stopped by force (it runs no more tasks; it stays until rank 0 ends, since a "
+                             "rank that leaves makes mpirun end the whole job)");
+  }
+  parked_lost_.clear();
+  events += poll_mpi();
+  events += check_doorbells();
+  auto now = Clock::now();
+  if (internal_timeout_ms(now) == 0) events += housekeeping(now);
+  if (events > 0 || timeout_ms == 0) return events;
+  if (must_spin()) {
+    // A payload is moving: MPI needs this side's calls to move it. Spin until it is through, or
+    // something else happens.
+    const auto until = timeout_ms > 0 ? now + std::chrono::milliseconds(timeout_ms) : Clock::time_point::max();
+    while (events == 0 && must_spin() && !woken_.load(std::memory_order_relaxed) && Clock::now() < until) {
+      sched_yield();
+      events += poll_mpi();
+      events += check_doorbells();
+    }
+    return events;
+  }
+  // Asleep: on the wake eventfd, the listening socket, connections that have not said who they
+  // are, and every doorbell.
+  const int own = internal_timeout_ms(now);
+  if (own >= 0 && (timeout_ms < 0 || own < timeout_ms)) timeout_ms = own;
+  std::vector<pollfd>& fds = fds_;
+  fds.clear();
+  fds.push_back(pollfd{wake_fd_, POLLIN, 0});
+  fds.push_back(pollfd{o_.listener.fd, POLLIN, 0});
+  for (const Hailing& h : hailing_) fds.push_back(pollfd{h.fd, POLLIN, 0});
+  const std::size_t fixed = fds.size();
+  add_doorbells(fds);
+  // The last look before sleeping, twice: Open MPI's MPI_Testsome reports what its own progress
+  // completed only at the next call, and a ring read since then stands for a message that is there.
+  events += poll_mpi();
+  if (events == 0) events += poll_mpi();
+  if (events > 0) return events;
+  const int n = poll(fds.data(), fds.size(), timeout_ms);
+  last_look_ = Clock::now();
+  if (n > 0) {
+    if (fds[0].revents != 0) {
+      std::uint64_t v;
+      [[maybe_unused]] ssize_t r = read(wake_fd_, &v, sizeof v);
+    }
+    if (fds[1].revents != 0) accept_workers();
+    if (fixed > 2) events += read_hails();
+    events += read_doorbells(fds, fixed);
+  }
+  events += poll_mpi();
+  now = Clock::now();
+  if (internal_timeout_ms(now) == 0) events += housekeeping(now);
+  return events;
+}
+
+void MpiTransport::wake() {
+  woken_.store(true, std::memory_order_relaxed);
+  const std::uint64_t one = 1;
+  if (wake_fd_ >= 0) [[maybe_unused]] ssize_t r = write(wake_fd_, &one, sizeof one);
+}
+
+// ---------------------------------------------------------------- the end
+
+bool MpiTransport::finish() {
+  if (finished_) return clean_;
+  finished_ = true;
+  for (Slot& s : slots_) {
+    drop_receives(s);
+    for (auto& m : s.sending) {
+      int done = 0;
+      MPI_Testall(static_cast<int>(m.reqs.size()), m.reqs.data(), &done, MPI_STATUSES_IGNORE);
+      if (done) continue;
+      // To a rank that is gone: MPI may hold on to the request; the buffer stays with it.
+      for (auto& r : m.reqs) release_send(r);
+      keep_for_mpi(std::move(m.buf));
+    }
+    s.sending.clear();
+  }
+  // The verdict, then this side's end of file; the connection is closed once the rank closed its
+  // end (it does so when it has read the verdict): closing with bytes of the rank still unread
+  // (a late ring) would reset the connection, and the rank could lose the verdict.
+  // Without MPI_Finalize the worker ranks leave when rank 0's process ends: its doorbells stay
+  // open until then (the system closes them), so that no rank leaves while rank 0's program still
+  // runs (a rank leaving unfinalized makes mpirun end the job, rank 0 included).
+  const char verdict = clean_ ? kFinalize : kExit;
+  std::vector<pollfd> open;
+  for (Slot& s : slots_) {
+    if (s.fd < 0) continue;
+    if (s.state == State::left) ring(s.fd, verdict);
+    if (!clean_ && (s.state == State::left || s.state == State::parked)) {
+      s.fd = -1;  // left open, on purpose, for the life of the process
+      continue;
+    }
+    if (s.state == State::left) {
+      ::shutdown(s.fd, SHUT_WR);
+      open.push_back(pollfd{s.fd, POLLIN, 0});
+    } else {
+      close(s.fd);
+    }
+    s.fd = -1;
+  }
+  const auto until = Clock::now() + std::chrono::seconds(5);
+  while (!open.empty() && Clock::now() < until) {
+    if (poll(open.data(), open.size(), 100) <= 0) continue;
+    for (std::size_t i = 0; i < open.size();) {
+      bool eof = false;
+      if (open[i].revents != 0) wm_mpi::drain(open[i].fd, eof);
+      if (!eof) {
+        ++i;
+        continue;
+      }
+      close(open[i].fd);
+      open.erase(open.begin() + static_cast<long>(i));
+    }
+  }
+  for (const pollfd& p : open) close(p.fd);
+  return clean_;
+}
+
+}  // namespace wm_mpi

@@ -1,0 +1,147 @@
+// mpi_transport.hpp: rank 0's side of the mpi backend, a transport of the remote engine. The
+// worker ranks exist already (mpirun started them); this transport moves frames to and from them
+// as MPI messages on the backend's own communicator, sleeps in poll() on one doorbell connection
+// per worker rank, and learns of a dead rank from its doorbell's end of file.
+#pragma once
+
+#include "doorbell.hpp"
+#include "mpi_wire.hpp"
+
+#include <wm/sdk/remote/transport.hpp>
+
+#include <poll.h>
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace wm_mpi {
+
+class MpiTransport final : public remote::Transport {
+ public:
+  struct Options {
+    MPI_Comm comm = MPI_COMM_NULL;  // the backend's duplicate of MPI_COMM_WORLD; rank 0 is this process
+    int size = 0;                   // ranks in the job
+    Listener listener;              // where worker ranks connect their doorbells (the transport closes it)
+    std::uint64_t nonce = 0;        // what a worker must present when it connects
+    int spin_us = 200;              // the workers' spin window (when a ring can be skipped)
+    double connect_limit = 60;      // s a worker rank has to connect its doorbell
+    /** A rank stopped by force stays until rank 0 ends instead of leaving at once (without
+     *  --enable-recovery a rank that leaves makes mpirun end the whole job, rank 0 included). */
+    bool park_on_force = true;
+  };
+  using Log = std::function<void(int level, const std::string& message)>;
+
+  MpiTransport(Options options, Log log);
+  /** Closes sockets; makes no MPI call once finish() ran (MPI may be finalized by then). */
+  ~MpiTransport() override;
+
+  void start(remote::TransportEvents& events) override;
+  /** A rank cannot be started again: always false. */
+  bool restart_worker(remote::WorkerId id) override;
+  bool send_task(remote::WorkerId id, std::uint64_t seq, std::size_t size, const remote::Encoder& encode) override;
+  void flush(remote::WorkerId id) override;
+  void stop_worker(remote::WorkerId id, remote::StopMode mode) override;
+  int progress(int timeout_ms) override;
+  void wake() override;
+
+  /** True while no rank has died, been stopped by force or been given up: then every rank can
+   *  finalize MPI (after a death, Open MPI's MPI_Finalize may wait forever for the dead rank). */
+  bool clean() const { return clean_.load(); }
+  /** On the thread that owns MPI once the dispatcher's thread is gone: cancels the receives still
+   *  posted, tells every worker rank that left whether to finalize MPI (if clean()) or to leave
+   *  without it, and closes the doorbells. Returns clean(). */
+  bool finish();
+
+ private:
+  struct Sending {
+    std::vector<MPI_Request> reqs;
+    remote::Buffer buf;
+    bool payload = false;
+  };
+  enum class State { waiting, serving, stopping, forced, parked, left, gone };
+  struct Slot {
+    int rank = 0;
+    State state = State::waiting;
+    int fd = -1;  // the doorbell, once the rank connected
+    bool hello = false;
+    remote::Hello hello_msg;  // a hello that came before the doorbell connected
+    std::string host;
+    long long pid = 0;
+    // to the worker
+    remote::Buffer out;                   // the frames message being filled
+    std::vector<remote::Buffer> payloads;  // payloads announced in `out`, sent at flush
+    std::deque<Sending> sending;           // messages MPI has not finished sending
+    std::size_t payloads_sending = 0;
+    bool pulled = false;  // the worker waits for its payloads: push them (spin) until sent
+    Clock::time_point last_send{};
+    // from the worker
+    remote::Buffer rbuf[2];
+    int posted = 0;  // the buffer the posted receive writes into
+    bool ready = false;
+    int ready_len = 0;
+    bool parsing = false;
+    remote::FrameCursor cursor{nullptr, 0};
+    bool paused = false;  // a reply_lent frame: its payload is on its way
+    std::vector<MPI_Request> lreqs;
+    remote::Buffer lbuf;  // large replies are received here (kept, like spare)
+    std::uint64_t lseq = 0, llen = 0;
+    remote::Buffer spare;  // the buffer of the last large request, kept for the next one (warm pages)
+    Clock::time_point forced_at{};
+    std::string lost_status;  // forced: what worker_lost says
+  };
+  struct Hailing {
+    int fd;
+    std::string got;
+    Clock::time_point until;
+  };
+
+  void post_receive(remote::WorkerId id);
+  int poll_mpi();
+  int drain(remote::WorkerId id);
+  void handle_frame(remote::WorkerId id, Slot& s, const remote::FrameHeader& h, const char* p, int& events);
+  void test_sends(Slot& s);
+  void send_batch(Slot& s);
+  void protocol(remote::WorkerId id, const std::string& why, int& events);
+  void drop_receives(Slot& s);
+  void lost(remote::WorkerId id, const std::string& status, int& events);
+  void on_eof(remote::WorkerId id, int& events);
+  int read_doorbells(const std::vector<pollfd>& fds, std::size_t n_fixed);
+  int check_doorbells();
+  void add_doorbells(std::vector<pollfd>& fds);
+  void accept_workers();
+  int read_hails();
+  void handle_bytes(remote::WorkerId id, const std::string& bytes, int& events);
+  int housekeeping(Clock::time_point now);
+  int internal_timeout_ms(Clock::time_point now) const;
+  bool must_spin() const;
+  remote::Buffer take_buffer();
+  void recycle(Slot& s, Sending& done);
+  std::string who(const Slot& s) const;
+  void log(int level, const std::string& m) const { log_(level, m); }
+
+  Options o_;
+  Log log_;
+  remote::TransportEvents* events_ = nullptr;
+  std::vector<Slot> slots_;
+  std::vector<MPI_Request> rreqs_;  // the posted frames receive of each worker (for MPI_Testsome)
+  std::vector<int> indices_;
+  std::vector<MPI_Status> statuses_;
+  std::vector<remote::Buffer> pool_;  // free frames-message buffers
+  std::vector<Hailing> hailing_;       // connections that have not said who they are
+  std::vector<remote::WorkerId> parked_lost_;  // stopped by force and parked: reported lost at the next progress()
+  std::vector<pollfd> fds_;
+  std::vector<remote::WorkerId> owners_;  // the slot of each doorbell in fds_
+  int wake_fd_ = -1;
+  std::atomic<bool> woken_{false};
+  std::atomic<bool> clean_{true};
+  bool finished_ = false;
+  std::size_t active_ = 0;  // payload receives under way
+  Clock::time_point connect_until_{}, last_look_{}, last_large_{};
+  std::string local_host_;
+};
+
+}  // namespace wm_mpi

@@ -1,0 +1,152 @@
+// mpi_wire.hpp: what rank 0 and the worker ranks of the mpi backend say to each other, besides the
+// engine's frames: the MPI tags, the size of a frames message, the doorbell bytes, the set-up
+// broadcast, and small helpers both sides use (see README.md, "Transport").
+#pragma once
+
+#include <wm/sdk/remote/frame.hpp>
+
+#include <mpi.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace wm_mpi {
+
+namespace remote = wm::sdk::remote;
+using Clock = std::chrono::steady_clock;
+
+// MPI tags on the backend's own communicator (a duplicate of MPI_COMM_WORLD).
+constexpr int kTagFrames = 1;   // frames back to back, at most kMessageBytes
+constexpr int kTagPayload = 2;  // one large payload, announced by a task_lent / reply_lent frame
+
+/** Largest frames message. A frame that does not fit travels as a payload message of its own,
+ *  received into a buffer of its size. 64 KiB stays below the eager limit of Open MPI's TCP
+ *  transport, so a frames message never waits for its sender's progress there. */
+constexpr std::size_t kMessageBytes = std::size_t(64) << 10;
+/** Payloads up to this go inline in a frames message. */
+constexpr std::size_t kInlineMax = kMessageBytes - sizeof(remote::FrameHeader);
+
+/** Worker -> rank 0: it replied to every task it got and leaves its loop (after the stop frame). */
+constexpr std::uint8_t kFrameBye = remote::kFrameTransportBase;
+
+// Doorbell bytes (one TCP connection per worker rank; its end of file is how a death shows).
+constexpr char kRing = 'r';      // either way: an MPI message is there for you
+constexpr char kPull = 'p';      // worker -> rank 0: I posted the receive for your payload: push it
+constexpr char kKill = 'k';      // rank 0 -> worker: stopped by force, leave now (--enable-recovery)
+constexpr char kPark = 'K';      // rank 0 -> worker: stopped by force, run nothing more, leave when rank 0
+                                 // ends (leaving now would make mpirun end the job)
+constexpr char kFinalize = 'f';  // rank 0 -> worker, after its bye: every rank finalizes MPI
+constexpr char kExit = 'e';      // rank 0 -> worker, after its bye: leave without MPI_Finalize when rank 0
+                                 // ends (its doorbell closes)
+
+/** What rank 0 tells every rank at start-up (one broadcast, fixed layout). */
+struct Setup {
+  static constexpr int kMaxAddresses = 16;
+  std::uint64_t nonce;       // a worker proves with it that it belongs to this job
+  std::uint64_t seed_base;   // each worker's seed is derived from it and its rank
+  std::int32_t master_pid;
+  std::int32_t spin_us;      // rank 0's spin window: the workers keep the same (rank 0 skips rings by it)
+  std::uint16_t port;        // rank 0's doorbell port
+  std::uint16_t n_addresses;
+  std::uint32_t addresses[kMaxAddresses];  // IPv4, network order, the order to try them in
+  char host[256];            // rank 0's host name
+  char error[512];           // rank 0 could not start: why (every rank then fails with it)
+};
+
+/** What a worker sends first on its doorbell connection. */
+struct Hail {
+  std::uint64_t nonce;
+  std::int32_t rank;
+  std::int32_t pid;
+};
+
+/** The text of an MPI error code. */
+inline std::string mpi_error_text(int code) {
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int len = 0;
+  if (MPI_Error_string(code, text, &len) != MPI_SUCCESS) return "MPI error " + std::to_string(code);
+  return std::string(text, static_cast<std::size_t>(len));
+}
+
+/** Appends one frame (header and payload) to a frames message under construction. */
+inline void append_frame(remote::Buffer& b, std::uint8_t type, std::uint64_t seq, const void* payload,
+                         std::size_t len, std::uint16_t flags = 0) {
+  const remote::FrameHeader h = remote::make_header(type, seq, len, flags);
+  b.append(&h, sizeof h);
+  b.append(payload, len);
+}
+
+/** A payload travels as messages of at most 1 GiB (MPI counts are ints), received in order. */
+constexpr std::size_t kChunk = std::size_t(1) << 30;
+
+/** Starts sending len bytes as payload messages; appends their requests. */
+inline int isend_payload(const char* p, std::size_t len, int dest, MPI_Comm comm, std::vector<MPI_Request>& reqs) {
+  std::size_t off = 0;
+  do {
+    const std::size_t n = std::min(kChunk, len - off);
+    MPI_Request r = MPI_REQUEST_NULL;
+    const int rc = MPI_Isend(p + off, static_cast<int>(n), MPI_BYTE, dest, kTagPayload, comm, &r);
+    if (rc != MPI_SUCCESS) return rc;
+    reqs.push_back(r);
+    off += n;
+  } while (off < len);
+  return MPI_SUCCESS;
+}
+
+/** Posts the receives of a payload of len bytes from src into p; appends their requests. */
+inline int irecv_payload(char* p, std::size_t len, int src, MPI_Comm comm, std::vector<MPI_Request>& reqs) {
+  std::size_t off = 0;
+  do {
+    const std::size_t n = std::min(kChunk, len - off);
+    MPI_Request r = MPI_REQUEST_NULL;
+    const int rc = MPI_Irecv(p + off, static_cast<int>(n), MPI_BYTE, src, kTagPayload, comm, &r);
+    if (rc != MPI_SUCCESS) return rc;
+    reqs.push_back(r);
+    off += n;
+  } while (off < len);
+  return MPI_SUCCESS;
+}
+
+/** Cancels a posted receive and forgets it. False if MPI would not let go of it (it had matched a
+ *  message that never finishes, from a rank that died): the request is freed, and its buffer must
+ *  be kept (keep_for_mpi). */
+inline bool cancel_receive(MPI_Request& r) {
+  if (r == MPI_REQUEST_NULL) return true;
+  MPI_Cancel(&r);
+  for (int i = 0; i < 1000; ++i) {
+    int done = 0;
+    MPI_Test(&r, &done, MPI_STATUS_IGNORE);  // sets r to MPI_REQUEST_NULL once complete
+    if (done) return true;
+    sched_yield();
+  }
+  MPI_Request_free(&r);
+  return false;
+}
+
+/** Lets go of a send that may never finish (to a rank that is gone); its buffer must be kept. */
+inline void release_send(MPI_Request& r) {
+  if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
+}
+
+/** A buffer MPI may still read (a send to a rank that is gone, or a rank about to leave without
+ *  waiting for its sends): kept, and reachable, for the life of the process. */
+inline void keep_for_mpi(remote::Buffer&& b) {
+  static auto* kept = new std::vector<remote::Buffer>;
+  kept->push_back(std::move(b));
+}
+
+/** A worker's seed: nonzero, distinct per rank (splitmix64 of the job's base and the rank). */
+inline std::uint64_t worker_seed(std::uint64_t base, int rank) {
+  std::uint64_t z = base + 0x9e3779b97f4a7c15ull * static_cast<std::uint64_t>(rank + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return (z ^ (z >> 31)) | 1;
+}
+
+}  // namespace wm_mpi

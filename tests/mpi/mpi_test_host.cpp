@@ -1,0 +1,461 @@
+// mpi_test_host.cpp: a host program for the mpi backend's tests, run under mpirun by run_mpi.py.
+// argv[1] picks what it does (the roles are listed in main); the master checks what a user would
+// and prints "RESULT ok" when every check passed ("RESULT failed" and the failures otherwise).
+// The exit code says the same, but with mpirun --enable-recovery Open MPI 4.1 exits 0 whatever
+// the ranks return, so the tests read the line.
+#include <wm/wm.hpp>
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// ---------------------------------------------------------------- tasks (run on the worker ranks)
+
+int square(int x) { return x * x; }
+WM_TASK(square);
+
+void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+WM_TASK(sleep_ms);
+
+std::vector<char> echo_bytes(std::vector<char> v) { return v; }
+WM_TASK(echo_bytes);
+
+std::vector<char> patterned(std::size_t size, int seed) {
+  std::vector<char> v(size);
+  for (std::size_t i = 0; i < size; ++i) v[i] = static_cast<char>(i * 131 + static_cast<std::size_t>(seed) * 7 + (i >> 20));
+  return v;
+}
+std::vector<char> make_bytes(std::uint64_t size, int seed) { return patterned(static_cast<std::size_t>(size), seed); }
+WM_TASK(make_bytes);
+
+std::uint64_t checksum(std::vector<char> v) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  return h ^ v.size();
+}
+WM_TASK(checksum);
+
+struct WhereInfo {
+  std::string index, seed, rank;
+  long pid = 0;
+  int rand_value = 0;
+  template <class A>
+  void serialize(A& a) {
+    a(index, seed, rank, pid, rand_value);
+  }
+};
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+WhereInfo where_am_i(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return WhereInfo{env("WM_PROCESS_INDEX"), env("WM_PROCESS_SEED"), env("OMPI_COMM_WORLD_RANK"), static_cast<long>(getpid()),
+                   std::rand()};
+}
+WM_TASK(where_am_i);
+
+// Writes its pid to `path`, then sleeps (the victim of the kill tests).
+long report_and_sleep(std::string path, int ms) {
+  {
+    std::ofstream out(path + ".tmp");
+    out << getpid() << "\n";
+  }
+  std::rename((path + ".tmp").c_str(), path.c_str());
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return getpid();
+}
+WM_TASK(report_and_sleep);
+
+// How a task (or a type's serialization) misbehaves: the crash matrix.
+enum Mode : int { kAbort = 0, kSegv = 1, kExit = 2, kThrow = 3, kCorrupt = 4, kNone = 9 };
+
+void misbehave(int mode, const char* where) {
+  switch (mode) {
+    case kNone: return;
+    case kThrow: throw std::runtime_error(std::string("deliberate failure at ") + where);
+    case kAbort: std::abort();
+    case kSegv: raise(SIGSEGV); break;
+    case kExit: _exit(3);
+    case kCorrupt: {
+      // Junk on this rank's doorbell to rank 0 (WM_WORKER_ARG names it: rank=R,doorbell=FD).
+      int rank = -1, fd = -1;
+      std::sscanf(env("WM_WORKER_ARG").c_str(), "rank=%d,doorbell=%d", &rank, &fd);
+      // The doorbell is beside the MPI messages, not in line with them: the task goes on a while,
+      // so that rank 0 reads the junk while the task runs (a processes worker's junk comes before
+      // its reply on the one stream).
+      const char junk[] = "this is no ring at all";
+      if (fd >= 0) [[maybe_unused]] ssize_t r = send(fd, junk, sizeof junk, MSG_NOSIGNAL);
+      std::this_thread::sleep_for(5s);
+      return;
+    }
+  }
+  _exit(99);
+}
+
+int misbehaving_task(int mode) {
+  misbehave(mode, "execution");
+  return 42;
+}
+WM_TASK(misbehaving_task);
+
+struct ArgBomb {
+  int mode = kNone;
+  template <class A>
+  void save(A& a) const {
+    a(mode);
+  }
+  template <class A>
+  void load(A& a) {
+    a(mode);
+    misbehave(mode, "argument decoding");
+  }
+};
+int take_arg_bomb(ArgBomb b) { return b.mode; }
+WM_TASK(take_arg_bomb);
+
+struct ResultBomb {
+  int mode = kNone;
+  template <class A>
+  void save(A& a) const {
+    misbehave(mode, "result encoding");
+    a(mode);
+  }
+  template <class A>
+  void load(A& a) {
+    a(mode);
+  }
+};
+ResultBomb make_result_bomb(int mode) { return ResultBomb{mode}; }
+WM_TASK(make_result_bomb);
+
+struct ResultLoadBomb {
+  int mode = kNone;
+  template <class A>
+  void save(A& a) const {
+    a(mode);
+  }
+  template <class A>
+  void load(A& a) {
+    a(mode);
+    if (mode == kThrow) throw std::runtime_error("ResultLoadBomb refuses to decode");
+  }
+};
+ResultLoadBomb make_result_load_bomb(int mode) { return ResultLoadBomb{mode}; }
+WM_TASK(make_result_load_bomb);
+
+// ---------------------------------------------------------------- checks
+
+namespace {
+
+int g_failures = 0;
+
+void check(bool ok, const std::string& what) {
+  if (ok) return;
+  ++g_failures;
+  std::printf("CHECK FAILED: %s\n", what.c_str());
+  std::fflush(stdout);
+}
+
+int result() {
+  std::printf("RESULT %s\n", g_failures == 0 ? "ok" : "failed");
+  std::fflush(stdout);
+  return g_failures == 0 ? 0 : 1;
+}
+
+std::string failure_of(const wm::WMFuture& f) {
+  try {
+    f.get_result_any(false);
+    return "(no failure)";
+  } catch (const wm::WorkerLostError& e) {
+    return std::string("WorkerLostError: ") + e.what();
+  } catch (const wm::ProtocolError& e) {
+    return std::string("ProtocolError: ") + e.what();
+  } catch (const wm::TaskTimeoutError& e) {
+    return std::string("TaskTimeoutError: ") + e.what();
+  } catch (const wm::ShutdownError& e) {
+    return std::string("ShutdownError: ") + e.what();
+  } catch (const wm::TaskError& e) {
+    return std::string("TaskError: ") + e.what();
+  } catch (const std::exception& e) {
+    return std::string("other: ") + e.what();
+  }
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+std::string host() {
+  char buf[256] = {};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+std::string temp_path(const char* tag) {
+  return "/tmp/wm_mpi_test_" + std::to_string(getpid()) + "_" + tag;
+}
+
+long wait_for_pid_file(const std::string& path, std::chrono::seconds limit) {
+  const auto until = Clock::now() + limit;
+  while (Clock::now() < until) {
+    std::ifstream in(path);
+    long pid = 0;
+    if (in >> pid && pid > 0) return pid;
+    std::this_thread::sleep_for(2ms);
+  }
+  return -1;
+}
+
+// Checks a WorkerLostError: it names the rank, its pid and host, and the task.
+void check_lost(const wm::WMFuture& f, const std::string& task, long pid = 0) {
+  const std::string what = failure_of(f);
+  check(contains(what, "WorkerLostError"), "the future failed with WorkerLostError: " + what);
+  const auto info = f.error_info();
+  check(info.has_value() && info->kind == wm::FailureKind::worker_lost, "its record says worker lost: " + what);
+  if (!info) return;
+  check(info->rank >= 1, "the record names the rank: " + what);
+  check(contains(what, "rank " + std::to_string(info->rank)), "the message names the rank: " + what);
+  check(info->pid > 0 && contains(what, "pid " + std::to_string(info->pid)), "the message names the pid: " + what);
+  if (pid != 0) check(info->pid == pid, "the pid is the one killed (" + std::to_string(pid) + "): " + what);
+  check(info->host == host() && contains(what, host()), "the message names the host: " + what);
+  check(contains(what, task), "the message names the task " + task + ": " + what);
+}
+
+// ---------------------------------------------------------------- roles
+
+// The crash matrix: one misbehaving task on a worker rank, fifty good ones beside it.
+int crash(wm::WorkManager& wm, const std::string& name) {
+  struct Case {
+    enum Stage { arg_decode, execution, result_encode, result_decode } stage;
+    int mode;
+    std::string expect;  // WorkerLostError, ProtocolError, TaskError
+    std::string task;
+  };
+  static const std::map<std::string, Case> cases = {
+      {"arg_decode_abort", {Case::arg_decode, kAbort, "WorkerLostError", "take_arg_bomb"}},
+      {"arg_decode_segv", {Case::arg_decode, kSegv, "WorkerLostError", "take_arg_bomb"}},
+      {"arg_decode_exit", {Case::arg_decode, kExit, "WorkerLostError", "take_arg_bomb"}},
+      {"arg_decode_throw", {Case::arg_decode, kThrow, "ProtocolError", "take_arg_bomb"}},
+      {"exec_abort", {Case::execution, kAbort, "WorkerLostError", "misbehaving_task"}},
+      {"exec_segv", {Case::execution, kSegv, "WorkerLostError", "misbehaving_task"}},
+      {"exec_exit", {Case::execution, kExit, "WorkerLostError", "misbehaving_task"}},
+      {"exec_throw", {Case::execution, kThrow, "TaskError", "misbehaving_task"}},
+      {"exec_corrupt_doorbell", {Case::execution, kCorrupt, "ProtocolError", "misbehaving_task"}},
+      {"result_encode_abort", {Case::result_encode, kAbort, "WorkerLostError", "make_result_bomb"}},
+      {"result_encode_segv", {Case::result_encode, kSegv, "WorkerLostError", "make_result_bomb"}},
+      {"result_encode_exit", {Case::result_encode, kExit, "WorkerLostError", "make_result_bomb"}},
+      {"result_encode_throw", {Case::result_encode, kThrow, "ProtocolError", "make_result_bomb"}},
+      {"result_decode_throw", {Case::result_decode, kThrow, "ProtocolError", "make_result_load_bomb"}},
+  };
+  const auto it = cases.find(name);
+  if (it == cases.end()) throw std::runtime_error("no crash case " + name);
+  const Case& c = it->second;
+  wm::WMFuture f;
+  switch (c.stage) {
+    case Case::arg_decode: f = wm.submit(take_arg_bomb, ArgBomb{c.mode}); break;
+    case Case::execution: f = wm.submit(misbehaving_task, c.mode); break;
+    case Case::result_encode: f = wm.submit(make_result_bomb, c.mode); break;
+    case Case::result_decode: f = wm.submit(make_result_load_bomb, c.mode); break;
+  }
+  std::vector<wm::Future<int>> others;
+  for (int i = 0; i < 50; ++i) others.push_back(wm.submit(square, i));
+  check(f.wait_for(20s), name + ": the future finished");
+  const std::string what = failure_of(f);
+  std::printf("%s: %s\n", name.c_str(), what.c_str());
+  check(contains(what, c.expect + ":"), name + ": expected " + c.expect + ", got " + what);
+  if (c.expect == "WorkerLostError") check_lost(f, c.task);
+  for (int i = 0; i < 50; ++i) {
+    check(others[i].wait_for(20s), "a task beside it finished");
+    if (c.mode == kCorrupt || !others[i].done()) continue;  // its rank's other tasks may fail with it
+    check(!others[i].failed() && others[i].get_result(false) == i * i, "a task beside it: " + failure_of(others[i]));
+  }
+  auto follow = wm.submit(square, 11);
+  check(follow.wait_for(20s) && !follow.failed() && follow.get_result() == 121, "a task after it runs");
+  return result();
+}
+
+// Large arguments and results around every limit, 64 MiB included, alone and mixed with small ones.
+int large(wm::WorkManager& wm) {
+  const std::size_t K = 1024, M = K * K;
+  for (std::size_t size : {std::size_t(0), std::size_t(1), 64 * K - 200, 64 * K - 24, 64 * K, 64 * K + 1, 300 * K, M - 9, M,
+                           5 * M, 64 * M, 3 * M}) {
+    const std::vector<char> v = patterned(size, 3);
+    auto f = wm.submit(echo_bytes, v);
+    check(f.wait_for(120s), "echo of " + std::to_string(size) + " bytes finished");
+    check(!f.failed() && f.get_result(false) == v, "echo of " + std::to_string(size) + " bytes intact: " + failure_of(f));
+  }
+  // A large argument with a small result, and a small argument with a large result.
+  const std::vector<char> big = patterned(64 * M, 5);
+  auto sum = wm.submit(checksum, big);
+  auto made = wm.submit(make_bytes, std::uint64_t(64 * M), 9);
+  check(sum.get_result() == checksum(big), "64 MiB argument arrived intact");
+  check(made.get_result() == patterned(64 * M, 9), "64 MiB result arrived intact");
+  // Several at once, beside small ones.
+  std::vector<wm::Future<std::vector<char>>> bigs;
+  std::vector<wm::Future<int>> smalls;
+  for (int i = 0; i < 6; ++i) {
+    bigs.push_back(wm.submit(echo_bytes, patterned(3 * M, i)));
+    smalls.push_back(wm.submit(square, i));
+  }
+  for (int i = 0; i < 6; ++i) {
+    check(bigs[i].get_result() == patterned(3 * M, i), "concurrent large echo " + std::to_string(i));
+    check(smalls[i].get_result() == i * i, "small task beside the large ones");
+  }
+  return result();
+}
+
+// Who runs the tasks: WM_PROCESS_INDEX 0..N-2, one seed per rank (also in rand()), the rank.
+int where(wm::WorkManager& wm, int size) {
+  check(wm.n_workers() == static_cast<unsigned>(std::max(1, size - 1)), "n_workers is " + std::to_string(wm.n_workers()));
+  std::vector<wm::Future<WhereInfo>> fs;
+  for (int i = 0; i < 12 * std::max(1, size - 1); ++i) fs.push_back(wm.submit(where_am_i, 30));
+  std::set<std::string> indices, seeds;
+  std::map<std::string, std::set<std::string>> seed_of;
+  for (auto& f : fs) {
+    const WhereInfo w = f.get_result();
+    indices.insert(w.index);
+    seeds.insert(w.seed);
+    seed_of[w.index].insert(w.seed);
+    check(w.pid != static_cast<long>(getpid()), "a task ran on a worker rank, not on rank 0");
+    check(!w.index.empty() && w.rank == std::to_string(std::stoi(w.index) + 1),
+          "rank " + w.rank + " has WM_PROCESS_INDEX " + w.index);
+  }
+  std::set<std::string> expected;
+  for (int i = 0; i < size - 1; ++i) expected.insert(std::to_string(i));
+  check(indices == expected, "every worker rank ran tasks, with WM_PROCESS_INDEX 0.." + std::to_string(size - 2));
+  check(seeds.size() == static_cast<std::size_t>(size - 1) && !seeds.count(""), "each worker rank has a seed of its own");
+  for (auto& [i, s] : seed_of) check(s.size() == 1, "worker " + i + " kept its seed");
+  check(env("WM_PROCESS_INDEX").empty(), "rank 0 has no WM_PROCESS_INDEX");
+  return 0;
+}
+
+// Kills the worker rank running a task (SIGKILL), as a crash would. Without --enable-recovery mpirun
+// ends the job; with it, the future fails at once and the other ranks carry on.
+int kill_worker(wm::WorkManager& wm, bool expect_survival) {
+  const std::string path = temp_path("victim");
+  std::remove(path.c_str());
+  auto victim = wm.submit(report_and_sleep, path, 60000);
+  const long pid = wait_for_pid_file(path, 30s);
+  std::remove(path.c_str());
+  check(pid > 0, "the victim task started");
+  if (pid <= 0) return result();
+  std::printf("killing worker pid %ld\n", pid);
+  std::fflush(stdout);
+  const auto t0 = Clock::now();
+  kill(static_cast<pid_t>(pid), SIGKILL);
+  const bool done = victim.wait_for(10s);
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  check(done, "the victim's future finished after the kill");
+  if (!expect_survival) {
+    std::printf("the job survived the kill (%.1f ms): %s\n", ms, failure_of(victim).c_str());
+    return result();
+  }
+  std::printf("victim failed after %.1f ms: %s\n", ms, failure_of(victim).c_str());
+  check(ms < 1000, "the victim's future failed within 1 s (" + std::to_string(ms) + " ms)");
+  check_lost(victim, "report_and_sleep", pid);
+  // The other ranks carry on.
+  std::vector<wm::Future<int>> more;
+  for (int i = 0; i < 200; ++i) more.push_back(wm.submit(square, i));
+  for (int i = 0; i < 200; ++i) check(more[i].get_result() == i * i, "a task after the death");
+  check(wm.n_workers() >= 1, "workers left");
+  return result();
+}
+
+// shutdown() while tasks run longer than the shutdown timeout, with more queued behind them.
+int pending(wm::WorkManager& wm) {
+  std::vector<wm::Future<void>> fs;
+  for (unsigned i = 0; i < wm.n_workers() + 4; ++i) fs.push_back(wm.submit(sleep_ms, 60000));
+  std::this_thread::sleep_for(500ms);
+  const auto t0 = Clock::now();
+  wm.shutdown();
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::printf("shutdown returned after %.2f s\n", s);
+  check(s < 5, "shutdown() returned within its deadline");
+  for (auto& f : fs) check(f.done() && contains(failure_of(f), "ShutdownError"), "a pending task: " + failure_of(f));
+  return result();
+}
+
+// Long tasks, then "ready": the test interrupts mpirun.
+int interrupted(wm::WorkManager& wm) {
+  std::vector<wm::Future<void>> fs;
+  for (unsigned i = 0; i < wm.n_workers() + 2; ++i) fs.push_back(wm.submit(sleep_ms, 60000));
+  std::this_thread::sleep_for(300ms);
+  std::printf("ready\n");
+  std::fflush(stdout);
+  for (auto& f : fs) f.wait();
+  std::printf("the tasks ended without an interruption\n");
+  return 1;
+}
+
+// A task past its timeout fails with TaskTimeoutError; its rank is stopped and the others go on.
+int timeout(wm::WorkManager& wm) {
+  auto slow = wm.submit(sleep_ms, 60000);
+  auto f = wm.submit(square, 5);
+  check(slow.wait_for(20s), "the slow task ended");
+  const std::string what = failure_of(slow);
+  check(contains(what, "TaskTimeoutError") && contains(what, "timeout of 0.5 s"), "the slow task timed out: " + what);
+  check(f.get_result() == 25, "a task beside it");
+  check(wm.submit(square, 6).get_result() == 36, "a task after it");
+  return result();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string role = argc > 1 ? argv[1] : "";
+  const std::string arg = argc > 2 ? argv[2] : "";
+  if (role == "throw") {
+    auto wm = wm::make_work_manager();  // worker ranks serve here
+    std::vector<wm::Future<void>> fs;
+    for (int i = 0; i < 4; ++i) fs.push_back(wm->submit(sleep_ms, 60000));
+    std::this_thread::sleep_for(300ms);
+    throw std::runtime_error("an exception nobody catches, on rank 0");
+  }
+  try {
+    auto wm = wm::make_work_manager();  // worker ranks serve inside and never return
+    // The WESTPA pattern works as well: a worker rank would serve here (it never gets this far).
+    if (!wm->is_master()) {
+      wm->run();
+      return 0;
+    }
+    int size = 0;
+    if (const char* s = std::getenv("OMPI_COMM_WORLD_SIZE")) size = std::atoi(s);
+    if (role == "crash") return crash(*wm, arg);
+    if (role == "large") return large(*wm);
+    if (role == "kill") return kill_worker(*wm, arg == "survive");
+    if (role == "pending") return pending(*wm);
+    if (role == "interrupted") return interrupted(*wm);
+    if (role == "timeout") return timeout(*wm);
+    if (role == "where") {
+      where(*wm, size);
+      wm.reset();
+      try {
+        wm::make_work_manager();
+        check(false, "a second mpi work manager was refused");
+      } catch (const wm::Error& e) {
+        check(contains(e.what(), "one"), std::string("a second mpi work manager is refused clearly: ") + e.what());
+      }
+      return result();
+    }
+    std::fprintf(stderr, "mpi_test_host: unknown role '%s'\n", role.c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::printf("CHECK FAILED: exception: %s\nRESULT failed\n", e.what());
+    return 1;
+  }
+}
