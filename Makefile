@@ -23,6 +23,11 @@ test: build
 
 # Every test again under AddressSanitizer + UndefinedBehaviorSanitizer (leaks included), in its own
 # build tree. handle_segv=0: the crash-matrix tests need a worker to die by SIGSEGV, not by ASan's exit.
+# Leaks inside system libraries that wm cannot fix: tests/lsan.supp.
+# The conformance suite runs here once per layout that exercises distinct code (mpi at -np 1, tasks
+# on a thread in rank 0, and -np 2; zmq with one node of 2 workers and two nodes of 1); the repeats
+# at -np 4 and 16 and with 16 nodes, which `make test` runs, take most of an hour under ASan on
+# 2 cores and add no code path.
 ASAN_BUILD ?= build-asan
 ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer
 test-asan: deps
@@ -31,8 +36,9 @@ test-asan: deps
 	  -DCMAKE_EXE_LINKER_FLAGS="$(ASAN_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(ASAN_FLAGS)" \
 	  -DCMAKE_MODULE_LINKER_FLAGS="$(ASAN_FLAGS)"
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
-	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:handle_segv=0 \
-	  ctest --output-on-failure -j $(JOBS) --timeout 300 -E install
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:handle_segv=0 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	  ctest --output-on-failure -j $(JOBS) --timeout 300 \
+	  -E '^install|^mpi\.conformance\.np(4|16)\.|^zmq\.16x1\.'
 
 # The conformance suite on every backend under ThreadSanitizer, in its own build tree (core,
 # plugins and the conformance test only). Suppressions, each with its reason: tests/tsan.supp.

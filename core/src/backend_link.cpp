@@ -433,6 +433,7 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
       throw Error("task '" + s->display_name() + "' was submitted already; make a new wm::task for each run");
     }
     s->backend_name = name_;
+    s->wait_spin_us = in_process() ? kLocalWaitSpinMicros : kRemoteWaitSpinMicros;
   }
   auto unmark = [&] { unmark_first(n); };
   if (!in_process()) {

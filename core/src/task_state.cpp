@@ -182,7 +182,7 @@ void execute_local(TaskState* s) noexcept {
 
 void wait(TaskState* s) noexcept {
   if (s->done()) return;
-  if (spin_for([s] { return s->done(); }, kWaitSpinMicros)) return;
+  if (s->wait_spin_us != 0 && spin_for([s] { return s->done(); }, s->wait_spin_us)) return;
   std::uint32_t w = s->word.load(std::memory_order_acquire);
   while ((w & TaskState::status_mask) == TaskState::pending) {
     if (!(w & TaskState::waiters) &&

@@ -47,8 +47,11 @@ class ThreadsBackend final : public wm::sdk::Backend {
       if (stopping_) throw std::runtime_error("the threads work manager is shut down");
       queue_.insert(queue_.end(), tasks, tasks + n);
       queued_.store(queue_.size(), std::memory_order_release);
-      wake_all = sleepers_ > 1 && n > 1;
-      wake_one = sleepers_ > 0;
+      // A worker that spins takes the task without a wake-up; waking a sleeper as well would only
+      // take a core from it (and from the host) to find the queue empty.
+      const std::size_t unclaimed = n > spinners_ ? n - spinners_ : 0;
+      wake_all = sleepers_ > 1 && unclaimed > 1;
+      wake_one = sleepers_ > 0 && unclaimed > 0;
     }
     if (wake_all)
       cv_.notify_all();
@@ -87,10 +90,9 @@ class ThreadsBackend final : public wm::sdk::Backend {
     workers_.clear();
   }
 
-  // Waits briefly for work without the lock: a burst of tiny tasks arrives faster than a thread
-  // wakes from sleep. spin_us_ = 0 turns it off.
+  // Waits briefly for work without the lock: a burst of tiny tasks, or the next task of a host that
+  // submits one at a time, arrives sooner than a sleeping thread wakes.
   void spin_for_work() {
-    if (spin_us_ <= 0) return;
     const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
     do {
       for (int i = 0; i < 64; ++i) {
@@ -110,9 +112,13 @@ class ThreadsBackend final : public wm::sdk::Backend {
       {
         std::unique_lock<std::mutex> lock(mutex_);
         while (queue_.empty() && !stopping_) {
-          lock.unlock();
-          spin_for_work();
-          lock.lock();
+          if (spin_us_ > 0) {
+            ++spinners_;  // counted under the lock: a submit that sees it leaves this one to take its task
+            lock.unlock();
+            spin_for_work();
+            lock.lock();
+            --spinners_;
+          }
           if (!queue_.empty() || stopping_) break;
           ++sleepers_;
           cv_.wait(lock);
@@ -140,6 +146,7 @@ class ThreadsBackend final : public wm::sdk::Backend {
   std::deque<wm_task*> queue_;
   std::atomic<std::size_t> queued_{0};
   int sleepers_ = 0;
+  std::size_t spinners_ = 0;  // workers in spin_for_work()
   bool stopping_ = false;
 };
 
@@ -148,6 +155,6 @@ class ThreadsBackend final : public wm::sdk::Backend {
 WM_DECLARE_BACKEND(threads, ThreadsBackend, "1.0.0",
                    "Runs tasks on a pool of threads in this process (n_workers defaults to the cores)",
                    WM_CAP_IN_PROCESS,
-                   wm::sdk::option_int("spin-us", "0", 0, 100000,
+                   wm::sdk::option_int("spin-us", "50", 0, 100000,
                                        "microseconds a worker that ran out of work keeps looking "
                                        "before it sleeps (0: sleep at once)"))

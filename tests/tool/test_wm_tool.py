@@ -147,7 +147,7 @@ class Cli(ToolTest):
     def test_info(self):
         out = self.wm_ok(["info", "threads"]).stdout
         for text in ("threads 1.0.0: ", "ABI version   1.0", "capabilities  in-process", "entry symbol  wm_backend_entry_threads",
-                     "spin-us  int, default '0', range 0..", "WM_THREADS_SPIN_US / --wm-threads-spin-us"):
+                     "spin-us  int, default '50', range 0..", "WM_THREADS_SPIN_US / --wm-threads-spin-us"):
             self.assertIn(text, out)
         info = self.wm_json(["info", "Threads"])["work_manager"]
         self.assertEqual(info["name"], "threads")

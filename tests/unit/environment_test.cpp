@@ -76,11 +76,11 @@ TEST(Environment, BackendOptionDefaultIsReported) {
   wm::WMEnvironment env;
   const auto report = env.config_report();
   const auto& e = entry(report, "threads-spin-us");
-  EXPECT_EQ(e.value, "0");
+  EXPECT_EQ(e.value, "50");
   EXPECT_EQ(e.source, wm::ValueSource::default_value);
   EXPECT_EQ(e.variable, "WM_THREADS_SPIN_US");
   EXPECT_EQ(e.flag, "--wm-threads-spin-us");
-  EXPECT_NE(env.format_config_report().find("threads-spin-us = 0"), std::string::npos);
+  EXPECT_NE(env.format_config_report().find("threads-spin-us = 50"), std::string::npos);
 }
 
 TEST(Environment, SerialAndParallelFlags) {

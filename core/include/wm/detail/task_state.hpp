@@ -60,6 +60,10 @@ struct Failure {
   std::optional<ErrorInfo> info;   // nullopt: out of memory while describing it
 };
 
+/** Spin windows of a waiter (TaskState::wait_spin_us) for in-process and remote backends. */
+inline constexpr std::uint8_t kLocalWaitSpinMicros = 20;
+inline constexpr std::uint8_t kRemoteWaitSpinMicros = 0;
+
 struct TaskState {
   enum : std::uint32_t { pending = 0, succeeded = 1, failed = 2, status_mask = 3, waiters = 4 };
   // result_guard (a futex word): whether the result was taken, and how many threads copy it now.
@@ -91,6 +95,10 @@ struct TaskState {
   std::atomic<std::uint32_t> word{pending};      // status bits | waiters bit (futex word)
   std::atomic<std::uint32_t> result_guard{0};    // result_taken | number of copies in progress
   std::atomic<bool> submitted{false};
+  // How long a waiter spins before it sleeps, in microseconds, set at submit: a result made in this
+  // process comes within microseconds; one from another process needs the cores that a spinning
+  // waiter would take (the dispatcher's and the worker's), so their waiters sleep at once.
+  std::uint8_t wait_spin_us = kLocalWaitSpinMicros;
   std::uint64_t sequence;                        // process-unique, from a counter
   const RegisteredTask* registered = nullptr;    // set for tasks that can run by name
   const std::string* backend_name = nullptr;     // set at submit; interned, never freed
