@@ -30,7 +30,7 @@ const std::uint64_t kOne = 1;
 
 MpiChannel::MpiChannel(MPI_Comm comm, int doorbell, std::string me, Log log)
     : comm_(comm), fd_(doorbell), me_(std::move(me)), log_(std::move(log)) {
-  out_ = take_buffer();
+  out_ = pool_.take();
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0 || stop_fd_ < 0) throw std::runtime_error(std::string("eventfd failed: ") + std::strerror(errno));
@@ -46,18 +46,6 @@ MpiChannel::~MpiChannel() {
   if (fd_ >= 0) close(fd_);
   close(wake_fd_);
   close(stop_fd_);
-}
-
-remote::Buffer MpiChannel::take_buffer() {
-  if (!pool_.empty()) {
-    remote::Buffer b = std::move(pool_.back());
-    pool_.pop_back();
-    b.size = 0;
-    return b;
-  }
-  remote::Buffer b;
-  b.reserve(kMessageBytes);
-  return b;
 }
 
 void MpiChannel::leave(int code, const std::string& why) {
@@ -170,7 +158,7 @@ bool MpiChannel::test_sends(bool wait) {
       MPI_Testall(static_cast<int>(m.reqs.size()), m.reqs.data(), &done, MPI_STATUSES_IGNORE);
     }
     if (!done) return true;
-    if (m.buf.capacity <= kMessageBytes && pool_.size() < 8) pool_.push_back(std::move(m.buf));
+    pool_.give(std::move(m.buf));
     sending_.pop_front();
   }
   return true;
@@ -180,7 +168,7 @@ void MpiChannel::send_batch() {
   if (out_.size == 0 || broken_) return;
   Sending m;
   m.buf = std::move(out_);
-  out_ = take_buffer();
+  out_ = pool_.take();
   MPI_Request r = MPI_REQUEST_NULL;
   const int rc = MPI_Isend(m.buf.data, static_cast<int>(m.buf.size), MPI_BYTE, 0, kTagFrames, comm_, &r);
   if (rc != MPI_SUCCESS) {
@@ -266,16 +254,9 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
         h.len = len;
         p = large_.data;
       } else if (h.type != remote::kFrameTask) {
-        in.kind = remote::Incoming::closed;
-        in.why = "a frame of type " + std::to_string(h.type) + " came from rank 0";
-        return in;
+        return remote::Incoming::unexpected_frame(h.type, "rank 0");
       }
-      in.kind = remote::Incoming::task;
-      in.seq = h.seq;
-      in.flags = h.flags;
-      in.data = p;
-      in.size = static_cast<std::size_t>(h.len);
-      return in;
+      return remote::Incoming::task_from(h, p);
     }
     // The next message.
     int done = 0;

@@ -66,7 +66,6 @@ class MpiChannel final : public remote::WorkerChannel {
   void sleep(int timeout_ms);
   void watch();
   [[noreturn]] void leave(int code, const std::string& why);
-  remote::Buffer take_buffer();
 
   MPI_Comm comm_;
   int fd_;
@@ -82,7 +81,7 @@ class MpiChannel final : public remote::WorkerChannel {
   // to rank 0
   remote::Buffer out_;
   std::deque<Sending> sending_;
-  std::vector<remote::Buffer> pool_;
+  MessagePool pool_{8};  // free frames-message buffers
   remote::Buffer reply_;
   std::optional<remote::BufferWriter> writer_;
   bool broken_ = false;

@@ -81,7 +81,7 @@ void MpiTransport::start(remote::TransportEvents& events) {
   for (remote::WorkerId id = 0; id < n; ++id) {
     Slot& s = slots_[id];
     s.rank = static_cast<int>(id) + 1;
-    s.out = take_buffer();
+    s.out = pool_.take();
     events.worker_added(id);
     post_receive(id);
   }
@@ -95,18 +95,6 @@ void MpiTransport::post_receive(remote::WorkerId id) {
   b.reserve(kMessageBytes);
   const int rc = MPI_Irecv(b.data, static_cast<int>(kMessageBytes), MPI_BYTE, s.rank, kTagFrames, o_.comm, &rreqs_[id]);
   if (rc != MPI_SUCCESS) throw std::runtime_error("cannot post a receive for " + who(s) + ": " + mpi_error_text(rc));
-}
-
-remote::Buffer MpiTransport::take_buffer() {
-  if (!pool_.empty()) {
-    remote::Buffer b = std::move(pool_.back());
-    pool_.pop_back();
-    b.size = 0;
-    return b;
-  }
-  remote::Buffer b;
-  b.reserve(kMessageBytes);
-  return b;
 }
 
 // ---------------------------------------------------------------- sending
@@ -152,7 +140,7 @@ void MpiTransport::send_batch(Slot& s) {
   if (s.out.size == 0) return;
   Sending m;
   m.buf = std::move(s.out);
-  s.out = take_buffer();
+  s.out = pool_.take();
   MPI_Request r = MPI_REQUEST_NULL;
   const int rc = MPI_Isend(m.buf.data, static_cast<int>(m.buf.size), MPI_BYTE, s.rank, kTagFrames, o_.comm, &r);
   if (rc != MPI_SUCCESS) {
@@ -209,8 +197,8 @@ void MpiTransport::recycle(Slot& s, Sending& done) {
     --s.payloads_sending;
     last_large_ = Clock::now();
     if (done.buf.capacity > s.spare.capacity) s.spare = std::move(done.buf);
-  } else if (pool_.size() < 64) {
-    pool_.push_back(std::move(done.buf));
+  } else {
+    pool_.give(std::move(done.buf));
   }
 }
 

@@ -118,7 +118,6 @@ class MpiTransport final : public remote::Transport {
   int housekeeping(Clock::time_point now);
   int internal_timeout_ms(Clock::time_point now) const;
   bool must_spin() const;
-  remote::Buffer take_buffer();
   void recycle(Slot& s, Sending& done);
   std::string who(const Slot& s) const;
   void log(int level, const std::string& m) const { log_(level, m); }
@@ -130,7 +129,7 @@ class MpiTransport final : public remote::Transport {
   std::vector<MPI_Request> rreqs_;  // the posted frames receive of each worker (for MPI_Testsome)
   std::vector<int> indices_;
   std::vector<MPI_Status> statuses_;
-  std::vector<remote::Buffer> pool_;  // free frames-message buffers
+  MessagePool pool_{64};  // free frames-message buffers
   std::vector<Hailing> hailing_;       // connections that have not said who they are
   std::vector<remote::WorkerId> parked_lost_;  // stopped by force and parked: reported lost at the next progress()
   std::vector<pollfd> fds_;

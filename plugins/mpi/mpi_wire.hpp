@@ -82,6 +82,33 @@ inline void append_frame(remote::Buffer& b, std::uint8_t type, std::uint64_t seq
   b.append(payload, len);
 }
 
+/** Free frames-message buffers (kMessageBytes each), kept for the next message: a rank sends and
+ *  receives many small messages, and each would otherwise allocate. */
+class MessagePool {
+ public:
+  explicit MessagePool(std::size_t keep) : keep_(keep) {}
+  /** An empty buffer that holds a frames message. */
+  remote::Buffer take() {
+    remote::Buffer b;
+    if (!free_.empty()) {
+      b = std::move(free_.back());
+      free_.pop_back();
+      b.size = 0;
+    } else {
+      b.reserve(kMessageBytes);
+    }
+    return b;
+  }
+  /** A buffer MPI is done with; kept if it is a frames-message buffer and the pool has room. */
+  void give(remote::Buffer&& b) {
+    if (b.capacity <= kMessageBytes && free_.size() < keep_) free_.push_back(std::move(b));
+  }
+
+ private:
+  std::size_t keep_;
+  std::vector<remote::Buffer> free_;
+};
+
 /** A payload travels as messages of at most 1 GiB (MPI counts are ints), received in order. */
 constexpr std::size_t kChunk = std::size_t(1) << 30;
 

@@ -71,17 +71,8 @@ class ThreadChannel final : public remote::WorkerChannel {
           in.kind = remote::Incoming::stop;
           return in;
         }
-        if (h.type != remote::kFrameTask) {
-          in.kind = remote::Incoming::closed;
-          in.why = "a frame of type " + std::to_string(h.type) + " came from the dispatcher";
-          return in;
-        }
-        in.kind = remote::Incoming::task;
-        in.seq = h.seq;
-        in.flags = h.flags;
-        in.data = p;
-        in.size = static_cast<std::size_t>(h.len);
-        return in;
+        if (h.type != remote::kFrameTask) return remote::Incoming::unexpected_frame(h.type, "the dispatcher");
+        return remote::Incoming::task_from(h, p);
       }
       // This batch is read: take the next one, or wait for it.
       in_.size = 0;

@@ -6,7 +6,8 @@
 
 #include <gtest/gtest.h>
 
-#include <dirent.h>
+#include "../common/proc_table.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -17,7 +18,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -134,29 +134,7 @@ int wait_for_exit(pid_t pid, std::chrono::milliseconds limit, Clock::duration* t
   }
 }
 
-// Processes in the helper's process group (its workers), zombies excluded.
-int group_members(pid_t pgid) {
-  int n = 0;
-  DIR* d = opendir("/proc");
-  if (d == nullptr) return 0;
-  while (dirent* e = readdir(d)) {
-    char* end = nullptr;
-    const long pid = std::strtol(e->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0) continue;
-    std::ifstream f(std::string("/proc/") + e->d_name + "/stat");
-    std::string line;
-    if (!std::getline(f, line)) continue;
-    const auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(line.substr(close + 2));
-    char state;
-    long ppid, pgrp;
-    rest >> state >> ppid >> pgrp;
-    if (pgrp == pgid && state != 'Z') ++n;
-  }
-  closedir(d);
-  return n;
-}
+using wmtest::group_members;  // the helper's workers are in its process group
 
 class CtrlC : public ::testing::TestWithParam<std::string> {};
 

@@ -2,6 +2,8 @@
 // master): every one is bounded in time and ended, and what is left over is found.
 #pragma once
 
+#include "../common/proc_table.hpp"
+
 #include <sys/types.h>
 #include <time.h>
 
@@ -27,11 +29,8 @@ int wait_for_exit(pid_t pid, std::chrono::milliseconds limit);
 /** Ends a child for good: SIGKILL and reap. */
 void kill_and_reap(pid_t pid);
 
-/** Processes whose parent is `parent` (zombies included: an unreaped child is a leak too). */
-std::vector<pid_t> children_of(pid_t parent);
-
-/** True while the process exists and is not a zombie. */
-bool running(pid_t pid);
+using wmtest::children_of;  // tests/common/proc_table.hpp
+using wmtest::running;
 
 /** Polls pred every 10 ms for up to limit. */
 template <class Pred>

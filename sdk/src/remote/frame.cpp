@@ -1,6 +1,8 @@
 // frame.cpp: the frame format's checks, the hello, buffers and the two frame readers.
 #include <wm/sdk/remote/frame.hpp>
 
+#include "byte_io.hpp"
+
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -25,29 +27,8 @@ namespace {
 
 constexpr std::uint16_t kHelloVersion = 1;
 
-template <class T>
-void put(std::string& out, T v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof v);
-}
-
-struct In {
-  const char* p;
-  const char* end;
-  template <class T>
-  bool get(T& v) {
-    if (static_cast<std::size_t>(end - p) < sizeof v) return false;
-    std::memcpy(&v, p, sizeof v);
-    p += sizeof v;
-    return true;
-  }
-  bool text(std::string& s, std::uint32_t max) {
-    std::uint32_t n = 0;
-    if (!get(n) || n > max || static_cast<std::size_t>(end - p) < n) return false;
-    s.assign(p, n);
-    p += n;
-    return true;
-  }
-};
+using byte_io::In;
+using byte_io::put;
 
 constexpr std::uint32_t kMaxHost = 4096;
 constexpr std::uint32_t kMaxExtension = 1u << 20;

@@ -1,6 +1,8 @@
 // registry.cpp: the registry handshake (see registry.hpp).
 #include <wm/sdk/remote/registry.hpp>
 
+#include "byte_io.hpp"
+
 #include <elf.h>
 #include <link.h>
 
@@ -70,33 +72,9 @@ std::string build_id_of(const std::string& path) {
   return s.id;
 }
 
-template <class T>
-void put(std::string& out, T v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof v);
-}
-void put_text(std::string& out, const std::string& s) {
-  put(out, static_cast<std::uint32_t>(s.size()));
-  out += s;
-}
-
-struct In {
-  const char* p;
-  const char* end;
-  template <class T>
-  bool get(T& v) {
-    if (static_cast<std::size_t>(end - p) < sizeof v) return false;
-    std::memcpy(&v, p, sizeof v);
-    p += sizeof v;
-    return true;
-  }
-  bool text(std::string& s) {
-    std::uint32_t n = 0;
-    if (!get(n) || static_cast<std::size_t>(end - p) < n) return false;
-    s.assign(p, n);
-    p += n;
-    return true;
-  }
-};
+using byte_io::In;
+using byte_io::put;
+using byte_io::put_text;
 
 constexpr std::uint16_t kListingVersion = 1;
 

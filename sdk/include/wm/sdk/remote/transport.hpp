@@ -101,6 +101,24 @@ struct Incoming {
   const char* data = nullptr;  // the encoded request, valid until the next receive()
   std::size_t size = 0;
   std::string why;  // closed: why, if it was not an orderly end ("" for end of file)
+
+  /** The task in a task frame: its request is the h.len bytes at data. */
+  static Incoming task_from(const FrameHeader& h, const char* data) {
+    Incoming in;
+    in.kind = task;
+    in.seq = h.seq;
+    in.flags = h.flags;
+    in.data = data;
+    in.size = static_cast<std::size_t>(h.len);
+    return in;
+  }
+  /** The master sent a frame a worker does not take: the worker leaves, saying so. */
+  static Incoming unexpected_frame(std::uint8_t type, const char* from) {
+    Incoming in;
+    in.kind = closed;
+    in.why = "a frame of type " + std::to_string(type) + " came from " + from;
+    return in;
+  }
 };
 
 /** The worker side of a transport, driven by run_worker_loop() on one thread. */
