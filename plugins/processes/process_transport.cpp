@@ -2,6 +2,8 @@
 // process_transport.hpp and README.md beside this file).
 #include "process_transport.hpp"
 
+#include "byte_ring.hpp"
+
 #include <wm/abi.h>
 
 #include <fcntl.h>
@@ -32,6 +34,7 @@ using remote::FrameReader;
 constexpr int kChannelFd = 3;  // the worker's end of its socket, in the worker
 constexpr int kToWorkerFd = 4;  // the shared regions, in the worker
 constexpr int kFromWorkerFd = 5;
+constexpr int kRingFd = 6;      // the byte rings, in the worker
 constexpr auto kReapGrace = std::chrono::milliseconds(500);  // end of file -> exit, SIGTERM -> SIGKILL
 constexpr auto kIdleRelease = std::chrono::seconds(2);       // large buffers go back after this much idling
 constexpr int kSocketBuffer = 4 << 20;
@@ -97,6 +100,14 @@ struct LocalProcessTransport::Slot {
   // One request at a time may sit in to_worker (until its reply comes), and one task at a time
   // holds the right to put its reply in from_worker.
   SharedRegion to_worker, from_worker;
+  // The frames go through the rings when the slot has them (use_ring); the socket then carries only
+  // doorbell bytes and end of file. A fresh file for every process.
+  RingFile ring;
+  RingWriter to_ring;
+  RingReader from_ring;
+  bool use_ring = false;
+  std::string ring_error;  // the worker broke the ring's rules; reported once as a protocol error
+  bool ring_error_sent = false;
   std::uint16_t generation = 0;
   bool request_in_region = false, reply_token_out = false;
   std::uint64_t request_seq = 0, reply_token_seq = 0;
@@ -198,13 +209,19 @@ bool LocalProcessTransport::spawn(Slot& s) {
     }
   }
   fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+  // A fresh ring for every process: positions 0, and nothing a dead predecessor could still touch.
+  s.use_ring = options_.shared_memory && s.ring.create();
+  if (options_.shared_memory && !s.use_ring)
+    log(WM_LOG_INFO, "worker " + std::to_string(s.index) + ": no shared ring (" + std::strerror(errno) +
+                         "); its frames go through the socket");
 
   std::random_device rd;
   const std::uint64_t seed = ((std::uint64_t(rd()) << 32) ^ rd()) | 1;  // nonzero: 0 means "none"
   std::vector<std::string> env = env_base_;
   env.push_back(std::string(WM_ENV_WORKER_ARG "=fd=") + std::to_string(kChannelFd) + ",ppid=" +
                 std::to_string(getpid()) + ",spin=" + std::to_string(options_.spin_us) +
-                ",keep=" + std::to_string(options_.keep_mib) + ",shm=" + (options_.shared_memory ? "1" : "0"));
+                ",keep=" + std::to_string(options_.keep_mib) + ",shm=" + (options_.shared_memory ? "1" : "0") +
+                ",ring=" + std::to_string(s.use_ring ? kRingFd : -1));
   env.push_back(std::string(WM_ENV_PROCESS_INDEX "=") + std::to_string(s.index));
   env.push_back(std::string(WM_ENV_PROCESS_SEED "=") + std::to_string(seed));
   std::vector<char*> envp;
@@ -220,9 +237,10 @@ bool LocalProcessTransport::spawn(Slot& s) {
     posix_spawn_file_actions_adddup2(&fa, s.to_worker.fd(), kToWorkerFd);
     posix_spawn_file_actions_adddup2(&fa, s.from_worker.fd(), kFromWorkerFd);
   }
+  if (s.use_ring) posix_spawn_file_actions_adddup2(&fa, s.ring.fd(), kRingFd);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-  posix_spawn_file_actions_addclosefrom_np(&fa, kFromWorkerFd + 1);  // no leaked descriptor of the host
+  posix_spawn_file_actions_addclosefrom_np(&fa, kRingFd + 1);  // no leaked descriptor of the host
 #endif
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
@@ -242,8 +260,11 @@ bool LocalProcessTransport::spawn(Slot& s) {
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   close(child);
+  s.ring.close_fd();  // the worker has its copy; the mapping is all the master needs
   if (rc != 0) {
     close(sv[0]);
+    s.ring.reset();
+    s.use_ring = false;
     s.spawn_error = "could not be started (" + program + "): " + std::strerror(rc);
     return false;
   }
@@ -256,6 +277,12 @@ bool LocalProcessTransport::spawn(Slot& s) {
   s.out_off = 0;
   s.reader.reset();
   s.request_in_region = s.reply_token_out = false;
+  s.ring_error.clear();
+  s.ring_error_sent = false;
+  if (s.use_ring) {
+    s.to_ring.attach(s.ring.control(RingFile::to_worker), s.ring.bytes(RingFile::to_worker));
+    s.from_ring.attach(s.ring.control(RingFile::from_worker), s.ring.bytes(RingFile::from_worker));
+  }
   return true;
 }
 
@@ -314,7 +341,33 @@ bool LocalProcessTransport::send_task(remote::WorkerId id, std::uint64_t seq, st
 void LocalProcessTransport::flush(remote::WorkerId id) { write_out(*slots_.at(id)); }
 
 void LocalProcessTransport::write_out(Slot& s) {
-  while (s.fd >= 0 && s.out_off < s.out.size) {
+  if (s.use_ring) {
+    // Into the ring, as much as fits; the rest stays in out until the worker makes room (it rings
+    // the doorbell for that if we announced the wait).
+    const bool was_waiting = s.want_write;
+    bool wrote = false, corrupt = false;
+    while (s.fd >= 0 && s.out_off < s.out.size && s.ring_error.empty()) {
+      const std::size_t n = s.to_ring.write(s.out.data + s.out_off, s.out.size - s.out_off, corrupt);
+      if (n > 0) {
+        s.out_off += n;
+        wrote = true;
+      } else if (corrupt) {
+        s.ring_error = "its ring from the master holds an impossible read position";
+      } else if (!s.to_ring.announce_wait(corrupt)) {
+        break;
+      }
+    }
+    if (wrote) {
+      last_activity_ = Clock::now();
+      if (s.to_ring.consumer_needs_wake()) ring_doorbell(s);
+    }
+    if (s.fd >= 0 && s.out_off < s.out.size) {
+      s.want_write = s.ring_error.empty();
+      return;
+    }
+    if (was_waiting && s.fd >= 0) s.to_ring.wait_done();
+  }
+  while (!s.use_ring && s.fd >= 0 && s.out_off < s.out.size) {
     const ssize_t w = send(s.fd, s.out.data + s.out_off, s.out.size - s.out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
       if (errno == EINTR) continue;
@@ -350,6 +403,12 @@ void LocalProcessTransport::stop_worker(remote::WorkerId id, remote::StopMode mo
   }
 }
 
+void LocalProcessTransport::ring_doorbell(Slot& s) {
+  // After SHUT_WR the worker reads end of file instead; it then looks for room every millisecond.
+  if (s.fd < 0 || s.half_closed) return;
+  [[maybe_unused]] ssize_t r = send(s.fd, &kDoorbellByte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
 void LocalProcessTransport::close_channel(Slot& s) {
   if (s.fd < 0) return;
   close(s.fd);
@@ -362,6 +421,31 @@ void LocalProcessTransport::close_channel(Slot& s) {
 // ---------------------------------------------------------------- receiving
 
 void LocalProcessTransport::read_worker(remote::WorkerId id, Slot& s, bool drain, int& events) {
+  if (s.use_ring) {
+    // The socket carries doorbell bytes only (discarded: the rings are looked at anyway) and end of file.
+    bool eof = false;
+    while (s.fd >= 0) {
+      unsigned char b[256];
+      const ssize_t r = recv(s.fd, b, sizeof b, MSG_DONTWAIT);
+      if (r > 0) {
+        if (std::any_of(b, b + r, [](unsigned char c) { return c != kDoorbellByte; })) {
+          ++events;
+          return events_->protocol_error(id, "bytes that are not a doorbell came on its socket");
+        }
+        continue;
+      }
+      if (r < 0 && errno == EINTR) continue;
+      eof = !(r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+      break;
+    }
+    // End of file or reset: the worker wrote its ring before it ended, so that is read first.
+    bool corrupt = false;
+    for (int round = 0; s.fd >= 0 && (eof || drain) && round < 1024 && s.from_ring.available(corrupt) != 0; ++round)
+      read_ring(id, s, events);
+    if (corrupt) read_ring(id, s, events);  // reports it
+    if (eof) close_channel(s);
+    return;
+  }
   for (int round = 0; s.fd >= 0 && (drain || round < 64); ++round) {
     auto [p, cap] = s.reader.space();
     const ssize_t r = recv(s.fd, p, cap, MSG_DONTWAIT);
@@ -377,6 +461,33 @@ void LocalProcessTransport::read_worker(remote::WorkerId id, Slot& s, bool drain
     close_channel(s);  // end of file or reset: the worker is exiting; its pidfd says when it is gone
     return;
   }
+}
+
+// Frames the worker put in its ring (memory reads only). True if bytes came.
+bool LocalProcessTransport::read_ring(remote::WorkerId id, Slot& s, int& events) {
+  bool any = false;
+  for (int round = 0; s.fd >= 0 && s.ring_error.empty() && round < 64; ++round) {
+    bool corrupt = false;
+    const std::size_t avail = s.from_ring.available(corrupt);
+    if (corrupt) s.ring_error = "its ring to the master holds an impossible write position";
+    if (avail == 0) break;
+    auto [p, cap] = s.reader.space();
+    const std::size_t n = std::min(avail, cap);
+    s.from_ring.read(p, n);
+    s.reader.produced(n);
+    any = true;
+    process_frames(id, s, events);
+  }
+  if (any) {
+    last_activity_ = Clock::now();
+    if (s.fd >= 0 && s.from_ring.producer_needs_wake()) ring_doorbell(s);
+  }
+  if (!s.ring_error.empty() && !s.ring_error_sent && s.fd >= 0) {
+    s.ring_error_sent = true;
+    ++events;
+    events_->protocol_error(id, s.ring_error);
+  }
+  return any;
 }
 
 void LocalProcessTransport::process_frames(remote::WorkerId id, Slot& s, int& events) {
@@ -500,12 +611,46 @@ int LocalProcessTransport::internal_timeout_ms(Clock::time_point now) const {
   return static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1);
 }
 
+// Every ring: the worker's frames, and room for what waits to go. True if bytes came; all_rings is
+// cleared if a live slot has no ring.
+bool LocalProcessTransport::scan_rings(int& events, bool& all_rings) {
+  bool any = false;
+  for (remote::WorkerId id = 0; id < slots_.size(); ++id) {
+    Slot& s = *slots_[id];
+    if (s.fd < 0) continue;
+    if (!s.use_ring) {
+      all_rings = false;
+      continue;
+    }
+    if (s.want_write) write_out(s);
+    any = read_ring(id, s, events) || any;
+  }
+  return any;
+}
+
 int LocalProcessTransport::progress(int timeout_ms) {
   int events = 0;
   auto now = Clock::now();
   const int own = internal_timeout_ms(now);
   const auto due = now + std::chrono::milliseconds(own);
   if (own >= 0 && (timeout_ms < 0 || own < timeout_ms)) timeout_ms = own;
+  // The rings first: memory reads, no system call. While spinning, poll() (pidfds, the sockets'
+  // end of file, the doorbell, a caller's extra descriptors) is skipped when a ring had bytes: the
+  // caller comes back at once. Skipping it on empty calls too (one poll() per 4 or 16 calls) was
+  // not faster here: round trip 11.5-12.5 us either way, with poll() every call 9-12 us.
+  bool all_rings = true;
+  const bool ring_data = scan_rings(events, all_rings);
+  if (timeout_ms == 0 && all_rings && ring_data) {
+    if (own >= 0 && Clock::now() >= due) housekeeping(Clock::now(), events);
+    return events;
+  }
+  if (events > 0 || ring_data) timeout_ms = 0;
+  // About to block: every ring's consumer says so, then looks again (a worker rings the doorbell
+  // only for a sleeping master).
+  const bool sleeping = timeout_ms != 0;
+  if (sleeping)
+    for (auto& sp : slots_)
+      if (sp->fd >= 0 && sp->use_ring && sp->from_ring.announce_sleep()) timeout_ms = 0;
   std::vector<pollfd>& fds = fds_;
   std::vector<std::pair<remote::WorkerId, bool>>& owners = owners_;  // slot, is-pidfd
   fds.clear();
@@ -520,7 +665,8 @@ int LocalProcessTransport::progress(int timeout_ms) {
   for (remote::WorkerId id = 0; id < slots_.size(); ++id) {
     Slot& s = *slots_[id];
     if (s.fd >= 0) {
-      fds.push_back(pollfd{s.fd, static_cast<short>(POLLIN | (s.want_write ? POLLOUT : 0)), 0});
+      // With a ring, room comes as a doorbell byte (POLLIN), not as POLLOUT.
+      fds.push_back(pollfd{s.fd, static_cast<short>(POLLIN | (s.want_write && !s.use_ring ? POLLOUT : 0)), 0});
       owners.emplace_back(id, false);
     }
     if (s.alive && s.pidfd >= 0) {
@@ -529,6 +675,9 @@ int LocalProcessTransport::progress(int timeout_ms) {
     }
   }
   const int n = poll(fds.data(), fds.size(), timeout_ms);
+  if (sleeping)
+    for (auto& sp : slots_)
+      if (sp->fd >= 0 && sp->use_ring) sp->from_ring.sleep_done();
   if (n > 0) {
     if (fds[0].revents != 0) {
       std::uint64_t v;
@@ -547,6 +696,7 @@ int LocalProcessTransport::progress(int timeout_ms) {
       if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) read_worker(id, s, false, events);
     }
   }
+  scan_rings(events, all_rings);
   if (own >= 0 && Clock::now() >= due) housekeeping(Clock::now(), events);
   return events;
 }

@@ -1,8 +1,8 @@
 // process_transport.hpp: the master side of local worker processes, a transport of the remote
 // engine: workers are the host program started again in the worker role (posix_spawn, safe in a
-// threaded host), one Unix stream socket each, plus two shared-memory regions each for payloads of
-// the large-payload size and up. Used by the processes backend, and by zmq nodes for their local
-// workers.
+// threaded host), one Unix stream socket each (doorbell and life line), a shared-memory byte ring
+// each way for the frames (byte_ring.hpp), plus two shared-memory regions each for payloads of the
+// large-payload size and up. Used by the processes backend, and by zmq nodes for their local workers.
 #pragma once
 
 #include "shared_region.hpp"
@@ -61,6 +61,9 @@ class LocalProcessTransport final : public remote::Transport {
   struct Slot;
   bool spawn(Slot& s);
   void read_worker(remote::WorkerId id, Slot& s, bool drain, int& events);
+  bool read_ring(remote::WorkerId id, Slot& s, int& events);
+  bool scan_rings(int& events, bool& all_rings);
+  void ring_doorbell(Slot& s);
   void process_frames(remote::WorkerId id, Slot& s, int& events);
   void write_out(Slot& s);
   void close_channel(Slot& s);

@@ -32,11 +32,11 @@ void set_cloexec(int fd) {
   if (flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
 }
 
-// WM_WORKER_ARG of a processes worker: "fd=3,ppid=123,spin=200,keep=256,shm=1", every key once,
-// every value a whole number. Anything else means this process was not started by the processes
+// WM_WORKER_ARG of a processes worker: "fd=3,ppid=123,spin=200,keep=256,shm=1,ring=6" (ring=-1:
+// no ring), every key once, every value a whole number. Anything else means this process was not started by the processes
 // work manager, which is an error that says so.
 std::map<std::string, long long> parse_worker_arg(const std::string& text) {
-  static const char* const keys[] = {"fd", "ppid", "spin", "keep", "shm"};
+  static const char* const keys[] = {"fd", "ppid", "spin", "keep", "shm", "ring"};
   auto refuse = [&](const std::string& why) {
     return std::runtime_error("processes worker: " WM_ENV_WORKER_ARG "='" + text + "' " + why +
                               " (this process is meant to be started by the processes work manager)");
@@ -108,11 +108,13 @@ class ProcessesBackend final : public remote::RemoteBackend {
     sigprocmask(SIG_UNBLOCK, &set, nullptr);
     const int fd = static_cast<int>(arg_.at("fd"));
     const bool shm = arg_.at("shm") != 0;
+    const int ring = static_cast<int>(arg_.at("ring"));
     set_cloexec(fd);  // programs a task starts must not hold our channel open
     if (shm) {
       set_cloexec(4);
       set_cloexec(5);
     }
+    if (ring >= 0) set_cloexec(ring);
     worker_loop_options().spin_us = static_cast<int>(arg_.at("spin"));
     if (const long long keep_mib = arg_.at("keep"); keep_mib > 0) {
       // Keep freed memory for the next task instead of unmapping it: large arguments and results
@@ -121,7 +123,7 @@ class ProcessesBackend final : public remote::RemoteBackend {
       mallopt(M_MMAP_MAX, 0);
       mallopt(M_TRIM_THRESHOLD, static_cast<int>(std::min<long long>(keep_mib, 2047) << 20));
     }
-    return std::make_unique<SocketChannel>(fd, shm, static_cast<std::size_t>(services().large_payload_bytes));
+    return std::make_unique<SocketChannel>(fd, shm, ring, static_cast<std::size_t>(services().large_payload_bytes));
   }
 
   unsigned planned_workers() const override { return n_; }

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <stdexcept>
 
 namespace wm_processes {
 namespace {
@@ -47,12 +48,87 @@ bool send_all(int fd, iovec* iov, int n) {
 
 }  // namespace
 
-SocketChannel::SocketChannel(int fd, bool shm, std::size_t large_payload_bytes) : fd_(fd), large_(large_payload_bytes) {
+SocketChannel::SocketChannel(int fd, bool shm, int ring_fd, std::size_t large_payload_bytes)
+    : fd_(fd), large_(large_payload_bytes) {
   if (shm) {
     to_worker_.adopt(kToWorkerFd);
     from_worker_.adopt(kFromWorkerFd);
   }
+  if (ring_fd >= 0) {
+    // The master reads our frames from the ring only: without it there is no talking to it.
+    if (!ring_.adopt(ring_fd))
+      throw std::runtime_error("processes worker: descriptor " + std::to_string(ring_fd) + " is not the ring file");
+    in_ring_.attach(ring_.control(RingFile::to_worker), ring_.bytes(RingFile::to_worker));
+    out_ring_.attach(ring_.control(RingFile::from_worker), ring_.bytes(RingFile::from_worker));
+  }
 }
+
+void SocketChannel::doorbell() {
+  [[maybe_unused]] ssize_t r = send(fd_, &kDoorbellByte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+// Reads what waits on the socket: doorbell bytes (dropped) and end of file (eof_seen_). False if
+// the master sent anything else (why says so).
+bool SocketChannel::take_doorbells(std::string& why) {
+  for (;;) {
+    unsigned char b[256];
+    const ssize_t r = recv(fd_, b, sizeof b, MSG_DONTWAIT);
+    if (r > 0) {
+      for (ssize_t i = 0; i < r; ++i)
+        if (b[i] != kDoorbellByte) {
+          why = "bytes that are not a doorbell came on the socket";
+          return false;
+        }
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    eof_seen_ = true;  // end of file, or the connection is gone
+    return true;
+  }
+}
+
+// The ring is full: sleeps until the master has made room. False if the master is gone.
+bool SocketChannel::wait_for_room() {
+  for (;;) {
+    bool corrupt = false;
+    if (out_ring_.free_bytes(corrupt) != 0 || corrupt) return !corrupt;
+    // After end of file the master cannot ring any more (it shut down its sending side): look
+    // again every millisecond, until it reads or closes (POLLHUP: gone).
+    pollfd pfd{fd_, static_cast<short>(eof_seen_ ? 0 : POLLIN), 0};
+    const int n = poll(&pfd, 1, eof_seen_ ? 1 : -1);
+    if (n < 0 && errno != EINTR) return false;
+    if (n <= 0) continue;
+    if (pfd.revents & (POLLHUP | POLLERR | POLLNVAL)) return false;
+    std::string why;
+    if ((pfd.revents & POLLIN) && !take_doorbells(why)) return false;
+  }
+}
+
+// Writes all of iov into the ring to the master, waiting for room when it is full.
+bool SocketChannel::ring_send(const iovec* iov, int n) {
+  for (int i = 0; i < n; ++i) {
+    const char* p = static_cast<const char*>(iov[i].iov_base);
+    std::size_t left = iov[i].iov_len;
+    while (left > 0) {
+      bool corrupt = false;
+      const std::size_t w = out_ring_.write(p, left, corrupt);
+      if (corrupt) return false;
+      p += w;
+      left -= w;
+      if (left == 0 || out_ring_.announce_wait(corrupt)) continue;
+      // Full: the master must hear of what is there before we wait for it to make room.
+      if (out_ring_.consumer_needs_wake()) doorbell();
+      const bool ok = wait_for_room();
+      out_ring_.wait_done();
+      if (!ok) return false;
+    }
+  }
+  if (out_ring_.consumer_needs_wake()) doorbell();
+  return true;
+}
+
+bool SocketChannel::send_bytes(iovec* iov, int n) { return out_ring_.attached() ? ring_send(iov, n) : send_all(fd_, iov, n); }
 
 void SocketChannel::send_hello(const remote::Hello& hello) {
   const std::string payload = remote::encode_hello(hello);
@@ -65,38 +141,69 @@ bool SocketChannel::flush() {
   if (broken_) return false;
   if (out_.size == 0) return true;
   iovec iov{out_.data, out_.size};
-  const bool ok = send_all(fd_, &iov, 1);
+  const bool ok = send_bytes(&iov, 1);
   out_.size = 0;
   if (!ok) broken_ = true;
   return ok;
 }
 
-// Reads more bytes: waits up to timeout_ms. True if bytes came; eof set at end of file.
-bool SocketChannel::fill(int timeout_ms, bool& eof) {
+// Reads more bytes: waits up to timeout_ms. True if bytes came; eof set at end of file (why: what
+// was wrong, if it was not a plain end).
+bool SocketChannel::fill(int timeout_ms, bool& eof, std::string& why) {
+  const bool ring = in_ring_.attached();
   for (;;) {
-    auto [p, cap] = reader_.space();
-    const ssize_t r = recv(fd_, p, cap, MSG_DONTWAIT);
-    if (r > 0) {
-      reader_.produced(static_cast<std::size_t>(r));
-      return true;
-    }
-    if (r == 0) {
-      eof = true;
-      return false;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      eof = true;
-      return false;
+    if (ring) {
+      // From the ring: with timeout 0 (the worker loop's spin) no system call at all.
+      bool corrupt = false;
+      const std::size_t avail = in_ring_.available(corrupt);
+      if (avail != 0) {
+        auto [p, cap] = reader_.space();
+        const std::size_t n = std::min(avail, cap);
+        in_ring_.read(p, n);
+        reader_.produced(n);
+        if (in_ring_.producer_needs_wake()) doorbell();
+        return true;
+      }
+      if (corrupt) why = "the ring from the master holds an impossible write position";
+      if (corrupt || eof_seen_) {  // the master wrote its ring before it closed: all read by now
+        eof = true;
+        return false;
+      }
+    } else {
+      auto [p, cap] = reader_.space();
+      const ssize_t r = recv(fd_, p, cap, MSG_DONTWAIT);
+      if (r > 0) {
+        reader_.produced(static_cast<std::size_t>(r));
+        return true;
+      }
+      if (r == 0) {
+        eof = true;
+        return false;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        eof = true;
+        return false;
+      }
     }
     if (timeout_ms == 0) return false;
     // Asleep: while idle with large buffers, give them back to the system every so often.
     const bool big = reader_.holds_big() || reply_.capacity >= remote::Buffer::kHuge ||
                      out_.capacity >= remote::Buffer::kHuge;
     const int wait = big && (timeout_ms < 0 || timeout_ms > kIdleReleaseMs) ? kIdleReleaseMs : timeout_ms;
+    // The master rings the doorbell only if it sees us sleeping: say so, then look once more.
+    if (ring && in_ring_.announce_sleep()) {
+      in_ring_.sleep_done();
+      continue;
+    }
     pollfd pfd{fd_, POLLIN, 0};
     const int n = poll(&pfd, 1, wait);
+    if (ring) in_ring_.sleep_done();
     if (n < 0 && errno != EINTR) {
+      eof = true;
+      return false;
+    }
+    if (ring && n > 0 && !take_doorbells(why)) {
       eof = true;
       return false;
     }
@@ -155,7 +262,7 @@ remote::Incoming SocketChannel::receive(int timeout_ms) {
       return in;
     }
     bool eof = false;
-    if (!fill(timeout_ms, eof)) {
+    if (!fill(timeout_ms, eof, in.why)) {
       in.kind = eof ? remote::Incoming::closed : remote::Incoming::none;
       return in;
     }
@@ -214,7 +321,7 @@ void SocketChannel::end_reply(const remote::Incoming& task) {
     // A large reply without the region goes out at once, from where it was encoded.
     FrameHeader h = remote::make_header(remote::kFrameReply, task.seq, r.size);
     iovec iov[2] = {{&h, sizeof h}, {r.data, r.size}};
-    if (!flush() || !send_all(fd_, iov, 2)) broken_ = true;
+    if (!flush() || !send_bytes(iov, 2)) broken_ = true;
   }
 }
 

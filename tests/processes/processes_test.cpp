@@ -3,6 +3,8 @@
 // Every test checks that no process of ours is left: the fixture counts this process's children.
 #include <wm/wm.hpp>
 
+#include "byte_ring.hpp"  // the layout of a worker's rings, to corrupt them
+
 #include <gtest/gtest.h>
 
 #include <dirent.h>
@@ -73,7 +75,7 @@ std::uint64_t add_one(std::uint64_t x) { return x + 1; }
 WM_TASK(add_one);
 
 // How a task (or a type's serialization) misbehaves.
-enum Mode : int { kAbort = 0, kSegv = 1, kExit = 2, kThrow = 3, kCorrupt = 4, kNone = 9 };
+enum Mode : int { kAbort = 0, kSegv = 1, kExit = 2, kThrow = 3, kCorrupt = 4, kCorruptRing = 5, kNone = 9 };
 
 [[noreturn]] void die_by(int mode) {
   switch (mode) {
@@ -88,14 +90,26 @@ enum Mode : int { kAbort = 0, kSegv = 1, kExit = 2, kThrow = 3, kCorrupt = 4, kN
 void misbehave(int mode, const char* where) {
   if (mode == kNone) return;
   if (mode == kThrow) throw std::runtime_error(std::string("deliberate failure at ") + where);
-  if (mode == kCorrupt) {
-    // Writes junk into the worker's channel to the master (the fd is in WM_WORKER_ARG).
-    int fd = -1;
-    if (const char* a = std::getenv("WM_WORKER_ARG")) std::sscanf(a, "fd=%d", &fd);
-    const char junk[] = "this is not a frame header, not at all!!";
-    if (fd >= 0) {
-      [[maybe_unused]] ssize_t r = write(fd, junk, sizeof junk);
+  if (mode == kCorrupt || mode == kCorruptRing) {
+    // Writes junk into the worker's channel to the master (the fds are in WM_WORKER_ARG): bytes on
+    // the socket (with a ring there, nothing but doorbell bytes may come there), or an impossible
+    // write position in the ring.
+    int fd = -1, ring = -1;
+    if (const char* a = std::getenv("WM_WORKER_ARG")) {
+      std::sscanf(a, "fd=%d", &fd);
+      if (const char* r = std::strstr(a, "ring=")) std::sscanf(r, "ring=%d", &ring);
     }
+    wm_processes::RingFile file;
+    if (mode == kCorruptRing && ring >= 0 && file.adopt(ring)) {
+      file.control(wm_processes::RingFile::from_worker)->head.store(std::uint64_t(1) << 40);
+      if (fd >= 0) [[maybe_unused]] ssize_t r = write(fd, &wm_processes::kDoorbellByte, 1);  // a sleeping master
+    } else {
+      const char junk[] = "this is not a frame header, not at all!!";
+      if (fd >= 0) [[maybe_unused]] ssize_t r = write(fd, junk, sizeof junk);
+    }
+    // The master looks at the socket less often than at the ring: the junk must be seen before
+    // the reply (the worker's own position overwrites the corrupt one with its next write).
+    std::this_thread::sleep_for(50ms);
     return;
   }
   die_by(mode);
@@ -433,7 +447,7 @@ TEST_F(Processes, LargeArgumentsAndResultsRoundTrip) {
       EXPECT_TRUE(f.get_result() == v) << "size " << size;
     }
     // Several large ones at once, interleaved with small ones: one request at a time uses a
-    // worker's shared region, the others go through its socket.
+    // worker's shared region, the others go through its ring (in pieces: it holds 1 MiB).
     std::vector<wm::Future<std::vector<char>>> big;
     std::vector<wm::Future<int>> small;
     for (int i = 0; i < 6; ++i) {
@@ -620,7 +634,7 @@ TEST_P(CrashMatrix, EndsWithItsErrorAndThePoolKeepsWorking) {
   }
   for (int i = 0; i < 50; ++i) {
     ASSERT_TRUE(others[i].wait_for(10s));
-    if (c.mode == kCorrupt) continue;  // its worker's other in-flight tasks may fail with it
+    if (c.mode == kCorrupt || c.mode == kCorruptRing) continue;  // its worker's other in-flight tasks may fail with it
     EXPECT_EQ(others[i].get_result(), i * i) << failure_of(others[i]);
   }
   auto follow = wm->submit(square, 11);
@@ -640,6 +654,7 @@ INSTANTIATE_TEST_SUITE_P(
         CrashCase{"exec_exit", CrashCase::execution, kExit, CrashCase::worker_lost},
         CrashCase{"exec_throw", CrashCase::execution, kThrow, CrashCase::task_error},
         CrashCase{"exec_corrupt_channel", CrashCase::execution, kCorrupt, CrashCase::protocol},
+        CrashCase{"exec_corrupt_ring", CrashCase::execution, kCorruptRing, CrashCase::protocol},
         CrashCase{"result_encode_abort", CrashCase::result_encode, kAbort, CrashCase::worker_lost},
         CrashCase{"result_encode_segv", CrashCase::result_encode, kSegv, CrashCase::worker_lost},
         CrashCase{"result_encode_exit", CrashCase::result_encode, kExit, CrashCase::worker_lost},
