@@ -104,30 +104,13 @@ bool MpiTransport::send_task(remote::WorkerId id, std::uint64_t seq, std::size_t
   if (s.state != State::serving && s.state != State::waiting) return false;
   if (size <= kInlineMax) {
     if (s.out.size + sizeof(FrameHeader) + size > kMessageBytes) send_batch(s);
-    const std::size_t at = s.out.size;
-    FrameHeader h = remote::make_header(remote::kFrameTask, seq, size);
-    s.out.append(&h, sizeof h);
-    remote::BufferWriter w(s.out);
-    try {
-      encode(w);
-    } catch (...) {
-      s.out.size = at;
-      throw;
-    }
-    w.commit();
-    if (s.out.size - at - sizeof h != size) {
-      s.out.size = at;
-      throw std::runtime_error("the request encoded to another size than announced");
-    }
+    remote::append_task_frame(s.out, seq, size, encode);
     return true;
   }
   // Large: encoded straight into the buffer MPI sends from; the frame only announces it.
   remote::Buffer b = std::move(s.spare);
   b.size = 0;
-  remote::BufferWriter w(b);
-  encode(w);
-  w.commit();
-  if (b.size != size) throw std::runtime_error("the request encoded to another size than announced");
+  remote::encode_request(b, size, encode);
   if (s.out.size + sizeof(FrameHeader) + sizeof(std::uint64_t) > kMessageBytes) send_batch(s);
   const std::uint64_t len = b.size;
   append_frame(s.out, remote::kFrameTaskLent, seq, &len, sizeof len);

@@ -195,21 +195,7 @@ bool ThreadTransport::restart_worker(remote::WorkerId) {
 
 bool ThreadTransport::send_task(remote::WorkerId, std::uint64_t seq, std::size_t size, const remote::Encoder& encode) {
   if (lost_pending_) return false;
-  const std::size_t at = out_.size;
-  const FrameHeader h = remote::make_header(remote::kFrameTask, seq, size);
-  out_.append(&h, sizeof h);
-  remote::BufferWriter w(out_);
-  try {
-    encode(w);
-  } catch (...) {
-    out_.size = at;
-    throw;
-  }
-  w.commit();
-  if (out_.size - at - sizeof h != size) {
-    out_.size = at;
-    throw std::runtime_error("the request encoded to another size than announced");
-  }
+  remote::append_task_frame(out_, seq, size, encode);
   return true;
 }
 

@@ -314,23 +314,7 @@ bool LocalProcessTransport::send_task(remote::WorkerId id, std::uint64_t seq, st
       s.request_seq = seq;
     }
   }
-  if (!in_region) {
-    const std::size_t at = s.out.size;
-    const FrameHeader h = remote::make_header(remote::kFrameTask, seq, size, flags);
-    s.out.append(&h, sizeof h);
-    remote::BufferWriter w(s.out);
-    try {
-      encode(w);
-    } catch (...) {
-      s.out.size = at;
-      throw;
-    }
-    w.commit();
-    if (s.out.size - at - sizeof h != size) {
-      s.out.size = at;
-      throw std::runtime_error("the request encoded to another size than announced");
-    }
-  }
+  if (!in_region) remote::append_task_frame(s.out, seq, size, encode, flags);
   if (grant_reply) {
     s.reply_token_out = true;
     s.reply_token_seq = seq;

@@ -354,13 +354,7 @@ bool MasterTransport::send_task(remote::WorkerId id, std::uint64_t seq, std::siz
   if (size >= std::min(large_payload_bytes, kBatchBytes)) {
     // Encoded once, into a warm buffer that ZeroMQ sends from in chunks.
     LargeSender::Lent& lent = large_out_.take(size);
-    remote::BufferWriter w(lent.buf);
-    encode(w);
-    w.commit();
-    if (lent.buf.size != size) {
-      lent.buf.size = 0;
-      throw std::runtime_error("the request encoded to another size than announced");
-    }
+    remote::encode_request(lent.buf, size, encode);
     const std::uint64_t len = size;
     envelope(n->out, n->out_worker, s.local);
     put_frame(n->out, kLarge, seq, &len, sizeof len, remote::kFrameTask);
@@ -370,20 +364,7 @@ bool MasterTransport::send_task(remote::WorkerId id, std::uint64_t seq, std::siz
     return true;
   }
   envelope(n->out, n->out_worker, s.local);
-  const std::size_t at = n->out.size;
-  put_frame(n->out, remote::kFrameTask, seq, nullptr, size);
-  remote::BufferWriter w(n->out);
-  try {
-    encode(w);
-  } catch (...) {
-    n->out.size = at;
-    throw;
-  }
-  w.commit();
-  if (n->out.size - at - sizeof(remote::FrameHeader) != size) {
-    n->out.size = at;
-    throw std::runtime_error("the request encoded to another size than announced");
-  }
+  remote::append_task_frame(n->out, seq, size, encode);
   if (n->out.size >= kBatchBytes) flush_node(*n);
   return true;
 }

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 namespace wm::sdk::remote {
@@ -27,6 +28,38 @@ class Encoder {
  protected:
   ~Encoder() = default;
 };
+
+/** Encodes a request at the end of out, which must grow by exactly the announced size; if it does
+ *  not, or encoding throws, out is left as it was and the error is thrown. */
+inline void encode_request(Buffer& out, std::size_t size, const Encoder& encode) {
+  const std::size_t at = out.size;
+  BufferWriter w(out);
+  try {
+    encode(w);
+  } catch (...) {
+    out.size = at;
+    throw;
+  }
+  w.commit();
+  if (out.size - at != size) {
+    out.size = at;
+    throw std::runtime_error("the request encoded to another size than announced");
+  }
+}
+
+/** Appends a task frame: its header, then the request encoded in place (encode_request). */
+inline void append_task_frame(Buffer& out, std::uint64_t seq, std::size_t size, const Encoder& encode,
+                              std::uint16_t flags = 0) {
+  const std::size_t at = out.size;
+  const FrameHeader h = make_header(kFrameTask, seq, size, flags);
+  out.append(&h, sizeof h);
+  try {
+    encode_request(out, size, encode);
+  } catch (...) {
+    out.size = at;
+    throw;
+  }
+}
 
 /**
  * What a transport reports, always from inside Transport::start() or Transport::progress(), on the
