@@ -37,27 +37,6 @@ std::string seconds_text(double s) {
   return buf;
 }
 
-Writer& Writer::text(const std::string& s) {
-  put(static_cast<std::uint32_t>(s.size()));
-  bytes += s;
-  return *this;
-}
-
-bool Reader::text(std::string& s, std::uint32_t max) {
-  std::uint32_t n = 0;
-  if (!get(n) || n > max || static_cast<std::size_t>(end_ - p_) < n) return false;
-  s.assign(p_, n);
-  p_ += n;
-  return true;
-}
-
-bool Reader::raw(void* out, std::size_t n) {
-  if (static_cast<std::size_t>(end_ - p_) < n) return false;
-  std::memcpy(out, p_, n);
-  p_ += n;
-  return true;
-}
-
 namespace {
 
 bool version_ok(Reader& in, const char* what, std::string& why) {
@@ -88,7 +67,7 @@ bool parse(const char* data, std::size_t size, NodeHello& out, std::string& why)
   if (!version_ok(in, "node hello", why)) return false;
   NodeHello h;
   if (!in.raw(h.nonce.data(), h.nonce.size()) || !in.get(h.flags) || !in.get(h.n_workers) || !in.get(h.pid) ||
-      !in.text(h.host) ||
+      !in.text(h.host, kMaxText) ||
       !in.done()) {
     why = "a truncated or malformed node hello";
     return false;
@@ -110,8 +89,8 @@ bool parse(const char* data, std::size_t size, Welcome& out, std::string& why) {
   if (!version_ok(in, "welcome", why)) return false;
   Welcome w;
   if (!in.raw(w.proof.data(), w.proof.size()) || !in.get(w.first_index) || !in.get(w.heartbeat_ivl_ms) ||
-      !in.get(w.heartbeat_timeout_ms) || !in.get(w.heartbeat_port) || !in.text(w.heartbeat_ipc) ||
-      !in.text(w.master_host) || !in.get(w.master_pid) || !in.get(w.task_region_fd) ||
+      !in.get(w.heartbeat_timeout_ms) || !in.get(w.heartbeat_port) || !in.text(w.heartbeat_ipc, kMaxText) ||
+      !in.text(w.master_host, kMaxText) || !in.get(w.master_pid) || !in.get(w.task_region_fd) ||
       !in.get(w.reply_region_fd) || !in.done()) {
     why = "a truncated or malformed welcome";
     return false;

@@ -6,6 +6,7 @@
 
 #include <wm/abi.h>
 #include <wm/sdk/remote/frame.hpp>
+#include <wm/sdk/remote/record.hpp>
 
 #include "shared_region.hpp"
 
@@ -83,40 +84,10 @@ void envelope(remote::Buffer& out, std::int64_t& open_worker, std::uint32_t loca
 /** "2.5 s". */
 std::string seconds_text(double s);
 
-/** Little writer and bounds-checked reader for the payloads of NodeHello and Welcome. */
-class Writer {
- public:
-  template <class T>
-  Writer& put(T v) {
-    bytes.append(reinterpret_cast<const char*>(&v), sizeof v);
-    return *this;
-  }
-  Writer& text(const std::string& s);
-  Writer& raw(const void* p, std::size_t n) {
-    bytes.append(static_cast<const char*>(p), n);
-    return *this;
-  }
-  std::string bytes;
-};
-
-class Reader {
- public:
-  Reader(const char* p, std::size_t n) : p_(p), end_(p + n) {}
-  template <class T>
-  bool get(T& v) {
-    if (static_cast<std::size_t>(end_ - p_) < sizeof v) return false;
-    std::memcpy(&v, p_, sizeof v);
-    p_ += sizeof v;
-    return true;
-  }
-  bool text(std::string& s, std::uint32_t max = 4096);
-  bool raw(void* out, std::size_t n);
-  bool done() const { return p_ == end_; }
-
- private:
-  const char* p_;
-  const char* end_;
-};
+/** The payloads of NodeHello and Welcome are records (wm/sdk/remote/record.hpp). */
+using Writer = remote::RecordWriter;
+using Reader = remote::RecordReader;
+constexpr std::uint32_t kMaxText = 4096;  // the longest host name or endpoint a record may hold
 
 using Nonce = std::array<unsigned char, 32>;
 using Proof = std::array<unsigned char, 32>;

@@ -1,7 +1,6 @@
 // frame.cpp: the frame format's checks, the hello, buffers and the two frame readers.
 #include <wm/sdk/remote/frame.hpp>
-
-#include "byte_io.hpp"
+#include <wm/sdk/remote/record.hpp>
 
 #include <sys/mman.h>
 
@@ -27,32 +26,20 @@ namespace {
 
 constexpr std::uint16_t kHelloVersion = 1;
 
-using byte_io::In;
-using byte_io::put;
-
 constexpr std::uint32_t kMaxHost = 4096;
 constexpr std::uint32_t kMaxExtension = 1u << 20;
 
 }  // namespace
 
 std::string encode_hello(const Hello& h) {
-  std::string out;
-  put(out, kHelloVersion);
-  put(out, std::uint16_t(0));
-  put(out, h.index);
-  put(out, h.pid);
-  put(out, h.rank);
-  put(out, static_cast<std::uint32_t>(std::min<std::size_t>(h.host.size(), kMaxHost)));
-  out.append(h.host.data(), std::min<std::size_t>(h.host.size(), kMaxHost));
-  put(out, h.registry_digest);
-  put(out, h.n_tasks);
-  put(out, static_cast<std::uint32_t>(h.extension.size()));
-  out += h.extension;
-  return out;
+  RecordWriter w;
+  w.put(kHelloVersion).put(std::uint16_t(0)).put(h.index).put(h.pid).put(h.rank).text(h.host, kMaxHost);
+  w.put(h.registry_digest).put(h.n_tasks).text(h.extension);
+  return std::move(w.bytes);
 }
 
 bool parse_hello(const char* data, std::size_t size, Hello& out, std::string& why) {
-  In in{data, data + size};
+  RecordReader in(data, size);
   std::uint16_t version = 0, reserved = 0;
   if (!in.get(version) || !in.get(reserved)) {
     why = "a hello too short for its version";
@@ -73,8 +60,8 @@ bool parse_hello(const char* data, std::size_t size, Hello& out, std::string& wh
     why = "a truncated or malformed hello";
     return false;
   }
-  if (in.p != in.end) {
-    why = "a hello with " + std::to_string(in.end - in.p) + " bytes left over";
+  if (!in.done()) {
+    why = "a hello with " + std::to_string(in.left()) + " bytes left over";
     return false;
   }
   out = std::move(h);

@@ -1,7 +1,6 @@
 // registry.cpp: the registry handshake (see registry.hpp).
 #include <wm/sdk/remote/registry.hpp>
-
-#include "byte_io.hpp"
+#include <wm/sdk/remote/record.hpp>
 
 #include <elf.h>
 #include <link.h>
@@ -72,10 +71,6 @@ std::string build_id_of(const std::string& path) {
   return s.id;
 }
 
-using byte_io::In;
-using byte_io::put;
-using byte_io::put_text;
-
 constexpr std::uint16_t kListingVersion = 1;
 
 std::uint64_t digest_of(const TaskListing& l) {
@@ -119,25 +114,16 @@ TaskListing TaskListing::of_this_process(const wm_core_services& services) {
 }
 
 std::string TaskListing::encode() const {
-  std::string out;
-  put(out, kListingVersion);
-  put(out, static_cast<std::uint32_t>(tasks.size()));
-  for (const auto& t : tasks) {
-    put_text(out, t.name);
-    put(out, t.fingerprint);
-    put_text(out, t.signature);
-    put_text(out, t.library);
-  }
-  put(out, static_cast<std::uint32_t>(libraries.size()));
-  for (const auto& lib : libraries) {
-    put_text(out, lib.path);
-    put_text(out, lib.build_id);
-  }
-  return out;
+  RecordWriter w;
+  w.put(kListingVersion).put(static_cast<std::uint32_t>(tasks.size()));
+  for (const auto& t : tasks) w.text(t.name).put(t.fingerprint).text(t.signature).text(t.library);
+  w.put(static_cast<std::uint32_t>(libraries.size()));
+  for (const auto& lib : libraries) w.text(lib.path).text(lib.build_id);
+  return std::move(w.bytes);
 }
 
 bool TaskListing::parse(const char* data, std::size_t size, TaskListing& out, std::string& why) {
-  In in{data, data + size};
+  RecordReader in(data, size);
   std::uint16_t version = 0;
   std::uint32_t n = 0;
   if (!in.get(version) || version != kListingVersion) {
@@ -169,7 +155,7 @@ bool TaskListing::parse(const char* data, std::size_t size, TaskListing& out, st
     }
     l.libraries.push_back(std::move(lib));
   }
-  if (in.p != in.end) {
+  if (!in.done()) {
     why = "a task listing with bytes left over";
     return false;
   }
