@@ -73,6 +73,14 @@ void MpiChannel::watch() {
     // A ring wakes the loop only if it sleeps: it sets sleeping_ before its last look at MPI, and
     // the message a ring stands for was there before the ring, so that look finds it otherwise.
     bool rang = sleeping_.load();
+    // A ring while the loop is awake stands for a message it will look for before it sleeps; if
+    // MPI does not show it yet then (rank 0's MPI may still hold it), the loop must not sleep for
+    // good: it is told, and looks again every so often until a message comes (late_ring_). Looked
+    // at again after telling: a loop that fell asleep meanwhile, without seeing it, is woken.
+    if (!rang) {
+      late_ring_.store(true);
+      rang = sleeping_.load();
+    }
     for (char c : drain(fd_, eof)) {
       if (c == kKill)
         leave(1, force + (in_task_ ? " while it ran a task" : "") + "; leaving at once, without MPI_Finalize");
@@ -276,6 +284,8 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
       return in;
     }
     if (done) {
+      late_ring_.store(false);
+      recheck_ms_ = 0;
       take_message(st);
       continue;
     }
@@ -286,7 +296,14 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
     // Asleep until the watcher says rank 0 rang; holding large buffers, waking after 2 s to give
     // them back.
     const bool big = large_.capacity >= remote::Buffer::kHuge || reply_.capacity >= remote::Buffer::kHuge;
-    const int wait = big && (timeout_ms < 0 || timeout_ms > kIdleReleaseMs) ? kIdleReleaseMs : timeout_ms;
+    int wait = big && (timeout_ms < 0 || timeout_ms > kIdleReleaseMs) ? kIdleReleaseMs : timeout_ms;
+    // Rung while awake, and still no message: look again after 1, 2, 4 ... ms (up to 1 s in all),
+    // never asleep for good while a message may be on its way.
+    if (late_ring_.exchange(false)) recheck_ms_ = 1;
+    if (recheck_ms_ > 0 && (wait < 0 || wait > recheck_ms_)) {
+      wait = recheck_ms_;
+      recheck_ms_ = recheck_ms_ >= 512 ? 0 : 2 * recheck_ms_;
+    }
     const auto before = Clock::now();
     sleep(wait);
     sleeping_.store(false);
@@ -298,7 +315,13 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
         rc = MPI_Test(&rreq_, &done, &st);
         if (!done) sched_yield();
       }
-      if (done && rc == MPI_SUCCESS) take_message(st);
+      if (done && rc == MPI_SUCCESS) {
+        late_ring_.store(false);
+        recheck_ms_ = 0;
+        take_message(st);
+      } else if (recheck_ms_ == 0) {
+        recheck_ms_ = 1;  // rung, and MPI does not show the message yet: look again soon
+      }
       continue;  // an error shows at the next test
     }
     if (big && Clock::now() - last_large_ >= std::chrono::milliseconds(kIdleReleaseMs)) {

@@ -90,6 +90,8 @@ class MpiChannel final : public remote::WorkerChannel {
   int wake_fd_ = -1, stop_fd_ = -1;
   std::thread watcher_;
   std::atomic<bool> in_task_{false}, killed_{false}, parked_{false}, gone_{false}, sleeping_{false};
+  std::atomic<bool> late_ring_{false};  // rank 0 rang while the loop was awake (see watch())
+  int recheck_ms_ = 0;                   // the loop's next look while a rung message is missing
   std::atomic<char> verdict_{0};
 };
 

@@ -23,6 +23,7 @@ constexpr auto kForceGrace = std::chrono::seconds(3);      // a rank stopped by 
 constexpr auto kHailLimit = std::chrono::seconds(5);       // a new connection must say who it is by then
 constexpr auto kIdleRelease = std::chrono::seconds(2);     // large buffers go back after this much idling
 constexpr auto kLookEvery = std::chrono::milliseconds(1);  // doorbells looked at while spinning
+constexpr auto kSendLook = std::chrono::milliseconds(10);  // MPI called this often while a send waits
 
 std::string hex_byte(char c) {
   char buf[8];
@@ -590,6 +591,10 @@ int MpiTransport::internal_timeout_ms(Clock::time_point now) const {
     if (s.state == State::forced) next = std::min(next, s.forced_at + kForceGrace);
     if (s.state == State::waiting && s.fd < 0) next = std::min(next, connect_until_);
     big = big || s.spare.capacity != 0 || s.lbuf.capacity != 0;
+    // A message MPI has not handed over may need this rank's calls to move: never asleep for long
+    // while one waits (a worker busy with a long task may take it only later).
+    if (!s.sending.empty() && (s.state == State::serving || s.state == State::stopping))
+      next = std::min(next, now + kSendLook);
   }
   for (const Hailing& h : hailing_) next = std::min(next, h.until);
   if (big) next = std::min(next, last_large_ + kIdleRelease);
