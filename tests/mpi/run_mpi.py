@@ -10,7 +10,9 @@ own, bounded by --timeout; after it, no process of that session may be left (mpi
 daemon). --interrupt-on sends SIGINT to mpirun's process group, as Ctrl-C in a terminal does, once
 standard output has a line containing TEXT. --ends-within S --after TEXT: the job ends within S
 seconds of the first line (stdout or stderr) containing TEXT. --repeat runs the job K times, each
-checked in full. Exit status 0 if every check passed; otherwise the failures and the job's output.
+checked in full. Exit status 0 if every check passed; otherwise the failures and the job's output
+(and, for a job that did not end in time, every thread's stack in each of its processes, where gdb is
+installed).
 """
 import argparse
 import os
@@ -40,6 +42,36 @@ def session_members(sid):
 
 
 CURRENT = []  # the job running now, ended if this script is told to stop
+
+
+def stacks_of(pids, limit_s=60.0):
+    """Where each process of a job that hangs is: every thread's stack (gdb, where installed),
+    for the failure report. Bounded: at most limit_s in all, the ranks first (not mpirun)."""
+    gdb = shutil.which("gdb")
+    if gdb is None or not pids:
+        return []
+    def comm_of(p):
+        try:
+            return open("/proc/%d/comm" % p).read().strip()
+        except OSError:
+            return "?"
+    out = []
+    until = time.monotonic() + limit_s
+    for p in sorted(pids, key=lambda p: comm_of(p) in ("mpirun", "orterun", "prterun")):
+        left = until - time.monotonic()
+        if left <= 1:
+            out.append("(no time left for the stacks of the other processes)")
+            break
+        comm = comm_of(p)
+        try:
+            r = subprocess.run([gdb, "-p", str(p), "-batch", "-nx", "-ex", "thread apply all bt 20"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=min(left, 20))
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        lines = [l for l in r.stdout.decode(errors="replace").splitlines()
+                 if l.startswith("#") or l.startswith("Thread ")]
+        out.append("stacks of %d (%s):\n  %s" % (p, comm, "\n  ".join(lines[:200])))
+    return out
 
 
 def stop_current(signum, _frame):
@@ -101,6 +133,7 @@ def run_once(args, cmd, env):
     ended_at = time.monotonic()
     if timed_out:
         failures.append("the job did not end within %g s" % args.timeout)
+        failures.extend(stacks_of(session_members(proc.pid)))
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
