@@ -21,6 +21,8 @@ const std::string& this_host() {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 // The next frame: at once if one is there, else after a short spin, else asleep in the channel.
 Incoming wait_for_frame(WorkerChannel& ch, int spin_us) {
   if (spin_us > 0) {
@@ -54,19 +56,31 @@ WorkerEnd run_worker_loop(WorkerChannel& ch, const wm_core_services& services, c
   hello.extension = tasks.encode();
   ch.send_hello(hello);
   if (!ch.flush()) return WorkerEnd::closed;
+  const auto flush_after = std::chrono::microseconds(options.flush_after_us);
+  auto tick = Clock::now();     // the end of the last task, or the last wake-up
+  auto held_since = tick;       // when the task of the oldest reply not written out yet began
   for (;;) {
     Incoming in = ch.receive(0);
     if (in.kind == Incoming::none) {
       // Nothing more waiting: the replies go out now, then wait for the next task.
       if (ch.pending() != 0 && !ch.flush()) return WorkerEnd::closed;
       in = wait_for_frame(ch, options.spin_us);
+      tick = Clock::now();
     }
     switch (in.kind) {
       case Incoming::task: {
+        if (ch.pending() == 0) held_since = tick;
         wm_byte_buffer& out = ch.begin_reply(in);
         services.execute_encoded(in.data, in.size, &out);
         ch.end_reply(in);
-        if (ch.pending() >= options.flush_bytes && !ch.flush()) return WorkerEnd::closed;
+        tick = Clock::now();
+        // Replies of short tasks wait for more (one write for many). Once tasks take a while, each
+        // reply goes out when its task ends: held during the next task, it would keep its result
+        // from the caller, and the master from knowing that this worker has room for more (the
+        // task it prefetched then runs with none queued behind it).
+        const std::size_t held = ch.pending();
+        if ((held >= options.flush_bytes || (held != 0 && tick - held_since >= flush_after)) && !ch.flush())
+          return WorkerEnd::closed;
         break;
       }
       case Incoming::stop:

@@ -1,6 +1,7 @@
 // wm/sdk/remote/worker_loop.hpp: the one loop every remote backend's workers run: say hello, then
 // take task frames, execute each by name through the core, reply; until the master says stop or is
-// gone. Replies are batched while more tasks are waiting; the loop spins briefly before it sleeps.
+// gone. Replies are batched while more tasks are waiting and they are short; the loop spins briefly
+// before it sleeps.
 #pragma once
 
 #include <wm/abi.h>
@@ -15,6 +16,7 @@ namespace wm::sdk::remote {
 struct WorkerLoopOptions {
   int spin_us = 200;                             // look for the next frame this long before sleeping
   std::size_t flush_bytes = std::size_t(256) << 10;  // write replies out once this many are queued
+  int flush_after_us = 1000;  // and once the task of the oldest one began this long ago
 };
 
 /** How the loop ended. */
