@@ -135,6 +135,25 @@ bool ring(int fd, char what) {
   }
 }
 
+bool send_all(int fd, const char* data, std::size_t n) {
+  while (n > 0) {
+    const ssize_t w = send(fd, data, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w > 0) {
+      data += w;
+      n -= static_cast<std::size_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd p{fd, POLLOUT, 0};
+      poll(&p, 1, 100);
+      continue;
+    }
+    return false;
+  }
+  return true;
+}
+
 std::string drain(int fd, bool& eof) {
   std::string out;
   char buf[256];

@@ -4,6 +4,7 @@
 // connection's end of file is also how a dead rank shows: no MPI call reports it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -31,6 +32,10 @@ int connect_doorbell(const std::vector<std::uint32_t>& addresses, std::uint16_t 
 /** Nonblocking, no SIGPIPE. A full socket counts as sent: it holds rings the peer has not read, so
  *  it will wake anyway. False if the connection is gone. */
 bool ring(int fd, char what);
+
+/** Writes all n bytes (a doorbell full of bytes rank 0 has not read yet makes this wait until it
+ *  reads them). False if the connection is gone. */
+bool send_all(int fd, const char* data, std::size_t n);
 
 /** Reads what is there without waiting. Returns the bytes read ("" if none); eof set at end of file
  *  or when the connection broke. */

@@ -240,7 +240,6 @@ class MpiBackend final : public remote::RemoteBackend {
     o.listener = listener_;
     listener_ = Listener{};  // the transport closes it
     o.nonce = setup_.nonce;
-    o.spin_us = engine_options().spin_us;
     o.connect_limit = engine_options().startup_limit;
     o.park_on_force = !recovery_;
     auto t = std::make_unique<MpiTransport>(std::move(o), [this](int level, const std::string& m) { log(static_cast<wm_log_level>(level), m); });

@@ -89,6 +89,7 @@ void MpiChannel::watch() {
                                "; it runs no more tasks, and leaves without MPI_Finalize when rank 0's program ends "
                                "(leaving now would make mpirun end the whole job)");
       if (c == kFinalize || c == kExit) verdict_ = c;
+      if (c == kRing) told_asleep_.store(false);  // rank 0 rings no more until it is told again
       if (c != kRing) rang = true;  // anything else wakes the loop whatever it does
     }
     if (eof) {
@@ -115,6 +116,18 @@ void MpiChannel::sleep(int timeout_ms) {
   }
 }
 
+// Rank 0 rings a worker rank only after it said that it sleeps: before its last look at MPI, the
+// rank tells it so, with the number of frames messages it has taken; rank 0 rings at once if it
+// sent more, and otherwise with its next message. Said once per ring: a rank woken by a timeout
+// (and not rung) is still known to sleep.
+void MpiChannel::tell_asleep() {
+  if (told_asleep_.exchange(true)) return;
+  char notice[1 + sizeof taken_];
+  notice[0] = kAsleep;
+  std::memcpy(notice + 1, &taken_, sizeof taken_);
+  send_all(fd_, notice, sizeof notice);  // a broken doorbell shows at the watcher
+}
+
 // ---------------------------------------------------------------- MPI
 
 void MpiChannel::post_receive() {
@@ -133,6 +146,7 @@ void MpiChannel::take_message(const MPI_Status& st) {
   int len = 0;
   MPI_Get_count(&st, MPI_BYTE, &len);
   cursor_ = FrameCursor(rbuf_[posted_].data, static_cast<std::size_t>(len));
+  ++taken_;
   parsing_ = true;
   posted_ ^= 1;
   post_receive();
@@ -274,6 +288,7 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
       // About to sleep: never with a send under way, and after a second look, made once the
       // watcher knows that rings must wake this thread.
       if (!test_sends(true)) continue;
+      tell_asleep();
       sleeping_.store(true);
       rc = MPI_Test(&rreq_, &done, &st);
       if (done || rc != MPI_SUCCESS) sleeping_.store(false);

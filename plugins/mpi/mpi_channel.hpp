@@ -64,6 +64,7 @@ class MpiChannel final : public remote::WorkerChannel {
   bool wait_all(std::vector<MPI_Request>& reqs);
   bool ended() const { return broken_ || gone_.load() || killed_.load() || parked_.load(); }
   void sleep(int timeout_ms);
+  void tell_asleep();
   void watch();
   [[noreturn]] void leave(int code, const std::string& why);
 
@@ -92,6 +93,8 @@ class MpiChannel final : public remote::WorkerChannel {
   std::atomic<bool> in_task_{false}, killed_{false}, parked_{false}, gone_{false}, sleeping_{false};
   std::atomic<bool> late_ring_{false};  // rank 0 rang while the loop was awake (see watch())
   int recheck_ms_ = 0;                   // the loop's next look while a rung message is missing
+  std::uint32_t taken_ = 0;              // frames messages taken from rank 0
+  std::atomic<bool> told_asleep_{false};  // rank 0 was told this rank sleeps and has not rung since
   std::atomic<char> verdict_{0};
 };
 

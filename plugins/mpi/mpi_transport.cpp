@@ -133,6 +133,7 @@ void MpiTransport::send_batch(Slot& s) {
   }
   m.reqs.push_back(r);
   s.sending.push_back(std::move(m));
+  ++s.sent;
 }
 
 void MpiTransport::flush(remote::WorkerId id) {
@@ -154,12 +155,11 @@ void MpiTransport::flush(remote::WorkerId id) {
     s.sending.push_back(std::move(m));
   }
   s.payloads.clear();
-  // The worker spins for spin_us after each message it handles: a message sent within half of that
-  // after the previous one finds it awake. Otherwise it may sleep in poll() on its doorbell.
-  const auto now = Clock::now();
-  if (s.fd < 0) return;  // not connected yet: it is rung when it connects
-  if (o_.spin_us == 0 || now - s.last_send >= std::chrono::microseconds(o_.spin_us / 2)) ring(s.fd, kRing);
-  s.last_send = now;
+  // A worker rank that is awake (in a task, or looking for the next frame) takes the message
+  // without a ring; one that sleeps has said so (see told_asleep).
+  if (s.fd < 0 || !s.asleep) return;  // not connected yet: it is rung when it connects
+  ring(s.fd, kRing);
+  s.asleep = false;
 }
 
 void MpiTransport::test_sends(Slot& s) {
@@ -470,7 +470,7 @@ int MpiTransport::read_hails() {
       // What was sent before it connected went unrung. (This ring carries no message: the next
       // message rings as well, the rank may be asleep again by then.)
       ring(s->fd, kRing);
-      s->last_send = Clock::time_point{};
+      s->asleep = false;
       // Ready once rank 0 can both reach it and see its end.
       if (s->hello && s->state == State::waiting) {
         s->state = State::serving;
@@ -489,6 +489,18 @@ int MpiTransport::read_hails() {
 void MpiTransport::handle_bytes(remote::WorkerId id, const std::string& bytes, int& events) {
   Slot& s = slots_[id];
   for (char c : bytes) {
+    if (s.notice_got >= 0) {  // the count of an asleep notice
+      s.notice[s.notice_got++] = c;
+      if (s.notice_got == static_cast<int>(sizeof s.notice)) {
+        s.notice_got = -1;
+        told_asleep(s);
+      }
+      continue;
+    }
+    if (c == kAsleep) {
+      s.notice_got = 0;
+      continue;
+    }
     if (c == kRing) continue;
     if (c == kPull) {
       s.pulled = s.payloads_sending != 0;
@@ -499,6 +511,16 @@ void MpiTransport::handle_bytes(remote::WorkerId id, const std::string& bytes, i
       return;
     }
   }
+}
+
+// The worker rank sleeps, having taken `count` frames messages: if this side sent more since, one
+// may have reached MPI after the rank's last look, so it is rung now; otherwise with the next one.
+void MpiTransport::told_asleep(Slot& s) {
+  std::uint32_t count = 0;
+  std::memcpy(&count, s.notice, sizeof count);
+  s.asleep = count == s.sent;
+  if (!s.asleep && s.fd >= 0 && (s.state == State::serving || s.state == State::stopping || s.state == State::waiting))
+    ring(s.fd, kRing);
 }
 
 // Reads the doorbells poll() found readable: fds[n_fixed + k] is the doorbell of owners_[k].

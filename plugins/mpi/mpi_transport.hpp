@@ -27,7 +27,6 @@ class MpiTransport final : public remote::Transport {
     int size = 0;                   // ranks in the job
     Listener listener;              // where worker ranks connect their doorbells (the transport closes it)
     std::uint64_t nonce = 0;        // what a worker must present when it connects
-    int spin_us = 200;              // the workers' spin window (when a ring can be skipped)
     double connect_limit = 60;      // s a worker rank has to connect its doorbell
     /** A rank stopped by force stays until rank 0 ends instead of leaving at once (without
      *  --enable-recovery a rank that leaves makes mpirun end the whole job, rank 0 included). */
@@ -77,7 +76,10 @@ class MpiTransport final : public remote::Transport {
     std::deque<Sending> sending;           // messages MPI has not finished sending
     std::size_t payloads_sending = 0;
     bool pulled = false;  // the worker waits for its payloads: push them (spin) until sent
-    Clock::time_point last_send{};
+    std::uint32_t sent = 0;  // frames messages sent to it
+    bool asleep = false;     // it said it sleeps and was not rung since: the next message rings
+    int notice_got = -1;     // bytes of an asleep notice's count read so far (-1: none under way)
+    char notice[4] = {};
     // from the worker
     remote::Buffer rbuf[2];
     int posted = 0;  // the buffer the posted receive writes into
@@ -115,6 +117,7 @@ class MpiTransport final : public remote::Transport {
   void accept_workers();
   int read_hails();
   void handle_bytes(remote::WorkerId id, const std::string& bytes, int& events);
+  void told_asleep(Slot& s);
   int housekeeping(Clock::time_point now);
   int internal_timeout_ms(Clock::time_point now) const;
   bool must_spin() const;

@@ -38,6 +38,8 @@ constexpr std::uint8_t kFrameBye = remote::kFrameTransportBase;
 // Doorbell bytes (one TCP connection per worker rank; its end of file is how a death shows).
 constexpr char kRing = 'r';      // either way: an MPI message is there for you
 constexpr char kPull = 'p';      // worker -> rank 0: I posted the receive for your payload: push it
+constexpr char kAsleep = 's';    // worker -> rank 0, then 4 bytes (host order): I sleep, having taken
+                                 // this many frames messages from you; ring me for the next one
 constexpr char kKill = 'k';      // rank 0 -> worker: stopped by force, leave now (--enable-recovery)
 constexpr char kPark = 'K';      // rank 0 -> worker: stopped by force, run nothing more, leave when rank 0
                                  // ends (leaving now would make mpirun end the job)
@@ -51,7 +53,7 @@ struct Setup {
   std::uint64_t nonce;       // a worker proves with it that it belongs to this job
   std::uint64_t seed_base;   // each worker's seed is derived from it and its rank
   std::int32_t master_pid;
-  std::int32_t spin_us;      // rank 0's spin window: the workers keep the same (rank 0 skips rings by it)
+  std::int32_t spin_us;      // rank 0's spin window: the workers keep the same
   std::uint16_t port;        // rank 0's doorbell port
   std::uint16_t n_addresses;
   std::uint32_t addresses[kMaxAddresses];  // IPv4, network order, the order to try them in
