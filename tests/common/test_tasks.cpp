@@ -19,6 +19,14 @@ int sleep_then(int ms, int value) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return value;
 }
+int wait_for_file(std::string path, int limit_ms) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(limit_ms);
+  while (access(path.c_str(), F_OK) != 0) {
+    if (std::chrono::steady_clock::now() >= until) return 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return 1;
+}
 int throw_runtime(std::string message) { throw std::runtime_error(message); }
 int throw_int(int value) { throw value; }
 std::int64_t where_pid() { return static_cast<std::int64_t>(getpid()); }
@@ -65,6 +73,7 @@ WM_TASK(wmtest::add);
 WM_TASK(wmtest::nothing);
 WM_TASK(wmtest::echo);
 WM_TASK(wmtest::sleep_then);
+WM_TASK(wmtest::wait_for_file);
 WM_TASK(wmtest::throw_runtime);
 WM_TASK(wmtest::throw_int);
 WM_TASK(wmtest::where_pid);

@@ -4,11 +4,14 @@
 #include "../common/test_tasks.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -438,6 +441,26 @@ TEST_P(Conformance, WaitForTimesOutOnLongTask) {
   }
   EXPECT_TRUE(f.wait_for(60s));
   EXPECT_EQ(f.get_result(), 1);
+}
+
+TEST_P(Conformance, AResultIsNotHeldWhileTheWorkerRunsItsNextTask) {
+  if (backend_ == "serial") GTEST_SKIP() << "serial runs each task inside submit(), one after the other";
+  // Submitted together, the two may go to one worker at once (with one worker they do): the first
+  // one's result must reach the caller while that worker runs the second, which waits for the
+  // caller to have it.
+  char dir[] = "/tmp/wm_gate_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string gate = std::string(dir) + "/open";
+  auto first = wm_->submit(wmtest::sleep_then, 20, 7);
+  auto second = wm_->submit(wmtest::wait_for_file, gate, 30000);
+  const bool in_time = first.wait_for(20s);
+  { std::ofstream(gate) << "open\n"; }
+  expect_done(second);
+  std::remove(gate.c_str());
+  rmdir(dir);
+  ASSERT_TRUE(in_time) << "the first task's result was held back while its worker ran the next task";
+  EXPECT_EQ(first.get_result(), 7);
+  EXPECT_EQ(second.get_result(), 1) << "the second task ended before the caller had the first one's result";
 }
 
 TEST_P(Conformance, FutureOutlivesItsWorkManager) {
