@@ -141,8 +141,11 @@ void MpiChannel::post_receive() {
 }
 
 // The message the posted receive got: its frames are read next; the receive goes to the other
-// buffer (the frames returned from the one before are done with by now).
+// buffer (the frames returned from the one before are done with by now). A message came: the
+// looks again for a rung one stop.
 void MpiChannel::take_message(const MPI_Status& st) {
+  late_ring_.store(false);
+  recheck_ms_ = 0;
   int len = 0;
   MPI_Get_count(&st, MPI_BYTE, &len);
   cursor_ = FrameCursor(rbuf_[posted_].data, static_cast<std::size_t>(len));
@@ -299,8 +302,6 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
       return in;
     }
     if (done) {
-      late_ring_.store(false);
-      recheck_ms_ = 0;
       take_message(st);
       continue;
     }
@@ -331,8 +332,6 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
         if (!done) sched_yield();
       }
       if (done && rc == MPI_SUCCESS) {
-        late_ring_.store(false);
-        recheck_ms_ = 0;
         take_message(st);
       } else if (recheck_ms_ == 0) {
         recheck_ms_ = 1;  // rung, and MPI does not show the message yet: look again soon

@@ -250,16 +250,9 @@ remote::Incoming SocketChannel::receive(int timeout_ms) {
         }
         h.len = len;
       } else if (h.type != remote::kFrameTask) {
-        in.kind = remote::Incoming::closed;
-        in.why = "a frame of type " + std::to_string(h.type) + " came from the master";
-        return in;
+        return remote::Incoming::unexpected_frame(h.type, "the master");
       }
-      in.kind = remote::Incoming::task;
-      in.seq = h.seq;
-      in.flags = h.flags;
-      in.data = data;
-      in.size = static_cast<std::size_t>(h.len);
-      return in;
+      return remote::Incoming::task_from(h, data);
     }
     bool eof = false;
     if (!fill(timeout_ms, eof, in.why)) {

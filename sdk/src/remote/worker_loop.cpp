@@ -57,8 +57,7 @@ WorkerEnd run_worker_loop(WorkerChannel& ch, const wm_core_services& services, c
   ch.send_hello(hello);
   if (!ch.flush()) return WorkerEnd::closed;
   const auto flush_after = std::chrono::microseconds(options.flush_after_us);
-  auto tick = Clock::now();     // the end of the last task, or the last wake-up
-  auto held_since = tick;       // when the task of the oldest reply not written out yet began
+  auto tick = Clock::now();  // the end of the last task, or the last wake-up
   for (;;) {
     Incoming in = ch.receive(0);
     if (in.kind == Incoming::none) {
@@ -69,17 +68,17 @@ WorkerEnd run_worker_loop(WorkerChannel& ch, const wm_core_services& services, c
     }
     switch (in.kind) {
       case Incoming::task: {
-        if (ch.pending() == 0) held_since = tick;
+        const auto started = tick;
         wm_byte_buffer& out = ch.begin_reply(in);
         services.execute_encoded(in.data, in.size, &out);
         ch.end_reply(in);
         tick = Clock::now();
-        // Replies of short tasks wait for more (one write for many). Once tasks take a while, each
-        // reply goes out when its task ends: held during the next task, it would keep its result
-        // from the caller, and the master from knowing that this worker has room for more (the
-        // task it prefetched then runs with none queued behind it).
+        // Replies of short tasks wait for more (one write for many). The reply of a task that took a
+        // while goes out when it ends: held during the next task, it would keep its result from the
+        // caller, and the master from knowing that this worker has room for more (the task it
+        // prefetched then runs with none queued behind it).
         const std::size_t held = ch.pending();
-        if ((held >= options.flush_bytes || (held != 0 && tick - held_since >= flush_after)) && !ch.flush())
+        if ((held >= options.flush_bytes || (held != 0 && tick - started >= flush_after)) && !ch.flush())
           return WorkerEnd::closed;
         break;
       }

@@ -16,7 +16,7 @@ namespace wm::sdk::remote {
 struct WorkerLoopOptions {
   int spin_us = 200;                             // look for the next frame this long before sleeping
   std::size_t flush_bytes = std::size_t(256) << 10;  // write replies out once this many are queued
-  int flush_after_us = 1000;  // and once the task of the oldest one began this long ago
+  int flush_after_us = 1000;  // and after a task that took this long (its reply is not held)
 };
 
 /** How the loop ended. */
