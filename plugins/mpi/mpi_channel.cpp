@@ -142,7 +142,7 @@ void MpiChannel::post_receive() {
 
 // The message the posted receive got: its frames are read next; the receive goes to the other
 // buffer (the frames returned from the one before are done with by now). A message came: the
-// looks again for a rung one stop.
+// looks again for one that was rung end.
 void MpiChannel::take_message(const MPI_Status& st) {
   late_ring_.store(false);
   recheck_ms_ = 0;

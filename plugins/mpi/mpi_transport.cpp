@@ -467,8 +467,8 @@ int MpiTransport::read_hails() {
     } else if (s->state == State::parked) {
       ring(s->fd, kPark);
     } else {
-      // What was sent before it connected went unrung. (This ring carries no message: the next
-      // message rings as well, the rank may be asleep again by then.)
+      // What was sent before it connected went unrung. (This ring may carry no message; the rank
+      // says when it sleeps again, and is rung for the next one then.)
       ring(s->fd, kRing);
       s->asleep = false;
       // Ready once rank 0 can both reach it and see its end.
