@@ -506,7 +506,7 @@ void MpiTransport::handle_bytes(remote::WorkerId id, const std::string& bytes, i
       s.pulled = s.payloads_sending != 0;
       continue;
     }
-    if (s.state == State::serving || s.state == State::stopping || s.state == State::waiting) {
+    if (in_service(s)) {
       protocol(id, "its doorbell carried the byte " + hex_byte(c) + ", which is no ring", events);
       return;
     }
@@ -519,8 +519,7 @@ void MpiTransport::told_asleep(Slot& s) {
   std::uint32_t count = 0;
   std::memcpy(&count, s.notice, sizeof count);
   s.asleep = count == s.sent;
-  if (!s.asleep && s.fd >= 0 && (s.state == State::serving || s.state == State::stopping || s.state == State::waiting))
-    ring(s.fd, kRing);
+  if (!s.asleep && in_service(s)) ring(s.fd, kRing);  // its bytes came on s.fd: connected
 }
 
 // Reads the doorbells poll() found readable: fds[n_fixed + k] is the doorbell of owners_[k].

@@ -121,6 +121,10 @@ class MpiTransport final : public remote::Transport {
   int housekeeping(Clock::time_point now);
   int internal_timeout_ms(Clock::time_point now) const;
   bool must_spin() const;
+  /** Connected or connecting, and not stopped: its doorbell bytes are read as rings and notices. */
+  static bool in_service(const Slot& s) {
+    return s.state == State::serving || s.state == State::stopping || s.state == State::waiting;
+  }
   void recycle(Slot& s, Sending& done);
   std::string who(const Slot& s) const;
   void log(int level, const std::string& m) const { log_(level, m); }
