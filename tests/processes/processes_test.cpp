@@ -99,10 +99,10 @@ void misbehave(int mode, const char* where) {
       std::sscanf(a, "fd=%d", &fd);
       if (const char* r = std::strstr(a, "ring=")) std::sscanf(r, "ring=%d", &ring);
     }
-    wm_processes::RingFile file;
+    wm::sdk::remote::RingFile file;
     if (mode == kCorruptRing && ring >= 0 && file.adopt(ring)) {
-      file.control(wm_processes::RingFile::from_worker)->head.store(std::uint64_t(1) << 40);
-      if (fd >= 0) [[maybe_unused]] ssize_t r = write(fd, &wm_processes::kDoorbellByte, 1);  // a sleeping master
+      file.control(wm::sdk::remote::RingFile::from_worker)->head.store(std::uint64_t(1) << 40);
+      if (fd >= 0) [[maybe_unused]] ssize_t r = write(fd, &wm::sdk::remote::kDoorbellByte, 1);  // a sleeping master
     } else {
       const char junk[] = "this is not a frame header, not at all!!";
       if (fd >= 0) [[maybe_unused]] ssize_t r = write(fd, junk, sizeof junk);

@@ -1,24 +1,32 @@
-// dispatcher.cpp: the master side of the remote engine (see dispatcher.hpp).
+// dispatcher.cpp: the master side of the remote engine (see wm/sdk/remote/dispatcher.hpp).
 #include <wm/sdk/remote/dispatcher.hpp>
+
+#include "link.hpp"
+#include "registry.hpp"
 
 #include <sched.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
+#include <atomic>
+#include <chrono>
 #include <cmath>
-#include <cstdio>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <set>
 #include <stdexcept>
+#include <thread>
+#include <utility>
+#include <vector>
 
 namespace wm::sdk::remote {
 namespace {
 
-std::string seconds_text(double s) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%g s", s);
-  return buf;
-}
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kIdleRelease = std::chrono::seconds(2);  // large buffers and storage go back after this much idling
 
 const wm_option_value& declared(const wm_backend_config& c, const char* option, const char* backend) {
   for (std::size_t i = 0; i < c.n_options; ++i)
@@ -27,38 +35,10 @@ const wm_option_value& declared(const wm_backend_config& c, const char* option, 
                          option + "': add WM_REMOTE_ENGINE_OPTIONS to its WM_DECLARE_BACKEND");
 }
 
-std::string upper_snake(const std::string& s) {
-  std::string out;
-  for (char c : s) out += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return out;
-}
-
-// Encodes one task through the core, straight into the transport's storage.
-class TaskEncoder final : public Encoder {
- public:
-  TaskEncoder(const wm_core_services& s, wm_task* t) : services_(s), task_(t) {}
-  void operator()(wm_byte_buffer& out) const override {
-    wm_error err{};
-    if (services_.encode(task_, &out, &err) != 0) throw std::runtime_error(err.message);
-  }
-
- private:
-  const wm_core_services& services_;
-  wm_task* task_;
-};
-
 double thread_cpu_seconds() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
-}
-
-const std::string& local_host() {
-  static const std::string name = [] {
-    char buf[256] = {};
-    return gethostname(buf, sizeof buf - 1) == 0 ? std::string(buf) : std::string();
-  }();
-  return name;
 }
 
 }  // namespace
@@ -70,23 +50,182 @@ EngineOptions engine_options(const wm_backend_config& config, const char* backen
   o.shutdown_timeout = declared(config, "shutdown-timeout", backend_name).double_value;
   o.spin_us = static_cast<int>(declared(config, "spin-us", backend_name).int_value);
   o.max_window = static_cast<std::size_t>(declared(config, "max-window", backend_name).int_value);
+  o.keep_memory_mib = static_cast<int>(declared(config, "worker-keep-memory", backend_name).int_value);
   o.retries_hint = "set WM_" + upper_snake(backend_name) + "_RETRIES to run tasks lost to a worker death again";
   return o;
 }
 
+struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
+  Impl(const wm_core_services& services, std::string backend_name, std::unique_ptr<Transport> transport,
+       EngineOptions options);
+
+  void start();
+  void submit(wm_task* const* tasks, std::size_t n);
+  void stop(bool now);
+  void join();
+  bool wait_for_workers(unsigned n, double seconds);
+  bool on_own_thread() const noexcept { return std::this_thread::get_id() == thread_id_.load(); }
+
+  struct Job {
+    wm_task* task;
+    std::uint64_t seq;
+    std::size_t size;
+    std::uint32_t attempts;  // runs lost to worker deaths so far
+  };
+  struct InFlight {
+    Job job;
+    Clock::time_point sent_at;
+  };
+  enum class State { none, starting, ready, lost, disabled };
+  enum class Kill { none, timeout, protocol, shutdown, refused };
+  struct Worker {
+    State state = State::none;
+    WorkerIdentity identity;
+    std::deque<InFlight> inflight;
+    std::size_t window = 1;
+    double avg_us = 1000.0;  // smoothed service time per task
+    Clock::time_point last_reply{};
+    int early_deaths = 0;
+    Kill kill = Kill::none;
+    std::string kill_note;
+    std::string last_status;
+    std::uint8_t room_places = 0;  // entries in room_: 2 when it went to the front while at the back
+    bool dirty = false, stop_sent = false, force_sent = false, busy = false, fast = false;
+    bool has_timeout = false;
+    Clock::time_point timeout_at{};
+  };
+
+  // ---- the thread ----
+  void run() noexcept;
+  void loop();
+  void take_submitted();
+  void begin_stopping(bool now);
+  void force_all(Kill reason);
+  void force(WorkerId id, Worker& w);
+  void dispatch();
+  void send(WorkerId id, Worker& w, const Job& job, Clock::time_point now);
+  void mark_dirty(WorkerId id, Worker& w);
+  void flush_dirty();
+  void run_timers(Clock::time_point now);
+  int wait_ms(Clock::time_point now);
+  void finish_remaining();
+
+  // ---- bookkeeping ----
+  bool usable(WorkerId id, const Worker& w) const {
+    return w.state == State::ready && w.kill == Kill::none && !w.stop_sent && !transport_->closing(id);
+  }
+  std::size_t prefetch() const;
+  void offer_room(WorkerId id, Worker& w);
+  void rearm_timeout(WorkerId id, Worker& w);
+  void classify_spin(Worker& w);
+  void note_service_time(Worker& w, const InFlight& done);
+  void start_slot(WorkerId id, Worker& w, const std::string& replacing);
+  void check_startup();
+  void check_dead();
+  void give_up(WorkerId id, Worker& w, const std::string& why);
+  void protocol_error(WorkerId id, const std::string& why);
+  void fail(const Job& j, wm_failure_kind kind, const std::string& message, const Worker* on = nullptr,
+            std::uint32_t attempts = 1);
+  void fail_ready(wm_failure_kind kind, const std::string& message);
+  std::string task_label(const Job& j) const;
+  std::string worker_label(WorkerId id, const Worker& w) const;
+  Worker& worker(WorkerId id);
+  MasterLink& link(WorkerId id) { return *links_[id]; }
+
+  // ---- TransportHost ----
+  void worker_added(WorkerId id) override;
+  Inbox& inbox(WorkerId id) override { return link(id).inbox(); }
+  void arrived(WorkerId id) override { link(id).arrived(); }
+  void received(WorkerId id, const char* data, std::size_t size) override { link(id).received(data, size); }
+  void payload_received(WorkerId id) override { link(id).payload_received(); }
+  void payload_sent(WorkerId id, Buffer&& buffer) override { link(id).payload_sent(std::move(buffer)); }
+  void broken(WorkerId id, const std::string& why) override { protocol_error(id, why); }
+  void worker_lost(WorkerId id, const std::string& status) override;
+
+  // ---- MasterLinkEvents ----
+  void hello(WorkerId id, const char* data, std::size_t size) override;
+  void reply(WorkerId id, std::uint64_t seq, const char* data, std::size_t size) override;
+  void bye(WorkerId id) override { transport_->said_goodbye(id); }
+  // broken(): the same as the transport's
+
+  const wm_core_services& services_;
+  const std::string name_;
+  std::unique_ptr<Transport> transport_;
+  const EngineOptions options_;
+  const std::size_t large_;
+  TaskListing own_tasks_;
+  std::mt19937_64 seeds_{std::random_device{}()};
+
+  // shared with other threads (under mutex_)
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<Job> submitted_;
+  std::atomic<std::size_t> queued_{0};
+  std::atomic<bool> sleeping_{false};
+  std::atomic<bool> stop_flag_{false};
+  bool stop_requested_ = false, stop_now_ = false;
+  bool startup_settled_ = false, finished_ = false;
+  std::string startup_error_;
+  std::string dead_reason_;
+  unsigned ready_shared_ = 0;  // ready_count_, for wait_for_workers
+  std::atomic<unsigned> n_workers_{0};
+  std::thread thread_;
+  std::atomic<std::thread::id> thread_id_{};
+  std::mutex join_mutex_;
+
+  // the dispatcher's thread only
+  std::vector<Worker> workers_;
+  std::vector<std::unique_ptr<MasterLink>> links_;
+  std::deque<Job> ready_;
+  std::deque<WorkerId> room_;       // ready workers that may have room, in the order they got it
+  std::vector<WorkerId> dirty_;     // workers with frames queued since the last flush
+  std::set<std::pair<Clock::time_point, WorkerId>> timeouts_;  // per-task timeouts, one per worker
+  std::size_t alive_ = 0;           // workers with a process: starting, ready, or being stopped
+  std::size_t ready_count_ = 0;
+  std::size_t fast_busy_ = 0;       // workers with tasks in flight short enough to spin for
+  std::size_t busy_ = 0;            // workers with tasks in flight
+  bool stopping_ = false, stopping_now_ = false, deadline_forced_ = false, settled_seen_ = false, dead_ = false;
+  bool big_held_ = false;           // large buffers or storage were used since the last idle release
+  Clock::time_point stop_deadline_{}, last_activity_{}, no_worker_since_{}, last_large_{};
+  std::string dead_text_;        // dead_reason_, for this thread
+  std::string registry_refusal_;  // why a worker was refused by the registry handshake (the first one)
+  Stats stats_;
+};
+
+// ---------------------------------------------------------------- the public face
+
 Dispatcher::Dispatcher(const wm_core_services& services, std::string backend_name, std::unique_ptr<Transport> transport,
                        EngineOptions options)
-    : services_(services), name_(std::move(backend_name)), transport_(std::move(transport)), options_(std::move(options)) {
-  transport_->large_payload_bytes = static_cast<std::size_t>(services_.large_payload_bytes);
+    : impl_(std::make_unique<Impl>(services, std::move(backend_name), std::move(transport), std::move(options))) {}
+
+Dispatcher::~Dispatcher() {
+  impl_->stop(true);
+  impl_->join();
+}
+
+void Dispatcher::start() { impl_->start(); }
+void Dispatcher::submit(wm_task* const* tasks, std::size_t n) { impl_->submit(tasks, n); }
+void Dispatcher::stop(bool now) { impl_->stop(now); }
+void Dispatcher::join() { impl_->join(); }
+unsigned Dispatcher::n_workers() const noexcept { return impl_->n_workers_.load(std::memory_order_relaxed); }
+bool Dispatcher::wait_for_workers(unsigned n, double seconds) { return impl_->wait_for_workers(n, seconds); }
+bool Dispatcher::on_own_thread() const noexcept { return impl_->on_own_thread(); }
+Transport& Dispatcher::transport() { return *impl_->transport_; }
+Dispatcher::Stats Dispatcher::stats() const { return impl_->stats_; }
+
+// ---------------------------------------------------------------- from other threads
+
+Dispatcher::Impl::Impl(const wm_core_services& services, std::string backend_name, std::unique_ptr<Transport> transport,
+                       EngineOptions options)
+    : services_(services),
+      name_(std::move(backend_name)),
+      transport_(std::move(transport)),
+      options_(std::move(options)),
+      large_(static_cast<std::size_t>(services.large_payload_bytes)) {
   own_tasks_ = TaskListing::of_this_process(services_);
 }
 
-Dispatcher::~Dispatcher() {
-  stop(true);
-  join();
-}
-
-void Dispatcher::start() {
+void Dispatcher::Impl::start() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stop_requested_) throw std::runtime_error("the " + name_ + " work manager was shut down");
@@ -105,7 +244,7 @@ void Dispatcher::start() {
   throw std::runtime_error(error);
 }
 
-void Dispatcher::submit(wm_task* const* tasks, std::size_t n) {
+void Dispatcher::Impl::submit(wm_task* const* tasks, std::size_t n) {
   std::vector<Job> jobs;
   jobs.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
@@ -127,7 +266,7 @@ void Dispatcher::submit(wm_task* const* tasks, std::size_t n) {
   if (sleeping_.load(std::memory_order_seq_cst)) transport_->wake();
 }
 
-void Dispatcher::stop(bool now) {
+void Dispatcher::Impl::stop(bool now) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stop_requested_ && (stop_now_ || !now)) return;
@@ -135,19 +274,27 @@ void Dispatcher::stop(bool now) {
     stop_now_ = stop_now_ || now;
     stop_flag_.store(true, std::memory_order_seq_cst);
   }
+  cv_.notify_all();
   transport_->wake();
 }
 
-void Dispatcher::join() {
+void Dispatcher::Impl::join() {
   std::lock_guard<std::mutex> lock(join_mutex_);
   if (!thread_.joinable()) return;
   if (on_own_thread()) throw std::logic_error("the dispatcher cannot join its own thread");
   thread_.join();
 }
 
+bool Dispatcher::Impl::wait_for_workers(unsigned n, double seconds) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  cv_.wait_for(lock, std::chrono::duration<double>(seconds),
+               [&] { return ready_shared_ >= n || stop_requested_ || finished_; });
+  return ready_shared_ >= n;
+}
+
 // ---------------------------------------------------------------- the thread
 
-void Dispatcher::run() noexcept {
+void Dispatcher::Impl::run() noexcept {
   thread_id_.store(std::this_thread::get_id());
   try {
     loop();
@@ -169,9 +316,10 @@ void Dispatcher::run() noexcept {
   cv_.notify_all();
 }
 
-void Dispatcher::loop() {
-  last_activity_ = no_worker_since_ = Clock::now();
+void Dispatcher::Impl::loop() {
+  last_activity_ = no_worker_since_ = last_large_ = Clock::now();
   transport_->start(*this);
+  flush_dirty();
   if (options_.elastic) {
     settled_seen_ = true;
     {
@@ -206,7 +354,7 @@ void Dispatcher::loop() {
   }
 }
 
-void Dispatcher::take_submitted() {
+void Dispatcher::Impl::take_submitted() {
   if (queued_.load(std::memory_order_seq_cst) == 0 && !stop_flag_.load(std::memory_order_seq_cst)) return;
   std::vector<Job> got;
   bool stop, now;
@@ -234,7 +382,7 @@ void Dispatcher::take_submitted() {
   }
 }
 
-void Dispatcher::begin_stopping(bool now) {
+void Dispatcher::Impl::begin_stopping(bool now) {
   stopping_ = true;
   stopping_now_ = now;
   fail_ready(WM_FAIL_SHUTDOWN, "the " + name_ + " work manager shut down before this task was sent to a worker");
@@ -247,7 +395,8 @@ void Dispatcher::begin_stopping(bool now) {
     Worker& w = workers_[id];
     if ((w.state == State::starting || w.state == State::ready) && !w.stop_sent) {
       w.stop_sent = true;
-      transport_->stop_worker(id, StopMode::graceful);
+      link(id).send_stop();
+      mark_dirty(id, w);
     }
   }
   if (now) {
@@ -257,24 +406,29 @@ void Dispatcher::begin_stopping(bool now) {
   check_startup();
 }
 
-void Dispatcher::force_all(Kill reason) {
+void Dispatcher::Impl::force(WorkerId id, Worker& w) {
+  w.force_sent = true;
+  link(id).refuse();
+  transport_->stop_worker(id);
+}
+
+void Dispatcher::Impl::force_all(Kill reason) {
   for (WorkerId id = 0; id < workers_.size(); ++id) {
     Worker& w = workers_[id];
     if ((w.state != State::starting && w.state != State::ready) || w.force_sent) continue;
     if (w.kill == Kill::none) w.kill = reason;
-    w.force_sent = true;
-    transport_->stop_worker(id, StopMode::force);
+    force(id, w);
   }
 }
 
-std::size_t Dispatcher::prefetch() const {
+std::size_t Dispatcher::Impl::prefetch() const {
   // While the queue is deep, every worker also gets one task more than its window: it starts that
   // one as soon as it replies, without waiting for the dispatcher to send it. Near the end, none:
   // the last tasks go to whichever worker is free.
   return ready_.size() >= ready_count_ ? 1 : 0;
 }
 
-void Dispatcher::dispatch() {
+void Dispatcher::Impl::dispatch() {
   if (dead_ || ready_.empty()) return;
   const std::size_t pf = prefetch();
   const auto now = Clock::now();
@@ -283,46 +437,49 @@ void Dispatcher::dispatch() {
     room_.pop_front();
     Worker& w = workers_[id];
     --w.room_places;
-    if (!usable(w)) continue;
+    if (!usable(id, w)) continue;
     const std::size_t limit = w.window + pf;
     if (w.inflight.size() >= limit) continue;
     // A share: never more than the room, and near the end of the queue not more than a fair part
     // of it, so no worker sits on a backlog while another idles.
     const std::size_t share = std::max<std::size_t>(1, ready_.size() / std::max<std::size_t>(1, ready_count_));
     const std::size_t take = std::min({limit - w.inflight.size(), share, ready_.size()});
-    for (std::size_t k = 0; k < take && usable(w); ++k) {
+    for (std::size_t k = 0; k < take && usable(id, w); ++k) {
       const Job j = ready_.front();
       ready_.pop_front();
       send(id, w, j, now);
     }
-    if (usable(w) && w.inflight.size() <= w.window) offer_room(id, w);
+    if (usable(id, w) && w.inflight.size() <= w.window) offer_room(id, w);
   }
 }
 
-void Dispatcher::send(WorkerId id, Worker& w, const Job& job, Clock::time_point now) {
+void Dispatcher::Impl::send(WorkerId id, Worker& w, const Job& job, Clock::time_point now) {
   try {
-    if (!transport_->send_task(id, job.seq, job.size, TaskEncoder(services_, job.task))) {
-      w.closing = true;  // its end is near (worker_lost follows): the task goes to another worker
-      ready_.push_front(job);
-      return;
-    }
+    link(id).send_request(job.seq, job.size, TaskEncoder(services_, job.task));
   } catch (const std::exception& e) {
     fail(job, WM_FAIL_BACKEND, task_label(job) + " could not be encoded when it was sent: " + e.what());
     return;
+  }
+  if (job.size >= large_) {
+    big_held_ = true;
+    last_large_ = now;
   }
   w.inflight.push_back(InFlight{job, now});
   if (w.inflight.size() == 1) {
     rearm_timeout(id, w);
     classify_spin(w);
   }
-  if (!w.dirty) {
-    w.dirty = true;
-    dirty_.push_back(id);
-  }
+  mark_dirty(id, w);
   last_activity_ = now;
 }
 
-void Dispatcher::flush_dirty() {
+void Dispatcher::Impl::mark_dirty(WorkerId id, Worker& w) {
+  if (w.dirty) return;
+  w.dirty = true;
+  dirty_.push_back(id);
+}
+
+void Dispatcher::Impl::flush_dirty() {
   for (WorkerId id : dirty_) {
     Worker& w = workers_[id];
     w.dirty = false;
@@ -331,7 +488,7 @@ void Dispatcher::flush_dirty() {
   dirty_.clear();
 }
 
-void Dispatcher::run_timers(Clock::time_point now) {
+void Dispatcher::Impl::run_timers(Clock::time_point now) {
   while (!timeouts_.empty() && timeouts_.begin()->first <= now) {
     const WorkerId id = timeouts_.begin()->second;
     timeouts_.erase(timeouts_.begin());
@@ -339,8 +496,7 @@ void Dispatcher::run_timers(Clock::time_point now) {
     w.has_timeout = false;
     if (w.state != State::ready || w.kill != Kill::none || w.inflight.empty()) continue;
     w.kill = Kill::timeout;
-    w.force_sent = true;
-    transport_->stop_worker(id, StopMode::force);
+    force(id, w);
   }
   if (stopping_ && !deadline_forced_ && now >= stop_deadline_) {
     deadline_forced_ = true;
@@ -351,9 +507,22 @@ void Dispatcher::run_timers(Clock::time_point now) {
     fail_ready(WM_FAIL_BACKEND, "no worker joined the " + name_ + " work manager within " +
                                     seconds_text(options_.no_worker_timeout) +
                                     " (start nodes that connect to this master, or raise the timeout)");
+  if (big_held_ && now - last_large_ >= kIdleRelease) {
+    // Idle: large buffers and storage go back, on links with nothing in them.
+    big_held_ = false;
+    for (WorkerId id = 0; id < links_.size(); ++id) {
+      if (link(id).lending()) {
+        big_held_ = true;
+        continue;
+      }
+      link(id).release_idle();
+      if (workers_[id].state == State::starting || workers_[id].state == State::ready) transport_->idle(id);
+    }
+    if (big_held_) last_large_ = now;
+  }
 }
 
-int Dispatcher::wait_ms(Clock::time_point now) {
+int Dispatcher::Impl::wait_ms(Clock::time_point now) {
   // Spinning pays when a message is due soon: a reply from a worker running short tasks, or the
   // next submit right after the last reply. With only long tasks in flight it would just take a
   // core from the workers.
@@ -366,13 +535,14 @@ int Dispatcher::wait_ms(Clock::time_point now) {
   if (options_.elastic && options_.no_worker_timeout > 0 && alive_ == 0 && !ready_.empty())
     next = std::min(next, no_worker_since_ + std::chrono::duration_cast<Clock::duration>(
                                                   std::chrono::duration<double>(options_.no_worker_timeout)));
+  if (big_held_) next = std::min(next, last_large_ + kIdleRelease);
   if (next == Clock::time_point::max()) return -1;
   if (next <= now) return 0;
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
   return static_cast<int>(std::min<long long>(ms, 1 << 30));
 }
 
-void Dispatcher::finish_remaining() {
+void Dispatcher::Impl::finish_remaining() {
   for (WorkerId id = 0; id < workers_.size(); ++id) {
     Worker& w = workers_[id];
     std::deque<InFlight> left;
@@ -393,12 +563,14 @@ void Dispatcher::finish_remaining() {
 
 // ---------------------------------------------------------------- bookkeeping
 
-Dispatcher::Worker& Dispatcher::worker(WorkerId id) {
+Dispatcher::Impl::Worker& Dispatcher::Impl::worker(WorkerId id) {
   if (id >= workers_.size()) workers_.resize(id + 1);
+  while (links_.size() <= id)
+    links_.push_back(std::make_unique<MasterLink>(*transport_, static_cast<WorkerId>(links_.size()), *this, large_));
   return workers_[id];
 }
 
-void Dispatcher::offer_room(WorkerId id, Worker& w) {
+void Dispatcher::Impl::offer_room(WorkerId id, Worker& w) {
   // An idle worker goes first: the one that just finished is awake and warm (a worker that slept
   // costs tens of microseconds to wake), and a sequence of single tasks keeps one worker busy
   // instead of waking each in turn. One that is in the room already (behind the others, with a task
@@ -413,7 +585,7 @@ void Dispatcher::offer_room(WorkerId id, Worker& w) {
     room_.push_back(id);
 }
 
-void Dispatcher::rearm_timeout(WorkerId id, Worker& w) {
+void Dispatcher::Impl::rearm_timeout(WorkerId id, Worker& w) {
   if (options_.task_timeout <= 0) return;
   if (w.has_timeout) timeouts_.erase({w.timeout_at, id});
   w.has_timeout = false;
@@ -427,7 +599,7 @@ void Dispatcher::rearm_timeout(WorkerId id, Worker& w) {
 
 // busy_ and fast_busy_ count workers (what wait_ms asks, without a scan); each worker's part is
 // remembered in its flags.
-void Dispatcher::classify_spin(Worker& w) {
+void Dispatcher::Impl::classify_spin(Worker& w) {
   const bool busy = !w.inflight.empty();
   const bool fast = busy && w.avg_us < 4.0 * options_.spin_us;
   if (w.busy != busy) {
@@ -440,7 +612,7 @@ void Dispatcher::classify_spin(Worker& w) {
   }
 }
 
-void Dispatcher::note_service_time(Worker& w, const InFlight& done) {
+void Dispatcher::Impl::note_service_time(Worker& w, const InFlight& done) {
   // The window adapts: many tasks in flight when they are tiny (throughput), one when they are
   // long (no task waits behind a long one while another worker idles).
   const auto now = Clock::now();
@@ -452,7 +624,43 @@ void Dispatcher::note_service_time(Worker& w, const InFlight& done) {
   w.window = 1 + static_cast<std::size_t>(std::min<double>(extra, double(options_.max_window - 1)));
 }
 
-void Dispatcher::check_startup() {
+// Starts a worker in slot id: at first, or in place of a lost one (`replacing`: what happened to
+// it). The transport launches it; the setup goes first on its link. A worker that cannot be started
+// counts as one that died before it was ready.
+void Dispatcher::Impl::start_slot(WorkerId id, Worker& w, const std::string& replacing) {
+  const bool in_process = transport_->capabilities().in_process;
+  for (;;) {
+    WorkerSetup setup;
+    setup.index = static_cast<std::int32_t>(id);
+    setup.seed = in_process ? 0 : (seeds_() | 1);
+    setup.spin_us = options_.spin_us;
+    setup.keep_memory_mib = in_process ? 0 : options_.keep_memory_mib;
+    bool launched = false;
+    try {
+      launched = transport_->launch(id, setup);
+    } catch (const std::exception& e) {
+      w.last_status = e.what();
+      if (++w.early_deaths < options_.early_death_limit) continue;
+      return give_up(id, w,
+                     "worker " + std::to_string(id) + " " + e.what() + ", " + std::to_string(options_.early_death_limit) +
+                         " times in a row; giving up on this worker slot");
+    }
+    if (!launched) {
+      return give_up(id, w, replacing.empty() ? "worker " + std::to_string(id) + " cannot be started"
+                                              : replacing + "; it cannot be replaced, the " + name_ +
+                                                    " work manager goes on with " +
+                                                    std::to_string(n_workers_.load() - 1) + " worker(s)");
+    }
+    w.state = State::starting;
+    ++alive_;
+    link(id).reset();
+    link(id).send_setup(setup);
+    mark_dirty(id, w);
+    return;
+  }
+}
+
+void Dispatcher::Impl::check_startup() {
   if (settled_seen_) return;
   if (!stopping_ && (workers_.empty() || alive_ != ready_count_)) return;
   settled_seen_ = true;
@@ -469,7 +677,7 @@ void Dispatcher::check_startup() {
   cv_.notify_all();
 }
 
-void Dispatcher::check_dead() {
+void Dispatcher::Impl::check_dead() {
   if (options_.elastic || dead_ || workers_.empty() || n_workers_.load() != 0) return;
   dead_ = true;
   std::string last;
@@ -485,67 +693,82 @@ void Dispatcher::check_dead() {
   fail_ready(WM_FAIL_BACKEND, reason);
 }
 
-void Dispatcher::give_up(WorkerId id, Worker& w, const std::string& why) {
+void Dispatcher::Impl::give_up(WorkerId id, Worker& w, const std::string& why) {
   (void)id;
   w.state = State::disabled;
   n_workers_.fetch_sub(1, std::memory_order_relaxed);
   services_.log(WM_LOG_ERROR, name_.c_str(), why.c_str());
 }
 
-void Dispatcher::fail(const Job& j, wm_failure_kind kind, const std::string& message, const Worker* on,
-                      std::uint32_t attempts) {
+void Dispatcher::Impl::protocol_error(WorkerId id, const std::string& why) {
+  Worker& w = worker(id);
+  if (w.state != State::starting && w.state != State::ready) return;
+  if (w.kill == Kill::none) {
+    w.kill = Kill::protocol;
+    w.kill_note = worker_label(id, w) + " sent bytes that are not a valid reply (" + why + "); the worker was stopped";
+    services_.log(WM_LOG_ERROR, name_.c_str(), w.kill_note.c_str());
+  }
+  if (!w.force_sent) force(id, w);
+}
+
+void Dispatcher::Impl::fail(const Job& j, wm_failure_kind kind, const std::string& message, const Worker* on,
+                            std::uint32_t attempts) {
   const wm_worker_identity where = on != nullptr ? on->identity.c() : wm_worker_identity{};
   ++stats_.completed;
   services_.fail(j.task, kind, message.c_str(), on != nullptr ? &where : nullptr, attempts);
 }
 
-void Dispatcher::fail_ready(wm_failure_kind kind, const std::string& message) {
+void Dispatcher::Impl::fail_ready(wm_failure_kind kind, const std::string& message) {
   std::deque<Job> left;
   left.swap(ready_);
   for (const Job& j : left) fail(j, kind, message);
 }
 
-std::string Dispatcher::task_label(const Job& j) const {
+std::string Dispatcher::Impl::task_label(const Job& j) const {
   wm_task_info info{};
   info.struct_size = sizeof info;
   services_.task_info(j.task, &info);
   return std::string("task '") + (info.name != nullptr && *info.name ? info.name : "?") + "'";
 }
 
-std::string Dispatcher::worker_label(WorkerId id, const Worker& w) const {
+std::string Dispatcher::Impl::worker_label(WorkerId id, const Worker& w) const {
   const WorkerIdentity& i = w.identity;
   if (i.pid == 0) return "worker " + std::to_string(id);
   std::string s = "worker " + std::to_string(i.index >= 0 ? i.index : static_cast<std::int32_t>(id)) + " (";
   if (i.rank >= 0) s += "rank " + std::to_string(i.rank) + ", ";
   s += "pid " + std::to_string(i.pid);
-  if (!i.host.empty() && i.host != local_host()) s += " on " + i.host;
+  if (!i.host.empty() && i.host != this_host()) s += " on " + i.host;
   return s + ")";
 }
 
 // ---------------------------------------------------------------- events
 
-void Dispatcher::worker_added(WorkerId id) {
+void Dispatcher::Impl::worker_added(WorkerId id) {
   Worker& w = worker(id);
   w = Worker{};
-  w.state = State::starting;
-  ++alive_;
   n_workers_.fetch_add(1, std::memory_order_relaxed);
+  start_slot(id, w, "");
 }
 
-void Dispatcher::worker_ready(WorkerId id, const Hello& hello) {
+void Dispatcher::Impl::hello(WorkerId id, const char* data, std::size_t size) {
   Worker& w = worker(id);
   if (w.state != State::starting || w.kill != Kill::none) return;
+  Hello h;
+  std::string why;
+  if (!parse_hello(data, size, h, why)) return protocol_error(id, why);
+  if (h.index != static_cast<std::int32_t>(id))
+    return protocol_error(id, "its hello says it is worker " + std::to_string(h.index) + ", and it was set up as worker " +
+                                  std::to_string(id));
   w.state = State::ready;
-  w.identity = WorkerIdentity{hello.index >= 0 ? hello.index : static_cast<std::int32_t>(id), hello.pid, hello.rank,
-                              hello.host};
+  w.identity = WorkerIdentity{h.index, h.pid, h.rank, h.host};
   w.early_deaths = 0;
   w.last_reply = Clock::now();
-  if (hello.registry_digest != own_tasks_.digest) {
+  transport_->identified(id, w.identity);
+  if (h.registry_digest != own_tasks_.digest) {
     // The registry handshake: a worker that does not know the master's tasks as the master does is
     // never sent one.
     TaskListing theirs;
-    std::string why;
-    if (!TaskListing::parse(hello.extension.data(), hello.extension.size(), theirs, why))
+    if (!TaskListing::parse(h.extension.data(), h.extension.size(), theirs, why))
       return protocol_error(id, "its hello carries " + why);
     const std::string report = compare_listings(own_tasks_, theirs, worker_label(id, w));
     if (!report.empty()) {
@@ -554,21 +777,25 @@ void Dispatcher::worker_ready(WorkerId id, const Hello& hello) {
       w.state = State::starting;  // never counted ready
       w.kill = Kill::refused;
       w.kill_note = report;
-      w.force_sent = true;
-      transport_->stop_worker(id, StopMode::force);
+      force(id, w);
       return;
     }
   }
   ++ready_count_;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ready_shared_ = static_cast<unsigned>(ready_count_);
+  }
+  cv_.notify_all();
   if (stopping_) {
-    if (!w.stop_sent) {
+    if (!w.stop_sent) {  // it joined while the work manager stops
       w.stop_sent = true;
-      transport_->stop_worker(id, StopMode::graceful);
+      link(id).send_stop();
+      mark_dirty(id, w);
     }
     if (deadline_forced_ && !w.force_sent) {
       w.kill = Kill::shutdown;
-      w.force_sent = true;
-      transport_->stop_worker(id, StopMode::force);
+      force(id, w);
     }
   } else {
     offer_room(id, w);
@@ -576,7 +803,7 @@ void Dispatcher::worker_ready(WorkerId id, const Hello& hello) {
   check_startup();
 }
 
-void Dispatcher::reply(WorkerId id, std::uint64_t seq, const char* data, std::size_t size) {
+void Dispatcher::Impl::reply(WorkerId id, std::uint64_t seq, const char* data, std::size_t size) {
   Worker& w = worker(id);
   if (w.inflight.empty() || w.inflight.front().job.seq != seq) {
     protocol_error(id, "a reply for task number " + std::to_string(seq) + " came when " +
@@ -590,32 +817,26 @@ void Dispatcher::reply(WorkerId id, std::uint64_t seq, const char* data, std::si
   note_service_time(w, done);
   rearm_timeout(id, w);
   classify_spin(w);
-  if (usable(w) && w.inflight.size() <= w.window) offer_room(id, w);
+  if (usable(id, w) && w.inflight.size() <= w.window) offer_room(id, w);
+  if (size >= large_) {
+    big_held_ = true;
+    last_large_ = Clock::now();
+  }
   ++stats_.completed;
   const wm_worker_identity where = w.identity.c();
   // Done-callbacks run inside: they may submit (a queue under mutex_, not held here) or stop.
   services_.complete_encoded(done.job.task, data, size, &where);
 }
 
-void Dispatcher::protocol_error(WorkerId id, const std::string& why) {
-  Worker& w = worker(id);
-  if (w.state != State::starting && w.state != State::ready) return;
-  if (w.kill == Kill::none) {
-    w.kill = Kill::protocol;
-    w.kill_note = worker_label(id, w) + " sent bytes that are not a valid reply (" + why + "); the worker was stopped";
-    services_.log(WM_LOG_ERROR, name_.c_str(), w.kill_note.c_str());
-  }
-  if (!w.force_sent) {
-    w.force_sent = true;
-    transport_->stop_worker(id, StopMode::force);
-  }
-}
-
-void Dispatcher::worker_lost(WorkerId id, const std::string& status) {
+void Dispatcher::Impl::worker_lost(WorkerId id, const std::string& status) {
   Worker& w = worker(id);
   if (w.state != State::starting && w.state != State::ready) return;
   const bool was_ready = w.state == State::ready;
-  if (was_ready) --ready_count_;
+  if (was_ready) {
+    --ready_count_;
+    std::lock_guard<std::mutex> lock(mutex_);
+    ready_shared_ = static_cast<unsigned>(ready_count_);
+  }
   --alive_;
   w.state = State::lost;
   w.last_status = status;
@@ -624,6 +845,7 @@ void Dispatcher::worker_lost(WorkerId id, const std::string& status) {
   std::deque<InFlight> lost;
   lost.swap(w.inflight);
   classify_spin(w);
+  link(id).reset();
   if (alive_ == 0) no_worker_since_ = Clock::now();
   const std::string who = worker_label(id, w);
   if (options_.on_worker_lost && w.kill == Kill::none && (!w.stop_sent || !lost.empty()))
@@ -632,7 +854,7 @@ void Dispatcher::worker_lost(WorkerId id, const std::string& status) {
   const std::string kill_note = w.kill_note;
   w.kill = Kill::none;
   w.kill_note.clear();
-  w.stop_sent = w.force_sent = w.closing = false;
+  w.stop_sent = w.force_sent = false;
 
   // The slot first (replaced, or given up), so that whoever learns of the failures below (a
   // done-callback) sees the work manager as it now is.
@@ -643,12 +865,8 @@ void Dispatcher::worker_lost(WorkerId id, const std::string& status) {
       give_up(id, w,
               "worker " + std::to_string(id) + " " + status + " before it was ready, " +
                   std::to_string(options_.early_death_limit) + " times in a row; giving up on this worker slot");
-    } else if (transport_->restart_worker(id)) {
-      w.state = State::starting;
-      ++alive_;
     } else {
-      give_up(id, w, who + " " + status + "; it cannot be replaced, the " + name_ + " work manager goes on with " +
-                         std::to_string(n_workers_.load() - 1) + " worker(s)");
+      start_slot(id, w, who + " " + status);
     }
   }
   check_dead();

@@ -1,8 +1,7 @@
-// frame.cpp: the frame format's checks, the hello, buffers and the two frame readers.
-#include <wm/sdk/remote/frame.hpp>
-#include <wm/sdk/remote/record.hpp>
+// frame.cpp: the frame format's checks, the hello and the setup, and the demultiplexer.
+#include "frame.hpp"
 
-#include <sys/mman.h>
+#include <wm/sdk/remote/record.hpp>
 
 #include <algorithm>
 #include <new>
@@ -14,20 +13,44 @@ std::string check_header(const FrameHeader& h) {
   if (h.version != kWireVersion)
     return "the peer speaks wire version " + std::to_string(h.version) + " and this build speaks version " +
            std::to_string(kWireVersion) + ": master and workers must run the same build of wm";
-  if (h.type == 0 || (h.type > kFrameHeartbeat && h.type < kFrameTransportBase))
-    return "unknown frame type " + std::to_string(h.type);
+  if (h.type == 0 || h.type > kFrameLast) return "unknown frame type " + std::to_string(h.type);
   if (h.len > kMaxFrameLen) return "a frame announces " + std::to_string(h.len) + " bytes";
   return {};
 }
 
-// ---------------------------------------------------------------- hello
+// ---------------------------------------------------------------- hello and setup
 
 namespace {
 
 constexpr std::uint16_t kHelloVersion = 1;
-
+constexpr std::uint16_t kSetupVersion = 1;
 constexpr std::uint32_t kMaxHost = 4096;
 constexpr std::uint32_t kMaxExtension = 1u << 20;
+
+// A record starts with its version and a reserved zero; false (with why) if it is not `version`.
+bool record_version(RecordReader& in, std::uint16_t version, const char* what, std::string& why) {
+  std::uint16_t v = 0, reserved = 0;
+  if (!in.get(v) || !in.get(reserved)) {
+    why = std::string("a ") + what + " too short for its version";
+    return false;
+  }
+  if (v != version) {
+    why = std::string("a ") + what + " of version " + std::to_string(v) + " (this build reads version " +
+          std::to_string(version) + ")";
+    return false;
+  }
+  if (reserved != 0) {
+    why = std::string("a ") + what + " whose reserved field is not zero";
+    return false;
+  }
+  return true;
+}
+
+bool record_done(const RecordReader& in, const char* what, std::string& why) {
+  if (in.done()) return true;
+  why = std::string("a ") + what + " with " + std::to_string(in.left()) + " bytes left over";
+  return false;
+}
 
 }  // namespace
 
@@ -40,175 +63,179 @@ std::string encode_hello(const Hello& h) {
 
 bool parse_hello(const char* data, std::size_t size, Hello& out, std::string& why) {
   RecordReader in(data, size);
-  std::uint16_t version = 0, reserved = 0;
-  if (!in.get(version) || !in.get(reserved)) {
-    why = "a hello too short for its version";
-    return false;
-  }
-  if (version == kHelloVersion && reserved != 0) {
-    why = "a hello whose reserved field is not zero";
-    return false;
-  }
-  if (version != kHelloVersion) {
-    why = "a hello of version " + std::to_string(version) + " (this build reads version " +
-          std::to_string(kHelloVersion) + ")";
-    return false;
-  }
+  if (!record_version(in, kHelloVersion, "hello", why)) return false;
   Hello h;
   if (!in.get(h.index) || !in.get(h.pid) || !in.get(h.rank) || !in.text(h.host, kMaxHost) ||
       !in.get(h.registry_digest) || !in.get(h.n_tasks) || !in.text(h.extension, kMaxExtension)) {
     why = "a truncated or malformed hello";
     return false;
   }
-  if (!in.done()) {
-    why = "a hello with " + std::to_string(in.left()) + " bytes left over";
-    return false;
-  }
+  if (!record_done(in, "hello", why)) return false;
   out = std::move(h);
   return true;
 }
 
-// ---------------------------------------------------------------- buffers
-
-void Buffer::reserve(std::size_t n) {
-  if (n <= capacity) return;
-  std::size_t cap = capacity == 0 ? n : capacity;
-  while (cap < n) cap += cap / 2 + 1;
-  Buffer fresh;
-  if (cap >= kHuge) {
-    cap = (cap + kHuge - 1) / kHuge * kHuge;
-    void* p = mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    madvise(p, cap, MADV_HUGEPAGE);
-    fresh.data = static_cast<char*>(p);
-    fresh.mapped = true;
-  } else {
-    fresh.data = new char[cap];
-  }
-  fresh.capacity = cap;
-  if (size != 0) std::memcpy(fresh.data, data, size);
-  fresh.size = size;
-  swap(fresh);
+std::string encode_setup(const WorkerSetup& s) {
+  RecordWriter w;
+  w.put(kSetupVersion).put(std::uint16_t(0)).put(s.index).put(s.seed).put(s.spin_us).put(s.keep_memory_mib);
+  return std::move(w.bytes);
 }
 
-void Buffer::release() noexcept {
-  if (data != nullptr) {
-    if (mapped)
-      munmap(data, capacity);
-    else
-      delete[] data;
+bool parse_setup(const char* data, std::size_t size, WorkerSetup& out, std::string& why) {
+  RecordReader in(data, size);
+  if (!record_version(in, kSetupVersion, "setup", why)) return false;
+  WorkerSetup s;
+  if (!in.get(s.index) || !in.get(s.seed) || !in.get(s.spin_us) || !in.get(s.keep_memory_mib)) {
+    why = "a truncated setup";
+    return false;
   }
-  data = nullptr;
-  size = capacity = 0;
-  mapped = false;
+  if (!record_done(in, "setup", why)) return false;
+  if (s.index < 0 || s.spin_us < 0 || s.keep_memory_mib < 0) {
+    why = "a setup with a negative index, spin window or memory budget";
+    return false;
+  }
+  out = s;
+  return true;
 }
 
-int BufferWriter::grow(wm_byte_buffer* self, std::size_t need) noexcept {
-  auto* w = static_cast<BufferWriter*>(self);
-  w->buf_->size = w->size;
-  try {
-    w->buf_->reserve(need);
-  } catch (const std::bad_alloc&) {
-    return 1;
-  }
-  w->data = w->buf_->data;
-  w->capacity = w->buf_->capacity;
-  return 0;
+// ---------------------------------------------------------------- the demultiplexer
+
+Demux::Demux() = default;
+
+void Demux::reset() {
+  beg_ = small_.size = 0;
+  ext_ = nullptr;
+  ext_pos_ = ext_len_ = 0;
+  in_big_ = false;
+  big_.size = 0;
+  last_ = Last::none;
 }
 
-// ---------------------------------------------------------------- stream reader
+void Demux::drop_last() {
+  switch (last_) {
+    case Last::small:
+      beg_ += last_len_;
+      if (beg_ == small_.size) beg_ = small_.size = 0;
+      break;
+    case Last::ext: ext_pos_ += last_len_; break;
+    case Last::big:
+      in_big_ = false;
+      big_.size = 0;
+      break;
+    case Last::none: break;
+  }
+  last_ = Last::none;
+}
 
-FrameReader::FrameReader() : small_(new char[kBufSize]) {}
+std::pair<char*, std::size_t> Demux::space() {
+  drop_last();
+  keep();
+  if (in_big_ && big_.size < big_hdr_.len) return {big_.data + big_.size, big_hdr_.len - big_.size};
+  if (beg_ != 0) {
+    std::memmove(small_.data, small_.data + beg_, small_.size - beg_);
+    small_.size -= beg_;
+    beg_ = 0;
+  }
+  // Made at the first read (message transports read in place and may never need it); full only of
+  // frames nobody read yet (the engine waits for a payload meanwhile): it grows.
+  if (small_.capacity == 0) small_.reserve(kBufSize);
+  if (small_.capacity - small_.size < sizeof(FrameHeader)) small_.reserve(small_.capacity * 2);
+  return {small_.data + small_.size, small_.capacity - small_.size};
+}
 
-FrameReader::Status FrameReader::next(FrameHeader& h, const char*& payload, std::string& why) {
+void Demux::take(std::size_t n) {
+  if (in_big_ && big_.size < big_hdr_.len)
+    big_.size += n;
+  else
+    small_.size += n;
+}
+
+void Demux::absorb(const char* p, std::size_t n) {
+  while (n > 0) {
+    auto [q, cap] = space();
+    const std::size_t m = std::min(cap, n);
+    std::memcpy(q, p, m);
+    take(m);
+    p += m;
+    n -= m;
+  }
+}
+
+void Demux::feed(const char* data, std::size_t size) {
+  drop_last();
+  keep();
+  if (beg_ != small_.size || in_big_) {
+    absorb(data, size);
+    return;
+  }
+  ext_ = data;
+  ext_pos_ = 0;
+  ext_len_ = size;
+}
+
+void Demux::keep() {
+  if (ext_ == nullptr) return;
+  if (last_ == Last::ext) drop_last();
+  const char* rest = ext_ + ext_pos_;
+  const std::size_t n = ext_len_ - ext_pos_;
+  ext_ = nullptr;
+  ext_pos_ = ext_len_ = 0;
+  absorb(rest, n);
+}
+
+Demux::Status Demux::next(Frame& f, std::string& why) {
+  drop_last();
+  FrameHeader h;
   if (in_big_) {
     if (big_.size < big_hdr_.len) return Status::need_more;
     h = big_hdr_;
-    payload = big_.data;
-    consume_ = 0;
+    f = Frame{h.type, h.flags, h.seq, big_.data, static_cast<std::size_t>(h.len)};
+    last_ = Last::big;
     return Status::frame;
   }
-  const std::size_t avail = end_ - beg_;
-  if (avail < sizeof(FrameHeader)) return Status::need_more;
-  std::memcpy(&h, small_.get() + beg_, sizeof h);
+  if (beg_ == small_.size && ext_ != nullptr) {
+    // A fed message: its complete frames are read where they are.
+    const std::size_t avail = ext_len_ - ext_pos_;
+    if (avail == 0) return Status::need_more;
+    if (avail >= sizeof h) {
+      std::memcpy(&h, ext_ + ext_pos_, sizeof h);
+      why = check_header(h);
+      if (!why.empty()) return Status::bad;
+      if (avail - sizeof h >= h.len) {
+        f = Frame{h.type, h.flags, h.seq, ext_ + ext_pos_ + sizeof h, static_cast<std::size_t>(h.len)};
+        last_ = Last::ext;
+        last_len_ = sizeof h + static_cast<std::size_t>(h.len);
+        return Status::frame;
+      }
+    }
+    keep();  // a frame continues in the next message: what is here waits in the buffer
+  }
+  const std::size_t avail = small_.size - beg_;
+  if (avail < sizeof h) return Status::need_more;
+  std::memcpy(&h, small_.data + beg_, sizeof h);
   why = check_header(h);
   if (!why.empty()) return Status::bad;
   if (h.len > kSmallLimit) {
-    // A large frame: move what arrived already into a buffer of its own and read the rest there.
-    big_.size = 0;
+    // A large frame: what arrived already moves to a buffer of its own; the rest is read there.
     try {
-      big_.reserve(h.len);
+      big_.size = 0;
+      big_.reserve(static_cast<std::size_t>(h.len));
     } catch (const std::bad_alloc&) {
       why = "no memory for a frame of " + std::to_string(h.len) + " bytes";
       return Status::bad;
     }
-    const std::size_t have = std::min<std::size_t>(avail - sizeof h, h.len);
-    big_.append(small_.get() + beg_ + sizeof h, have);
+    const std::size_t have = std::min<std::size_t>(avail - sizeof h, static_cast<std::size_t>(h.len));
+    big_.append(small_.data + beg_ + sizeof h, have);
     beg_ += sizeof h + have;
-    if (beg_ == end_) beg_ = end_ = 0;
+    if (beg_ == small_.size) beg_ = small_.size = 0;
     big_hdr_ = h;
     in_big_ = true;
-    return next(h, payload, why);
+    return next(f, why);
   }
-  if (avail < sizeof h + h.len) return Status::need_more;
-  payload = small_.get() + beg_ + sizeof h;
-  consume_ = sizeof h + h.len;
-  return Status::frame;
-}
-
-void FrameReader::consume() {
-  if (in_big_) {
-    in_big_ = false;
-    big_.size = 0;
-    return;
-  }
-  beg_ += consume_;
-  consume_ = 0;
-  if (beg_ == end_) beg_ = end_ = 0;
-}
-
-std::pair<char*, std::size_t> FrameReader::space() {
-  if (in_big_) return {big_.data + big_.size, big_hdr_.len - big_.size};
-  if (beg_ != 0) {
-    std::memmove(small_.get(), small_.get() + beg_, end_ - beg_);
-    end_ -= beg_;
-    beg_ = 0;
-  }
-  return {small_.get() + end_, kBufSize - end_};
-}
-
-void FrameReader::produced(std::size_t n) {
-  if (in_big_)
-    big_.size += n;
-  else
-    end_ += n;
-}
-
-void FrameReader::reset() {
-  beg_ = end_ = consume_ = 0;
-  in_big_ = false;
-  big_.size = 0;
-}
-
-// ---------------------------------------------------------------- message reader
-
-FrameCursor::Status FrameCursor::next(FrameHeader& h, const char*& payload, std::string& why) {
-  const auto left = static_cast<std::size_t>(end_ - p_);
-  if (left == 0) return Status::end;
-  if (left < sizeof h) {
-    why = "a message ends in the middle of a frame header (" + std::to_string(left) + " bytes left)";
-    return Status::bad;
-  }
-  std::memcpy(&h, p_, sizeof h);
-  why = check_header(h);
-  if (!why.empty()) return Status::bad;
-  if (h.len > left - sizeof h) {
-    why = "a frame announces " + std::to_string(h.len) + " bytes of payload where the message holds " +
-          std::to_string(left - sizeof h);
-    return Status::bad;
-  }
-  payload = p_ + sizeof h;
-  p_ += sizeof h + h.len;
+  if (avail - sizeof h < h.len) return Status::need_more;
+  f = Frame{h.type, h.flags, h.seq, small_.data + beg_ + sizeof h, static_cast<std::size_t>(h.len)};
+  last_ = Last::small;
+  last_len_ = sizeof h + static_cast<std::size_t>(h.len);
   return Status::frame;
 }
 

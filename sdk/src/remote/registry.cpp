@@ -1,5 +1,5 @@
 // registry.cpp: the registry handshake (see registry.hpp).
-#include <wm/sdk/remote/registry.hpp>
+#include "registry.hpp"
 #include <wm/sdk/remote/record.hpp>
 
 #include <elf.h>

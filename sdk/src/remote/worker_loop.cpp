@@ -1,103 +1,184 @@
 // worker_loop.cpp: the worker side of the remote engine (see worker_loop.hpp).
 #include <wm/sdk/remote/worker_loop.hpp>
 
-#include <wm/sdk/remote/registry.hpp>
+#include "link.hpp"
+#include "registry.hpp"
+
+#include <wm/sdk/remote/relay.hpp>
 
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <new>
 #include <string>
 
 namespace wm::sdk::remote {
-
-const std::string& this_host() {
-  static const std::string name = [] {
-    char buf[256] = {};
-    return gethostname(buf, sizeof buf - 1) == 0 ? std::string(buf) : std::string("unknown-host");
-  }();
-  return name;
-}
-
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The next frame: at once if one is there, else after a short spin, else asleep in the channel.
-Incoming wait_for_frame(WorkerChannel& ch, int spin_us) {
-  if (spin_us > 0) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
-    do {
-      Incoming in = ch.receive(0);
-      if (in.kind != Incoming::none) return in;
-      sched_yield();  // on a busy machine, let whatever else wants this core run
-    } while (std::chrono::steady_clock::now() < until);
+constexpr int kIdleReleaseMs = 2000;  // large buffers go back after this much idling
+
+class Serving final : private PortHost, private WorkerLinkEvents {
+ public:
+  Serving(Port& port, const wm_core_services& services, const char* name, const WorkerIdentity& me,
+          const WorkerLoopOptions& options)
+      : port_(port),
+        services_(services),
+        name_(name),
+        me_(me),
+        options_(options),
+        link_(port, *this, static_cast<std::size_t>(services.large_payload_bytes)) {}
+
+  WorkerEnd run() {
+    port_.start(*this);
+    while (!done_) {
+      if (port_.progress(0) > 0) {
+        idle_since_ = Clock::now();
+        continue;
+      }
+      if (done_) break;
+      // Nothing more waiting: the replies go out now, then wait for the next bytes.
+      if (link_.pending() != 0 && !port_.flush()) return end("");
+      wait();
+    }
+    if (end_ == WorkerEnd::stopped) {
+      link_.send_bye();
+      port_.flush();
+    } else if (end_ == WorkerEnd::closed) {
+      port_.flush();  // the master closed its side once it had sent everything: the replies still go out
+    }
+    if (end_ == WorkerEnd::broken && !why_.empty())
+      services_.log(WM_LOG_ERROR, name_,
+                    ("worker " + std::to_string(me_.index) + ": " + why_ + "; leaving").c_str());
+    return end_;
   }
-  for (;;) {
-    Incoming in = ch.receive(-1);
-    if (in.kind != Incoming::none) return in;
+
+ private:
+  // The next bytes: at once if there, else after a short spin, else asleep in the port (waking
+  // every so often to give large buffers back).
+  void wait() {
+    if (spin_us_ > 0) {
+      const auto until = Clock::now() + std::chrono::microseconds(spin_us_);
+      do {
+        if (port_.progress(0) > 0 || done_) return;
+        sched_yield();  // on a busy machine, let whatever else wants this core run
+      } while (Clock::now() < until);
+    }
+    for (;;) {
+      const bool big = link_.holds_big() || payload_.capacity != 0;
+      if (port_.progress(big ? kIdleReleaseMs : -1) > 0 || done_) return;
+      if (big && Clock::now() - idle_since_ >= std::chrono::milliseconds(kIdleReleaseMs)) {
+        link_.release_idle();
+        payload_.release();
+      }
+    }
   }
-}
+
+  WorkerEnd end(const std::string& why) {
+    end_ = why.empty() ? WorkerEnd::closed : WorkerEnd::broken;
+    why_ = why;
+    done_ = true;
+    return end_;
+  }
+
+  void execute(const Incoming& task) {
+    const auto started = Clock::now();
+    wm_byte_buffer& out = link_.begin_reply(task);
+    services_.execute_encoded(task.data, task.size, &out);
+    if (!link_.end_reply(task)) {
+      end("");
+      return;
+    }
+    // Replies of short tasks wait for more (one write for many). The reply of a task that took a
+    // while goes out when it ends: held during the next task, it would keep its result from the
+    // caller, and the master from knowing that this worker has room for more (the task it
+    // prefetched then runs with none queued behind it).
+    const std::size_t held = link_.pending();
+    if ((held >= options_.flush_bytes ||
+         (held != 0 && Clock::now() - started >= std::chrono::microseconds(options_.flush_after_us))) &&
+        !port_.flush())
+      end("");
+  }
+
+  // ---- PortHost ----
+  Inbox& inbox() override { return link_.inbox(); }
+  void arrived() override {
+    if (!done_) link_.arrived();
+  }
+  void received(const char* data, std::size_t size) override {
+    if (!done_) link_.received(data, size);
+  }
+  void closed(const std::string& why) override { end(why.empty() ? "" : "the link to the master broke (" + why + ")"); }
+
+  // ---- WorkerLinkEvents ----
+  void setup(const WorkerSetup& s, const char*, std::size_t) override {
+    me_.index = s.index;
+    spin_us_ = s.spin_us;
+    const wm_worker_identity id = me_.c();
+    services_.set_worker(&id, s.seed);
+    keep_freed_memory(s.keep_memory_mib);
+    Hello hello;
+    hello.index = me_.index;
+    hello.pid = me_.pid != 0 ? me_.pid : static_cast<std::int64_t>(getpid());
+    hello.rank = me_.rank;
+    hello.host = me_.host.empty() ? this_host() : me_.host;
+    const TaskListing tasks = TaskListing::of_this_process(services_);
+    hello.registry_digest = tasks.digest;
+    hello.n_tasks = static_cast<std::uint32_t>(tasks.tasks.size());
+    hello.extension = tasks.encode();
+    link_.send_hello(encode_hello(hello));
+    if (!port_.flush()) end("");
+  }
+  void task(const Incoming& t) override {
+    if (!done_) execute(t);
+  }
+  void task_payload(const Incoming& t) override {
+    if (done_) return;
+    try {
+      payload_.size = 0;
+      payload_.reserve(t.size);
+    } catch (const std::bad_alloc&) {
+      end("no memory for a request of " + std::to_string(t.size) + " bytes");
+      return;
+    }
+    if (!port_.receive_payload(payload_.data, t.size)) {
+      end("");
+      return;
+    }
+    Incoming in = t;
+    in.data = payload_.data;
+    execute(in);
+  }
+  void stop() override {
+    end_ = WorkerEnd::stopped;
+    done_ = true;
+    link_.pause();  // nothing after a stop is read
+  }
+  void broken(const std::string& why) override { end("the master sent bytes that are not a task frame (" + why + ")"); }
+
+  Port& port_;
+  const wm_core_services& services_;
+  const char* name_;
+  WorkerIdentity me_;
+  const WorkerLoopOptions options_;
+  WorkerLink link_;
+  Buffer payload_;  // a request received as a payload (kept warm)
+  int spin_us_ = 200;
+  bool done_ = false;
+  WorkerEnd end_ = WorkerEnd::closed;
+  std::string why_;
+  Clock::time_point idle_since_ = Clock::now();
+};
 
 }  // namespace
 
-WorkerEnd run_worker_loop(WorkerChannel& ch, const wm_core_services& services, const char* backend_name,
-                          const WorkerIdentity& me, std::uint64_t seed, const WorkerLoopOptions& options) {
-  const wm_worker_identity id = me.c();
-  services.set_worker(&id, seed);
-  Hello hello;
-  hello.index = me.index;
-  hello.pid = me.pid;
-  hello.rank = me.rank;
-  hello.host = me.host.empty() ? this_host() : me.host;
-  const TaskListing tasks = TaskListing::of_this_process(services);
-  hello.registry_digest = tasks.digest;
-  hello.n_tasks = static_cast<std::uint32_t>(tasks.tasks.size());
-  hello.extension = tasks.encode();
-  ch.send_hello(hello);
-  if (!ch.flush()) return WorkerEnd::closed;
-  const auto flush_after = std::chrono::microseconds(options.flush_after_us);
-  auto tick = Clock::now();  // the end of the last task, or the last wake-up
-  for (;;) {
-    Incoming in = ch.receive(0);
-    if (in.kind == Incoming::none) {
-      // Nothing more waiting: the replies go out now, then wait for the next task.
-      if (ch.pending() != 0 && !ch.flush()) return WorkerEnd::closed;
-      in = wait_for_frame(ch, options.spin_us);
-      tick = Clock::now();
-    }
-    switch (in.kind) {
-      case Incoming::task: {
-        const auto started = tick;
-        wm_byte_buffer& out = ch.begin_reply(in);
-        services.execute_encoded(in.data, in.size, &out);
-        ch.end_reply(in);
-        tick = Clock::now();
-        // Replies of short tasks wait for more (one write for many). The reply of a task that took a
-        // while goes out when it ends: held during the next task, it would keep its result from the
-        // caller, and the master from knowing that this worker has room for more (the task it
-        // prefetched then runs with none queued behind it).
-        const std::size_t held = ch.pending();
-        if ((held >= options.flush_bytes || (held != 0 && tick - started >= flush_after)) && !ch.flush())
-          return WorkerEnd::closed;
-        break;
-      }
-      case Incoming::stop:
-        ch.flush();
-        return WorkerEnd::stopped;
-      case Incoming::closed:
-        // The master closed its side once it had sent everything: the replies still go out.
-        ch.flush();
-        if (in.why.empty()) return WorkerEnd::closed;
-        services.log(WM_LOG_ERROR, backend_name,
-                     ("worker " + std::to_string(me.index) + ": the master sent bytes that are not a task frame (" +
-                      in.why + "); leaving")
-                         .c_str());
-        return WorkerEnd::broken;
-      case Incoming::none:
-        break;
-    }
-  }
+WorkerEnd run_worker_loop(Port& port, const wm_core_services& services, const char* backend_name,
+                          const WorkerIdentity& me, const WorkerLoopOptions& options) {
+  Serving s(port, services, backend_name, me, options);
+  return s.run();
 }
 
 }  // namespace wm::sdk::remote

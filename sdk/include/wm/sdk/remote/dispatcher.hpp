@@ -1,31 +1,23 @@
-// wm/sdk/remote/dispatcher.hpp: the master side of every remote backend, written once. It owns the
-// ready queue, each worker's tasks in flight, adaptive windows and batching, retries, per-task
-// timeouts, the shutdown state machine (drain, ask to stop, force) and the blame rules; it is the
-// only code that completes or fails a remote task. A Transport moves the bytes.
+// wm/sdk/remote/dispatcher.hpp: the master side of every remote backend, written once: the ready
+// queue, each worker's tasks in flight, adaptive windows and batching, retries, per-task timeouts,
+// the shutdown state machine (drain, ask to stop, force), the blame rules and the link protocol
+// (setup, hello and the registry handshake, large payloads). It is the only code that completes or
+// fails a remote task. A Transport moves the bytes.
 //
 // One thread (the dispatcher's) runs the loop and the transport; submit() and stop() may be called
 // from any thread. Done-callbacks run on the dispatcher's thread; they may submit, and shut down.
+// RemoteBackend runs one for a backend's master; tests and benchmarks may run one over any transport.
 #pragma once
 
 #include <wm/abi.h>
 #include <wm/sdk/backend.hpp>
-#include <wm/sdk/remote/registry.hpp>
 #include <wm/sdk/remote/transport.hpp>
 
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
-#include <set>
 #include <string>
-#include <thread>
-#include <utility>
-#include <vector>
 
 namespace wm::sdk::remote {
 
@@ -34,8 +26,9 @@ struct EngineOptions {
   double task_timeout = 0;      // s a task may run before its worker is killed (0: no limit)
   std::uint32_t retries = 0;    // runs again of a task lost to a worker death
   double shutdown_timeout = 5;  // s a gentle shutdown gives running tasks
-  int spin_us = 200;            // us the dispatcher keeps looking after activity before it sleeps
+  int spin_us = 200;            // us the master and workers keep looking after activity before they sleep
   std::size_t max_window = 128; // most tasks in flight on one worker
+  int keep_memory_mib = 256;    // freed memory a worker process keeps for reuse (0: malloc defaults)
   /** Workers come and go (nodes): startup does not wait for them, and losing them all is not the
    *  end. Otherwise startup waits for every worker started (up to startup_limit) and fails if none
    *  said hello. */
@@ -62,10 +55,9 @@ struct EngineOptions {
 /** Reads the engine options a remote backend declared with WM_REMOTE_ENGINE_OPTIONS. */
 EngineOptions engine_options(const wm_backend_config& config, const char* backend_name);
 
-class Dispatcher final : private TransportEvents {
+/** @brief The remote engine's master side over one transport. */
+class Dispatcher {
  public:
-  using Clock = std::chrono::steady_clock;
-
   Dispatcher(const wm_core_services& services, std::string backend_name, std::unique_ptr<Transport> transport,
              EngineOptions options);
   /** Stops at once (if not yet) and joins. Never from the dispatcher's own thread. */
@@ -85,8 +77,13 @@ class Dispatcher final : private TransportEvents {
   /** Waits until the thread is gone: every task finished, every worker ended. */
   void join();
   /** Workers started and not given up. */
-  unsigned n_workers() const noexcept { return n_workers_.load(std::memory_order_relaxed); }
-  bool on_own_thread() const noexcept { return std::this_thread::get_id() == thread_id_.load(); }
+  unsigned n_workers() const noexcept;
+  /** Waits until at least n workers are ready, the dispatcher stops, or `seconds` pass; true if
+   *  they are. */
+  bool wait_for_workers(unsigned n, double seconds);
+  bool on_own_thread() const noexcept;
+  /** The transport, for the thread that owns it once the dispatcher's thread is gone (after join()). */
+  Transport& transport();
 
   struct Stats {
     std::uint64_t completed = 0;  // tasks completed or failed by the dispatcher
@@ -94,115 +91,12 @@ class Dispatcher final : private TransportEvents {
     double cpu_seconds = 0;       // CPU time of the dispatcher's thread (when it ended)
   };
   /** Counters, valid after join(). */
-  Stats stats() const { return stats_; }
+  Stats stats() const;
+
+  struct Impl;
 
  private:
-  struct Job {
-    wm_task* task;
-    std::uint64_t seq;
-    std::size_t size;
-    std::uint32_t attempts;  // runs lost to worker deaths so far
-  };
-  struct InFlight {
-    Job job;
-    Clock::time_point sent_at;
-  };
-  enum class State { none, starting, ready, lost, disabled };
-  enum class Kill { none, timeout, protocol, shutdown, refused };
-  struct Worker {
-    State state = State::none;
-    WorkerIdentity identity;
-    std::deque<InFlight> inflight;
-    std::size_t window = 1;
-    double avg_us = 1000.0;  // smoothed service time per task
-    Clock::time_point last_reply{};
-    int early_deaths = 0;
-    Kill kill = Kill::none;
-    std::string kill_note;
-    std::string last_status;
-    std::uint8_t room_places = 0;  // entries in room_: 2 when it went to the front while at the back
-    bool dirty = false, stop_sent = false, force_sent = false, busy = false, fast = false;
-    bool closing = false;  // the transport refused a task: the worker is ending
-    bool has_timeout = false;
-    Clock::time_point timeout_at{};
-  };
-
-  // ---- the thread ----
-  void run() noexcept;
-  void loop();
-  void take_submitted();
-  void begin_stopping(bool now);
-  void force_all(Kill reason);
-  void dispatch();
-  void send(WorkerId id, Worker& w, const Job& job, Clock::time_point now);
-  void flush_dirty();
-  void run_timers(Clock::time_point now);
-  int wait_ms(Clock::time_point now);
-  void finish_remaining();
-
-  // ---- bookkeeping ----
-  bool usable(const Worker& w) const {
-    return w.state == State::ready && w.kill == Kill::none && !w.stop_sent && !w.closing;
-  }
-  std::size_t prefetch() const;
-  void offer_room(WorkerId id, Worker& w);
-  void rearm_timeout(WorkerId id, Worker& w);
-  void classify_spin(Worker& w);
-  void note_service_time(Worker& w, const InFlight& done);
-  void check_startup();
-  void check_dead();
-  void give_up(WorkerId id, Worker& w, const std::string& why);
-  void fail(const Job& j, wm_failure_kind kind, const std::string& message, const Worker* on = nullptr,
-            std::uint32_t attempts = 1);
-  void fail_ready(wm_failure_kind kind, const std::string& message);
-  std::string task_label(const Job& j) const;
-  std::string worker_label(WorkerId id, const Worker& w) const;
-  Worker& worker(WorkerId id);
-
-  // ---- TransportEvents ----
-  void worker_added(WorkerId id) override;
-  void worker_ready(WorkerId id, const Hello& hello) override;
-  void reply(WorkerId id, std::uint64_t seq, const char* data, std::size_t size) override;
-  void protocol_error(WorkerId id, const std::string& why) override;
-  void worker_lost(WorkerId id, const std::string& status) override;
-
-  const wm_core_services& services_;
-  const std::string name_;
-  std::unique_ptr<Transport> transport_;
-  const EngineOptions options_;
-  TaskListing own_tasks_;
-
-  // shared with other threads (under mutex_)
-  mutable std::mutex mutex_;
-  std::condition_variable cv_;
-  std::vector<Job> submitted_;
-  std::atomic<std::size_t> queued_{0};
-  std::atomic<bool> sleeping_{false};
-  std::atomic<bool> stop_flag_{false};
-  bool stop_requested_ = false, stop_now_ = false;
-  bool startup_settled_ = false, finished_ = false;
-  std::string startup_error_;
-  std::string dead_reason_;
-  std::atomic<unsigned> n_workers_{0};
-  std::thread thread_;
-  std::atomic<std::thread::id> thread_id_{};
-  std::mutex join_mutex_;
-
-  // the dispatcher's thread only
-  std::vector<Worker> workers_;
-  std::deque<Job> ready_;
-  std::deque<WorkerId> room_;       // ready workers that may have room, in the order they got it
-  std::vector<WorkerId> dirty_;     // workers with frames queued since the last flush
-  std::set<std::pair<Clock::time_point, WorkerId>> timeouts_;  // per-task timeouts, one per worker
-  std::size_t alive_ = 0;           // workers with a process: starting, ready, or being stopped
-  std::size_t ready_count_ = 0;
-  std::size_t fast_busy_ = 0;       // workers with tasks in flight short enough to spin for
-  std::size_t busy_ = 0;            // workers with tasks in flight
-  bool stopping_ = false, stopping_now_ = false, deadline_forced_ = false, settled_seen_ = false, dead_ = false;
-  Clock::time_point stop_deadline_{}, last_activity_{}, no_worker_since_{};
-  std::string dead_text_;        // dead_reason_, for this thread
-  std::string registry_refusal_;  // why a worker was refused by the registry handshake (the first one)
-  Stats stats_;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace wm::sdk::remote
@@ -224,4 +118,7 @@ class Dispatcher final : private TransportEvents {
                             "they sleep (0: sleep at once)"),                                          \
       ::wm::sdk::option_int("max-window", "128", 1, 65536,                                             \
                             "most tasks in flight on one worker (the window adapts to task length "    \
-                            "below this)")
+                            "below this)"),                                                            \
+      ::wm::sdk::option_int("worker-keep-memory", "256", 0, 2047,                                      \
+                            "MiB of freed memory a worker process keeps for reuse instead of "         \
+                            "returning it (large messages reuse warm pages; 0: malloc defaults)")

@@ -1,16 +1,17 @@
 // wm/sdk/remote/remote_backend.hpp: a backend whose tasks run in other processes, on the remote
-// engine: derive from RemoteBackend, say how workers start and how bytes move (a Transport for the
-// master, a WorkerChannel for a worker), declare WM_REMOTE_ENGINE_OPTIONS. The engine does the rest.
+// engine. Derive from RemoteBackend, say how workers start and how bytes move (a Transport for the
+// master, a Port for a worker; both may be the SDK's parts), declare WM_REMOTE_ENGINE_OPTIONS. The
+// engine does the rest: the lifecycle of every role, the dispatcher, the worker loop, the relay.
 //
 // @code
 //   class MyBackend final : public wm::sdk::remote::RemoteBackend {
 //    public:
-//     MyBackend(const wm_core_services* s, const wm_backend_config* c, const char* name)
-//         : RemoteBackend(s, c, name) {}
+//     using RemoteBackend::RemoteBackend;
 //    protected:
-//     std::unique_ptr<wm::sdk::remote::Transport> make_transport() override { ... }
-//     std::unique_ptr<wm::sdk::remote::WorkerChannel> make_worker_channel() override { ... }
-//     unsigned planned_workers() const override { return 4; }
+//     std::unique_ptr<wm::sdk::remote::Transport> make_transport() override {
+//       return std::make_unique<MyTransport>(...);
+//     }
+//     std::unique_ptr<wm::sdk::remote::Port> make_port() override { return std::make_unique<MyPort>(...); }
 //   };
 //   WM_DECLARE_BACKEND(mine, MyBackend, "1.0.0", "...", WM_CAP_REMOTE, WM_REMOTE_ENGINE_OPTIONS)
 // @endcode
@@ -19,13 +20,23 @@
 
 #include <wm/sdk/backend.hpp>
 #include <wm/sdk/remote/dispatcher.hpp>
+#include <wm/sdk/remote/local_processes.hpp>
+#include <wm/sdk/remote/relay.hpp>
 #include <wm/sdk/remote/transport.hpp>
 #include <wm/sdk/remote/worker_loop.hpp>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 
 namespace wm::sdk::remote {
+
+/** What this process is for the backend, decided once at startup. */
+enum class Role {
+  master,  // runs the host program's work manager: submits tasks, runs the dispatcher
+  worker,  // serves tasks (inside the core's startup: it never returns to the program)
+  relay    // sits between a master and local workers of its own (a node)
+};
 
 class RemoteBackend : public Backend {
  public:
@@ -34,37 +45,65 @@ class RemoteBackend : public Backend {
   ~RemoteBackend() override;
 
  protected:
-  /** Master: a new transport (one per startup attempt; startup may be tried again after a failure). */
+  // ---- what a backend says (hooks) ----
+  /** Runs first in startup, before the role is decided (MPI: initialise MPI, exchange the
+   *  bootstrap). May run again if an earlier startup failed. */
+  virtual void prepare() {}
+  /** This process's role. Default: worker if the core started this process as one of the backend's
+   *  workers (LocalProcesses does), else master. */
+  virtual Role decide_role() { return worker_role() ? Role::worker : Role::master; }
+  /** Master: a new transport (one per startup attempt). */
   virtual std::unique_ptr<Transport> make_transport() = 0;
-  /** Worker: the channel to the master. */
-  virtual std::unique_ptr<WorkerChannel> make_worker_channel() = 0;
+  /** Worker: the port to the master. Default: the port of a process LocalProcesses started. */
+  virtual std::unique_ptr<Port> make_port();
+  /** Relay: its link to its master. Default: none (a backend without a relay role never decides one). */
+  virtual std::unique_ptr<Uplink> make_uplink();
+  /** Master: the dispatcher runs (its workers are ready, unless elastic). */
+  virtual void started() {}
+  /** Worker: the loop has ended (how: end); the port is still there. */
+  virtual void served(Port& port, WorkerEnd end) {
+    (void)port;
+    (void)end;
+  }
+  /** Master: the dispatcher's thread is gone (every task finished); on the thread that joined it. */
+  virtual void joined(Transport& transport) { (void)transport; }
   /** What n_workers() says before the workers are started. */
   virtual unsigned planned_workers() const { return requested_workers() != 0 ? requested_workers() : 1; }
-  /** Worker: who this worker is (default: its WM_PROCESS_INDEX, its pid, no rank, this host). */
+  /** Worker: who this worker is (default: its pid, no rank, this host; its index comes with the setup). */
   virtual WorkerIdentity worker_identity() const;
 
+  // ---- services ----
+  Role role() const { return role_.load(); }
   /** The engine's options, read from the declared ones; a subclass may adjust them in its
    *  constructor (elastic, hints, startup limit). */
   EngineOptions& engine_options() { return options_; }
   WorkerLoopOptions& worker_loop_options() { return loop_options_; }
+  /** The backend's log, for transports. */
+  Log logger() const;
+  /** LocalProcesses options for n workers of this program, whose workers serve this backend. */
+  LocalProcessOptions local_processes(unsigned n) const;
+  /** Master: waits until n workers are ready (or the work manager stops, or seconds pass). */
+  bool wait_for_workers(unsigned n, double seconds);
 
-  void do_startup() override;
-  void do_stop(bool now) override;
-  void do_join() override;
-  void do_submit(wm_task* const* tasks, std::size_t n) override;
-  void do_run() override;
-  bool do_is_master() const override { return !worker_role(); }
-  unsigned do_n_workers() const override;
+  // ---- the lifecycle, written once ----
+  void do_startup() final;
+  void do_stop(bool now) final;
+  void do_join() final;
+  void do_submit(wm_task* const* tasks, std::size_t n) final;
+  void do_run() final;
+  bool do_is_master() const final;
+  unsigned do_n_workers() const final;
 
  private:
   std::shared_ptr<Dispatcher> current() const;
 
   EngineOptions options_;
   WorkerLoopOptions loop_options_;
+  std::atomic<Role> role_;
+  std::atomic<bool> decided_{false};
   mutable std::mutex mutex_;  // guards the pointer only
   std::shared_ptr<Dispatcher> dispatcher_;
   bool stopped_ = false;
-  bool stop_now_ = false;
 };
 
 }  // namespace wm::sdk::remote

@@ -1,15 +1,17 @@
-// shared_region.hpp: a memfd shared by the master and one worker, for large arguments and results.
-// The writer puts a payload at offset 0 and announces its length in a small frame on the socket;
-// the reader decodes it in place. Compared with the socket (copy in, copy out) this is one copy
-// on each side, into memory that stays mapped and warm on both sides from one payload to the next.
+// wm/sdk/remote/shared_region.hpp: a memfd shared by a master and a worker (or a node), for large
+// arguments and results: the writer puts a payload at offset 0 and the engine announces its length;
+// the reader decodes it in place. Compared with a socket (copy in, copy out) this is one copy on
+// each side, into memory that stays mapped and warm on both sides from one payload to the next.
 //
-// Who may do what (the backend's protocol keeps to it; see README.md):
-//  - only the master shrinks a region (to give memory back when idle), and only while nothing is
-//    in flight on that worker; it then bumps the generation it sends with the next task, and both
-//    sides map afresh;
+// Who may do what (the engine's link protocol keeps to it):
+//  - only the master shrinks a region (to give memory back when idle), and only while nothing of
+//    that worker is in it; each side looks at the file's size before it uses its mapping and maps
+//    afresh when it changed;
 //  - the writer grows a region before writing; the reader checks the file's size before reading,
 //    so a bad length is an error, never a SIGBUS.
 #pragma once
+
+#include <wm/abi.h>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -21,7 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace wm_processes {
+namespace wm::sdk::remote {
 
 class SharedRegion {
  public:
@@ -35,7 +37,7 @@ class SharedRegion {
     if (fd_ >= 0) close(fd_);
   }
 
-  /** Master: makes the memfd (close-on-exec; the spawn duplicates it into the worker). */
+  /** Master: makes the memfd (close-on-exec; a spawn duplicates it into the worker). */
   bool create(const char* name) {
 #ifdef MFD_CLOEXEC
     fd_ = memfd_create(name, MFD_CLOEXEC);
@@ -52,16 +54,14 @@ class SharedRegion {
 #endif
     return fd_ >= 0;
   }
-  /** Worker: takes the descriptor it inherited. */
+  /** Worker: takes a descriptor it inherited or opened. */
   void adopt(int fd) { fd_ = fd; }
   int fd() const { return fd_; }
   bool valid() const { return fd_ >= 0; }
 
-  /** Writer: room for n bytes at data(); false if the system refuses (the caller uses the socket). */
-  bool reserve(std::size_t n, std::uint32_t generation) {
+  /** Writer: room for n bytes at data(); false if the system refuses (the caller sends another way). */
+  bool reserve(std::size_t n) {
     if (fd_ < 0) return false;
-    if (generation != gen_) unmap();
-    gen_ = generation;
     const std::size_t have = file_size();
     if (have != mapped_) unmap();
     std::size_t cap = std::max(have, mapped_);
@@ -77,10 +77,8 @@ class SharedRegion {
   }
 
   /** Reader: the first len bytes, mapped; nullptr if the region is shorter (corrupt length). */
-  const char* view(std::size_t len, std::uint32_t generation) {
+  const char* view(std::size_t len) {
     if (fd_ < 0) return nullptr;
-    if (generation != gen_) unmap();
-    gen_ = generation;
     const std::size_t have = file_size();
     if (have < len) return nullptr;
     if (have != mapped_) {
@@ -138,7 +136,22 @@ class SharedRegion {
   int fd_ = -1;
   char* data_ = nullptr;
   std::size_t mapped_ = 0;
-  std::uint32_t gen_ = 0;
 };
 
-}  // namespace wm_processes
+/** A wm_byte_buffer over a region, empty, that grows the region as the core encodes into it. */
+struct RegionWriter : wm_byte_buffer {
+  RegionWriter() : wm_byte_buffer{nullptr, 0, 0, nullptr, &grow} {}
+  explicit RegionWriter(SharedRegion& r) : wm_byte_buffer{r.data(), 0, r.capacity(), nullptr, &grow}, region(&r) {}
+  SharedRegion* region = nullptr;
+
+ private:
+  static int grow(wm_byte_buffer* b, std::size_t need) {
+    auto* self = static_cast<RegionWriter*>(b);
+    if (self->region == nullptr || !self->region->reserve(need)) return 1;
+    b->data = self->region->data();
+    b->capacity = self->region->capacity();
+    return 0;
+  }
+};
+
+}  // namespace wm::sdk::remote

@@ -1,5 +1,5 @@
-// byte_ring.hpp: the frames between the master and one worker go through shared memory, not the
-// socket: a memfd with two single-producer single-consumer byte rings, master -> worker and
+// byte_ring.hpp: the bytes between the master and one local worker process go through shared
+// memory, not the socket: a memfd with two single-producer single-consumer byte rings, master -> worker and
 // worker -> master. A system call costs 1.2-1.7 us on the VMs measured; a look at a ring is a
 // memory read, so a spinning side finds a message without one.
 //
@@ -27,7 +27,7 @@
 #include <cstring>
 #include <new>
 
-namespace wm_processes {
+namespace wm::sdk::remote {
 
 /** The only byte that goes on the socket while a ring carries the frames. */
 constexpr unsigned char kDoorbellByte = 0xDB;
@@ -217,4 +217,4 @@ class RingReader {
   std::uint64_t tail_ = 0;  // ours; the shared copy is only published
 };
 
-}  // namespace wm_processes
+}  // namespace wm::sdk::remote

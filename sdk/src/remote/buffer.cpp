@@ -1,0 +1,56 @@
+// buffer.cpp: the transports' byte buffer (see wm/sdk/remote/buffer.hpp).
+#include <wm/sdk/remote/buffer.hpp>
+
+#include <sys/mman.h>
+
+#include <new>
+
+namespace wm::sdk::remote {
+
+void Buffer::reserve(std::size_t n) {
+  if (n <= capacity) return;
+  std::size_t cap = capacity == 0 ? n : capacity;
+  while (cap < n) cap += cap / 2 + 1;
+  Buffer fresh;
+  if (cap >= kHuge) {
+    cap = (cap + kHuge - 1) / kHuge * kHuge;
+    void* p = mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    madvise(p, cap, MADV_HUGEPAGE);
+    fresh.data = static_cast<char*>(p);
+    fresh.mapped = true;
+  } else {
+    fresh.data = new char[cap];
+  }
+  fresh.capacity = cap;
+  if (size != 0) std::memcpy(fresh.data, data, size);
+  fresh.size = size;
+  swap(fresh);
+}
+
+void Buffer::release() noexcept {
+  if (data != nullptr) {
+    if (mapped)
+      munmap(data, capacity);
+    else
+      delete[] data;
+  }
+  data = nullptr;
+  size = capacity = 0;
+  mapped = false;
+}
+
+int BufferWriter::grow(wm_byte_buffer* self, std::size_t need) noexcept {
+  auto* w = static_cast<BufferWriter*>(self);
+  w->buf_->size = w->size;
+  try {
+    w->buf_->reserve(need);
+  } catch (const std::bad_alloc&) {
+    return 1;
+  }
+  w->data = w->buf_->data;
+  w->capacity = w->buf_->capacity;
+  return 0;
+}
+
+}  // namespace wm::sdk::remote
