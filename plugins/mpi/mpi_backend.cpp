@@ -1,22 +1,19 @@
 // mpi_backend.cpp: the "mpi" backend: every rank of an MPI job runs the host program; rank 0 is the
 // master and the other ranks serve tasks inside make_work_manager, on the remote engine. What is
 // here: MPI's set-up and end (threading, the one broadcast, who finalizes and when), the roles,
-// and what a worker rank does around the engine's worker loop (its guardian thread, how it
-// leaves). Rank 0's transport is mpi_transport.cpp, a worker's channel mpi_channel.cpp, one rank
-// alone runs its tasks on a thread (thread_transport.cpp). See README.md beside this file.
+// and what a worker rank does after the engine's worker loop (how it leaves). Rank 0's transport is
+// mpi_transport.cpp, a worker's port mpi_port.cpp; one rank alone runs its tasks on a thread (the
+// SDK's in-process transport). See README.md beside this file.
 #include "doorbell.hpp"
-#include "mpi_channel.hpp"
+#include "mpi_port.hpp"
 #include "mpi_transport.hpp"
 #include "mpi_wire.hpp"
-#include "thread_transport.hpp"
 
+#include <wm/sdk/remote/in_process.hpp>
 #include <wm/sdk/remote/remote_backend.hpp>
 
-#include <fcntl.h>
-#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -127,7 +124,6 @@ class MpiBackend final : public remote::RemoteBackend {
  public:
   MpiBackend(const wm_core_services* s, const wm_backend_config* c, const char* name) : RemoteBackend(s, c, name) {
     address_ = option_string("doorbell-address");
-    keep_mib_ = option_int("worker-keep-memory");
     engine_options().dead_hint =
         "every rank must call wm::make_work_manager early in main; run with WM_LOG_LEVEL=debug and read the "
         "worker ranks' standard error";
@@ -170,7 +166,7 @@ class MpiBackend final : public remote::RemoteBackend {
     } catch (const std::exception& e) {
       log(WM_LOG_ERROR, std::string("shutdown failed: ") + e.what());
     }
-    const bool clean = !start_failed_ && (transport_ == nullptr || transport_->finish());
+    const bool clean = master_ok_ && (transport_ == nullptr || transport_->finish());
     bool finalize_at_exit = false;
     if (!clean) {
       log(WM_LOG_WARNING,
@@ -197,43 +193,33 @@ class MpiBackend final : public remote::RemoteBackend {
   }
 
  protected:
-  void do_startup() override {
-    if (!start_error_.empty()) throw std::runtime_error(start_error_);
-    if (rank_ < 0) {
-      try {
-        init_mpi();
-      } catch (const std::exception& e) {
-        start_error_ = e.what();
-        throw;
-      }
-    }
-    if (rank_ != 0) return start_worker();
-    try {
-      start_master();
-    } catch (const std::exception& e) {
-      // Every rank is part of this start-up: it is not tried again.
-      start_error_ = e.what();
-      start_failed_ = true;
-      transport_ = nullptr;  // the dispatcher that owned it is gone
-      throw;
-    }
+  // MPI and the start-up broadcast, on every rank, before the roles: every rank is part of it, so a
+  // failed start-up is not tried again.
+  void prepare() override {
+    if (prepared_)
+      throw std::runtime_error("the start-up of the mpi work manager failed, and every rank takes part in it: it "
+                               "cannot be tried again in this job");
+    prepared_ = true;
+    init_mpi();
+    if (rank_ == 0)
+      prepare_master();
+    else
+      prepare_worker();
   }
 
-  void do_submit(wm_task* const* tasks, std::size_t n) override {
-    if (rank_ > 0) throw std::runtime_error("rank " + std::to_string(rank_) + " is a worker of the mpi work manager: only rank 0 submits tasks");
-    RemoteBackend::do_submit(tasks, n);
-  }
+  void started() override { master_ok_ = true; }
 
-  bool do_is_master() const override { return rank_ <= 0; }
+  remote::Role decide_role() override { return rank_ == 0 ? remote::Role::master : remote::Role::worker; }
+
   unsigned planned_workers() const override { return size_ > 1 ? static_cast<unsigned>(size_ - 1) : 1u; }
 
   wm::sdk::WorkerIdentity worker_identity() const override {
-    return wm::sdk::WorkerIdentity{rank_ > 0 ? rank_ - 1 : 0, static_cast<std::int64_t>(getpid()), std::max(rank_, 0),
-                                  remote::this_host()};
+    return wm::sdk::WorkerIdentity{-1, static_cast<std::int64_t>(getpid()), std::max(rank_, 0), remote::this_host()};
   }
 
   std::unique_ptr<remote::Transport> make_transport() override {
-    if (size_ == 1) return std::make_unique<ThreadTransport>(services(), name(), worker_identity(), worker_loop_options());
+    if (size_ == 1)
+      return std::make_unique<remote::InProcessTransport>(services(), name(), worker_identity(), worker_loop_options());
     MpiTransport::Options o;
     o.comm = comm_;
     o.size = size_;
@@ -242,36 +228,31 @@ class MpiBackend final : public remote::RemoteBackend {
     o.nonce = setup_.nonce;
     o.connect_limit = engine_options().startup_limit;
     o.park_on_force = !recovery_;
-    auto t = std::make_unique<MpiTransport>(std::move(o), [this](int level, const std::string& m) { log(static_cast<wm_log_level>(level), m); });
+    auto t = std::make_unique<MpiTransport>(std::move(o), logger());
     transport_ = t.get();
     return t;
   }
 
-  std::unique_ptr<remote::WorkerChannel> make_worker_channel() override {
-    return std::make_unique<MpiChannel>(comm_, doorbell_, me(), [this](int level, const std::string& m) {
-      log(static_cast<wm_log_level>(level), m);
-    });
+  std::unique_ptr<remote::Port> make_port() override {
+    note_sigterm(rank_, remote::this_host());
+    auto port = std::make_unique<MpiPort>(comm_, doorbell_, me(), logger());
+    doorbell_ = -1;  // the port's now
+    return port;
   }
 
-  void do_run() override {
-    if (rank_ <= 0) return;  // rank 0 returns at once
-    note_sigterm(rank_, remote::this_host());
-    auto channel_ptr = make_worker_channel();
-    doorbell_ = -1;  // the channel's now
-    auto& channel = static_cast<MpiChannel&>(*channel_ptr);
-    const remote::WorkerEnd end = remote::run_worker_loop(channel, services(), name(), worker_identity(),
-                                                          worker_seed(setup_.seed_base, rank_), worker_loop_options());
-    if (end == remote::WorkerEnd::stopped && channel.finish()) {
+  void served(remote::Port& port, remote::WorkerEnd end) override {
+    auto& p = static_cast<MpiPort&>(port);
+    if (end == remote::WorkerEnd::stopped && p.finish()) {
       MPI_Finalize();  // on the thread that initialised MPI: the one serving since start-up
       return;          // the core destroys the backend and exits with 0
     }
     // Stopped by force, rank 0 gone, a verdict to leave without MPI_Finalize, or a broken loop:
-    // the channel's watcher ends the process when rank 0 ends (or at once, if rank 0 said so).
+    // the port's watcher ends the process when rank 0 ends (or at once, if rank 0 said so).
     if (end == remote::WorkerEnd::broken) {
       log(WM_LOG_ERROR, me() + " cannot go on serving; it leaves without MPI_Finalize when rank 0 ends");
-      channel.give_up();
+      p.give_up();
     }
-    channel.wait_for_the_end();
+    p.wait_for_the_end();
   }
 
  private:
@@ -324,19 +305,17 @@ class MpiBackend final : public remote::RemoteBackend {
     }
   }
 
-  void start_master() {
+  void prepare_master() {
     if (size_ == 1) {
       log(WM_LOG_WARNING,
           "one rank: the tasks run in this process, on a thread of the mpi work manager (start the program with "
           "mpirun -np N for N-1 worker ranks)");
-      return RemoteBackend::do_startup();
+      return;
     }
     std::memset(&setup_, 0, sizeof setup_);
     std::random_device rd;
     setup_.nonce = (std::uint64_t(rd()) << 32) ^ rd();
-    setup_.seed_base = (std::uint64_t(rd()) << 32) ^ rd();
     setup_.master_pid = static_cast<std::int32_t>(getpid());
-    setup_.spin_us = engine_options().spin_us;
     std::snprintf(setup_.host, sizeof setup_.host, "%s", remote::this_host().c_str());
     try {
       listener_ = listen_for_workers(size_);
@@ -359,7 +338,6 @@ class MpiBackend final : public remote::RemoteBackend {
                               std::to_string(size_) + " ranks, so " + std::to_string(size_ - 1) +
                               " worker ranks (start mpirun with -np " + std::to_string(requested_workers() + 1) + " for " +
                               std::to_string(requested_workers()) + ")");
-    RemoteBackend::do_startup();
   }
 
   void broadcast_setup() {
@@ -369,16 +347,13 @@ class MpiBackend final : public remote::RemoteBackend {
     wait_for_everyone(r, engine_options().startup_limit, rank_, "the start-up broadcast");
   }
 
-  void start_worker() {
+  void prepare_worker() {
     broadcast_setup();
     setup_.error[sizeof setup_.error - 1] = setup_.host[sizeof setup_.host - 1] = '\0';
     if (setup_.error[0] != '\0')
       throw std::runtime_error("rank 0 could not start the mpi work manager: " + std::string(setup_.error));
-    worker_loop_options().spin_us = setup_.spin_us;
-    const std::string index = std::to_string(rank_ - 1);
-    const std::string seed = std::to_string(worker_seed(setup_.seed_base, rank_));
-    setenv(WM_ENV_PROCESS_INDEX, index.c_str(), 1);
-    setenv(WM_ENV_PROCESS_SEED, seed.c_str(), 1);
+    // What this rank is, for the program before it serves (the engine's setup says it again).
+    setenv(WM_ENV_PROCESS_INDEX, std::to_string(rank_ - 1).c_str(), 1);
     std::vector<std::uint32_t> addresses(setup_.addresses, setup_.addresses + std::min<int>(setup_.n_addresses, Setup::kMaxAddresses));
     std::string why;
     doorbell_ = connect_doorbell(addresses, setup_.port, setup_.host == remote::this_host(), 5000, why);
@@ -392,18 +367,10 @@ class MpiBackend final : public remote::RemoteBackend {
     // What this rank is, for the program and for diagnostics (as a processes worker has it).
     const std::string arg = "rank=" + std::to_string(rank_) + ",doorbell=" + std::to_string(doorbell_);
     setenv(WM_ENV_WORKER_ARG, arg.c_str(), 1);
-    if (keep_mib_ > 0) {
-      // Keep freed memory for the next task instead of unmapping it (this rank only serves): large
-      // arguments and results then reuse warm pages (a fresh page fault costs 10-30 us here).
-      mallopt(M_MMAP_MAX, 0);
-      mallopt(M_TRIM_THRESHOLD, static_cast<int>(std::min<long>(keep_mib_, 2047) << 20));
-    }
   }
 
   std::string address_;
-  long keep_mib_ = 256;
-  bool owns_mpi_ = false, recovery_ = false, start_failed_ = false;
-  std::string start_error_;
+  bool owns_mpi_ = false, recovery_ = false, prepared_ = false, master_ok_ = false;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = -1, size_ = 0;
   Setup setup_{};
@@ -437,7 +404,4 @@ WM_DECLARE_BACKEND(mpi, MpiBackend, "1.0.0",
                    WM_CAP_REMOTE | WM_CAP_SPMD, WM_REMOTE_ENGINE_OPTIONS,
                    wm::sdk::option_string("doorbell-address", "",
                                           "address of rank 0's host the worker ranks connect to (its doorbell; "
-                                          "default: every address of that host, loopback first on the same host)"),
-                   wm::sdk::option_int("worker-keep-memory", "256", 0, 2047,
-                                       "MiB of freed memory a worker rank keeps for reuse instead of returning it "
-                                       "(large messages reuse warm pages; 0: malloc defaults)"))
+                                          "default: every address of that host, loopback first on the same host)"))

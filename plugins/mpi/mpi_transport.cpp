@@ -4,24 +4,18 @@
 #include <wm/abi.h>
 
 #include <sched.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <new>
 #include <stdexcept>
 
 namespace wm_mpi {
 namespace {
 
-using remote::FrameCursor;
-using remote::FrameHeader;
-
 constexpr auto kForceGrace = std::chrono::seconds(3);      // a rank stopped by force has this long to go
 constexpr auto kHailLimit = std::chrono::seconds(5);       // a new connection must say who it is by then
-constexpr auto kIdleRelease = std::chrono::seconds(2);     // large buffers go back after this much idling
 constexpr auto kLookEvery = std::chrono::milliseconds(1);  // doorbells looked at while spinning
 constexpr auto kSendLook = std::chrono::milliseconds(10);  // MPI called this often while a send waits
 
@@ -31,16 +25,9 @@ std::string hex_byte(char c) {
   return buf;
 }
 
-std::string host_name() {
-  char buf[256] = {};
-  return gethostname(buf, sizeof buf - 1) == 0 ? std::string(buf) : std::string();
-}
-
 }  // namespace
 
-MpiTransport::MpiTransport(Options options, Log log) : o_(std::move(options)), log_(std::move(log)) {
-  local_host_ = host_name();
-}
+MpiTransport::MpiTransport(Options options, remote::Log log) : o_(std::move(options)), log_(std::move(log)) {}
 
 MpiTransport::~MpiTransport() {
   if (!finished_) {
@@ -57,7 +44,6 @@ MpiTransport::~MpiTransport() {
     if (s.fd >= 0) close(s.fd);
   for (auto& h : hailing_) close(h.fd);
   if (o_.listener.fd >= 0) close(o_.listener.fd);
-  if (wake_fd_ >= 0) close(wake_fd_);
 }
 
 std::string MpiTransport::who(const Slot& s) const {
@@ -66,103 +52,112 @@ std::string MpiTransport::who(const Slot& s) const {
   return w;
 }
 
+remote::Capabilities MpiTransport::capabilities() const {
+  remote::Capabilities c;
+  c.batch_limit = kMessageBytes;
+  c.payloads = true;
+  return c;
+}
+
 // ---------------------------------------------------------------- start
 
-void MpiTransport::start(remote::TransportEvents& events) {
-  events_ = &events;
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd failed: ") + std::strerror(errno));
+void MpiTransport::start(remote::TransportHost& host) {
+  host_ = &host;
+  waker_ = std::make_unique<remote::Waker>();
   const auto n = static_cast<std::size_t>(o_.size - 1);
   slots_.resize(n);
   rreqs_.assign(n, MPI_REQUEST_NULL);
   indices_.resize(n);
   statuses_.resize(n);
   connect_until_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.connect_limit));
-  last_look_ = last_large_ = Clock::now();
+  last_look_ = Clock::now();
   for (remote::WorkerId id = 0; id < n; ++id) {
     Slot& s = slots_[id];
     s.rank = static_cast<int>(id) + 1;
     s.out = pool_.take();
-    events.worker_added(id);
     post_receive(id);
   }
+  for (remote::WorkerId id = 0; id < n; ++id) host.worker_added(id);
 }
 
-bool MpiTransport::restart_worker(remote::WorkerId) { return false; }
+bool MpiTransport::launch(remote::WorkerId id, const remote::WorkerSetup&) {
+  Slot& s = slots_.at(id);
+  if (s.launched) return false;  // a rank cannot be started again
+  s.launched = true;
+  return true;
+}
 
 void MpiTransport::post_receive(remote::WorkerId id) {
   Slot& s = slots_[id];
   remote::Buffer& b = s.rbuf[s.posted];
   b.reserve(kMessageBytes);
-  const int rc = MPI_Irecv(b.data, static_cast<int>(kMessageBytes), MPI_BYTE, s.rank, kTagFrames, o_.comm, &rreqs_[id]);
+  const int rc = MPI_Irecv(b.data, static_cast<int>(kMessageBytes), MPI_BYTE, s.rank, kTagBytes, o_.comm, &rreqs_[id]);
   if (rc != MPI_SUCCESS) throw std::runtime_error("cannot post a receive for " + who(s) + ": " + mpi_error_text(rc));
+}
+
+void MpiTransport::identified(remote::WorkerId id, const wm::sdk::WorkerIdentity& w) {
+  Slot& s = slots_.at(id);
+  s.host = w.host;
+  s.pid = w.pid;
+  if (s.state == State::waiting) s.state = State::serving;
 }
 
 // ---------------------------------------------------------------- sending
 
-bool MpiTransport::send_task(remote::WorkerId id, std::uint64_t seq, std::size_t size, const remote::Encoder& encode) {
-  Slot& s = slots_.at(id);
-  if (s.state != State::serving && s.state != State::waiting) return false;
-  if (size <= kInlineMax) {
-    if (s.out.size + sizeof(FrameHeader) + size > kMessageBytes) send_batch(s);
-    remote::append_task_frame(s.out, seq, size, encode);
-    return true;
-  }
-  // Large: encoded straight into the buffer MPI sends from; the frame only announces it.
-  remote::Buffer b = std::move(s.spare);
-  b.size = 0;
-  remote::encode_request(b, size, encode);
-  if (s.out.size + sizeof(FrameHeader) + sizeof(std::uint64_t) > kMessageBytes) send_batch(s);
-  const std::uint64_t len = b.size;
-  append_frame(s.out, remote::kFrameTaskLent, seq, &len, sizeof len);
-  s.payloads.push_back(std::move(b));
-  last_large_ = Clock::now();
-  return true;
-}
+remote::Buffer& MpiTransport::outbox(remote::WorkerId id) { return slots_.at(id).out; }
 
 void MpiTransport::send_batch(Slot& s) {
   if (s.out.size == 0) return;
   Sending m;
   m.buf = std::move(s.out);
   s.out = pool_.take();
-  MPI_Request r = MPI_REQUEST_NULL;
-  const int rc = MPI_Isend(m.buf.data, static_cast<int>(m.buf.size), MPI_BYTE, s.rank, kTagFrames, o_.comm, &r);
-  if (rc != MPI_SUCCESS) {
-    log(WM_LOG_ERROR, "cannot send to " + who(s) + ": " + mpi_error_text(rc));
-    return;  // the tasks in it wait for that rank's end, which the doorbell shows
-  }
-  m.reqs.push_back(r);
+  const int rc = isend_pieces(m.buf.data, m.buf.size, kMessageBytes, s.rank, kTagBytes, o_.comm, m.reqs);
+  if (rc != MPI_SUCCESS) log_(WM_LOG_ERROR, "cannot send to " + who(s) + ": " + mpi_error_text(rc));
+  // (On an error the tasks in it wait for that rank's end, which the doorbell shows.)
+  s.sent += static_cast<std::uint32_t>(m.reqs.size());
   s.sending.push_back(std::move(m));
-  ++s.sent;
 }
 
 void MpiTransport::flush(remote::WorkerId id) {
   Slot& s = slots_.at(id);
-  if (s.out.size == 0 && s.payloads.empty()) return;
-  if (s.state == State::forced || s.state == State::gone || s.state == State::left) {
+  if (s.out.size == 0) return;
+  if (s.state == State::forced || s.state == State::gone || s.state == State::left || s.state == State::parked) {
     s.out.size = 0;
-    s.payloads.clear();
     return;
   }
   send_batch(s);
-  for (auto& p : s.payloads) {
-    Sending m;
-    m.buf = std::move(p);
-    m.payload = true;
-    const int rc = isend_payload(m.buf.data, m.buf.size, s.rank, o_.comm, m.reqs);
-    if (rc != MPI_SUCCESS) log(WM_LOG_ERROR, "cannot send a payload to " + who(s) + ": " + mpi_error_text(rc));
-    ++s.payloads_sending;
-    s.sending.push_back(std::move(m));
-  }
-  s.payloads.clear();
-  // A worker rank that is awake (in a task, or looking for the next frame) takes the message
+  // A worker rank that is awake (in a task, or looking for the next message) takes the message
   // without a ring; one that sleeps has said so (see told_asleep).
   if (s.fd < 0 || !s.asleep) return;  // not connected yet: it is rung when it connects
   ring(s.fd, kRing);
   s.asleep = false;
 }
 
-void MpiTransport::test_sends(Slot& s) {
+void MpiTransport::send_payload(remote::WorkerId id, remote::Buffer&& payload) {
+  Slot& s = slots_.at(id);
+  Sending m;
+  m.buf = std::move(payload);
+  m.payload = true;
+  if (s.state != State::waiting && s.state != State::serving) return host_->payload_sent(id, std::move(m.buf));
+  const int rc = isend_pieces(m.buf.data, m.buf.size, kChunk, s.rank, kTagPayload, o_.comm, m.reqs);
+  if (rc != MPI_SUCCESS) log_(WM_LOG_ERROR, "cannot send a payload to " + who(s) + ": " + mpi_error_text(rc));
+  ++s.payloads_sending;
+  s.sending.push_back(std::move(m));
+}
+
+bool MpiTransport::receive_payload(remote::WorkerId id, remote::Buffer&& into) {
+  Slot& s = slots_.at(id);
+  s.lbuf = std::move(into);
+  const int rc = irecv_payload(s.lbuf.data, s.lbuf.size, s.rank, o_.comm, s.lreqs);
+  if (rc != MPI_SUCCESS) {
+    log_(WM_LOG_ERROR, "cannot receive a payload from " + who(s) + ": " + mpi_error_text(rc));
+    return false;
+  }
+  ++active_;
+  return true;
+}
+
+void MpiTransport::test_sends(remote::WorkerId id, Slot& s) {
   for (auto it = s.sending.begin(); it != s.sending.end();) {
     int done = 0;
     MPI_Testall(static_cast<int>(it->reqs.size()), it->reqs.data(), &done, MPI_STATUSES_IGNORE);
@@ -170,42 +165,31 @@ void MpiTransport::test_sends(Slot& s) {
       ++it;
       continue;
     }
-    recycle(s, *it);
+    Sending m = std::move(*it);
     it = s.sending.erase(it);
+    if (m.payload) {
+      --s.payloads_sending;
+      host_->payload_sent(id, std::move(m.buf));  // kept warm by the engine for the next one
+    } else {
+      pool_.give(std::move(m.buf));
+    }
   }
   if (s.payloads_sending == 0) s.pulled = false;
 }
 
-void MpiTransport::recycle(Slot& s, Sending& done) {
-  if (done.payload) {
-    --s.payloads_sending;
-    last_large_ = Clock::now();
-    if (done.buf.capacity > s.spare.capacity) s.spare = std::move(done.buf);
-  } else {
-    pool_.give(std::move(done.buf));
-  }
-}
-
-void MpiTransport::stop_worker(remote::WorkerId id, remote::StopMode mode) {
+void MpiTransport::stop_worker(remote::WorkerId id) {
   Slot& s = slots_.at(id);
   if (s.state == State::forced || s.state == State::parked || s.state == State::gone || s.state == State::left) return;
-  if (mode == remote::StopMode::graceful) {
-    if (s.state == State::stopping) return;
-    if (s.out.size + sizeof(FrameHeader) > kMessageBytes) send_batch(s);
-    append_frame(s.out, remote::kFrameStop, 0, nullptr, 0);
-    s.state = State::stopping;
-    flush(id);
-    return;
-  }
-  // By force: the rank may be deep in a task; its watcher thread acts on the byte at once. It
-  // leaves (its end of file says when it is gone), or, where that would make mpirun end the job,
-  // runs nothing more and stays until rank 0 ends: then it counts as gone now.
+  // The rank may be deep in a task; its watcher thread acts on the byte at once. It leaves (its end
+  // of file says when it is gone), or, where that would make mpirun end the job, runs nothing more
+  // and stays until rank 0 ends: then it counts as gone now.
   clean_ = false;
   drop_receives(s);
   if (o_.park_on_force) {
     if (s.fd >= 0) ring(s.fd, kPark);
     s.state = State::parked;
-    parked_lost_.push_back(id);
+    lost_later_.emplace_back(id, "was stopped by force (it runs no more tasks; it stays until rank 0 ends, since a "
+                                 "rank that leaves makes mpirun end the whole job)");
     return;
   }
   if (s.fd >= 0) {
@@ -217,17 +201,27 @@ void MpiTransport::stop_worker(remote::WorkerId id, remote::StopMode mode) {
   s.lost_status = "was stopped by force";
 }
 
+void MpiTransport::said_goodbye(remote::WorkerId id) {
+  // Everything it sent came before this (one tag, in order): it has replied to all it got.
+  Slot& s = slots_.at(id);
+  drop_receives(s);
+  s.state = State::left;
+  lost_later_.emplace_back(id, "left");
+}
+
 // ---------------------------------------------------------------- receiving
 
 void MpiTransport::drop_receives(Slot& s) {
   const auto id = static_cast<remote::WorkerId>(s.rank - 1);
   if (!cancel_receive(rreqs_[id])) keep_for_mpi(std::move(s.rbuf[s.posted]));
-  if (s.paused) --active_;
-  bool all = true;
-  for (auto& r : s.lreqs) all = cancel_receive(r) && all;
-  if (!all) keep_for_mpi(std::move(s.lbuf));
-  s.lreqs.clear();
-  s.ready = s.parsing = s.paused = false;
+  if (!s.lreqs.empty()) {
+    --active_;
+    bool all = true;
+    for (auto& r : s.lreqs) all = cancel_receive(r) && all;
+    if (!all) keep_for_mpi(std::move(s.lbuf));  // MPI may still write into it
+    s.lreqs.clear();
+  }
+  s.ready = false;
 }
 
 int MpiTransport::poll_mpi() {
@@ -240,7 +234,8 @@ int MpiTransport::poll_mpi() {
         const auto id = static_cast<remote::WorkerId>(indices_[k]);
         Slot& s = slots_[id];
         if (rc == MPI_ERR_IN_STATUS && statuses_[k].MPI_ERROR != MPI_SUCCESS) {
-          protocol(id, "a message could not be received: " + mpi_error_text(statuses_[k].MPI_ERROR), events);
+          ++events;
+          host_->broken(id, "a message could not be received: " + mpi_error_text(statuses_[k].MPI_ERROR));
           continue;
         }
         MPI_Get_count(&statuses_[k], MPI_BYTE, &s.ready_len);
@@ -250,120 +245,41 @@ int MpiTransport::poll_mpi() {
   }
   for (remote::WorkerId id = 0; id < slots_.size(); ++id) {
     Slot& s = slots_[id];
-    if (s.ready || s.parsing || s.paused) events += drain(id);
-    if (!s.sending.empty()) test_sends(s);
+    if ((s.ready && s.fd >= 0) || !s.lreqs.empty()) events += drain(id);  // ready once rank 0 can see its end
+    if (!s.sending.empty()) test_sends(id, s);
   }
   return events;
 }
 
+// What came from a rank: its message (the engine reads it in place while the next receive is
+// posted into the other buffer), and the payload it announced.
 int MpiTransport::drain(remote::WorkerId id) {
   int events = 0;
   Slot& s = slots_[id];
-  for (;;) {
-    if (s.paused) {
-      int done = 0;
-      const int rc = MPI_Testall(static_cast<int>(s.lreqs.size()), s.lreqs.data(), &done, MPI_STATUSES_IGNORE);
-      if (rc != MPI_SUCCESS) {
-        protocol(id, "a reply's payload could not be received: " + mpi_error_text(rc), events);
-        return events;
-      }
-      if (!done) return events;
-      s.paused = false;
+  if (!s.lreqs.empty()) {
+    int done = 0;
+    const int rc = MPI_Testall(static_cast<int>(s.lreqs.size()), s.lreqs.data(), &done, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) {
+      ++events;
+      host_->broken(id, "a reply's payload could not be received: " + mpi_error_text(rc));
+      return events;
+    }
+    if (done) {
       s.lreqs.clear();
       --active_;
-      last_large_ = Clock::now();
       ++events;
-      events_->reply(id, s.lseq, s.lbuf.data, static_cast<std::size_t>(s.llen));
-      continue;
+      host_->payload_received(id, std::move(s.lbuf));
     }
-    if (s.parsing) {
-      FrameHeader h;
-      const char* p = nullptr;
-      std::string why;
-      const FrameCursor::Status st = s.cursor.next(h, p, why);
-      if (st == FrameCursor::Status::end) {
-        s.parsing = false;
-        continue;
-      }
-      if (st == FrameCursor::Status::bad) {
-        protocol(id, why, events);
-        return events;
-      }
-      handle_frame(id, s, h, p, events);
-      continue;
-    }
-    if (s.ready) {
-      s.ready = false;
-      const int got = s.posted;
-      s.posted ^= 1;
-      s.cursor = FrameCursor(s.rbuf[got].data, static_cast<std::size_t>(s.ready_len));
-      s.parsing = true;
-      post_receive(id);
-      continue;
-    }
-    return events;
   }
-}
-
-void MpiTransport::handle_frame(remote::WorkerId id, Slot& s, const FrameHeader& h, const char* p, int& events) {
-  ++events;
-  switch (h.type) {
-    case remote::kFrameHello: {
-      remote::Hello hello;
-      std::string why;
-      if (!remote::parse_hello(p, h.len, hello, why)) return protocol(id, why, events);
-      if (hello.rank != s.rank)
-        return protocol(id, "a hello from rank " + std::to_string(s.rank) + " says it is rank " + std::to_string(hello.rank), events);
-      s.hello = true;
-      s.host = hello.host;
-      s.pid = hello.pid;
-      if (s.state != State::waiting) return;
-      if (s.fd < 0) {
-        s.hello_msg = hello;  // ready once its doorbell is connected too
-        return;
-      }
-      s.state = State::serving;
-      events_->worker_ready(id, hello);
-      return;
-    }
-    case remote::kFrameReply:
-      events_->reply(id, h.seq, p, static_cast<std::size_t>(h.len));
-      return;
-    case remote::kFrameReplyLent: {
-      std::uint64_t len = 0;
-      if (!remote::lent_length(h, p, len) || len > remote::kMaxFrameLen || len <= kInlineMax)
-        return protocol(id, "a reply announces a payload of a size that is not valid (" + std::to_string(len) + " bytes)", events);
-      s.lbuf.size = 0;  // kept from the last large reply (warm pages)
-      try {
-        s.lbuf.reserve(static_cast<std::size_t>(len));
-      } catch (const std::bad_alloc&) {
-        return protocol(id, "no memory for a reply of " + std::to_string(len) + " bytes", events);
-      }
-      const int rc = irecv_payload(s.lbuf.data, static_cast<std::size_t>(len), s.rank, o_.comm, s.lreqs);
-      if (rc != MPI_SUCCESS) return protocol(id, "cannot receive a reply's payload: " + mpi_error_text(rc), events);
-      s.paused = true;
-      s.lseq = h.seq;
-      s.llen = len;
-      ++active_;
-      last_large_ = Clock::now();
-      return;
-    }
-    case kFrameBye:
-      // Everything it sent came before this (one tag, in order): it has replied to all it got.
-      drop_receives(s);
-      s.state = State::left;
-      events_->worker_lost(id, "left");
-      return;
-    default:
-      return protocol(id, "a frame of type " + std::to_string(h.type) + " came from " + who(s), events);
+  if (s.ready) {
+    s.ready = false;
+    const int got = s.posted;
+    s.posted ^= 1;
+    post_receive(id);
+    ++events;
+    host_->received(id, s.rbuf[got].data, static_cast<std::size_t>(s.ready_len));
   }
-}
-
-void MpiTransport::protocol(remote::WorkerId id, const std::string& why, int& events) {
-  Slot& s = slots_[id];
-  s.ready = s.parsing = false;  // nothing more is read from it
-  ++events;
-  events_->protocol_error(id, why);  // the dispatcher stops it by force
+  return events;
 }
 
 void MpiTransport::lost(remote::WorkerId id, const std::string& status, int& events) {
@@ -376,7 +292,7 @@ void MpiTransport::lost(remote::WorkerId id, const std::string& status, int& eve
     s.fd = -1;
   }
   ++events;
-  events_->worker_lost(id, status);
+  host_->worker_lost(id, status);
 }
 
 void MpiTransport::on_eof(remote::WorkerId id, int& events) {
@@ -392,6 +308,7 @@ void MpiTransport::on_eof(remote::WorkerId id, int& events) {
       lost(id, s.lost_status, events);
       return;
     case State::gone:
+    case State::parked:
       return;
     default:
       break;
@@ -399,8 +316,7 @@ void MpiTransport::on_eof(remote::WorkerId id, int& events) {
   // It died. What it sent before it died is in MPI already (it rang after sending): take it first,
   // so that a reply it sent is not blamed on its death. Open MPI may need a second look to see a
   // message: stop after two quiet ones.
-  for (int quiet = 0, round = 0; quiet < 2 && round < 64 && s.state != State::gone; ++round) {
-    int got = 0;
+  for (int quiet = 0, round = 0; quiet < 2 && round < 64 && in_service(s); ++round) {
     if (rreqs_[id] != MPI_REQUEST_NULL) {
       int done = 0;
       MPI_Status st;
@@ -410,15 +326,14 @@ void MpiTransport::on_eof(remote::WorkerId id, int& events) {
         s.ready = true;
       }
     }
-    if (s.ready || s.parsing || s.paused) got = drain(id);
+    const int got = drain(id);
     events += got;
-    quiet = got == 0 && !s.ready ? quiet + 1 : 0;
-    if (s.state != State::waiting && s.state != State::serving && s.state != State::stopping) break;
+    quiet = got == 0 ? quiet + 1 : 0;
   }
   if (s.state == State::forced) return lost(id, s.lost_status, events);
-  if (s.state == State::gone || s.state == State::left) return;
+  if (!in_service(s)) return;
   std::string status = "died: its connection to rank 0 closed (killed, crashed or exited)";
-  if (!s.host.empty() && s.host == local_host_) status = "on host " + s.host + " " + status;
+  if (!s.host.empty() && s.host == remote::this_host()) status = "on host " + s.host + " " + status;
   lost(id, status, events);
 }
 
@@ -455,7 +370,7 @@ int MpiTransport::read_hails() {
     const std::string after = h.got.substr(sizeof hail);
     hailing_.erase(hailing_.begin() + static_cast<long>(i));
     if (s == nullptr || s->fd >= 0 || s->state == State::gone) {
-      log(WM_LOG_WARNING, "a connection to the doorbell port was not from a rank of this job; closed");
+      log_(WM_LOG_WARNING, "a connection to the doorbell port was not from a rank of this job; closed");
       close(fd);
       continue;
     }
@@ -471,12 +386,6 @@ int MpiTransport::read_hails() {
       // says when it sleeps again, and is rung for the next one then.)
       ring(s->fd, kRing);
       s->asleep = false;
-      // Ready once rank 0 can both reach it and see its end.
-      if (s->hello && s->state == State::waiting) {
-        s->state = State::serving;
-        ++events;
-        events_->worker_ready(id, s->hello_msg);
-      }
     }
     // What came after the hail is the doorbell's like any later byte; an end of file shows again
     // at the next poll().
@@ -507,13 +416,14 @@ void MpiTransport::handle_bytes(remote::WorkerId id, const std::string& bytes, i
       continue;
     }
     if (in_service(s)) {
-      protocol(id, "its doorbell carried the byte " + hex_byte(c) + ", which is no ring", events);
+      ++events;
+      host_->broken(id, "its doorbell carried the byte " + hex_byte(c) + ", which is no ring");
       return;
     }
   }
 }
 
-// The worker rank sleeps, having taken `count` frames messages: if this side sent more since, one
+// The worker rank sleeps, having taken `count` bytes messages: if this side sent more since, one
 // may have reached MPI after the rank's last look, so it is rung now; otherwise with the next one.
 void MpiTransport::told_asleep(Slot& s) {
   std::uint32_t count = 0;
@@ -595,30 +505,19 @@ int MpiTransport::housekeeping(Clock::time_point now) {
     close(hailing_[i].fd);
     hailing_.erase(hailing_.begin() + static_cast<long>(i));
   }
-  if (now - last_large_ >= kIdleRelease && active_ == 0) {
-    for (Slot& s : slots_)
-      if (s.payloads_sending == 0 && s.payloads.empty()) {
-        s.spare.release();
-        s.lbuf.release();
-      }
-  }
   return events;
 }
 
 int MpiTransport::internal_timeout_ms(Clock::time_point now) const {
   auto next = Clock::time_point::max();
-  bool big = false;
   for (const Slot& s : slots_) {
     if (s.state == State::forced) next = std::min(next, s.forced_at + kForceGrace);
     if (s.state == State::waiting && s.fd < 0) next = std::min(next, connect_until_);
-    big = big || s.spare.capacity != 0 || s.lbuf.capacity != 0;
     // A message MPI has not handed over may need this rank's calls to move: never asleep for long
     // while one waits (a worker busy with a long task may take it only later).
-    if (!s.sending.empty() && (s.state == State::serving || s.state == State::stopping))
-      next = std::min(next, now + kSendLook);
+    if (!s.sending.empty() && s.state == State::serving) next = std::min(next, now + kSendLook);
   }
   for (const Hailing& h : hailing_) next = std::min(next, h.until);
-  if (big) next = std::min(next, last_large_ + kIdleRelease);
   if (next == Clock::time_point::max()) return -1;
   if (next <= now) return 0;
   return static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1);
@@ -627,12 +526,12 @@ int MpiTransport::internal_timeout_ms(Clock::time_point now) const {
 int MpiTransport::progress(int timeout_ms) {
   woken_.store(false, std::memory_order_relaxed);
   int events = 0;
-  for (remote::WorkerId id : parked_lost_) {
+  std::vector<std::pair<remote::WorkerId, std::string>> later;
+  later.swap(lost_later_);
+  for (auto& [id, status] : later) {
     ++events;
-    events_->worker_lost(id, "was stopped by force (it runs no more tasks; it stays until rank 0 ends, since a "
-                             "rank that leaves makes mpirun end the whole job)");
+    host_->worker_lost(id, status);
   }
-  parked_lost_.clear();
   events += poll_mpi();
   events += check_doorbells();
   auto now = Clock::now();
@@ -649,13 +548,13 @@ int MpiTransport::progress(int timeout_ms) {
     }
     return events;
   }
-  // Asleep: on the wake eventfd, the listening socket, connections that have not said who they
-  // are, and every doorbell.
+  // Asleep: on the waker, the listening socket, connections that have not said who they are, and
+  // every doorbell.
   const int own = internal_timeout_ms(now);
   if (own >= 0 && (timeout_ms < 0 || own < timeout_ms)) timeout_ms = own;
   std::vector<pollfd>& fds = fds_;
   fds.clear();
-  fds.push_back(pollfd{wake_fd_, POLLIN, 0});
+  fds.push_back(pollfd{waker_->fd(), POLLIN, 0});
   fds.push_back(pollfd{o_.listener.fd, POLLIN, 0});
   for (const Hailing& h : hailing_) fds.push_back(pollfd{h.fd, POLLIN, 0});
   const std::size_t fixed = fds.size();
@@ -668,10 +567,7 @@ int MpiTransport::progress(int timeout_ms) {
   const int n = poll(fds.data(), fds.size(), timeout_ms);
   last_look_ = Clock::now();
   if (n > 0) {
-    if (fds[0].revents != 0) {
-      std::uint64_t v;
-      [[maybe_unused]] ssize_t r = read(wake_fd_, &v, sizeof v);
-    }
+    if (fds[0].revents != 0) waker_->drain();
     if (fds[1].revents != 0) accept_workers();
     if (fixed > 2) events += read_hails();
     events += read_doorbells(fds, fixed);
@@ -684,8 +580,7 @@ int MpiTransport::progress(int timeout_ms) {
 
 void MpiTransport::wake() {
   woken_.store(true, std::memory_order_relaxed);
-  const std::uint64_t one = 1;
-  if (wake_fd_ >= 0) [[maybe_unused]] ssize_t r = write(wake_fd_, &one, sizeof one);
+  if (waker_) waker_->ring();
 }
 
 // ---------------------------------------------------------------- the end

@@ -1,19 +1,20 @@
 // mpi_transport.hpp: rank 0's side of the mpi backend, a transport of the remote engine. The
-// worker ranks exist already (mpirun started them); this transport moves frames to and from them
-// as MPI messages on the backend's own communicator, sleeps in poll() on one doorbell connection
-// per worker rank, and learns of a dead rank from its doorbell's end of file.
+// worker ranks exist already (mpirun started them); this transport moves the engine's bytes to and
+// from them as MPI messages on the backend's own communicator (large payloads as messages of their
+// own), sleeps in poll() on one doorbell connection per worker rank, and learns of a dead rank from
+// its doorbell's end of file.
 #pragma once
 
 #include "doorbell.hpp"
 #include "mpi_wire.hpp"
 
 #include <wm/sdk/remote/transport.hpp>
+#include <wm/sdk/remote/waker.hpp>
 
 #include <poll.h>
 
 #include <atomic>
 #include <deque>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,25 +33,29 @@ class MpiTransport final : public remote::Transport {
      *  --enable-recovery a rank that leaves makes mpirun end the whole job, rank 0 included). */
     bool park_on_force = true;
   };
-  using Log = std::function<void(int level, const std::string& message)>;
 
-  MpiTransport(Options options, Log log);
+  MpiTransport(Options options, remote::Log log);
   /** Closes sockets; makes no MPI call once finish() ran (MPI may be finalized by then). */
   ~MpiTransport() override;
 
-  void start(remote::TransportEvents& events) override;
-  /** A rank cannot be started again: always false. */
-  bool restart_worker(remote::WorkerId id) override;
-  bool send_task(remote::WorkerId id, std::uint64_t seq, std::size_t size, const remote::Encoder& encode) override;
+  remote::Capabilities capabilities() const override;
+  void start(remote::TransportHost& host) override;
+  /** A rank serves from the start and cannot be started again: true once, then false. */
+  bool launch(remote::WorkerId id, const remote::WorkerSetup& setup) override;
+  remote::Buffer& outbox(remote::WorkerId id) override;
   void flush(remote::WorkerId id) override;
-  void stop_worker(remote::WorkerId id, remote::StopMode mode) override;
+  void stop_worker(remote::WorkerId id) override;
   int progress(int timeout_ms) override;
   void wake() override;
+  void identified(remote::WorkerId id, const wm::sdk::WorkerIdentity& who) override;
+  void said_goodbye(remote::WorkerId id) override;
+  void send_payload(remote::WorkerId id, remote::Buffer&& payload) override;
+  bool receive_payload(remote::WorkerId id, remote::Buffer&& into) override;
 
   /** True while no rank has died, been stopped by force or been given up: then every rank can
    *  finalize MPI (after a death, Open MPI's MPI_Finalize may wait forever for the dead rank). */
   bool clean() const { return clean_.load(); }
-  /** On the thread that owns MPI once the dispatcher's thread is gone: cancels the receives still
+  /** On the thread that owns MPI once the engine's thread is gone: cancels the receives still
    *  posted, tells every worker rank that left whether to finalize MPI (if clean()) or to leave
    *  without it, and closes the doorbells. Returns clean(). */
   bool finish();
@@ -65,33 +70,26 @@ class MpiTransport final : public remote::Transport {
   struct Slot {
     int rank = 0;
     State state = State::waiting;
+    bool launched = false;
     int fd = -1;  // the doorbell, once the rank connected
-    bool hello = false;
-    remote::Hello hello_msg;  // a hello that came before the doorbell connected
     std::string host;
     long long pid = 0;
     // to the worker
-    remote::Buffer out;                   // the frames message being filled
-    std::vector<remote::Buffer> payloads;  // payloads announced in `out`, sent at flush
-    std::deque<Sending> sending;           // messages MPI has not finished sending
+    remote::Buffer out;          // the bytes message being filled
+    std::deque<Sending> sending;  // messages MPI has not finished sending
     std::size_t payloads_sending = 0;
     bool pulled = false;  // the worker waits for its payloads: push them (spin) until sent
-    std::uint32_t sent = 0;  // frames messages sent to it
+    std::uint32_t sent = 0;  // bytes messages sent to it
     bool asleep = false;     // it said it sleeps and was not rung since: the next message rings
     int notice_got = -1;     // bytes of an asleep notice's count read so far (-1: none under way)
     char notice[4] = {};
     // from the worker
     remote::Buffer rbuf[2];
     int posted = 0;  // the buffer the posted receive writes into
-    bool ready = false;
+    bool ready = false;  // a message came (read once the doorbell is there too)
     int ready_len = 0;
-    bool parsing = false;
-    remote::FrameCursor cursor{nullptr, 0};
-    bool paused = false;  // a reply_lent frame: its payload is on its way
-    std::vector<MPI_Request> lreqs;
-    remote::Buffer lbuf;  // large replies are received here (kept, like spare)
-    std::uint64_t lseq = 0, llen = 0;
-    remote::Buffer spare;  // the buffer of the last large request, kept for the next one (warm pages)
+    std::vector<MPI_Request> lreqs;  // a payload being received into lbuf
+    remote::Buffer lbuf;
     Clock::time_point forced_at{};
     std::string lost_status;  // forced: what worker_lost says
   };
@@ -104,10 +102,8 @@ class MpiTransport final : public remote::Transport {
   void post_receive(remote::WorkerId id);
   int poll_mpi();
   int drain(remote::WorkerId id);
-  void handle_frame(remote::WorkerId id, Slot& s, const remote::FrameHeader& h, const char* p, int& events);
-  void test_sends(Slot& s);
+  void test_sends(remote::WorkerId id, Slot& s);
   void send_batch(Slot& s);
-  void protocol(remote::WorkerId id, const std::string& why, int& events);
   void drop_receives(Slot& s);
   void lost(remote::WorkerId id, const std::string& status, int& events);
   void on_eof(remote::WorkerId id, int& events);
@@ -125,29 +121,26 @@ class MpiTransport final : public remote::Transport {
   static bool in_service(const Slot& s) {
     return s.state == State::serving || s.state == State::stopping || s.state == State::waiting;
   }
-  void recycle(Slot& s, Sending& done);
   std::string who(const Slot& s) const;
-  void log(int level, const std::string& m) const { log_(level, m); }
 
   Options o_;
-  Log log_;
-  remote::TransportEvents* events_ = nullptr;
+  remote::Log log_;
+  remote::TransportHost* host_ = nullptr;
   std::vector<Slot> slots_;
-  std::vector<MPI_Request> rreqs_;  // the posted frames receive of each worker (for MPI_Testsome)
+  std::vector<MPI_Request> rreqs_;  // the posted bytes receive of each worker (for MPI_Testsome)
   std::vector<int> indices_;
   std::vector<MPI_Status> statuses_;
-  MessagePool pool_{64};  // free frames-message buffers
+  MessagePool pool_{64};  // free bytes-message buffers
   std::vector<Hailing> hailing_;       // connections that have not said who they are
-  std::vector<remote::WorkerId> parked_lost_;  // stopped by force and parked: reported lost at the next progress()
+  std::vector<std::pair<remote::WorkerId, std::string>> lost_later_;  // reported lost at the next progress()
   std::vector<pollfd> fds_;
   std::vector<remote::WorkerId> owners_;  // the slot of each doorbell in fds_
-  int wake_fd_ = -1;
+  std::unique_ptr<remote::Waker> waker_;
   std::atomic<bool> woken_{false};
   std::atomic<bool> clean_{true};
   bool finished_ = false;
   std::size_t active_ = 0;  // payload receives under way
-  Clock::time_point connect_until_{}, last_look_{}, last_large_{};
-  std::string local_host_;
+  Clock::time_point connect_until_{}, last_look_{};
 };
 
 }  // namespace wm_mpi

@@ -1,9 +1,9 @@
-// mpi_wire.hpp: what rank 0 and the worker ranks of the mpi backend say to each other, besides the
-// engine's frames: the MPI tags, the size of a frames message, the doorbell bytes, the set-up
-// broadcast, and small helpers both sides use (see README.md, "Transport").
+// mpi_wire.hpp: how rank 0 and the worker ranks of the mpi backend move the engine's bytes: the MPI
+// tags, the size of a bytes message, the doorbell bytes, the start-up broadcast, and small helpers
+// both sides use (see README.md, "Transport").
 #pragma once
 
-#include <wm/sdk/remote/frame.hpp>
+#include <wm/sdk/remote/buffer.hpp>
 
 #include <mpi.h>
 #include <sched.h>
@@ -22,18 +22,14 @@ namespace remote = wm::sdk::remote;
 using Clock = std::chrono::steady_clock;
 
 // MPI tags on the backend's own communicator (a duplicate of MPI_COMM_WORLD).
-constexpr int kTagFrames = 1;   // frames back to back, at most kMessageBytes
-constexpr int kTagPayload = 2;  // one large payload, announced by a task_lent / reply_lent frame
+constexpr int kTagBytes = 1;    // the engine's bytes, at most kMessageBytes a message
+constexpr int kTagPayload = 2;  // one large payload (the engine announced it in the bytes)
 
-/** Largest frames message. A frame that does not fit travels as a payload message of its own,
- *  received into a buffer of its size. 64 KiB stays below the eager limit of Open MPI's TCP
- *  transport, so a frames message never waits for its sender's progress there. */
+/** Largest bytes message (the engine's batches stop there; more is cut into messages this long).
+ *  A larger unit travels as a payload, received into memory of its size. 64 KiB stays below the
+ *  eager limit of Open MPI's TCP transport, so a bytes message never waits for its sender's
+ *  progress there. */
 constexpr std::size_t kMessageBytes = std::size_t(64) << 10;
-/** Payloads up to this go inline in a frames message. */
-constexpr std::size_t kInlineMax = kMessageBytes - sizeof(remote::FrameHeader);
-
-/** Worker -> rank 0: it replied to every task it got and leaves its loop (after the stop frame). */
-constexpr std::uint8_t kFrameBye = remote::kFrameTransportBase;
 
 // Doorbell bytes (one TCP connection per worker rank; its end of file is how a death shows).
 constexpr char kRing = 'r';      // either way: an MPI message is there for you
@@ -51,9 +47,7 @@ constexpr char kExit = 'e';      // rank 0 -> worker, after its bye: leave witho
 struct Setup {
   static constexpr int kMaxAddresses = 16;
   std::uint64_t nonce;       // a worker proves with it that it belongs to this job
-  std::uint64_t seed_base;   // each worker's seed is derived from it and its rank
   std::int32_t master_pid;
-  std::int32_t spin_us;      // rank 0's spin window: the workers keep the same
   std::uint16_t port;        // rank 0's doorbell port
   std::uint16_t n_addresses;
   std::uint32_t addresses[kMaxAddresses];  // IPv4, network order, the order to try them in
@@ -76,20 +70,12 @@ inline std::string mpi_error_text(int code) {
   return std::string(text, static_cast<std::size_t>(len));
 }
 
-/** Appends one frame (header and payload) to a frames message under construction. */
-inline void append_frame(remote::Buffer& b, std::uint8_t type, std::uint64_t seq, const void* payload,
-                         std::size_t len, std::uint16_t flags = 0) {
-  const remote::FrameHeader h = remote::make_header(type, seq, len, flags);
-  b.append(&h, sizeof h);
-  b.append(payload, len);
-}
-
-/** Free frames-message buffers (kMessageBytes each), kept for the next message: a rank sends and
+/** Free bytes-message buffers (kMessageBytes each), kept for the next message: a rank sends and
  *  receives many small messages, and each would otherwise allocate. */
 class MessagePool {
  public:
   explicit MessagePool(std::size_t keep) : keep_(keep) {}
-  /** An empty buffer that holds a frames message. */
+  /** An empty buffer that holds a bytes message. */
   remote::Buffer take() {
     remote::Buffer b;
     if (!free_.empty()) {
@@ -101,7 +87,7 @@ class MessagePool {
     }
     return b;
   }
-  /** A buffer MPI is done with; kept if it is a frames-message buffer and the pool has room. */
+  /** A buffer MPI is done with; kept if it is a message buffer and the pool has room. */
   void give(remote::Buffer&& b) {
     if (b.capacity <= kMessageBytes && free_.size() < keep_) free_.push_back(std::move(b));
   }
@@ -114,13 +100,15 @@ class MessagePool {
 /** A payload travels as messages of at most 1 GiB (MPI counts are ints), received in order. */
 constexpr std::size_t kChunk = std::size_t(1) << 30;
 
-/** Starts sending len bytes as payload messages; appends their requests. */
-inline int isend_payload(const char* p, std::size_t len, int dest, MPI_Comm comm, std::vector<MPI_Request>& reqs) {
+/** Starts sending len bytes as messages of at most `piece` bytes with this tag (in order; the
+ *  receiver sees one stream); appends their requests. */
+inline int isend_pieces(const char* p, std::size_t len, std::size_t piece, int dest, int tag, MPI_Comm comm,
+                        std::vector<MPI_Request>& reqs) {
   std::size_t off = 0;
   do {
-    const std::size_t n = std::min(kChunk, len - off);
+    const std::size_t n = std::min(piece, len - off);
     MPI_Request r = MPI_REQUEST_NULL;
-    const int rc = MPI_Isend(p + off, static_cast<int>(n), MPI_BYTE, dest, kTagPayload, comm, &r);
+    const int rc = MPI_Isend(p + off, static_cast<int>(n), MPI_BYTE, dest, tag, comm, &r);
     if (rc != MPI_SUCCESS) return rc;
     reqs.push_back(r);
     off += n;
@@ -168,14 +156,6 @@ inline void release_send(MPI_Request& r) {
 inline void keep_for_mpi(remote::Buffer&& b) {
   static auto* kept = new std::vector<remote::Buffer>;
   kept->push_back(std::move(b));
-}
-
-/** A worker's seed: nonzero, distinct per rank (splitmix64 of the job's base and the rank). */
-inline std::uint64_t worker_seed(std::uint64_t base, int rank) {
-  std::uint64_t z = base + 0x9e3779b97f4a7c15ull * static_cast<std::uint64_t>(rank + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return (z ^ (z >> 31)) | 1;
 }
 
 }  // namespace wm_mpi

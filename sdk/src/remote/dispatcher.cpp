@@ -137,7 +137,7 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
   Inbox& inbox(WorkerId id) override { return link(id).inbox(); }
   void arrived(WorkerId id) override { link(id).arrived(); }
   void received(WorkerId id, const char* data, std::size_t size) override { link(id).received(data, size); }
-  void payload_received(WorkerId id) override { link(id).payload_received(); }
+  void payload_received(WorkerId id, Buffer&& payload) override { link(id).payload_received(std::move(payload)); }
   void payload_sent(WorkerId id, Buffer&& buffer) override { link(id).payload_sent(std::move(buffer)); }
   void broken(WorkerId id, const std::string& why) override { protocol_error(id, why); }
   void worker_lost(WorkerId id, const std::string& status) override;

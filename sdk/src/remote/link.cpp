@@ -121,7 +121,8 @@ void MasterLink::received(const char* data, std::size_t size) {
   demux_.keep();
 }
 
-void MasterLink::payload_received() {
+void MasterLink::payload_received(Buffer&& payload) {
+  payload_in_ = std::move(payload);
   if (!paused_) return;
   paused_ = false;
   const std::uint64_t seq = paused_seq_;
@@ -182,16 +183,17 @@ void MasterLink::read() {
       case kFrameReplyPayload: {
         if (!f.length(len) || len == 0)
           return fail("a reply announces a payload of a size that is not valid (" + std::to_string(len) + " bytes)");
+        Buffer into = std::move(payload_in_);
         try {
-          payload_in_.size = 0;
-          payload_in_.reserve(static_cast<std::size_t>(len));
+          into.size = 0;
+          into.reserve(static_cast<std::size_t>(len));
         } catch (const std::bad_alloc&) {
           return fail("no memory for a reply of " + std::to_string(len) + " bytes");
         }
-        payload_in_.size = static_cast<std::size_t>(len);
+        into.size = static_cast<std::size_t>(len);
         paused_ = true;
         paused_seq_ = f.seq;
-        if (!t_.receive_payload(id_, payload_in_.data, payload_in_.size)) {
+        if (!t_.receive_payload(id_, std::move(into))) {
           paused_ = false;
           return fail("its reply's payload cannot be received");
         }

@@ -79,7 +79,7 @@ class MasterLink {
   Inbox& inbox() { return demux_; }
   void arrived();
   void received(const char* data, std::size_t size);
-  void payload_received();
+  void payload_received(Buffer&& payload);
   void payload_sent(Buffer&& buffer);
 
   /** A large request or reply of this worker is in storage or under way. */

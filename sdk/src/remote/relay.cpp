@@ -115,7 +115,7 @@ class Relay final : public MasterLinkEvents {
     Inbox& inbox(WorkerId w) override { return r.up_.at(w)->link.inbox(); }
     void arrived(WorkerId w) override { r.up_.at(w)->link.arrived(); }
     void received(WorkerId w, const char* data, std::size_t size) override { r.up_.at(w)->link.received(data, size); }
-    void payload_received(WorkerId w) override { r.payload_received(w); }
+    void payload_received(WorkerId w, Buffer&& payload) override { r.payload_received(w, std::move(payload)); }
     void payload_sent(WorkerId w, Buffer&& buffer) override {
       UpLink& u = *r.up_.at(w);
       if (buffer.capacity > u.spare.capacity) u.spare = std::move(buffer);
@@ -134,7 +134,7 @@ class Relay final : public MasterLinkEvents {
     Inbox& inbox(WorkerId w) override { return r.down_.at(w).link->inbox(); }
     void arrived(WorkerId w) override { r.down_.at(w).link->arrived(); }
     void received(WorkerId w, const char* data, std::size_t size) override { r.down_.at(w).link->received(data, size); }
-    void payload_received(WorkerId) override {}  // local workers share storage: no payloads
+    void payload_received(WorkerId, Buffer&&) override {}  // local workers share storage: no payloads
     void payload_sent(WorkerId, Buffer&&) override {}
     void broken(WorkerId w, const std::string& why) override { r.broken(w, why); }
     void worker_lost(WorkerId w, const std::string& status) override { r.worker_lost(w, status); }
@@ -147,7 +147,7 @@ class Relay final : public MasterLinkEvents {
   void dirty_down(WorkerId w) {
     if (std::find(down_dirty_.begin(), down_dirty_.end(), w) == down_dirty_.end()) down_dirty_.push_back(w);
   }
-  void payload_received(WorkerId w);
+  void payload_received(WorkerId w, Buffer&& payload);
   void end();
   void worker_lost(WorkerId w, const std::string& status);
   void release_idle();
@@ -281,20 +281,23 @@ void Relay::task(WorkerId w, const Incoming& t) {
 
 void Relay::task_payload(WorkerId w, const Incoming& t) {
   UpLink& u = *up_.at(w);
+  Buffer into = std::move(u.incoming);
   try {
-    u.incoming.size = 0;
-    u.incoming.reserve(t.size);
+    into.size = 0;
+    into.reserve(t.size);
   } catch (const std::bad_alloc&) {
     master_broke(w, "no memory for a request of " + std::to_string(t.size) + " bytes");
   }
+  into.size = t.size;
   u.due = t;
   u.receiving = true;
   u.link.pause();
-  if (!uplink_.receive_payload(w, u.incoming.data, t.size)) master_broke(w, "its payload cannot be received");
+  if (!uplink_.receive_payload(w, std::move(into))) master_broke(w, "its payload cannot be received");
 }
 
-void Relay::payload_received(WorkerId w) {
+void Relay::payload_received(WorkerId w, Buffer&& payload) {
   UpLink& u = *up_.at(w);
+  u.incoming = std::move(payload);
   u.receiving = false;
   Incoming t = u.due;
   t.data = u.incoming.data;

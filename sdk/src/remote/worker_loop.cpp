@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <new>
 #include <string>
 
@@ -20,6 +21,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr int kIdleReleaseMs = 2000;  // large buffers go back after this much idling
+
+// Sets an environment variable unless it has that value already.
+void set_variable(const char* name, const std::string& value) {
+  const char* now = std::getenv(name);
+  if (now == nullptr || value != now) setenv(name, value.c_str(), 1);
+}
 
 class Serving final : private PortHost, private WorkerLinkEvents {
  public:
@@ -120,6 +127,12 @@ class Serving final : private PortHost, private WorkerLinkEvents {
     const wm_worker_identity id = me_.c();
     services_.set_worker(&id, s.seed);
     keep_freed_memory(s.keep_memory_mib);
+    if (!port_.capabilities().in_process) {
+      // What a task reads: a worker process's environment says who it is (a spawn set these
+      // already; a worker that was not spawned for this, such as an MPI rank, learns them now).
+      set_variable(WM_ENV_PROCESS_INDEX, std::to_string(s.index));
+      if (s.seed != 0) set_variable(WM_ENV_PROCESS_SEED, std::to_string(s.seed));
+    }
     Hello hello;
     hello.index = me_.index;
     hello.pid = me_.pid != 0 ? me_.pid : static_cast<std::int64_t>(getpid());

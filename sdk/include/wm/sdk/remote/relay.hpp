@@ -22,7 +22,7 @@ class UplinkHost {
   virtual Inbox& inbox(WorkerId w) = 0;
   virtual void arrived(WorkerId w) = 0;
   virtual void received(WorkerId w, const char* data, std::size_t size) = 0;
-  virtual void payload_received(WorkerId w) = 0;
+  virtual void payload_received(WorkerId w, Buffer&& payload) = 0;
   virtual void payload_sent(WorkerId w, Buffer&& buffer) = 0;
   /** The master stopped local worker w by force. */
   virtual void stop_worker(WorkerId w) = 0;
@@ -82,10 +82,9 @@ class Uplink {
     (void)w;
     (void)payload;
   }
-  virtual bool receive_payload(WorkerId w, char* into, std::size_t size) {
+  virtual bool receive_payload(WorkerId w, Buffer&& into) {
     (void)w;
     (void)into;
-    (void)size;
     return false;
   }
 };

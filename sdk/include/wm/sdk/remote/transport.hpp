@@ -92,8 +92,8 @@ class TransportHost {
   virtual void arrived(WorkerId id) = 0;
   /** A message from a worker (message transports): read during the call, in place where it can be. */
   virtual void received(WorkerId id, const char* data, std::size_t size) = 0;
-  /** The payload asked for with receive_payload() is complete. */
-  virtual void payload_received(WorkerId id) = 0;
+  /** The payload asked for with receive_payload() is complete: its buffer comes back, filled. */
+  virtual void payload_received(WorkerId id, Buffer&& payload) = 0;
   /** A payload given to send_payload() is sent: its buffer comes back (kept warm for the next one). */
   virtual void payload_sent(WorkerId id, Buffer&& buffer) = 0;
   /** The worker broke the transport's own rules (a corrupt ring, bytes where none may be): the
@@ -184,12 +184,12 @@ class Transport {
     (void)id;
     (void)payload;
   }
-  /** The next payload of worker id goes into [into, into + size); payload_received() when complete.
-   *  False if it cannot be received (the engine then treats the worker as broken). */
-  virtual bool receive_payload(WorkerId id, char* into, std::size_t size) {
+  /** The next payload of worker id goes into `into` (its size bytes); payload_received() gives the
+   *  buffer back when it is complete. False if it cannot be received (the engine then treats the
+   *  worker as broken). A transport that cannot make MPI-like machinery let go of a buffer keeps it. */
+  virtual bool receive_payload(WorkerId id, Buffer&& into) {
     (void)id;
     (void)into;
-    (void)size;
     return false;
   }
 };

@@ -1,5 +1,5 @@
-// mpi_channel.cpp: a worker rank's channel (see mpi_channel.hpp and README.md, "Transport").
-#include "mpi_channel.hpp"
+// mpi_port.cpp: a worker rank's port (see mpi_port.hpp and README.md, "Transport").
+#include "mpi_port.hpp"
 
 #include "doorbell.hpp"
 
@@ -7,48 +7,39 @@
 
 #include <poll.h>
 #include <sched.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <new>
 #include <stdexcept>
 
 namespace wm_mpi {
-namespace {
 
-using remote::FrameCursor;
-using remote::FrameHeader;
-
-constexpr int kIdleReleaseMs = 2000;  // large buffers go back after this much idling
-const std::uint64_t kOne = 1;
-
-}  // namespace
-
-MpiChannel::MpiChannel(MPI_Comm comm, int doorbell, std::string me, Log log)
+MpiPort::MpiPort(MPI_Comm comm, int doorbell, std::string me, remote::Log log)
     : comm_(comm), fd_(doorbell), me_(std::move(me)), log_(std::move(log)) {
   out_ = pool_.take();
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0 || stop_fd_ < 0) throw std::runtime_error(std::string("eventfd failed: ") + std::strerror(errno));
   watcher_ = std::thread([this] { watch(); });
   post_receive();
 }
 
-MpiChannel::~MpiChannel() {
+MpiPort::~MpiPort() {
   if (watcher_.joinable()) {
-    [[maybe_unused]] ssize_t w = write(stop_fd_, &kOne, sizeof kOne);
+    stop_.ring();
     watcher_.join();
   }
   if (fd_ >= 0) close(fd_);
-  close(wake_fd_);
-  close(stop_fd_);
 }
 
-void MpiChannel::leave(int code, const std::string& why) {
+remote::Capabilities MpiPort::capabilities() const {
+  remote::Capabilities c;
+  c.batch_limit = kMessageBytes;
+  c.payloads = true;
+  return c;
+}
+
+void MpiPort::leave(int code, const std::string& why) {
   if (!why.empty()) log_(WM_LOG_ERROR, me_ + why);
   std::fflush(nullptr);
   _exit(code);
@@ -57,10 +48,10 @@ void MpiChannel::leave(int code, const std::string& why) {
 // ---------------------------------------------------------------- the watcher
 
 // The doorbell's only reader, on a thread of its own, asleep in poll(). Rings wake the loop
-// (through wake_fd_, on which the loop sleeps); rank 0's other bytes and its end of file are acted
+// (through wake_, on which the loop sleeps); rank 0's other bytes and its end of file are acted
 // on here at once, whatever the loop is doing (a task can run for hours).
-void MpiChannel::watch() {
-  pollfd fds[2] = {{stop_fd_, POLLIN, 0}, {fd_, POLLIN | POLLRDHUP, 0}};
+void MpiPort::watch() {
+  pollfd fds[2] = {{stop_.fd(), POLLIN, 0}, {fd_, POLLIN | POLLRDHUP, 0}};
   const std::string force = " was stopped by force by rank 0 (its shutdown deadline, a task timeout, or bytes it could not read)";
   for (;;) {
     if (poll(fds, 2, -1) < 0) {
@@ -94,7 +85,7 @@ void MpiChannel::watch() {
     }
     if (eof) {
       if (verdict_ == kFinalize) {  // the orderly end: the loop's thread finalizes
-        [[maybe_unused]] ssize_t w = write(wake_fd_, &kOne, sizeof kOne);
+        wake_.ring();
         return;
       }
       if (verdict_ == kExit) leave(0, "");  // rank 0's program ended, and nobody finalizes
@@ -103,24 +94,21 @@ void MpiChannel::watch() {
       leave(1, std::string(": rank 0 is gone (its doorbell closed: it crashed, or mpirun ended it)") +
                    (in_task_ ? " while this rank ran a task" : "") + "; leaving without MPI_Finalize");
     }
-    if (rang) [[maybe_unused]] ssize_t w = write(wake_fd_, &kOne, sizeof kOne);
+    if (rang) wake_.ring();
   }
 }
 
-// The loop asleep: on wake_fd_, which the watcher writes when rank 0 rang (or said more).
-void MpiChannel::sleep(int timeout_ms) {
-  pollfd p{wake_fd_, POLLIN, 0};
-  if (poll(&p, 1, timeout_ms) > 0) {
-    std::uint64_t v;
-    [[maybe_unused]] ssize_t r = read(wake_fd_, &v, sizeof v);
-  }
+// The loop asleep: on wake_, which the watcher rings when rank 0 rang (or said more).
+void MpiPort::sleep(int timeout_ms) {
+  pollfd p{wake_.fd(), POLLIN, 0};
+  if (poll(&p, 1, timeout_ms) > 0) wake_.drain();
 }
 
 // Rank 0 rings a worker rank only after it said that it sleeps: before its last look at MPI, the
-// rank tells it so, with the number of frames messages it has taken; rank 0 rings at once if it
+// rank tells it so, with the number of bytes messages it has taken; rank 0 rings at once if it
 // sent more, and otherwise with its next message. Said once per ring: a rank woken by a timeout
 // (and not rung) is still known to sleep.
-void MpiChannel::tell_asleep() {
+void MpiPort::tell_asleep() {
   if (told_asleep_.exchange(true)) return;
   char notice[1 + sizeof taken_];
   notice[0] = kAsleep;
@@ -130,32 +118,35 @@ void MpiChannel::tell_asleep() {
 
 // ---------------------------------------------------------------- MPI
 
-void MpiChannel::post_receive() {
+void MpiPort::post_receive() {
   remote::Buffer& b = rbuf_[posted_];
   b.reserve(kMessageBytes);
-  const int rc = MPI_Irecv(b.data, static_cast<int>(kMessageBytes), MPI_BYTE, 0, kTagFrames, comm_, &rreq_);
+  const int rc = MPI_Irecv(b.data, static_cast<int>(kMessageBytes), MPI_BYTE, 0, kTagBytes, comm_, &rreq_);
   if (rc != MPI_SUCCESS) {
     log_(WM_LOG_ERROR, me_ + ": cannot post a receive for rank 0: " + mpi_error_text(rc));
     broken_ = true;
   }
 }
 
-// The message the posted receive got: its frames are read next; the receive goes to the other
-// buffer (the frames returned from the one before are done with by now). A message came: the
-// looks again for one that was rung end.
-void MpiChannel::take_message(const MPI_Status& st) {
+// The message the posted receive got goes to the engine, which runs its tasks there; the next
+// receive is posted into the other buffer first. A message came: the looks again for one that was
+// rung end.
+int MpiPort::take_message(const MPI_Status& st) {
   late_ring_.store(false);
   recheck_ms_ = 0;
   int len = 0;
   MPI_Get_count(&st, MPI_BYTE, &len);
-  cursor_ = FrameCursor(rbuf_[posted_].data, static_cast<std::size_t>(len));
+  const int got = posted_;
   ++taken_;
-  parsing_ = true;
   posted_ ^= 1;
   post_receive();
+  in_task_ = true;
+  host_->received(rbuf_[got].data, static_cast<std::size_t>(len));
+  in_task_ = false;
+  return 1;
 }
 
-bool MpiChannel::wait_all(std::vector<MPI_Request>& reqs) {
+bool MpiPort::wait_all(std::vector<MPI_Request>& reqs) {
   for (;;) {
     int done = 0;
     const int rc = MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done, MPI_STATUSES_IGNORE);
@@ -172,7 +163,7 @@ bool MpiChannel::wait_all(std::vector<MPI_Request>& reqs) {
 
 // Tests the sends under way, or (wait) waits for all of them: a rank never sleeps while MPI may
 // need its calls to move its messages. False if it cannot go on.
-bool MpiChannel::test_sends(bool wait) {
+bool MpiPort::test_sends(bool wait) {
   while (!sending_.empty()) {
     Sending& m = sending_.front();
     int done = 0;
@@ -189,19 +180,16 @@ bool MpiChannel::test_sends(bool wait) {
   return true;
 }
 
-void MpiChannel::send_batch() {
+void MpiPort::send_batch() {
   if (out_.size == 0 || broken_) return;
   Sending m;
   m.buf = std::move(out_);
   out_ = pool_.take();
-  MPI_Request r = MPI_REQUEST_NULL;
-  const int rc = MPI_Isend(m.buf.data, static_cast<int>(m.buf.size), MPI_BYTE, 0, kTagFrames, comm_, &r);
+  const int rc = isend_pieces(m.buf.data, m.buf.size, kMessageBytes, 0, kTagBytes, comm_, m.reqs);
   if (rc != MPI_SUCCESS) {
     log_(WM_LOG_ERROR, me_ + ": cannot send to rank 0: " + mpi_error_text(rc));
     broken_ = true;
-    return;
   }
-  m.reqs.push_back(r);
   sending_.push_back(std::move(m));
   // Rank 0 may be asleep whatever this rank did last: always ring (a full doorbell counts as rung;
   // a broken one shows at the watcher).
@@ -210,80 +198,51 @@ void MpiChannel::send_batch() {
 
 // ---------------------------------------------------------------- the engine's calls
 
-void MpiChannel::send_hello(const remote::Hello& hello) {
-  const std::string payload = remote::encode_hello(hello);
-  append_frame(out_, remote::kFrameHello, 0, payload.data(), payload.size());
-}
-
-bool MpiChannel::flush() {
+bool MpiPort::flush() {
   if (ended()) return false;
   send_batch();
   return !broken_;
 }
 
-remote::Incoming MpiChannel::receive(int timeout_ms) {
-  remote::Incoming in;
+// A large reply, after its announcement (flushed): sent from where it was encoded; this rank waits
+// until it is through (rank 0 receives it as soon as it reads the announcement).
+bool MpiPort::send_payload(const char* data, std::size_t size) {
+  if (ended()) return false;
+  std::vector<MPI_Request> reqs;
+  const int rc = isend_pieces(data, size, kChunk, 0, kTagPayload, comm_, reqs);
+  if (rc != MPI_SUCCESS) {
+    log_(WM_LOG_ERROR, me_ + ": cannot send a reply's payload to rank 0: " + mpi_error_text(rc));
+    broken_ = true;
+    return false;
+  }
+  if (wait_all(reqs)) return true;
+  for (auto& r : reqs) release_send(r);  // the rank leaves: nothing reuses the memory
+  return false;
+}
+
+// A large task: its payload is a message of its own, received into memory of its size.
+bool MpiPort::receive_payload(char* into, std::size_t size) {
+  std::vector<MPI_Request> reqs;
+  const int rc = irecv_payload(into, size, 0, comm_, reqs);
+  if (rc != MPI_SUCCESS) {
+    log_(WM_LOG_ERROR, me_ + ": cannot receive a task's payload: " + mpi_error_text(rc));
+    broken_ = true;
+    return false;
+  }
+  ring(fd_, kPull);  // rank 0 may need to push it (and may be asleep)
+  if (wait_all(reqs)) return true;
+  for (auto& r : reqs) cancel_receive(r);  // the rank leaves: nothing reuses the memory
+  return false;
+}
+
+int MpiPort::progress(int timeout_ms) {
   for (;;) {
     if (ended()) {
-      in.kind = remote::Incoming::closed;
-      return in;
+      if (closed_) return 0;
+      closed_ = true;
+      host_->closed(broken_ ? "an MPI call failed (see above)" : "");
+      return 1;
     }
-    if (parsing_) {
-      FrameHeader h;
-      const char* p = nullptr;
-      const FrameCursor::Status st = cursor_.next(h, p, in.why);
-      if (st == FrameCursor::Status::end) {
-        parsing_ = false;
-        continue;
-      }
-      if (st == FrameCursor::Status::bad) {
-        in.kind = remote::Incoming::closed;
-        return in;
-      }
-      if (h.type == remote::kFrameStop) {
-        in.kind = remote::Incoming::stop;
-        return in;
-      }
-      if (h.type == remote::kFrameTaskLent) {
-        // A large task: its payload is a message of its own, received into a buffer of its size.
-        std::uint64_t len = 0;
-        if (!remote::lent_length(h, p, len) || len <= kInlineMax || len > remote::kMaxFrameLen) {
-          in.kind = remote::Incoming::closed;
-          in.why = "a task announces a payload of a size that is not valid (" + std::to_string(len) + " bytes)";
-          return in;
-        }
-        large_.size = 0;
-        try {
-          large_.reserve(static_cast<std::size_t>(len));
-        } catch (const std::bad_alloc&) {
-          in.kind = remote::Incoming::closed;
-          in.why = "no memory for a task of " + std::to_string(len) + " bytes";
-          return in;
-        }
-        std::vector<MPI_Request> reqs;
-        const int rc = irecv_payload(large_.data, static_cast<std::size_t>(len), 0, comm_, reqs);
-        if (rc != MPI_SUCCESS) {
-          in.kind = remote::Incoming::closed;
-          in.why = "cannot receive a task's payload: " + mpi_error_text(rc);
-          return in;
-        }
-        ring(fd_, kPull);  // rank 0 may need to push it (and may be asleep)
-        if (!wait_all(reqs)) {
-          bool all = true;
-          for (auto& r : reqs) all = cancel_receive(r) && all;
-          if (!all) keep_for_mpi(std::move(large_));
-          in.kind = remote::Incoming::closed;
-          return in;
-        }
-        last_large_ = Clock::now();
-        h.len = len;
-        p = large_.data;
-      } else if (h.type != remote::kFrameTask) {
-        return remote::Incoming::unexpected_frame(h.type, "rank 0");
-      }
-      return remote::Incoming::task_from(h, p);
-    }
-    // The next message.
     int done = 0;
     MPI_Status st;
     int rc = MPI_Test(&rreq_, &done, &st);
@@ -297,22 +256,17 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
       if (done || rc != MPI_SUCCESS) sleeping_.store(false);
     }
     if (rc != MPI_SUCCESS) {
-      in.kind = remote::Incoming::closed;
-      in.why = "a message from rank 0 could not be received: " + mpi_error_text(rc);
-      return in;
-    }
-    if (done) {
-      take_message(st);
+      log_(WM_LOG_ERROR, me_ + ": a message from rank 0 could not be received: " + mpi_error_text(rc));
+      broken_ = true;
       continue;
     }
+    if (done) return take_message(st);
     if (timeout_ms == 0) {
       test_sends(false);
-      return in;
+      return 0;
     }
-    // Asleep until the watcher says rank 0 rang; holding large buffers, waking after 2 s to give
-    // them back.
-    const bool big = large_.capacity >= remote::Buffer::kHuge || reply_.capacity >= remote::Buffer::kHuge;
-    int wait = big && (timeout_ms < 0 || timeout_ms > kIdleReleaseMs) ? kIdleReleaseMs : timeout_ms;
+    // Asleep until the watcher says rank 0 rang (or the engine's timeout).
+    int wait = timeout_ms;
     // Rung while awake, and still no message: look again after 1, 2, 4 ... ms (up to 1 s in all),
     // never asleep for good while a message may be on its way.
     if (late_ring_.exchange(false)) recheck_ms_ = 1;
@@ -331,64 +285,17 @@ remote::Incoming MpiChannel::receive(int timeout_ms) {
         rc = MPI_Test(&rreq_, &done, &st);
         if (!done) sched_yield();
       }
-      if (done && rc == MPI_SUCCESS) {
-        take_message(st);
-      } else if (recheck_ms_ == 0) {
-        recheck_ms_ = 1;  // rung, and MPI does not show the message yet: look again soon
-      }
+      if (done && rc == MPI_SUCCESS) return take_message(st);
+      if (recheck_ms_ == 0) recheck_ms_ = 1;  // rung, and MPI does not show the message yet: look again soon
       continue;  // an error shows at the next test
     }
-    if (big && Clock::now() - last_large_ >= std::chrono::milliseconds(kIdleReleaseMs)) {
-      large_.release();
-      reply_.release();
-    }
-    if (timeout_ms > 0) return in;
+    if (wait == timeout_ms) return 0;  // the engine's timeout (not a recheck's) passed
   }
-}
-
-wm_byte_buffer& MpiChannel::begin_reply(const remote::Incoming&) {
-  in_task_ = true;
-  reply_.size = 0;
-  writer_.emplace(reply_);
-  return *writer_;
-}
-
-void MpiChannel::end_reply(const remote::Incoming& task) {
-  in_task_ = false;
-  writer_->commit();
-  writer_.reset();
-  if (ended()) return;  // stopped by force meanwhile: nobody waits for this reply
-  const std::size_t len = reply_.size;
-  if (len <= kInlineMax) {
-    if (out_.size + sizeof(FrameHeader) + len > kMessageBytes) send_batch();
-    append_frame(out_, remote::kFrameReply, task.seq, reply_.data, len);
-    return;
-  }
-  // A large reply goes from the buffer it was encoded into, announced by a frame; this rank waits
-  // until it is through (rank 0 receives it as soon as it reads the announcement).
-  const std::uint64_t n = len;
-  if (out_.size + sizeof(FrameHeader) + sizeof n > kMessageBytes) send_batch();
-  append_frame(out_, remote::kFrameReplyLent, task.seq, &n, sizeof n);
-  send_batch();
-  std::vector<MPI_Request> reqs;
-  const int rc = isend_payload(reply_.data, len, 0, comm_, reqs);
-  if (rc != MPI_SUCCESS) {
-    log_(WM_LOG_ERROR, me_ + ": cannot send a reply's payload to rank 0: " + mpi_error_text(rc));
-    broken_ = true;
-    return;
-  }
-  if (!wait_all(reqs)) {
-    for (auto& r : reqs) release_send(r);
-    keep_for_mpi(std::move(reply_));
-  }
-  last_large_ = Clock::now();
 }
 
 // ---------------------------------------------------------------- the end
 
-bool MpiChannel::finish() {
-  append_frame(out_, kFrameBye, 0, nullptr, 0);
-  send_batch();
+bool MpiPort::finish() {
   const bool sent = test_sends(true);
   if (!cancel_receive(rreq_)) keep_for_mpi(std::move(rbuf_[posted_]));
   if (!sent) return false;
@@ -396,18 +303,18 @@ bool MpiChannel::finish() {
   sleeping_.store(true);
   while (verdict_ == 0 && !ended()) sleep(-1);
   if (verdict_ != kFinalize || ended()) return false;
-  [[maybe_unused]] ssize_t w = write(stop_fd_, &kOne, sizeof kOne);
+  stop_.ring();
   watcher_.join();
   close(fd_);
   fd_ = -1;
   return true;
 }
 
-void MpiChannel::give_up() {
+void MpiPort::give_up() {
   if (!ended() && verdict_ == 0 && fd_ >= 0) ::shutdown(fd_, SHUT_WR);
 }
 
-void MpiChannel::wait_for_the_end() {
+void MpiPort::wait_for_the_end() {
   // What is posted stays posted: this rank never finalizes, and the watcher ends the process.
   sleeping_.store(true);
   for (;;) sleep(-1);
