@@ -1,8 +1,8 @@
 // zmq_backend.cpp: the "zmq" backend: a master (the host program) whose workers are the local
-// workers of nodes that join over ZeroMQ, on the remote engine. What is here: the options and the two
-// roles. The master's transport is zmq_master.cpp, a node is zmq_node.cpp, what both share is
-// zmq_common.cpp; the dispatcher is the SDK's, a node's workers are the processes backend's. See
-// README.md beside this file.
+// workers of nodes that join over ZeroMQ, on the remote engine. What is here: the options and the
+// roles (master; node, a relay of the engine; a node's workers, processes of the engine's local
+// transport). The master's transport is zmq_master.cpp, a node's link to it zmq_node.cpp, what both
+// share zmq_common.cpp. See README.md beside this file.
 #include "zmq_master.hpp"
 #include "zmq_node.hpp"
 
@@ -36,11 +36,8 @@ void check_endpoint(const std::string& e) {
 
 class ZmqBackend final : public wm::sdk::remote::RemoteBackend {
  public:
-  ZmqBackend(const wm_core_services* s, const wm_backend_config* c, const char* name)
-      : RemoteBackend(s, c, name), state_(std::make_shared<MasterState>()) {
-    if (worker_role())
-      throw std::runtime_error("the zmq work manager has no worker processes of its own: a node's workers are "
-                               "processes workers (" WM_ENV_WORKER_BACKEND "=processes)");
+  ZmqBackend(const wm_core_services* s, const wm_backend_config* c, const char* name) : RemoteBackend(s, c, name) {
+    if (worker_role()) return;  // a node's worker: the engine's local transport is all it needs
     const std::string mode = lower(option_string("mode"));
     if (mode == "master" || mode == "server")
       master_ = true;
@@ -61,10 +58,11 @@ class ZmqBackend final : public wm::sdk::remote::RemoteBackend {
     startup_timeout_ = option_double("startup-timeout");
     curve_ = option_bool("curve");
     if (heartbeat_timeout_ <= heartbeat_interval_)
-      throw std::invalid_argument("WM_ZMQ_HEARTBEAT_TIMEOUT (" + seconds_text(heartbeat_timeout_) +
+      throw std::invalid_argument("WM_ZMQ_HEARTBEAT_TIMEOUT (" + wm::sdk::remote::seconds_text(heartbeat_timeout_) +
                                   ") must be longer than WM_ZMQ_HEARTBEAT_INTERVAL (" +
-                                  seconds_text(heartbeat_interval_) + "): a peer is declared gone after that much "
-                                  "silence, and it is heard from once per interval");
+                                  wm::sdk::remote::seconds_text(heartbeat_interval_) +
+                                  "): a peer is declared gone after that much silence, and it is heard from once per "
+                                  "interval");
     if (master_) {
       if (!read_host_info_.empty())
         throw std::invalid_argument("--wm-zmq-read-host-info is for nodes (--wm-zmq-mode node); a master writes "
@@ -93,68 +91,25 @@ class ZmqBackend final : public wm::sdk::remote::RemoteBackend {
   }
 
  protected:
-  bool do_is_master() const override { return master_; }
+  wm::sdk::remote::Role decide_role() override {
+    if (worker_role()) return wm::sdk::remote::Role::worker;
+    return master_ ? wm::sdk::remote::Role::master : wm::sdk::remote::Role::relay;
+  }
 
-  void do_startup() override {
-    if (!master_) return;  // a node joins its master in run()
-    RemoteBackend::do_startup();
-    // --n-workers on a master: wait (up to the startup timeout) until that many workers have joined.
+  // --n-workers on a master: wait (up to the startup timeout) until that many workers have joined.
+  void started() override {
     const unsigned want = requested_workers();
     if (want == 0) return;
-    std::unique_lock<std::mutex> lock(state_->mutex);
-    const auto limit = startup_timeout_ > 0 ? std::chrono::duration<double>(startup_timeout_)
-                                            : std::chrono::duration<double>(1e9);
-    if (!state_->changed.wait_for(lock, limit, [&] { return state_->ready >= want || stop_requested_; }) &&
-        !stop_requested_)
-      log(WM_LOG_WARNING, std::to_string(state_->ready) + " of the " + std::to_string(want) +
+    const double limit = startup_timeout_ > 0 ? startup_timeout_ : 1e9;
+    if (!wait_for_workers(want, limit) && !stopping())
+      log(WM_LOG_WARNING, std::to_string(n_workers()) + " of the " + std::to_string(want) +
                               " workers asked for (--n-workers) joined within the startup timeout of " +
-                              seconds_text(startup_timeout_) + "; going on with them (more may join at any time)");
+                              wm::sdk::remote::seconds_text(startup_timeout_) +
+                              "; going on with them (more may join at any time)");
   }
 
-  void do_stop(bool now) override {
-    if (master_) RemoteBackend::do_stop(now);
-    {
-      std::lock_guard<std::mutex> lock(state_->mutex);
-      stop_requested_ = true;
-    }
-    state_->changed.notify_all();
-  }
-
-  void do_join() override {
-    if (!master_) return;
-    RemoteBackend::do_join();
-    // The dispatcher's thread has ended: the nodes learn that the job is over and exit. (The transport
-    // lives until the backend is destroyed, after this.)
-    MasterTransport* t = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(state_->mutex);
-      t = state_->transport;
-    }
-    if (t != nullptr) t->finish();
-  }
-
-  void do_submit(wm_task* const* tasks, std::size_t n) override {
-    if (!master_) throw std::runtime_error("a zmq node does not accept tasks: it serves its master's");
-    RemoteBackend::do_submit(tasks, n);
-  }
-
-  void do_run() override {
-    if (master_) return;
-    NodeOptions o;
-    o.endpoint = endpoint_;
-    o.host_info_path = read_host_info_;
-    o.key_hex = key_;
-    o.curve = curve_;
-    o.startup_timeout = startup_timeout_;
-    o.shutdown_timeout = engine_options().shutdown_timeout;
-    o.local.n_workers = node_workers();
-    o.local.host_program = config().host_program != nullptr ? config().host_program : "";
-    o.local.worker_backend = "processes";  // a node's workers are processes workers
-    for (std::size_t i = 0; i < config().n_task_libraries; ++i) o.local.task_libraries.emplace_back(config().task_libraries[i]);
-    o.local.spin_us = engine_options().spin_us;
-    NodeRelay relay(services(), name(), std::move(o));
-    relay.run();
-  }
+  // The dispatcher's thread has ended: the nodes learn that the job is over and exit.
+  void joined(wm::sdk::remote::Transport& transport) override { static_cast<MasterTransport&>(transport).finish(); }
 
   std::unique_ptr<wm::sdk::remote::Transport> make_transport() override {
     MasterOptions o;
@@ -163,11 +118,18 @@ class ZmqBackend final : public wm::sdk::remote::RemoteBackend {
     o.host_info_path = write_host_info_;
     o.heartbeat_ivl_ms = std::max(1, static_cast<int>(heartbeat_interval_ * 1000 + 0.5));
     o.heartbeat_timeout_ms = std::max(o.heartbeat_ivl_ms + 1, static_cast<int>(heartbeat_timeout_ * 1000 + 0.5));
-    return std::make_unique<MasterTransport>(services(), name(), std::move(o), state_);
+    return std::make_unique<MasterTransport>(std::move(o), logger());
   }
 
-  std::unique_ptr<wm::sdk::remote::WorkerChannel> make_worker_channel() override {
-    throw std::logic_error("the zmq work manager has no worker role of its own");
+  std::unique_ptr<wm::sdk::remote::Uplink> make_uplink() override {
+    NodeOptions o;
+    o.endpoint = endpoint_;
+    o.host_info_path = read_host_info_;
+    o.key_hex = key_;
+    o.curve = curve_;
+    o.startup_timeout = startup_timeout_;
+    o.n_workers = node_workers();
+    return std::make_unique<NodeUplink>(std::move(o), logger());
   }
 
   // The master has no workers until nodes join; a node has its local workers.
@@ -178,10 +140,8 @@ class ZmqBackend final : public wm::sdk::remote::RemoteBackend {
     return requested_workers() != 0 ? requested_workers() : std::max(1u, std::thread::hardware_concurrency());
   }
 
-  std::shared_ptr<MasterState> state_;
   bool master_ = true;
   bool curve_ = false;
-  bool stop_requested_ = false;  // under state_->mutex
   std::string endpoint_, key_, write_host_info_, read_host_info_;
   double heartbeat_interval_ = 1, heartbeat_timeout_ = 5, startup_timeout_ = 60;
 };

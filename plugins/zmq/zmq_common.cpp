@@ -2,6 +2,8 @@
 // zmq master and its nodes (see zmq_common.hpp).
 #include "zmq_common.hpp"
 
+#include <cstddef>
+
 #include <sodium.h>
 
 #include <fcntl.h>
@@ -18,23 +20,58 @@
 
 namespace wm_zmq {
 
-void put_frame(remote::Buffer& out, std::uint8_t type, std::uint64_t seq, const void* payload, std::size_t len,
-               std::uint16_t flags) {
-  const remote::FrameHeader h = remote::make_header(type, seq, len, flags);
+void put_part(remote::Buffer& out, Kind kind, std::uint32_t worker, const void* body, std::size_t len,
+              std::uint64_t value) {
+  const Part h{kPartMagic, kind, 0, 0, worker, static_cast<std::uint32_t>(len), value};
   out.append(&h, sizeof h);
-  if (payload != nullptr && len != 0) out.append(payload, len);
+  if (body != nullptr && len != 0) out.append(body, len);
 }
 
-void envelope(remote::Buffer& out, std::int64_t& open_worker, std::uint32_t local) {
-  if (open_worker == static_cast<std::int64_t>(local)) return;
-  put_frame(out, kWorker, local);
-  open_worker = local;
+PartCursor::Status PartCursor::next(Part& h, const char*& body, std::string& why) {
+  const auto left = static_cast<std::size_t>(end_ - p_);
+  if (left == 0) return Status::end;
+  if (left < sizeof h) {
+    why = "a message ends in the middle of a part header (" + std::to_string(left) + " bytes left)";
+    return Status::bad;
+  }
+  std::memcpy(&h, p_, sizeof h);
+  if (h.magic != kPartMagic) {
+    why = "a part does not start with the zmq transport's marker (corrupt bytes, or another build of wm)";
+    return Status::bad;
+  }
+  if (h.kind == 0 || h.kind > kLastKind) {
+    why = "a part of unknown kind " + std::to_string(h.kind);
+    return Status::bad;
+  }
+  if (h.len > left - sizeof h) {
+    why = "a part announces " + std::to_string(h.len) + " bytes where the message holds " + std::to_string(left - sizeof h);
+    return Status::bad;
+  }
+  body = p_ + sizeof h;
+  p_ += sizeof h + h.len;
+  return Status::part;
 }
 
-std::string seconds_text(double s) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g s", s);
-  return buf;
+remote::Buffer& Outgoing::bytes_for(std::uint32_t w) {
+  if (open != static_cast<std::int64_t>(w)) {
+    close();
+    at = out.size;
+    put_part(out, kBytes, w);
+    open = w;
+  }
+  return out;
+}
+
+void Outgoing::close() {
+  if (open < 0) return;
+  const std::size_t len = out.size - at - sizeof(Part);
+  if (len == 0) {
+    out.size = at;  // nothing was written for it
+  } else {
+    const auto n = static_cast<std::uint32_t>(len);
+    std::memcpy(out.data + at + offsetof(Part, len), &n, sizeof n);
+  }
+  open = -1;
 }
 
 namespace {
@@ -79,7 +116,7 @@ bool parse(const char* data, std::size_t size, NodeHello& out, std::string& why)
 std::string encode(const Welcome& w) {
   Writer o;
   o.put(kProtocolVersion).put(std::uint16_t(0)).raw(w.proof.data(), w.proof.size());
-  o.put(w.first_index).put(w.heartbeat_ivl_ms).put(w.heartbeat_timeout_ms).put(w.heartbeat_port);
+  o.put(w.heartbeat_ivl_ms).put(w.heartbeat_timeout_ms).put(w.heartbeat_port);
   o.text(w.heartbeat_ipc).text(w.master_host).put(w.master_pid).put(w.task_region_fd).put(w.reply_region_fd);
   return o.bytes;
 }
@@ -88,7 +125,7 @@ bool parse(const char* data, std::size_t size, Welcome& out, std::string& why) {
   Reader in(data, size);
   if (!version_ok(in, "welcome", why)) return false;
   Welcome w;
-  if (!in.raw(w.proof.data(), w.proof.size()) || !in.get(w.first_index) || !in.get(w.heartbeat_ivl_ms) ||
+  if (!in.raw(w.proof.data(), w.proof.size()) || !in.get(w.heartbeat_ivl_ms) ||
       !in.get(w.heartbeat_timeout_ms) || !in.get(w.heartbeat_port) || !in.text(w.heartbeat_ipc, kMaxText) ||
       !in.text(w.master_host, kMaxText) || !in.get(w.master_pid) || !in.get(w.task_region_fd) ||
       !in.get(w.reply_region_fd) || !in.done()) {
@@ -298,99 +335,52 @@ bool read_host_info(const std::string& path, HostInfo& out, std::string& why) {
 
 // ---------------------------------------------------------------- large payloads
 
-LargeSender::Lent& LargeSender::take(std::size_t n) {
-  Lent* best = nullptr;
-  for (auto& l : lent_) {
-    if (l->refs.load(std::memory_order_acquire) != 0) continue;
-    if (best == nullptr || (l->buf.capacity >= n && best->buf.capacity < n)) best = l.get();
-  }
-  if (best == nullptr) {
-    lent_.push_back(std::make_unique<Lent>());
-    best = lent_.back().get();
-  }
-  best->buf.size = 0;
-  best->buf.reserve(n);
-  best->used = Clock::now();
-  return *best;
-}
-
-bool LargeSender::send(zmq::socket_t& s, const std::string& routing_id, Lent& lent) {
-  const std::size_t size = lent.buf.size;
+bool LargeSender::send(zmq::socket_t& s, const std::string& routing_id, std::uint32_t worker, remote::Buffer&& buf) {
+  auto lent = std::make_unique<Lent>();
+  Lent& l = *lent;
+  l.buf = std::move(buf);
+  l.worker = worker;
+  const std::size_t size = l.buf.size;
   const int chunks = static_cast<int>((size + kChunk - 1) / kChunk);
-  lent.refs.store(chunks, std::memory_order_release);
-  lent.used = Clock::now();
+  l.refs.store(chunks, std::memory_order_release);
+  lent_.push_back(std::move(lent));
   auto release = [](void*, void* hint) { static_cast<Lent*>(hint)->refs.fetch_sub(1, std::memory_order_acq_rel); };
   for (int i = 0; i < chunks; ++i) {
     const std::size_t off = static_cast<std::size_t>(i) * kChunk;
-    zmq::message_t m(lent.buf.data + off, std::min(kChunk, size - off), release, &lent);
+    zmq::message_t m(l.buf.data + off, std::min(kChunk, size - off), release, &l);
     if (!send_to(s, routing_id, m)) {
-      lent.refs.fetch_sub(chunks - i - 1, std::memory_order_acq_rel);  // m gives its own back when closed
+      l.refs.fetch_sub(chunks - i - 1, std::memory_order_acq_rel);  // m gives its own back when closed
       return false;
     }
   }
   return true;
 }
 
-bool LargeSender::release_idle(Clock::time_point now) {
-  bool kept = false;
-  for (auto& l : lent_) {
-    if (l->buf.capacity == 0) continue;
-    if (l->refs.load(std::memory_order_acquire) == 0 && now - l->used >= kIdleRelease)
-      l->buf.release();
-    else
-      kept = true;
+std::vector<std::pair<std::uint32_t, remote::Buffer>> LargeSender::done() {
+  std::vector<std::pair<std::uint32_t, remote::Buffer>> out;
+  for (auto it = lent_.begin(); it != lent_.end();) {
+    if ((*it)->refs.load(std::memory_order_acquire) != 0) {
+      ++it;
+      continue;
+    }
+    out.emplace_back((*it)->worker, std::move((*it)->buf));
+    it = lent_.erase(it);
   }
-  return kept;
+  return out;
 }
 
-bool LargeSender::holds_big() const {
-  for (const auto& l : lent_)
-    if (l->buf.capacity != 0) return true;
-  return false;
-}
-
-bool LargeReceiver::begin(std::uint8_t inner_type, std::uint32_t worker_index, std::uint64_t task_seq,
-                          std::uint64_t length, std::string& why) {
-  if (length == 0 || length > remote::kMaxFrameLen) {
-    why = "a large payload of " + std::to_string(length) + " bytes was announced";
-    return false;
-  }
-  buf.size = 0;
-  try {
-    buf.reserve(static_cast<std::size_t>(length));
-  } catch (const std::bad_alloc&) {
-    why = "no memory for a payload of " + std::to_string(length) + " bytes";
-    return false;
-  }
-  active = true;
-  inner = inner_type;
-  worker = worker_index;
-  seq = task_seq;
-  total = length;
-  used = Clock::now();
-  return true;
-}
-
-int LargeReceiver::add(const void* data, std::size_t n, std::string& why) {
-  if (n == 0 || n > total - buf.size) {
-    why = "a chunk of " + std::to_string(n) + " bytes came where " + std::to_string(total - buf.size) +
+bool LargeReceiver::add(const void* data, std::size_t n, bool& complete, std::string& why) {
+  if (n == 0 || n > total - got) {
+    why = "a chunk of " + std::to_string(n) + " bytes came where " + std::to_string(total - got) +
           " bytes of a large payload were due";
     active = false;
-    return -1;
+    return false;
   }
-  buf.append(data, n);
-  used = Clock::now();
-  if (buf.size < total) return 0;
-  active = false;
-  return 1;
-}
-
-int RegionBuffer::grow(wm_byte_buffer* b, std::size_t need) {
-  auto* self = static_cast<RegionBuffer*>(b);
-  if (!self->region->reserve(need, 0)) return 1;
-  b->data = self->region->data();
-  b->capacity = self->region->capacity();
-  return 0;
+  if (!discard) std::memcpy(buf.data + got, data, n);
+  got += n;
+  complete = got == total;
+  if (complete) active = false;
+  return true;
 }
 
 // ---------------------------------------------------------------- ZeroMQ helpers

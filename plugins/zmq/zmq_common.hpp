@@ -1,14 +1,13 @@
-// zmq_common.hpp: what the zmq master and its nodes share: the transport's own frames (on top of the
-// engine's frame format, frame.hpp), the job key and what is derived from it (the password a node
-// shows, the CURVE keys, the master's proof), the host-info file, large payloads in chunks, and
-// small ZeroMQ helpers. See README.md beside this file for the protocol as a whole.
+// zmq_common.hpp: what the zmq master and its nodes share: the transport's own messages (the
+// engine's bytes for each worker of a node, and the transport's control), the job key and what is
+// derived from it (the password a node shows, the CURVE keys, the master's proof), the host-info
+// file, large payloads in chunks, and small ZeroMQ helpers. See README.md beside this file.
 #pragma once
 
 #include <wm/abi.h>
-#include <wm/sdk/remote/frame.hpp>
+#include <wm/sdk/remote/buffer.hpp>
 #include <wm/sdk/remote/record.hpp>
-
-#include "shared_region.hpp"
+#include <wm/sdk/remote/transport.hpp>
 
 #include <zmq.hpp>
 
@@ -27,62 +26,90 @@ namespace wm_zmq {
 namespace remote = wm::sdk::remote;
 using Clock = std::chrono::steady_clock;
 
-// ---------------------------------------------------------------- frames of this transport
+// ---------------------------------------------------------------- the transport's messages
 
-/** Frame types of the zmq transport (frame.hpp: types from kFrameTransportBase up are the
- *  transport's). A message on the data socket is a run of frames (FrameCursor); frames for one
- *  worker follow a kWorker frame naming it. */
-enum FrameType : std::uint8_t {
-  kNodeHello = 32,  // node -> master, first: who the node is (NodeHello)
-  kWelcome = 33,    // master -> node: accepted (Welcome), with the master's proof of the job key
-  kWorker = 34,     // either way: the frames that follow are for / from the node's local worker `seq`
-  kLost = 35,       // node -> master: the current worker is gone; payload: how ("was killed by signal 9 ...")
-  kRestart = 36,    // master -> node: start a new process for the current worker
-  kKill = 37,       // master -> node: stop the current worker by force
-  kBadBytes = 38,   // node -> master: the current worker sent bytes that are not frames; payload: why
-  kLarge = 39,      // either way: the current worker's task (master) or reply (node) of a u64 length
-                    // follows in the next messages, raw chunks of at most kChunk bytes; flags: the
-                    // inner frame type (kFrameTask or kFrameReply); the last frame of its message
-  kEnd = 40,        // master -> node: the master is done: stop the workers, exit 0
-  kGone = 41,       // master -> node: you are not (or no longer) part of this job; payload: why
-  kAttach = 42,     // node -> master on the heartbeat socket: this is the node's heartbeat connection
+/** A message on the data socket is a run of parts, each behind a Part header: the engine's bytes
+ *  for one worker of the node, or the transport's control. A payload announced by kPayload follows
+ *  as the next messages, raw chunks of at most kChunk bytes. */
+enum Kind : std::uint8_t {
+  kNodeHello = 1,  // node -> master, first: who the node is (NodeHello)
+  kWelcome = 2,    // master -> node: accepted (Welcome), with the master's proof of the job key
+  kBytes = 3,      // either way: the engine's bytes for / from the node's worker `worker`
+  kPayload = 4,    // either way: a payload of `value` bytes for / from `worker` follows in chunks
+  kLost = 5,       // node -> master: `worker` is gone; body: how ("was killed by signal 9 ...")
+  kBadBytes = 6,   // node -> master: `worker` sent bytes that break the protocol; body: why
+  kKill = 7,       // master -> node: stop `worker` by force
+  kEnd = 8,        // master -> node: the master is done: the workers finish, the node exits 0
+  kGone = 9,       // master -> node: you are not (or no longer) part of this job; body: why
+  kAttach = 10,    // node -> master on the heartbeat socket: this is the node's heartbeat connection
+  kProbe = 11,     // master -> node: is the connection there? (ignored)
   // A node on the master's host shares two memory regions with it (the master's memfds, which the
-  // node opens through /proc): large payloads go there instead of through the socket.
-  kShmReady = 43,   // node -> master: it opened both regions
-  kShmTask = 44,    // master -> node, for the current worker: a request of the u64 length in the task region
-  kShmReply = 45,   // node -> master, for the current worker: a reply of the u64 length in the reply region
-  kShmFree = 46     // either way: the region (flags 0: task region, 1: reply region) is the other side's again
+  // node opens through /proc): large requests and replies go there instead of through the socket.
+  kShmReady = 12,  // node -> master: it opened both regions
+  kShmFree = 13,   // either way: the region (`value` 0: task region, 1: reply region) is the other side's again
+  kLastKind = kShmFree
+};
+
+/** The header of one part of a message. */
+struct Part {
+  std::uint32_t magic;
+  std::uint8_t kind;
+  std::uint8_t reserved0;
+  std::uint16_t reserved1;
+  std::uint32_t worker;  // the node's local worker (kBytes, kPayload, kLost, kBadBytes, kKill)
+  std::uint32_t len;     // bytes of body after the header
+  std::uint64_t value;   // kPayload: its size; kShmFree: which region
+};
+static_assert(sizeof(Part) == 24, "a part header is 24 bytes, no padding");
+constexpr std::uint32_t kPartMagic = 0x325a4d57;  // "WMZ2"
+
+/** Appends a part: its header, then len bytes of body. */
+void put_part(remote::Buffer& out, Kind kind, std::uint32_t worker = 0, const void* body = nullptr,
+              std::size_t len = 0, std::uint64_t value = 0);
+
+/** Reads the parts of one message, trusting no byte of it. */
+class PartCursor {
+ public:
+  PartCursor(const void* data, std::size_t size)
+      : p_(static_cast<const char*>(data)), end_(p_ + size) {}
+  enum class Status { part, end, bad };
+  Status next(Part& h, const char*& body, std::string& why);
+
+ private:
+  const char* p_;
+  const char* end_;
+};
+
+/** A node's buffer of parts for its master (or the master's for one node): the engine's bytes for
+ *  each worker go in a kBytes part whose length is filled in when another part begins or the
+ *  message is sent. */
+struct Outgoing {
+  remote::Buffer out;
+  std::int64_t open = -1;  // the worker whose kBytes part is open at the end of out
+  std::size_t at = 0;      // where its header is
+  /** The buffer the engine appends worker w's bytes to. */
+  remote::Buffer& bytes_for(std::uint32_t w);
+  /** Ends the open kBytes part (before a control part, or before sending). */
+  void close();
 };
 
 /** Large payloads travel in chunks: each is a message ZeroMQ allocates on receipt, copied at once
- *  into a buffer that stays warm, so no 64 MiB block of fresh memory is faulted in per message. */
+ *  into memory that stays warm, so no 64 MiB block of fresh memory is faulted in per message. */
 constexpr std::size_t kChunk = std::size_t(1) << 20;
-/** Small frames are batched per peer up to this many bytes per message. */
+/** Parts are batched per peer up to this many bytes per message. */
 constexpr std::size_t kBatchBytes = std::size_t(1) << 20;
 /** No peer message may be larger: chunks, batches and one frame of under the large threshold. */
 constexpr std::int64_t kMaxMessage = std::int64_t(8) << 20;
 /** Socket buffers asked for on TCP data connections (the system may give less). */
 constexpr int kSocketBuffer = 4 << 20;
 /** Version of NodeHello and Welcome. */
-constexpr std::uint16_t kProtocolVersion = 1;
+constexpr std::uint16_t kProtocolVersion = 2;
 /** The ZAP domain of this transport's server sockets. */
 constexpr const char* kZapDomain = "wm-zmq";
 /** While spinning, sockets other than the data socket are looked at this often. */
 constexpr auto kControlEvery = std::chrono::milliseconds(1);
 /** Large buffers go back to the system after this much idling. */
 constexpr auto kIdleRelease = std::chrono::seconds(2);
-
-/** Appends one frame to a buffer: its header, then len bytes of payload (payload nullptr: the header
- *  only, the caller appends the payload). */
-void put_frame(remote::Buffer& out, std::uint8_t type, std::uint64_t seq, const void* payload = nullptr,
-               std::size_t len = 0, std::uint16_t flags = 0);
-
-/** Opens the envelope of a local worker (a kWorker frame) in a batch, unless it is open already at
- *  its end (open_worker: the worker whose envelope is open, -1 none; reset it when the batch is sent). */
-void envelope(remote::Buffer& out, std::int64_t& open_worker, std::uint32_t local);
-
-/** "2.5 s". */
-std::string seconds_text(double s);
 
 /** The payloads of NodeHello and Welcome are records (wm/sdk/remote/record.hpp). */
 using Writer = remote::RecordWriter;
@@ -107,7 +134,6 @@ bool parse(const char* data, std::size_t size, NodeHello& out, std::string& why)
 /** The master's answer. */
 struct Welcome {
   Proof proof{};
-  std::int32_t first_index = 0;         // WM_PROCESS_INDEX of the node's worker 0
   std::uint32_t heartbeat_ivl_ms = 0;   // the master's heartbeat settings, which the node follows
   std::uint32_t heartbeat_timeout_ms = 0;
   std::uint32_t heartbeat_port = 0;     // TCP port of the heartbeat socket (0: none)
@@ -178,57 +204,37 @@ bool read_host_info(const std::string& path, HostInfo& out, std::string& why);
 // ---------------------------------------------------------------- large payloads
 
 /**
- * Warm buffers lent to ZeroMQ while it sends a large payload (zero copy: each chunk message points
- * into the buffer, which is free again once ZeroMQ has sent every chunk). Used from one thread;
- * ZeroMQ's I/O thread only counts down.
+ * Payloads being sent: buffers lent to ZeroMQ (zero copy: each chunk message points into the
+ * buffer, which is free once ZeroMQ has sent every chunk; its owner gets it back then). Used from
+ * one thread; ZeroMQ's I/O thread only counts down.
  */
 class LargeSender {
  public:
-  struct Lent {
-    remote::Buffer buf;
-    std::atomic<int> refs{0};
-    Clock::time_point used{};
-  };
-  /** A free buffer with room for n bytes (size 0). */
-  Lent& take(std::size_t n);
-  /** Sends buf[0, size) as chunk messages to `routing_id` (ROUTER; "" for a DEALER). False if the
-   *  peer is unreachable (EHOSTUNREACH): nothing more was sent. */
-  bool send(zmq::socket_t& s, const std::string& routing_id, Lent& lent);
-  /** Gives buffers back that idled for kIdleRelease; true while some are kept. */
-  bool release_idle(Clock::time_point now);
-  /** True while it keeps memory (given back by release_idle). */
-  bool holds_big() const;
+  /** Sends buf[0, size) as chunk messages to `routing_id` (ROUTER; "" for a DEALER), after the
+   *  announcement the caller sent. False if the peer is unreachable: the buffer is then back at once. */
+  bool send(zmq::socket_t& s, const std::string& routing_id, std::uint32_t worker, remote::Buffer&& buf);
+  /** Buffers ZeroMQ is done with, for their owner: (worker, buffer). */
+  std::vector<std::pair<std::uint32_t, remote::Buffer>> done();
 
  private:
+  struct Lent {
+    remote::Buffer buf;
+    std::uint32_t worker = 0;
+    std::atomic<int> refs{0};
+  };
   std::vector<std::unique_ptr<Lent>> lent_;
 };
 
-/** Reassembles one peer's large payload from its chunks into a warm buffer. */
+/** A peer's payload being received, chunk by chunk, into the buffer its owner gave. */
 struct LargeReceiver {
   bool active = false;
-  std::uint8_t inner = 0;     // kFrameTask or kFrameReply
-  std::uint32_t worker = 0;   // local worker index
-  std::uint64_t seq = 0;
-  std::uint64_t total = 0;
-  remote::Buffer buf;
-  Clock::time_point used{};
+  std::uint32_t worker = 0;
+  std::size_t total = 0, got = 0;
+  remote::Buffer buf;    // where it goes (its owner's)
+  bool discard = false;  // nobody waits for it (its link was reset): read and dropped
 
-  /** Starts one (after a kLarge frame); false with why if the length is not acceptable. */
-  bool begin(std::uint8_t inner_type, std::uint32_t worker_index, std::uint64_t task_seq, std::uint64_t length,
-             std::string& why);
-  /** Adds a chunk; 1 when complete, 0 when more is due, -1 (with why) if the chunk overruns. */
-  int add(const void* data, std::size_t n, std::string& why);
-  void release_if_idle(Clock::time_point now) {
-    if (!active && buf.capacity != 0 && now - used >= kIdleRelease) buf.release();
-  }
-};
-
-/** A wm_byte_buffer over a shared region: the core encodes a request straight into it. */
-struct RegionBuffer : wm_byte_buffer {
-  explicit RegionBuffer(wm_processes::SharedRegion& r)
-      : wm_byte_buffer{r.data(), 0, r.capacity(), nullptr, &grow}, region(&r) {}
-  static int grow(wm_byte_buffer* b, std::size_t need);
-  wm_processes::SharedRegion* region;
+  /** Adds a chunk; true when complete; false (with why) if the chunk overruns. */
+  bool add(const void* data, std::size_t n, bool& complete, std::string& why);
 };
 
 // ---------------------------------------------------------------- ZeroMQ helpers

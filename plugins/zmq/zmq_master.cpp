@@ -1,9 +1,6 @@
 // zmq_master.cpp: the zmq master's transport and its authenticator (see zmq_master.hpp).
 #include "zmq_master.hpp"
 
-#include <wm/sdk/remote/worker_loop.hpp>
-
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,7 +41,7 @@ bool numeric(const std::string& s) {
 
 // ---------------------------------------------------------------- authenticator
 
-Authenticator::Authenticator(zmq::context_t& ctx, const Security& security, Log log)
+Authenticator::Authenticator(zmq::context_t& ctx, const Security& security, remote::Log log)
     : rep_(ctx, zmq::socket_type::rep),
       stop_in_(ctx, zmq::socket_type::pair),
       stop_out_(ctx, zmq::socket_type::pair),
@@ -161,46 +158,37 @@ struct MasterTransport::Node {
   std::string doom_why;
   Clock::time_point attach_by{};
   Clock::time_point hb_gone_at{};     // when a probe first found its heartbeat connection gone
-  remote::Buffer out;                 // frames batched for it
-  std::int64_t out_worker = -1;       // the worker whose envelope is open at the end of out
-  LargeReceiver large_in;
-  // A node on this host: large payloads through two shared regions instead of the socket.
-  std::unique_ptr<wm_processes::SharedRegion> task_region, reply_region;
+  Outgoing out;                       // parts batched for it
+  LargeReceiver large_in;             // a payload from one of its workers
+  // A node on this host: large requests and replies through two shared regions instead of the socket.
+  std::unique_ptr<remote::SharedRegion> task_region, reply_region;
+  remote::RegionWriter writer;
   bool shm = false;        // the node opened them
-  bool task_free = false;  // the master may write the task region (the node has copied the last request)
+  bool task_free = false;  // the master may write the task region (the node has passed the last request on)
   std::string label() const { return "node '" + host + "' (pid " + std::to_string(pid) + ")"; }
 };
 
-MasterTransport::MasterTransport(const wm_core_services& services, const char* backend_name, MasterOptions options,
-                                 std::shared_ptr<MasterState> state)
-    : services_(services), name_(backend_name), options_(std::move(options)), state_(std::move(state)) {
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd failed: ") + std::strerror(errno));
-  std::lock_guard<std::mutex> lock(state_->mutex);
-  state_->transport = this;
-  state_->ready = 0;
+MasterTransport::MasterTransport(MasterOptions options, remote::Log log)
+    : options_(std::move(options)), log_(std::move(log)) {}
+
+MasterTransport::~MasterTransport() { finish(); }
+
+remote::Capabilities MasterTransport::capabilities() const {
+  remote::Capabilities c;
+  c.batch_limit = kBatchBytes;
+  c.shared_storage = true;  // for nodes on this host (lend_request says when)
+  c.payloads = true;
+  return c;
 }
 
-MasterTransport::~MasterTransport() {
-  finish();
-  if (wake_fd_ >= 0) close(wake_fd_);
-  std::lock_guard<std::mutex> lock(state_->mutex);
-  if (state_->transport == this) state_->transport = nullptr;
-}
-
-void MasterTransport::log(int level, const std::string& message) const {
-  services_.log(level, name_, message.c_str());
-}
-
-void MasterTransport::start(remote::TransportEvents& events) {
-  events_ = &events;
+void MasterTransport::start(remote::TransportHost& host) {
+  host_ = &host;
   ctx_ = std::make_unique<zmq::context_t>(1);
   // The authenticator first: a server socket that binds before it would let everybody in.
-  auth_ = std::make_unique<Authenticator>(*ctx_, options_.security,
-                                          [this](int level, const std::string& m) { log(level, m); });
+  auth_ = std::make_unique<Authenticator>(*ctx_, options_.security, log_);
   data_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::router);
   data_->set(zmq::sockopt::router_mandatory, 1);  // a send to a node that is gone fails: that is how we notice
-  data_->set(zmq::sockopt::sndhwm, 0);            // the dispatcher's windows bound what is in flight
+  data_->set(zmq::sockopt::sndhwm, 0);            // the engine's windows bound what is in flight
   data_->set(zmq::sockopt::rcvhwm, 0);
   data_->set(zmq::sockopt::maxmsgsize, kMaxMessage);
   data_->set(zmq::sockopt::sndbuf, kSocketBuffer);  // TCP: fewer hand-overs per large payload
@@ -228,9 +216,9 @@ void MasterTransport::start(remote::TransportEvents& events) {
   hb_mon_ = std::make_unique<Monitor>(*ctx_, *hb_, "wm-zmq-heartbeat-monitor", ZMQ_EVENT_DISCONNECTED);
   bind_all();
   write_host_info();
-  log(WM_LOG_INFO, "master of job " + options_.security.key.job_id() + " listening on " +
-                       (tcp_endpoint_.empty() ? "" : tcp_endpoint_ + (ipc_endpoint_.empty() ? "" : " and ")) +
-                       ipc_endpoint_ + (options_.security.curve ? " (CURVE encryption)" : ""));
+  log_(WM_LOG_INFO, "master of job " + options_.security.key.job_id() + " listening on " +
+                        (tcp_endpoint_.empty() ? "" : tcp_endpoint_ + (ipc_endpoint_.empty() ? "" : " and ")) +
+                        ipc_endpoint_ + (options_.security.curve ? " (CURVE encryption)" : ""));
 }
 
 void MasterTransport::bind_all() {
@@ -264,7 +252,7 @@ void MasterTransport::bind_all() {
         hb_ipc_ = bind(*hb_, "ipc://" + dir + "/hb", "heartbeats on this host");
         ipc_dir_ = dir;
       } catch (const std::exception& e) {
-        log(WM_LOG_DEBUG, std::string("no ipc endpoint for nodes on this host: ") + e.what());
+        log_(WM_LOG_DEBUG, std::string("no ipc endpoint for nodes on this host: ") + e.what());
         ipc_endpoint_.clear();
         rmdir(dir.c_str());
       }
@@ -294,7 +282,7 @@ void MasterTransport::finish() {
   finished_ = true;
   if (data_) {
     remote::Buffer end;
-    put_frame(end, kEnd, 0);
+    put_part(end, kEnd);
     for (auto& n : nodes_)
       if (!n->lost) send_to(*data_, n->rid, end.data, end.size);
   }
@@ -319,85 +307,104 @@ void MasterTransport::finish() {
     unlink((ipc_dir_ + "/hb").c_str());
     rmdir(ipc_dir_.c_str());
   }
-  std::lock_guard<std::mutex> lock(state_->mutex);
-  state_->ready = 0;
-  state_->changed.notify_all();
 }
 
 // ---------------------------------------------------------------- sending
 
 bool MasterTransport::flush_node(Node& n) {
-  if (n.out.size == 0) return true;
-  const bool ok = send_to(*data_, n.rid, n.out.data, n.out.size);
-  n.out.size = 0;
-  n.out_worker = -1;
+  n.out.close();
+  if (n.out.out.size == 0) return true;
+  const bool ok = send_to(*data_, n.rid, n.out.out.data, n.out.out.size);
+  n.out.out.size = 0;
   if (!ok) doom(n, "closed its connection (the node ended or was killed)");
   return ok;
 }
 
-bool MasterTransport::send_task(remote::WorkerId id, std::uint64_t seq, std::size_t size, const remote::Encoder& encode) {
+remote::Buffer& MasterTransport::outbox(remote::WorkerId id) {
   Slot& s = slots_.at(id);
-  Node* n = s.node;
-  if (n == nullptr || n->lost || n->doomed || !s.alive) return false;
-  if (size >= std::min(large_payload_bytes, kBatchBytes) && n->shm && n->task_free) {
-    // A node on this host: encoded once, straight into the region it reads from.
-    RegionBuffer w(*n->task_region);
-    encode(w);
-    if (w.size != size) throw std::runtime_error("the request encoded to another size than announced");
-    const std::uint64_t len = size;
-    envelope(n->out, n->out_worker, s.local);
-    put_frame(n->out, kShmTask, seq, &len, sizeof len);
-    n->task_free = false;
-    last_large_ = Clock::now();
-    return true;
-  }
-  if (size >= std::min(large_payload_bytes, kBatchBytes)) {
-    // Encoded once, into a warm buffer that ZeroMQ sends from in chunks.
-    LargeSender::Lent& lent = large_out_.take(size);
-    remote::encode_request(lent.buf, size, encode);
-    const std::uint64_t len = size;
-    envelope(n->out, n->out_worker, s.local);
-    put_frame(n->out, kLarge, seq, &len, sizeof len, remote::kFrameTask);
-    if (flush_node(*n) && !large_out_.send(*data_, n->rid, lent))
-      doom(*n, "closed its connection (the node ended or was killed)");
-    last_large_ = Clock::now();
-    return true;
-  }
-  envelope(n->out, n->out_worker, s.local);
-  remote::append_task_frame(n->out, seq, size, encode);
-  if (n->out.size >= kBatchBytes) flush_node(*n);
-  return true;
+  return s.node->out.bytes_for(s.local);
 }
 
 void MasterTransport::flush(remote::WorkerId id) {
   Slot& s = slots_.at(id);
-  if (s.node != nullptr && !s.node->lost && !s.node->doomed) flush_node(*s.node);
+  if (s.node == nullptr) return;
+  if (s.node->lost || s.node->doomed)
+    s.node->out.out.size = 0, s.node->out.open = -1;
+  else
+    flush_node(*s.node);
 }
 
-void MasterTransport::stop_worker(remote::WorkerId id, remote::StopMode mode) {
-  Slot& s = slots_.at(id);
-  Node* n = s.node;
-  if (n == nullptr || n->lost || n->doomed || !s.alive) return;  // a lost node reports its workers lost
-  envelope(n->out, n->out_worker, s.local);
-  put_frame(n->out, mode == remote::StopMode::graceful ? std::uint8_t{remote::kFrameStop} : std::uint8_t{kKill}, 0);
-  flush_node(*n);
+bool MasterTransport::closing(remote::WorkerId id) const {
+  const Slot& s = slots_.at(id);
+  return s.node == nullptr || s.node->lost || s.node->doomed;
 }
 
-bool MasterTransport::restart_worker(remote::WorkerId id) {
+bool MasterTransport::launch(remote::WorkerId id, const remote::WorkerSetup&) {
+  // The node starts the worker when the setup reaches it; a node that left cannot start anything.
   Slot& s = slots_.at(id);
-  Node* n = s.node;
-  if (n == nullptr || n->lost || n->doomed) return false;  // a node that left cannot restart anything
-  envelope(n->out, n->out_worker, s.local);
-  put_frame(n->out, kRestart, 0);
+  if (s.node == nullptr || s.node->lost || s.node->doomed) return false;
   s.alive = true;
-  flush_node(*n);
   return true;
 }
 
-void MasterTransport::wake() {
-  const std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t r = write(wake_fd_, &one, sizeof one);
+void MasterTransport::stop_worker(remote::WorkerId id) {
+  Slot& s = slots_.at(id);
+  Node* n = s.node;
+  if (n == nullptr || n->lost || n->doomed || !s.alive) return;  // a lost node reports its workers lost
+  n->out.close();
+  put_part(n->out.out, kKill, s.local);
+  flush_node(*n);
 }
+
+wm_byte_buffer* MasterTransport::lend_request(remote::WorkerId id, std::size_t size) {
+  // A node on this host: the request is encoded once, straight into the region it reads from.
+  Node* n = slots_.at(id).node;
+  if (n == nullptr || !n->shm || !n->task_free || !n->task_region->reserve(size)) return nullptr;
+  n->task_free = false;
+  n->writer = remote::RegionWriter(*n->task_region);
+  last_large_ = Clock::now();
+  return &n->writer;
+}
+
+const char* MasterTransport::lent_reply(remote::WorkerId id, std::size_t size) {
+  Node* n = slots_.at(id).node;
+  return n != nullptr && n->shm ? n->reply_region->view(size) : nullptr;
+}
+
+void MasterTransport::reply_done(remote::WorkerId id) {
+  // Read: the node may write its next reply there.
+  Node* n = slots_.at(id).node;
+  last_large_ = Clock::now();
+  if (n == nullptr || n->lost || n->doomed) return;
+  n->out.close();
+  put_part(n->out.out, kShmFree, 0, nullptr, 0, 1);
+}
+
+void MasterTransport::send_payload(remote::WorkerId id, remote::Buffer&& payload) {
+  // Sent from the buffer it was encoded into, in chunks ZeroMQ sends without a copy.
+  Slot& s = slots_.at(id);
+  Node* n = s.node;
+  last_large_ = Clock::now();
+  if (n == nullptr || n->lost || n->doomed) return host_->payload_sent(id, std::move(payload));
+  n->out.close();
+  put_part(n->out.out, kPayload, s.local, nullptr, 0, payload.size);
+  if (flush_node(*n) && !large_out_.send(*data_, n->rid, id, std::move(payload)))
+    doom(*n, "closed its connection (the node ended or was killed)");
+}
+
+bool MasterTransport::receive_payload(remote::WorkerId id, remote::Buffer&& into) {
+  Slot& s = slots_.at(id);
+  if (s.node == nullptr) return false;
+  s.payload = std::move(into);  // the node announces it, then sends its chunks
+  s.expecting = true;
+  return true;
+}
+
+void MasterTransport::give_back_payloads() {
+  for (auto& [id, buf] : large_out_.done()) host_->payload_sent(id, std::move(buf));
+}
+
+void MasterTransport::wake() { waker_.ring(); }
 
 // ---------------------------------------------------------------- receiving
 
@@ -406,9 +413,8 @@ int MasterTransport::own_timeout_ms(Clock::time_point now) const {
   if (!probes_.empty()) next = probes_.front();
   for (const auto& n : nodes_)
     if (!n->lost && !n->attached) next = std::min(next, n->attach_by);
-  bool big = large_out_.holds_big();
-  for (const auto& n : nodes_)
-    big = big || n->large_in.buf.capacity != 0 || (n->task_region && n->task_region->capacity() != 0);
+  bool big = false;
+  for (const auto& n : nodes_) big = big || (n->task_region && n->task_region->capacity() != 0);
   if (big) next = std::min(next, last_large_ + kIdleRelease);
   if (next == Clock::time_point::max()) return -1;
   if (next <= now) return 0;
@@ -418,10 +424,11 @@ int MasterTransport::own_timeout_ms(Clock::time_point now) const {
 int MasterTransport::progress(int timeout_ms) {
   int events = 0;
   auto now = Clock::now();
+  give_back_payloads();
   probe(now, events);
   if (timeout_ms == 0 && events == 0 && now - last_control_ < kControlEvery) {
     // Spinning: a look at a ZeroMQ socket costs system calls (expensive on the VMs measured), so
-    // only the data socket; the monitors, the heartbeat socket and the doorbell once a millisecond.
+    // only the data socket; the monitors, the heartbeat socket and the waker once a millisecond.
     receive_data(events);
     if (doomed_) probe(now, events);
     return events;
@@ -436,13 +443,10 @@ int MasterTransport::progress(int timeout_ms) {
                             {data_mon_->socket().handle(), 0, ZMQ_POLLIN, 0},
                             {hb_->handle(), 0, ZMQ_POLLIN, 0},
                             {hb_mon_->socket().handle(), 0, ZMQ_POLLIN, 0},
-                            {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+                            {nullptr, waker_.fd(), ZMQ_POLLIN, 0}};
   const int n = zmq_poll(items, 5, timeout_ms);
   if (n > 0) {
-    if (items[4].revents != 0) {
-      std::uint64_t v;
-      [[maybe_unused]] ssize_t r = read(wake_fd_, &v, sizeof v);
-    }
+    if (items[4].revents != 0) waker_.drain();
     if (items[0].revents != 0) receive_data(events);
     if (items[1].revents != 0 || items[3].revents != 0) read_monitors();
     if (items[2].revents != 0) receive_heartbeat_socket();
@@ -451,15 +455,11 @@ int MasterTransport::progress(int timeout_ms) {
   for (auto& node : nodes_)
     if (!node->lost && !node->attached && now >= node->attach_by)
       doom(*node, "did not open its heartbeat connection within " +
-                      seconds_text(std::chrono::duration<double>(attach_window()).count()));
+                      remote::seconds_text(std::chrono::duration<double>(attach_window()).count()));
   probe(now, events);
-  if (now - last_large_ >= kIdleRelease) {
-    large_out_.release_idle(now);
-    for (auto& node : nodes_) {
-      node->large_in.release_if_idle(now);
+  if (now - last_large_ >= kIdleRelease)
+    for (auto& node : nodes_)
       if (node->task_free && node->task_region->capacity() != 0) node->task_region->release();
-    }
-  }
   collect_garbage();
   return events;
 }
@@ -489,9 +489,9 @@ void MasterTransport::receive_data(int& events) {
 
 void MasterTransport::refuse(const std::string& rid, const std::string& why) {
   gone_.insert(rid);
-  log(WM_LOG_WARNING, "refused a node: " + why);
+  log_(WM_LOG_WARNING, "refused a node: " + why);
   remote::Buffer gone;
-  put_frame(gone, kGone, 0, why.data(), why.size());
+  put_part(gone, kGone, 0, why.data(), why.size());
   send_to(*data_, rid, gone.data, gone.size);
 }
 
@@ -504,135 +504,105 @@ void MasterTransport::handle_message(const std::string& rid, const zmq::message_
       // A node given up that is back (a stopped node that was continued): tell it to leave.
       const std::string why = "this node was given up by the master (it went silent or broke the protocol)";
       remote::Buffer gone;
-      put_frame(gone, kGone, 0, why.data(), why.size());
+      put_part(gone, kGone, 0, why.data(), why.size());
       send_to(*data_, rid, gone.data, gone.size);
       return;
     }
-    remote::FrameCursor c(data, size);
-    remote::FrameHeader h;
+    PartCursor c(data, size);
+    Part h;
     const char* payload = nullptr;
     std::string why;
-    if (c.next(h, payload, why) != remote::FrameCursor::Status::frame || h.type != kNodeHello) {
+    if (c.next(h, payload, why) != PartCursor::Status::part || h.kind != kNodeHello) {
       refuse(rid, why.empty() ? "its first message was not a node hello" : why);
       return;
     }
     NodeHello hello;
     if (!parse(payload, h.len, hello, why)) return refuse(rid, why);
-    if (c.next(h, payload, why) != remote::FrameCursor::Status::end)
-      return refuse(rid, "its hello was followed by other frames");
+    if (c.next(h, payload, why) != PartCursor::Status::end) return refuse(rid, "its hello was followed by other parts");
     accept_node(rid, hello, events);
     return;
   }
   Node& n = *it->second;
   if (n.lost || n.doomed) return;
   if (n.large_in.active) {
+    bool complete = false;
     std::string why;
-    const int r = n.large_in.add(data, size, why);
-    if (r < 0) return doom(n, "sent a large payload that does not add up (" + why + ")");
-    if (r > 0) {
+    if (!n.large_in.add(data, size, complete, why)) return doom(n, "sent a large payload that does not add up (" + why + ")");
+    if (complete) {
       last_large_ = Clock::now();
-      deliver(n, n.large_in.worker, n.large_in.inner, n.large_in.seq, n.large_in.buf.data, n.large_in.buf.size, events);
+      ++events;
+      const remote::WorkerId id = n.ids[n.large_in.worker];
+      if (n.large_in.discard)
+        n.large_in.buf.release();
+      else
+        host_->payload_received(id, std::move(n.large_in.buf));
     }
     return;
   }
-  handle_frames(n, data, size, events);
+  handle_parts(n, data, size, events);
 }
 
-void MasterTransport::handle_frames(Node& n, const char* data, std::size_t size, int& events) {
-  remote::FrameCursor c(data, size);
-  std::int64_t worker = -1;
+void MasterTransport::handle_parts(Node& n, const char* data, std::size_t size, int& events) {
+  PartCursor c(data, size);
   for (;;) {
-    remote::FrameHeader h;
+    Part h;
     const char* p = nullptr;
     std::string why;
     const auto st = c.next(h, p, why);
-    if (st == remote::FrameCursor::Status::end) return;
-    if (st == remote::FrameCursor::Status::bad) return doom(n, "sent a message that is not frames (" + why + ")");
-    if (h.type == remote::kFrameHeartbeat) continue;
-    if (h.type == kShmReady) {
-      n.shm = n.task_region != nullptr;
-      n.task_free = n.shm;
-      continue;
+    if (st == PartCursor::Status::end) return;
+    if (st == PartCursor::Status::bad) return doom(n, "sent a message that is not the protocol (" + why + ")");
+    const bool per_worker = h.kind == kBytes || h.kind == kPayload || h.kind == kLost || h.kind == kBadBytes;
+    if (per_worker && h.worker >= n.ids.size())
+      return doom(n, "named its worker " + std::to_string(h.worker) + " of " + std::to_string(n.ids.size()));
+    const remote::WorkerId id = per_worker ? n.ids[h.worker] : 0;
+    switch (h.kind) {
+      case kBytes:
+        ++events;
+        host_->received(id, p, h.len);
+        break;
+      case kPayload:
+        // The chunks follow: into the buffer the engine gave for it (if it still waits for one).
+        if (c.next(h, p, why) != PartCursor::Status::end)
+          return doom(n, "sent a payload announcement that is not the last part of its message");
+        if (h.value == 0 || h.value > static_cast<std::uint64_t>(kMaxMessage) << 16)
+          return doom(n, "announced a payload of " + std::to_string(h.value) + " bytes");
+        {
+          Slot& s = slots_[id];
+          LargeReceiver& in = n.large_in;
+          in.active = true;
+          in.worker = h.worker;
+          in.got = 0;
+          in.total = static_cast<std::size_t>(h.value);
+          // What the engine asked for: received into its buffer; anything else is read and dropped.
+          in.discard = !s.expecting || s.payload.size != in.total;
+          if (!in.discard) in.buf = std::move(s.payload);
+          s.expecting = false;
+        }
+        return;
+      case kLost: {
+        Slot& s = slots_[id];
+        if (!s.alive) break;
+        s.alive = false;
+        ++events;
+        // The engine decides: it starts another worker there (launch) or gives the slot up.
+        host_->worker_lost(id, std::string(p, h.len) + " on " + n.label());
+        break;
+      }
+      case kBadBytes:
+        ++events;
+        host_->broken(id, n.label() + ": " + std::string(p, h.len));
+        break;
+      case kShmReady:
+        n.shm = n.task_region != nullptr;
+        n.task_free = n.shm;
+        break;
+      case kShmFree:
+        if (h.value == 0) n.task_free = n.shm;
+        break;
+      default:
+        return doom(n, "sent a part of kind " + std::to_string(h.kind));
     }
-    if (h.type == kShmFree) {
-      if (h.flags == 0) n.task_free = n.shm;
-      continue;
-    }
-    if (h.type == kWorker) {
-      if (h.seq >= n.ids.size())
-        return doom(n, "named its worker " + std::to_string(h.seq) + " of " + std::to_string(n.ids.size()));
-      worker = static_cast<std::int64_t>(h.seq);
-      continue;
-    }
-    if (worker < 0) return doom(n, "sent a frame of type " + std::to_string(h.type) + " outside a worker's envelope");
-    if (h.type == kLarge) {
-      std::uint64_t len = 0;
-      if (!remote::lent_length(h, p, len)) return doom(n, "sent a large-payload announcement without its length");
-      if (c.next(h, p, why) != remote::FrameCursor::Status::end)
-        return doom(n, "sent a large-payload announcement that is not the last frame of its message");
-      if (!n.large_in.begin(static_cast<std::uint8_t>(h.flags), static_cast<std::uint32_t>(worker), h.seq, len, why))
-        return doom(n, "announced a large payload it cannot send here (" + why + ")");
-      return;
-    }
-    if (h.type == kShmReply) {
-      std::uint64_t len = 0;
-      const char* data = n.shm && remote::lent_length(h, p, len) ? n.reply_region->view(static_cast<std::size_t>(len), 0)
-                                                                   : nullptr;
-      if (data == nullptr)
-        return doom(n, "announced a reply of " + std::to_string(len) + " bytes in shared memory it cannot be in");
-      deliver(n, static_cast<std::uint32_t>(worker), remote::kFrameReply, h.seq, data, static_cast<std::size_t>(len),
-              events);
-      last_large_ = Clock::now();
-      if (n.lost || n.doomed) return;
-      put_frame(n.out, kShmFree, 0, nullptr, 0, 1);  // decoded: the node may write its next reply there
-      flush_node(n);
-      continue;
-    }
-    deliver(n, static_cast<std::uint32_t>(worker), h.type, h.seq, p, static_cast<std::size_t>(h.len), events);
     if (n.lost || n.doomed) return;
-  }
-}
-
-void MasterTransport::set_ready(Slot& s, bool ready) {
-  if (s.ready == ready) return;
-  s.ready = ready;
-  {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    ready ? ++state_->ready : --state_->ready;
-  }
-  state_->changed.notify_all();
-}
-
-void MasterTransport::deliver(Node& n, std::uint32_t local, std::uint8_t type, std::uint64_t seq, const char* payload,
-                              std::size_t len, int& events) {
-  const remote::WorkerId id = n.ids[local];
-  Slot& s = slots_[id];
-  switch (type) {
-    case remote::kFrameHello: {
-      remote::Hello hello;
-      std::string why;
-      ++events;
-      if (!remote::parse_hello(payload, len, hello, why)) return events_->protocol_error(id, n.label() + ": " + why);
-      set_ready(s, true);
-      return events_->worker_ready(id, hello);
-    }
-    case remote::kFrameReply:
-      ++events;
-      return events_->reply(id, seq, payload, len);
-    case kLost: {
-      const bool was_alive = s.alive;
-      set_ready(s, false);
-      s.alive = false;
-      if (!was_alive) return;
-      ++events;
-      // The dispatcher decides: it asks for a restart (restart_worker) or gives the worker up.
-      return events_->worker_lost(id, std::string(payload, len) + " on " + n.label());
-    }
-    case kBadBytes:
-      ++events;
-      return events_->protocol_error(id, n.label() + ": " + std::string(payload, len));
-    default:
-      return doom(n, "sent a frame of type " + std::to_string(type) + " for a worker");
   }
 }
 
@@ -663,13 +633,14 @@ void MasterTransport::accept_node(const std::string& rid, const NodeHello& hello
   n.attach_by = Clock::now() + attach_window();
   for (std::size_t k = 0; k < want; ++k) {
     n.ids.push_back(static_cast<remote::WorkerId>(first + k));
-    slots_[first + k] = Slot{&n, static_cast<std::uint32_t>(k), true, false};
+    slots_[first + k] = Slot{};
+    slots_[first + k].node = &n;
+    slots_[first + k].local = static_cast<std::uint32_t>(k);
   }
   by_rid_[rid] = &n;
   nodes_.push_back(std::move(node));
   Welcome w;
   w.proof = options_.security.key.proof(hello.nonce, rid);
-  w.first_index = static_cast<std::int32_t>(first);
   w.heartbeat_ivl_ms = static_cast<std::uint32_t>(options_.heartbeat_ivl_ms);
   w.heartbeat_timeout_ms = static_cast<std::uint32_t>(options_.heartbeat_timeout_ms);
   w.heartbeat_port = hb_port_;
@@ -678,7 +649,7 @@ void MasterTransport::accept_node(const std::string& rid, const NodeHello& hello
   w.master_pid = getpid();
   if ((hello.flags & NodeHello::kOverIpc) != 0) {
     // On this host: two memfds it may open through /proc (same user); if it cannot, the socket it is.
-    auto task = std::make_unique<wm_processes::SharedRegion>(), reply = std::make_unique<wm_processes::SharedRegion>();
+    auto task = std::make_unique<remote::SharedRegion>(), reply = std::make_unique<remote::SharedRegion>();
     if (task->create("wm-zmq-task") && reply->create("wm-zmq-reply")) {
       w.task_region_fd = task->fd();
       w.reply_region_fd = reply->fd();
@@ -687,15 +658,15 @@ void MasterTransport::accept_node(const std::string& rid, const NodeHello& hello
     }
   }
   const std::string payload = encode(w);
-  remote::Buffer msg;
-  put_frame(msg, kWelcome, 0, payload.data(), payload.size());
+  put_part(n.out.out, kWelcome, 0, payload.data(), payload.size());
+  log_(WM_LOG_INFO, n.label() + " joined with " + std::to_string(want) + " worker(s) (WM_PROCESS_INDEX " +
+                        std::to_string(first) + (want > 1 ? " to " + std::to_string(first + want - 1) : "") + ")");
+  if (!flush_node(n)) return;
+  // Then its workers: the engine sends each its setup, which starts it on the node.
   for (remote::WorkerId id : n.ids) {
     ++events;
-    events_->worker_added(id);
+    host_->worker_added(id);
   }
-  log(WM_LOG_INFO, n.label() + " joined with " + std::to_string(want) + " worker(s) (WM_PROCESS_INDEX " +
-                       std::to_string(first) + (want > 1 ? " to " + std::to_string(first + want - 1) : "") + ")");
-  if (!send_to(*data_, rid, msg.data, msg.size)) doom(n, "closed its connection before it was welcomed");
 }
 
 void MasterTransport::receive_heartbeat_socket() {
@@ -706,11 +677,11 @@ void MasterTransport::receive_heartbeat_socket() {
     while (body.more() && hb_->recv(body, zmq::recv_flags::dontwait)) {
     }
     auto it = by_rid_.find(as_string(rid));
-    remote::FrameCursor c(static_cast<const char*>(body.data()), body.size());
-    remote::FrameHeader h;
+    PartCursor c(body.data(), body.size());
+    Part h;
     const char* p = nullptr;
     std::string why;
-    if (it != by_rid_.end() && c.next(h, p, why) == remote::FrameCursor::Status::frame && h.type == kAttach)
+    if (it != by_rid_.end() && c.next(h, p, why) == PartCursor::Status::part && h.kind == kAttach)
       it->second->attached = true;
   }
 }
@@ -730,9 +701,9 @@ void MasterTransport::read_monitors() {
         std::sort(probes_.begin(), probes_.end());
       } else {
         ++refused_logged_;
-        log(refused_logged_ <= kLoggedRefusals ? WM_LOG_WARNING : WM_LOG_DEBUG,
-            "refused a connection on " + address + ": " + event_name(ev) +
-                " (bytes that are not a wm zmq node's, or a node with another --wm-zmq-curve setting)");
+        log_(refused_logged_ <= kLoggedRefusals ? WM_LOG_WARNING : WM_LOG_DEBUG,
+             "refused a connection on " + address + ": " + event_name(ev) +
+                 " (bytes that are not a wm zmq node's, or a node with another --wm-zmq-curve setting)");
       }
     }
   }
@@ -742,8 +713,8 @@ void MasterTransport::probe(Clock::time_point now, int& events) {
   if (!probes_.empty() && probes_.front() <= now) {
     while (!probes_.empty() && probes_.front() <= now) probes_.erase(probes_.begin());
     remote::Buffer beat;
-    put_frame(beat, remote::kFrameHeartbeat, 0);
-    const std::string timeout = seconds_text(options_.heartbeat_timeout_ms / 1000.0);
+    put_part(beat, kProbe);
+    const std::string timeout = remote::seconds_text(options_.heartbeat_timeout_ms / 1000.0);
     for (auto& n : nodes_) {
       if (n->lost || n->doomed) continue;
       if (!send_to(*data_, n->rid, beat.data, beat.size)) {
@@ -762,7 +733,7 @@ void MasterTransport::probe(Clock::time_point now, int& events) {
   }
   if (!doomed_) return;
   doomed_ = false;
-  for (std::size_t i = 0; i < nodes_.size(); ++i)  // lose() may doom others through the dispatcher's calls
+  for (std::size_t i = 0; i < nodes_.size(); ++i)  // lose() may doom others through the engine's calls
     if (nodes_[i]->doomed && !nodes_[i]->lost) lose(*nodes_[i], nodes_[i]->doom_why, events);
 }
 
@@ -777,17 +748,16 @@ void MasterTransport::lose(Node& n, const std::string& why, int& events) {
   n.lost = true;
   gone_.insert(n.rid);
   by_rid_.erase(n.rid);
-  log(WM_LOG_WARNING, n.label() + " " + why + "; its " + std::to_string(n.ids.size()) + " worker(s) are lost");
+  log_(WM_LOG_WARNING, n.label() + " " + why + "; its " + std::to_string(n.ids.size()) + " worker(s) are lost");
   remote::Buffer gone;
-  put_frame(gone, kGone, 0, why.data(), why.size());
+  put_part(gone, kGone, 0, why.data(), why.size());
   send_to(*data_, n.rid, gone.data, gone.size);  // if it is still there, it leaves
   for (remote::WorkerId id : n.ids) {
     Slot& s = slots_[id];
     if (!s.alive) continue;
-    set_ready(s, false);
     s.alive = false;
     ++events;
-    events_->worker_lost(id, "was lost with " + n.label() + ", which " + why);
+    host_->worker_lost(id, "was lost with " + n.label() + ", which " + why);
   }
   for (remote::WorkerId id : n.ids) slots_[id] = Slot{};
 }

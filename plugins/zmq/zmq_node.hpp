@@ -1,12 +1,14 @@
-// zmq_node.hpp: a zmq node: the host program started with --wm-zmq-mode node. It joins its master
-// over ZeroMQ, starts --n-workers local workers with the processes backend's launcher
-// (LocalProcessTransport: its workers are processes workers, not rewritten) and relays frames between
-// the master and them on one thread, until the master ends the job (then it returns) or is gone
-// (then it throws, and its workers are killed).
+// zmq_node.hpp: a zmq node's link to its master: the host program started with --wm-zmq-mode node
+// is a relay of the remote engine (its local workers are started and fed by the engine), and this
+// is its Uplink: it joins the master over ZeroMQ, carries the engine's bytes for each local worker
+// (large payloads in chunks, or in the master's shared regions when on its host), and says when
+// the master ends the job (the relay returns) or is gone (progress() throws, the workers are killed).
 #pragma once
 
-#include "process_transport.hpp"
 #include "zmq_common.hpp"
+
+#include <wm/sdk/remote/relay.hpp>
+#include <wm/sdk/remote/shared_region.hpp>
 
 #include <memory>
 #include <string>
@@ -20,20 +22,31 @@ struct NodeOptions {
   std::string key_hex;
   bool curve = false;
   double startup_timeout = 60;  // s to wait for the master
-  double shutdown_timeout = 5;  // s the local workers get to finish when the job ends
-  wm_processes::LocalProcessOptions local;  // n_workers, host program, ...; first_index comes from the master
+  unsigned n_workers = 1;
 };
 
-class NodeRelay final : private remote::TransportEvents {
+class NodeUplink final : public remote::Uplink {
  public:
-  NodeRelay(const wm_core_services& services, const char* backend_name, NodeOptions options);
-  ~NodeRelay();
-  NodeRelay(const NodeRelay&) = delete;
-  NodeRelay& operator=(const NodeRelay&) = delete;
+  NodeUplink(NodeOptions options, remote::Log log);
+  ~NodeUplink() override;
 
-  /** Joins the master and serves until it ends the job. Throws (why) if no master answered within
-   *  the startup timeout, if the master refused this node, or when the master is gone. */
-  void run();
+  remote::Capabilities capabilities() const override;
+  /** Joins the master; throws (why) if no master answered within the startup timeout or it refused
+   *  this node. */
+  unsigned start(remote::UplinkHost& host) override;
+  remote::Buffer& outbox(remote::WorkerId w) override { return out_.bytes_for(w); }
+  void flush(remote::WorkerId) override { send_out(); }
+  void worker_lost(remote::WorkerId w, const std::string& status) override;
+  void worker_broken(remote::WorkerId w, const std::string& why) override;
+  int progress() override;
+  std::vector<int> wait_fds() override;
+  bool pending() override;
+  void idle() override;
+  const char* lent_request(remote::WorkerId w, std::size_t size) override;
+  void request_done(remote::WorkerId w) override;
+  bool lend_reply(remote::WorkerId w, std::size_t size, char*& data, std::size_t& capacity) override;
+  void send_payload(remote::WorkerId w, remote::Buffer&& payload) override;
+  bool receive_payload(remote::WorkerId w, remote::Buffer&& into) override;
 
  private:
   struct Target {
@@ -41,7 +54,6 @@ class NodeRelay final : private remote::TransportEvents {
     Security security;
   };
 
-  void log(int level, const std::string& message) const;
   Target target_from_options() const;
   bool target_from_host_info(Target& out, std::string& why) const;
   Target wait_for_host_info(Clock::time_point deadline);
@@ -49,54 +61,38 @@ class NodeRelay final : private remote::TransportEvents {
   Welcome join(Clock::time_point deadline);
   void open_heartbeat(const Welcome& w);
   void open_regions(const Welcome& w);
-  void serve();
-  bool pump_data();  // the master's messages: true if there were any
-  void pump_control();  // the heartbeat socket, the monitors (the master gone?), idle memory
-  void handle_frames(const char* data, std::size_t size);
-  void to_local_worker(remote::WorkerId w, std::uint64_t seq, const char* payload, std::size_t len);
-  void begin_end();
+  int pump_data();
+  void pump_control();
+  int handle_parts(const char* data, std::size_t size);
+  void control(Kind kind, remote::WorkerId w, const std::string& body = {});
   void send_out();
   [[noreturn]] void master_gone(const std::string& why);
-  std::size_t alive_workers() const;
 
-  // ---- TransportEvents, from the local workers (inside local_->progress) ----
-  void worker_added(remote::WorkerId id) override;
-  void worker_ready(remote::WorkerId id, const remote::Hello& hello) override;
-  void reply(remote::WorkerId id, std::uint64_t seq, const char* data, std::size_t size) override;
-  void protocol_error(remote::WorkerId id, const std::string& why) override;
-  void worker_lost(remote::WorkerId id, const std::string& status) override;
-
-  const wm_core_services& services_;
-  const char* name_;
   NodeOptions options_;
+  remote::Log log_;
+  remote::UplinkHost* host_ = nullptr;
   std::string rid_;          // routing id on both sockets: how the master knows this node
   Nonce nonce_{};
   Target target_;
   std::string hb_endpoint_;
   std::string master_;       // "the master at ENDPOINT (host, pid)", for messages
   int sockets_opened_ = 0;   // names the monitors apart
-  std::pair<const wm_core_services*, const char*> log_context_;
 
   LargeSender large_out_;    // before the context: its buffers outlive every message ZeroMQ holds
   std::unique_ptr<zmq::context_t> ctx_;
   std::unique_ptr<zmq::socket_t> data_, hb_;
   std::unique_ptr<Monitor> data_mon_, hb_mon_;
-  std::unique_ptr<wm_processes::LocalProcessTransport> local_;
 
-  remote::Buffer out_;       // frames batched for the master
-  std::int64_t out_worker_ = -1;
-  std::int64_t in_worker_ = -1;
-  LargeReceiver large_in_;
-  // On the master's host: the master's two regions (see kShmTask), opened through /proc.
-  wm_processes::SharedRegion task_region_, reply_region_;
+  Outgoing out_;              // parts batched for the master
+  LargeReceiver large_in_;    // a request's payload, chunk by chunk
+  std::vector<remote::Buffer> expected_;  // per worker: the buffer the engine gave for its next payload
+  std::vector<char> expecting_;
+  // On the master's host: the master's two regions, opened through /proc.
+  remote::SharedRegion task_region_, reply_region_;
   bool shm_ = false;
   bool reply_token_ = false;  // the node may write the reply region
-  Clock::time_point reply_used_{};
-  std::vector<char> alive_;  // per local worker: a process serves it
-  std::vector<remote::WorkerId> dirty_;
-  std::size_t large_threshold_ = std::size_t(1) << 20;
-  bool ending_ = false, forced_ = false;
-  Clock::time_point end_deadline_{}, last_activity_{};
+  bool ended_ = false;        // the master ended the job
+  Clock::time_point last_control_{};
 };
 
 }  // namespace wm_zmq
