@@ -5,7 +5,7 @@
 //
 //   wm_dispatch_bench [--bench-runs 5] [--bench-smoke]
 #include "bench_common.hpp"
-#include "fake_transport.hpp"
+#include <wm/sdk/testkit/fake.hpp>
 
 #include <sys/resource.h>
 
@@ -23,10 +23,10 @@ double process_cpu_seconds() {
 
 // CPU nanoseconds per task for n tasks through a dispatcher over `workers` fake workers.
 double cost_per_task_ns(unsigned workers, std::size_t n) {
-  fake::Core core;
+  wm::testkit::FakeCore core;
   wm::sdk::remote::EngineOptions o;
   o.spin_us = 0;  // spinning would bill idle waiting to the tasks
-  wm::sdk::remote::Dispatcher d(core.services(), "fake", std::make_unique<fake::Transport>(workers), o);
+  wm::sdk::remote::Dispatcher d(core.services(), "fake", std::make_unique<wm::testkit::FakeTransport>(workers), o);
   d.start();
   constexpr std::size_t kBatch = 256;
   auto run = [&](std::size_t count) {

@@ -1,8 +1,9 @@
 // frame_seeds.cpp: the seed corpus of frame_fuzz.cpp, written from real frames at build time into
-// the directory given: streams of task, stop, reply and lent frames, a hello, a task listing. The
-// first byte of a stream seed is the chunk size frame_fuzz.cpp feeds the stream reader with.
-#include <wm/sdk/remote/frame.hpp>
-#include <wm/sdk/remote/registry.hpp>
+// the directory given: what a master sends a worker (setup, tasks, lent and payload tasks, stop)
+// and what a worker sends back (hello, replies of every kind, bye), a hello, a setup, a task
+// listing. The first two bytes of a seed choose how frame_fuzz.cpp cuts it into pieces.
+#include "frame.hpp"
+#include "registry.hpp"
 
 #include <cstdint>
 #include <fstream>
@@ -19,6 +20,8 @@ std::string frame(std::uint8_t type, std::uint64_t seq, const std::string& paylo
   return std::string(reinterpret_cast<const char*>(&h), sizeof h) + payload;
 }
 
+std::string length(std::uint64_t n) { return std::string(reinterpret_cast<const char*>(&n), sizeof n); }
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -29,23 +32,30 @@ int main(int argc, char** argv) {
   listing.tasks.push_back({"lib::f", 9, "void ()", "/x/lib.so"});
   listing.libraries.push_back({"/x/lib.so", "0a1b2c"});
   remote::Hello hello;
-  hello.index = 1;
+  hello.index = 0;
   hello.pid = 4242;
   hello.rank = 2;
   hello.host = "node7";
   hello.extension = listing.encode();
   hello.n_tasks = 2;
   const std::string hello_bytes = remote::encode_hello(hello);
-  const std::uint64_t len = 64;
-  const std::string lent(reinterpret_cast<const char*>(&len), sizeof len);
-  put(dir + "/hello_stream", std::string(1, '\x07') + frame(remote::kFrameHello, 0, hello_bytes));
-  put(dir + "/tasks_stream", std::string(1, '\x01') + frame(remote::kFrameTask, 1, "WMQ1request") +
-                                 frame(remote::kFrameTask, 2, "x") + frame(remote::kFrameStop, 0, ""));
-  put(dir + "/replies", frame(remote::kFrameReply, 1, std::string("WMP1\0ok", 7)) +
-                            frame(remote::kFrameReplyLent, 2, lent) +
-                            frame(remote::kFrameTaskLent, 3, lent, remote::kFlagReplyMayLend | 3));
-  put(dir + "/hello_payload", hello_bytes);
-  put(dir + "/listing", listing.encode());
-  put(dir + "/big_stream", std::string(1, '\x60') + frame(remote::kFrameTask, 9, std::string(300000, 'z')));
+  remote::WorkerSetup setup;
+  setup.index = 0;
+  setup.seed = 99;
+  const std::string setup_bytes = remote::encode_setup(setup);
+  // Bytes a worker receives (the first byte's low bit sends them to a worker's link).
+  put(dir + "/to_worker", std::string("\x01\x07", 2) + frame(remote::kFrameSetup, 0, setup_bytes) +
+                              frame(remote::kFrameTask, 1, "WMQ1request", remote::kFlagReplyMayLend) +
+                              frame(remote::kFrameTaskLent, 2, length(64)) +
+                              frame(remote::kFrameTaskPayload, 3, length(100)) + frame(remote::kFrameStop, 0, ""));
+  // Bytes a master receives.
+  put(dir + "/to_master", std::string("\x00\x03", 2) + frame(remote::kFrameHello, 0, hello_bytes) +
+                              frame(remote::kFrameReply, 1, std::string("WMP1\0ok", 7)) +
+                              frame(remote::kFrameReplyLent, 2, length(64)) +
+                              frame(remote::kFrameReplyPayload, 3, length(100)) + frame(remote::kFrameBye, 0, ""));
+  put(dir + "/big", std::string("\x00\x60", 2) + frame(remote::kFrameReply, 9, std::string(300000, 'z')));
+  put(dir + "/hello_payload", std::string("\x02\x01", 2) + hello_bytes);
+  put(dir + "/setup_payload", std::string("\x02\x01", 2) + setup_bytes);
+  put(dir + "/listing", std::string("\x02\x01", 2) + listing.encode());
   return 0;
 }
