@@ -1,5 +1,5 @@
 // api_test.cpp: small API promises: FutureWatcher's constructors.
-#include "../common/test_tasks.hpp"
+#include "test_tasks.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // environment_test.cpp: precedence (command line > WM_* environment > default), typed values,
 // backend options and the errors for bad input.
-#include "../common/test_tasks.hpp"
+#include "test_tasks.hpp"
 
 #include <boost/program_options.hpp>
 #include <gtest/gtest.h>

@@ -1,6 +1,6 @@
 // plugin_dir_test.cpp: discovery and loading through the real WM_PLUGIN_PATH, with broken plugin
 // files beside good ones: each broken file is listed with its reason, the good ones stay usable.
-#include "../common/test_tasks.hpp"
+#include "test_tasks.hpp"
 
 #include <gtest/gtest.h>
 

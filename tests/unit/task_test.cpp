@@ -1,5 +1,5 @@
 // task_test.cpp: the task registry, task libraries, argument checks and error records.
-#include "../common/test_tasks.hpp"
+#include "test_tasks.hpp"
 
 #include <gtest/gtest.h>
 

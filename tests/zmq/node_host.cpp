@@ -1,5 +1,5 @@
 // node_host.cpp: a host program for the conformance suite's zmq nodes. It registers the suite's tasks
-// (tests/common/test_tasks.cpp) and does what any host program does first: make its work manager.
+// (the test kit's test_tasks.cpp) and does what any host program does first: make its work manager.
 // Started with WM_WORK_MANAGER=zmq WM_ZMQ_MODE=node, that call serves its master and never returns.
 #include <wm/wm.hpp>
 

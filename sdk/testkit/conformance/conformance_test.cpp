@@ -1,7 +1,7 @@
 // conformance_test.cpp: the behaviour every backend must have, run on each backend by name through
 // the real WM_WORK_MANAGER variable (after WESTPA's CommonWorkManagerTests). A parameter is
 // "name" or "name:workers" (then WM_N_WORKERS is set too).
-#include "../common/test_tasks.hpp"
+#include "test_tasks.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
