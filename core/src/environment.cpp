@@ -337,6 +337,7 @@ FullScan do_scan(const std::vector<std::string>& dirs, const std::string& env_pr
     if (r.has_meta) {
       p.name = r.meta.name;
       p.abi_version = r.meta.abi_version;
+      p.min_core_abi_version = r.meta.min_core_abi_version != 0 ? r.meta.min_core_abi_version : r.meta.abi_version;
     }
     if (r.usable) {
       auto [it, inserted] = first.emplace(r.meta.name, r.path);
@@ -544,8 +545,9 @@ std::vector<std::string> WMEnvironment::parse_args(int argc, const char* const* 
         throw ConfigError("unknown option --" + name + (near.empty() ? "" : "; did you mean --" + near + "?") +
                           " (" + help_flag + " lists wm's options, " + help_flag + " BACKEND a backend's)");
       // Another program's flag may look like ours by chance; only an abbreviation or a one-letter slip
-      // is worth a word.
-      const bool abbreviation = !near.empty() && near.compare(0, name.size(), name) == 0;
+      // is worth a word. The program's own --help is not a slip for --help-wm.
+      const bool abbreviation = !near.empty() && near.compare(0, name.size(), name) == 0 &&
+                                (near != help_flag.substr(2) || name.compare(0, 5, "help-") == 0);
       if (!near.empty() && (abbreviation || detail::edit_distance(name, near) <= 1))
         detail::log(WM_LOG_WARNING, "core",
                     "--" + name + " is not a wm option and is left to the program; did you mean --" + near + "?");

@@ -141,6 +141,14 @@ class Help(HostTest):
                     self.assertIn("(none)", r.stdout)
                 self.assertEqual(run([HOST, f"--help-wm={name}"]).stdout, r.stdout)
 
+    def test_the_programs_own_help_shows_wm_options(self):
+        # The README's program answers --help itself, with wm::wm_args_help(); wm says nothing about it.
+        r = run([HOST, "--help"])
+        self.assert_ran(r, 0, "--help")
+        self.assertEqual(r.stderr, "")
+        self.assertTrue(r.stdout.startswith("usage: app [wm options]\n\n"), r.stdout[:200])
+        self.assertEqual(r.stdout.split("\n\n", 1)[1], run([HOST, "--help-wm"]).stdout)
+
     def test_wm_args_help_gives_the_same_texts(self):
         self.assertEqual(run([SETUP_HOST, "print-help"]).stdout, run([HOST, "--help-wm"]).stdout)
         self.assertEqual(run([SETUP_HOST, "print-help", "processes"]).stdout,

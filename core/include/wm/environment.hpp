@@ -86,6 +86,7 @@ struct PluginInfo {
   std::string note;         // taken or shadowed: anything worth knowing (e.g. built for a newer ABI minor)
   std::string shadowed_by;  // shadowed: the path of the copy that is used
   std::uint32_t abi_version = 0;  // as recorded ((major << 16) | minor; 0 if unreadable)
+  std::uint32_t min_core_abi_version = 0;  // the oldest core ABI it runs on (0 if unreadable)
   std::uint64_t capabilities = 0;  // wm_capability bits (taken or shadowed)
   std::string entry_symbol;
   std::vector<OptionInfo> options;

@@ -284,7 +284,7 @@ inline Backend* self(wm_backend* b) { return reinterpret_cast<Backend*>(b); }
  *  core ABI version the plugin runs on (its metadata record's min_core_abi_version, which discovery
  *  has checked already: this refuses only a plugin whose record and code disagree). */
 inline std::string core_refusal(const wm_core_services* s, const wm_backend_config* c, const char* name,
-                                std::uint32_t need) {
+                                std::uint32_t need = (WM_ABI_MAJOR << 16) | WM_SDK_MIN_CORE_MINOR) {
   const std::uint32_t have = s != nullptr ? s->abi_version : 0;
   if (s == nullptr || c == nullptr)
     return std::string("work manager '") + name + "' was created without the core's services";
@@ -351,7 +351,8 @@ wm_backend_descriptor make_descriptor(const char* name, const char* version, std
  *                option_bool(...), ... (CAPS is part of the variadic list so that a backend without
  *                options compiles cleanly under -Wpedantic)
  * Use it once, at global scope. It emits the metadata record in the WM_PLUGIN_SECTION section (read by discovery without
- * loading the library) and the extern "C" entry symbol wm_backend_entry_NAME.
+ * loading the library) and the extern "C" entry symbol wm_backend_entry_NAME. The record says which cores the plugin runs
+ * on (WM_SDK_MIN_CORE_MINOR, above): discovery refuses it on an older one, and create() checks the same bound.
  */
 #define WM_DECLARE_BACKEND(NAME, CLASS, VERSION, DESCRIPTION, ...)                                   \
   template <>                                                                                        \
