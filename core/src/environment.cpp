@@ -156,6 +156,37 @@ void short_entry(std::string& out, const std::string& flag, std::string_view des
   wrap_into(out, description, kHelpColumn, kHelpColumn);
 }
 
+// An option's help without its longer asides in parentheses, for the short listing (the full one,
+// --help-wm BACKEND, has them): "times a task is run again (never for exceptions the task throws)"
+// -> "times a task is run again". Short asides stay: they say what a special value means
+// ("(0: no limit)"). Text whose parentheses do not balance, or that is all aside, stays as it is.
+constexpr std::size_t kLongAside = 24;
+std::string without_asides(std::string_view text) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    if (text[i] == ')') return std::string(text);
+    if (text[i] != '(') {
+      out += text[i++];
+      continue;
+    }
+    std::size_t end = i;  // the matching ')'
+    for (int depth = 0; end < text.size(); ++end) {
+      if (text[end] == '(') ++depth;
+      if (text[end] == ')' && --depth == 0) break;
+    }
+    if (end == text.size()) return std::string(text);
+    if (end + 1 - i > kLongAside) {
+      if (!out.empty() && out.back() == ' ') out.pop_back();
+    } else {
+      out.append(text.substr(i, end + 1 - i));
+    }
+    i = end + 1;
+  }
+  if (out.find_first_not_of(' ') == std::string::npos) return std::string(text);
+  return out;
+}
+
 const char* value_name(std::uint32_t type) {
   switch (type) {
     case WM_OPTION_BOOL: return "[=BOOL]";
@@ -580,6 +611,7 @@ std::string WMEnvironment::help_text() const {
   short_entry(out, arg_flag("n-workers") + " N",
               "number of workers (" + env_name("n-workers") + "; default: the backend's, usually the number of cores)");
   short_entry(out, help_flag + " [BACKEND]", "print this, or a backend's options in full, and exit");
+  // Each backend's options, one entry each: what it does without the asides, and the default.
   const FullScan& scan = impl_->get_scan(*this);
   std::string example;  // a backend option and its variable, for the closing line
   for (const auto& r : scan.raw) {
@@ -592,7 +624,7 @@ std::string WMEnvironment::help_text() const {
       const std::string setting = backend_setting(r.meta.name, o.name);
       const std::string flag = "--" + arg_prefix + "-" + setting;
       if (example.empty()) example = flag + " is " + env_name(setting);
-      std::string description = o.help;
+      std::string description = without_asides(o.help);
       if (o.default_value[0] != '\0') description += std::string(" (default ") + o.default_value + ")";
       short_entry(out, flag + (o.type == WM_OPTION_BOOL ? "" : " ") + value_name(o.type), description);
     }

@@ -48,6 +48,33 @@ def bundled_backends():
     return {n: wm_json(["info", n])["work_manager"] for n in names}
 
 
+def without_asides(text):
+    """An option's help as the short listing shows it: without its asides in parentheses longer than
+    24 characters (short ones say what a special value means, "(0: no limit)")."""
+    out, i = "", 0
+    while i < len(text):
+        if text[i] == ")":
+            return text
+        if text[i] != "(":
+            out += text[i]
+            i += 1
+            continue
+        depth, end = 0, i
+        while end < len(text):
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            if text[end] == ")" and depth == 0:
+                break
+            end += 1
+        if end == len(text):
+            return text
+        if end + 1 - i > 24:
+            out = out[:-1] if out.endswith(" ") else out
+        else:
+            out += text[i:end + 1]
+        i = end + 1
+    return out if out.strip() else text
+
+
 def bound(option, v):
     """A range bound as the help prints it: an integer, or a number in C++'s default stream
     formatting, which is printf's %g."""
@@ -105,7 +132,7 @@ class Help(HostTest):
             self.assertGreater(out.index(header), max(common), name)
             for o in info["options"]:
                 self.assertIn(o["flag"], out, o)
-                entry = flat(o["help"]) + (f" (default {o['default']})" if o["default"] else "")
+                entry = flat(without_asides(o["help"])) + (f" (default {o['default']})" if o["default"] else "")
                 self.assertIn(entry, text, o)
         self.assertNotIn("default ]", out)
         self.assertNotIn("(default )", out)

@@ -251,13 +251,15 @@ TEST(Environment, HelpTextInOneCall) {
   const std::string help = wm::wm_args_help();
   for (const char* s : {"parallelization options", "--serial", "--parallel", "--work-manager NAME", "--n-workers N",
                         "--help-wm [BACKEND]", "threads 1.0.0: ", "--wm-threads-spin-us N",
-                        "before it sleeps (0: sleep at once) (default 50)"})
+                        "keeps looking before it sleeps (0: sleep at once) (default 50)"})
     EXPECT_NE(flat(help).find(s), std::string::npos) << s << " in:\n" << help;
   EXPECT_EQ(help.find("default ]"), std::string::npos) << help;
   EXPECT_EQ(wm::WMEnvironment().help_text(), help);
   // One backend in full: type, default, range, variable.
   const std::string threads = wm::wm_args_help("threads");
-  EXPECT_NE(flat(threads).find("int, default 50, range 0..100000; variable WM_THREADS_SPIN_US"), std::string::npos)
+  EXPECT_NE(flat(threads).find("before it sleeps (0: sleep at once) int, default 50, range 0..100000; variable "
+                               "WM_THREADS_SPIN_US"),
+            std::string::npos)
       << threads;
   EXPECT_EQ(wm::WMEnvironment().help_text("Threads"), threads);
   EXPECT_THROW(wm::wm_args_help("thread"), wm::ConfigError);
