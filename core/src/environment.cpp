@@ -662,7 +662,8 @@ std::string WMEnvironment::help_text(const std::string& backend) const {
       if (o.type == WM_OPTION_BOOL) facts += " (1/0, true/false, yes/no, on/off; the flag alone means true)";
       facts += o.default_value[0] != '\0' ? std::string(", default ") + o.default_value : std::string(", no default");
       if (o.type == WM_OPTION_INT) facts += ", range " + std::to_string(o.int_min) + ".." + std::to_string(o.int_max);
-      if (o.type == WM_OPTION_DOUBLE) facts += ", range " + number_text(o.double_min) + ".." + number_text(o.double_max);
+      if (o.type == WM_OPTION_DOUBLE)
+        facts += ", range " + number_text(o.double_min) + ".." + number_text(o.double_max);
       facts += "; variable " + env_name(setting);
       out += "      ";
       wrap_into(out, facts, 6, 6);
