@@ -5,25 +5,28 @@
 
 #include <wm/work_manager.hpp>
 
-#include <dlfcn.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <unistd.h>
-
 #include <wm/sdk/abi_version.hpp>
+
+// Boost.DLL loads the plugins and finds this library and the program. BOOST_DLL_USE_STD_FS (set for
+// the core in CMake): std::filesystem paths, so no Boost.Filesystem to link.
+#include <string>
+#include <vector>
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <boost/dll/shared_library.hpp>
+
+#include <dlfcn.h>  // dlerror(): the loader's own message, which Boost.DLL's error_code does not carry
 
 #include <cxxabi.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <climits>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
-#include <chrono>
-#include <condition_variable>
+#include <system_error>
 #include <thread>
 
 namespace wm::detail {
@@ -197,8 +200,6 @@ auto call_plugin(const std::string& backend, const char* entry, Fn&& fn) -> decl
   }
 }
 
-// Loaded plugin libraries, by path. Never unloaded (see DESIGN: dlclose after MPI_Finalize crashes,
-// and futures, exception objects and callbacks may point into the library).
 std::atomic<int> g_remote_links{0};  // remote_work_managers()
 
 // Threads that finish a work manager destroyed inside user code. The process waits for them at exit
@@ -236,33 +237,50 @@ class Finishers {
   }
 };
 
+// A plugin library loaded, and its descriptor once it has passed the checks.
+struct LoadedPlugin {
+  boost::dll::shared_library library;
+  const wm_backend_descriptor* descriptor = nullptr;
+};
+
 std::mutex g_load_mutex;
-std::map<std::string, const wm_backend_descriptor*>& loaded_libraries() {
-  static auto* m = new std::map<std::string, const wm_backend_descriptor*>;
+// Never destroyed, so no library is ever unloaded (shared_library's destructor would dlclose it):
+// futures, exception objects and callbacks may point into it, a plugin's static constructors have
+// run, and a backend linking Open MPI crashed at exit when unloaded after MPI_Finalize.
+std::map<std::string, LoadedPlugin>& loaded_libraries() {
+  static auto* m = new std::map<std::string, LoadedPlugin>;
   return *m;
 }
 
 const wm_backend_descriptor* load_descriptor(const ScannedPlugin& plugin) {
   std::lock_guard<std::mutex> lock(g_load_mutex);
   auto& loaded = loaded_libraries();
-  if (auto it = loaded.find(plugin.path); it != loaded.end()) return it->second;
+  if (auto it = loaded.find(plugin.path); it != loaded.end() && it->second.descriptor != nullptr)
+    return it->second.descriptor;
   const std::string name = plugin.meta.name;
   const std::string where = "work manager '" + name + "' in " + plugin.path;
-  // RTLD_NOW: a missing symbol fails here with a message, not later with an uncatchable exit.
-  // RTLD_LOCAL: one plugin's helpers never bind to another's.
-  void* handle = dlopen(plugin.path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) {
-    const char* e = dlerror();
-    throw PluginError("cannot load work manager '" + name + "' from " + plugin.path + ": " +
-                      (e ? e : "unknown loader error") +
-                      ". Check that the libraries it needs are installed (ldd " + plugin.path + ").");
+  LoadedPlugin& slot = loaded[plugin.path];
+  if (!slot.library.is_loaded()) {
+    // rtld_now: a missing symbol fails here with a message, not later with an uncatchable exit.
+    // rtld_local: one plugin's helpers never bind to another's.
+    std::error_code ec;
+    slot.library.load(plugin.path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
+    if (ec) {
+      // Boost.DLL's error_code only says "bad file descriptor"; the loader's message says what is
+      // missing. It is still there: Boost.DLL's own throwing overload reads it the same way.
+      const char* e = dlerror();
+      loaded.erase(plugin.path);
+      throw PluginError("cannot load work manager '" + name + "' from " + plugin.path + ": " +
+                        (e ? e : "unknown loader error") +
+                        ". Check that the libraries it needs are installed (ldd " + plugin.path + ").");
+    }
+    log(WM_LOG_INFO, "core", "loaded " + where);
   }
-  log(WM_LOG_INFO, "core", "loaded " + where);
-  void* sym = dlsym(handle, plugin.meta.entry_symbol);
-  if (sym == nullptr)
+  if (!slot.library.has(plugin.meta.entry_symbol))
     throw PluginError(where + " does not export its entry symbol " + plugin.meta.entry_symbol +
                       ": rebuild it with WM_DECLARE_BACKEND");
-  auto entry = reinterpret_cast<wm_backend_entry_fn>(sym);
+  // The entry symbol is an extern "C" function (wm_backend_entry_fn); typed access, no cast.
+  auto& entry = slot.library.get<const wm_backend_descriptor*()>(plugin.meta.entry_symbol);
   const wm_backend_descriptor* d = call_plugin(name, "entry symbol", [&] { return entry(); });
   if (d == nullptr)
     throw PluginError(where + ": its entry symbol " + plugin.meta.entry_symbol +
@@ -289,7 +307,7 @@ const wm_backend_descriptor* load_descriptor(const ScannedPlugin& plugin) {
   for (const auto& [entry_name, present] : entries)
     if (!present) missing += std::string(missing.empty() ? "" : ", ") + entry_name;
   if (!missing.empty()) throw PluginError(where + " lacks entry points: " + missing);
-  loaded.emplace(plugin.path, d);
+  slot.descriptor = d;
   return d;
 }
 
@@ -306,19 +324,20 @@ const std::string* intern_name(const std::string& name) {
 }
 
 std::string default_plugin_directory() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&default_plugin_directory), &info) == 0 || info.dli_fname == nullptr)
-    return {};
+  // The file holding this function is libwm_core itself (a function of the core, not an inline one
+  // that another module could provide).
   std::error_code ec;
-  std::filesystem::path lib = std::filesystem::canonical(info.dli_fname, ec);
-  if (ec) lib = info.dli_fname;
+  const std::filesystem::path located = boost::dll::symbol_location(default_plugin_directory, ec);
+  if (ec || located.empty()) return {};
+  std::filesystem::path lib = std::filesystem::canonical(located, ec);
+  if (ec) lib = located;
   return (lib.parent_path() / "wm" / "plugins").string();
 }
 
 std::string host_program_path() {
-  char buf[PATH_MAX + 1] = {};
-  ssize_t n = readlink("/proc/self/exe", buf, PATH_MAX);
-  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+  std::error_code ec;
+  const std::filesystem::path program = boost::dll::program_location(ec);
+  return ec ? std::string() : program.string();
 }
 
 void BackendConfigStorage::finalize() {

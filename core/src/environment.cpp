@@ -19,6 +19,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -92,6 +93,114 @@ OptionType option_type(std::uint32_t type) {
 
 // Backend options are always prefixed: --wm-threads-spin-us / WM_THREADS_SPIN_US.
 std::string backend_setting(const std::string& backend, const char* option) { return backend + "-" + option; }
+
+// Runs a step of wm's configuration for the host (parsing, choosing, validating; not loading or
+// creating the backend): a ConfigError or PluginError it throws is marked on its way out, so that a
+// host that does not catch it ends with the message and exit code 2 (setup_errors.cpp). These
+// errors depend on the command line, the environment and the plugin files only, the same in every
+// process of a parallel job, so rank 0 alone says them.
+template <class Fn>
+decltype(auto) configuration_step(Fn&& fn) {
+  try {
+    return fn();
+  } catch (const ConfigError& e) {
+    detail::exit_2_if_uncaught(e);
+    throw;
+  } catch (const PluginError& e) {
+    detail::exit_2_if_uncaught(e);
+    throw;
+  }
+}
+
+// ---- help text ----
+
+constexpr std::size_t kHelpWidth = 80;
+constexpr std::size_t kHelpColumn = 28;  // where a short entry's description starts
+
+// Appends text word by word, lines at most kHelpWidth wide (a longer word gets a line of its own);
+// `column` is where the cursor is now, continuation lines start at `indent`.
+void wrap_into(std::string& out, std::string_view text, std::size_t column, std::size_t indent) {
+  bool line_start = true;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    while (i < text.size() && text[i] == ' ') ++i;
+    const std::size_t end = std::min(text.find(' ', i), text.size());
+    if (end == i) break;
+    const std::string_view word = text.substr(i, end - i);
+    if (!line_start && column + 1 + word.size() > kHelpWidth) {
+      out += "\n" + std::string(indent, ' ');
+      column = indent;
+      line_start = true;
+    }
+    if (!line_start) {
+      out += ' ';
+      ++column;
+    }
+    out += word;
+    column += word.size();
+    line_start = false;
+    i = end;
+  }
+  out += '\n';
+}
+
+// "  --flag VALUE" then its description at kHelpColumn (or on the next line if the flag is wider).
+void short_entry(std::string& out, const std::string& flag, std::string_view description) {
+  std::string head = "  " + flag;
+  if (head.size() + 2 <= kHelpColumn) {
+    head.resize(kHelpColumn, ' ');
+    out += head;
+  } else {
+    out += head + "\n" + std::string(kHelpColumn, ' ');
+  }
+  wrap_into(out, description, kHelpColumn, kHelpColumn);
+}
+
+// An option's help without its longer asides in parentheses, for the short listing (the full one,
+// --help-wm BACKEND, has them): "times a task is run again (never for exceptions the task throws)"
+// -> "times a task is run again". Short asides stay: they say what a special value means
+// ("(0: no limit)"). Text whose parentheses do not balance, or that is all aside, stays as it is.
+constexpr std::size_t kLongAside = 24;
+std::string without_asides(std::string_view text) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    if (text[i] == ')') return std::string(text);
+    if (text[i] != '(') {
+      out += text[i++];
+      continue;
+    }
+    std::size_t end = i;  // the matching ')'
+    for (int depth = 0; end < text.size(); ++end) {
+      if (text[end] == '(') ++depth;
+      if (text[end] == ')' && --depth == 0) break;
+    }
+    if (end == text.size()) return std::string(text);
+    if (end + 1 - i > kLongAside) {
+      if (!out.empty() && out.back() == ' ') out.pop_back();
+    } else {
+      out.append(text.substr(i, end + 1 - i));
+    }
+    i = end + 1;
+  }
+  if (out.find_first_not_of(' ') == std::string::npos) return std::string(text);
+  return out;
+}
+
+const char* value_name(std::uint32_t type) {
+  switch (type) {
+    case WM_OPTION_BOOL: return "[=BOOL]";
+    case WM_OPTION_INT: return "N";
+    case WM_OPTION_DOUBLE: return "X";
+    default: return "TEXT";
+  }
+}
+
+std::string number_text(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
 
 }  // namespace
 
@@ -259,6 +368,7 @@ FullScan do_scan(const std::vector<std::string>& dirs, const std::string& env_pr
     if (r.has_meta) {
       p.name = r.meta.name;
       p.abi_version = r.meta.abi_version;
+      p.min_core_abi_version = r.meta.min_core_abi_version != 0 ? r.meta.min_core_abi_version : r.meta.abi_version;
     }
     if (r.usable) {
       auto [it, inserted] = first.emplace(r.meta.name, r.path);
@@ -293,6 +403,11 @@ struct WMEnvironment::Impl {
   std::vector<std::string> allowed;        // lower case; empty: every discovered backend
   std::map<std::string, std::string> cli;  // setting name -> value given on the command line
   bool cli_serial = false, cli_parallel = false;
+  std::optional<std::string> help;         // --help-wm given: "" for all of wm's options, or a backend
+
+  /** Answers --help-wm: prints the help to stdout (rank 0 of a parallel job only) and ends the
+   *  program with exit code 0, as --help does. Returns if it was not asked for. */
+  void answer_help(const WMEnvironment& env) const;
 
   mutable std::mutex scan_mutex;
   mutable std::shared_ptr<const FullScan> scan;
@@ -365,14 +480,18 @@ void WMEnvironment::add_wm_args(po::options_description& desc) const {
                       default_work_manager + ")").c_str())(
       arg_name("n-workers").c_str(), po::value<std::string>()->value_name("N"),
       ("number of workers (env " + env_name("n-workers") + "; default: the backend's, usually the number "
-       "of cores)").c_str());
+       "of cores)").c_str())(
+      ("help-" + arg_prefix).c_str(), po::value<std::string>()->implicit_value("")->value_name("BACKEND"),
+      "print wm's options (with =BACKEND, that backend's options in full) and exit");
   for (const auto& r : impl_->get_scan(*this).raw) {
     if (!r.usable || !impl_->is_allowed(r.meta.name)) continue;
     for (std::uint32_t i = 0; i < r.meta.n_options; ++i) {
       const wm_option_meta& o = r.meta.options[i];
       const std::string setting = backend_setting(r.meta.name, o.name);
       std::string help = std::string(o.help) + " [" + r.meta.name + ", " + to_string(option_type(o.type)) +
-                         ", env " + env_name(setting) + ", default " + o.default_value + "]";
+                         ", env " + env_name(setting) +
+                         (o.default_value[0] != '\0' ? std::string(", default ") + o.default_value : std::string()) +
+                         "]";
       auto* v = po::value<std::string>()->value_name(o.type == WM_OPTION_BOOL ? "BOOL" : "VALUE");
       if (o.type == WM_OPTION_BOOL) v->implicit_value("true");
       group.add_options()((arg_prefix + "-" + setting).c_str(), v, help.c_str());
@@ -392,6 +511,8 @@ void WMEnvironment::process_wm_args(const po::variables_map& vm) {
     auto it = vm.find(arg_name(generic));
     if (it != vm.end() && !it->second.defaulted()) impl_->cli[generic] = it->second.as<std::string>();
   }
+  if (auto it = vm.find("help-" + arg_prefix); it != vm.end() && !it->second.defaulted() && !it->second.empty())
+    impl_->help = it->second.as<std::string>();
   const std::string prefix = arg_prefix + "-";
   for (const auto& [key, value] : vm) {
     if (key.compare(0, prefix.size(), prefix) != 0 || value.defaulted() || value.empty()) continue;
@@ -403,62 +524,167 @@ void WMEnvironment::process_wm_args(const po::variables_map& vm) {
 }
 
 std::vector<std::string> WMEnvironment::parse_args(int argc, const char* const* argv) {
-  std::vector<std::string> remaining;
-  if (argc > 0 && argv[0] != nullptr) remaining.emplace_back(argv[0]);
-  int end = argc;  // a "--" and what follows it are the program's, untouched
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "--") == 0) {
-      end = i;
-      break;
+  return configuration_step([&]() -> std::vector<std::string> {
+    std::vector<std::string> remaining;
+    if (argc > 0 && argv[0] != nullptr) remaining.emplace_back(argv[0]);
+    int end = argc;  // a "--" and what follows it are the program's, untouched
+    for (int i = 1; i < argc; ++i)
+      if (std::strcmp(argv[i], "--") == 0) {
+        end = i;
+        break;
+      }
+    // --help-wm [BACKEND] and --help-wm=BACKEND: taken out here, so that the backend's name may follow
+    // as a word of its own (Program_options never gives an optional value the next word).
+    const std::string help_flag = "--help-" + arg_prefix;
+    std::vector<const char*> args;
+    for (int i = 0; i < end; ++i) {
+      if (i > 0 && argv[i] == help_flag) {
+        impl_->help = "";
+        if (i + 1 < end && argv[i + 1][0] != '-') impl_->help = argv[++i];
+        continue;
+      }
+      if (i > 0 && std::strncmp(argv[i], (help_flag + "=").c_str(), help_flag.size() + 1) == 0) {
+        impl_->help = argv[i] + help_flag.size() + 1;
+        continue;
+      }
+      args.push_back(argv[i]);
     }
-  po::options_description desc;
-  add_wm_args(desc);
-  std::vector<std::string> known;
-  for (const auto& o : desc.options()) known.push_back(o->long_name());
-  const std::string own_prefix = "--" + arg_prefix + "-";
+    po::options_description desc;
+    add_wm_args(desc);
+    std::vector<std::string> known;
+    for (const auto& o : desc.options()) known.push_back(o->long_name());
+    const std::string own_prefix = "--" + arg_prefix + "-";
 
-  po::parsed_options parsed(&desc);
-  try {
-    parsed = po::command_line_parser(end, argv).options(desc).style(kCommandLineStyle).allow_unregistered().run();
-  } catch (const po::error& e) {
-    throw ConfigError(std::string("command line: ") + e.what());
-  }
-  for (const auto& o : parsed.options) {
-    if (!o.unregistered || o.original_tokens.empty()) continue;
-    const std::string& token = o.original_tokens.front();
-    if (token.size() <= 2 || token.compare(0, 2, "--") != 0) continue;
-    const std::string name = token.substr(2, token.find('=') == std::string::npos ? std::string::npos
-                                                                                   : token.find('=') - 2);
-    const std::string near = detail::closest_name(name, known);
-    if (token.compare(0, own_prefix.size(), own_prefix) == 0)
-      throw ConfigError("unknown option --" + name + (near.empty() ? "" : "; did you mean --" + near + "?") +
-                        " (the program's --help lists wm's options, `wm info BACKEND` a backend's)");
-    // Another program's flag may look like ours by chance; only an abbreviation or a one-letter slip
-    // is worth a word.
-    const bool abbreviation = !near.empty() && near.compare(0, name.size(), name) == 0;
-    if (!near.empty() && (abbreviation || detail::edit_distance(name, near) <= 1))
-      detail::log(WM_LOG_WARNING, "core",
-                  "--" + name + " is not a wm option and is left to the program; did you mean --" + near + "?");
-  }
-  po::variables_map vm;
-  try {
-    po::store(parsed, vm);
-  } catch (const po::error& e) {
-    throw ConfigError(std::string("command line: ") + e.what());
-  }
-  process_wm_args(vm);
-  for (std::string& s : po::collect_unrecognized(parsed.options, po::include_positional))
-    remaining.push_back(std::move(s));
-  for (int i = end; i < argc; ++i) remaining.emplace_back(argv[i]);
-  return remaining;
+    po::parsed_options parsed(&desc);
+    try {
+      parsed = po::command_line_parser(static_cast<int>(args.size()), args.data())
+                   .options(desc)
+                   .style(kCommandLineStyle)
+                   .allow_unregistered()
+                   .run();
+    } catch (const po::error& e) {
+      throw ConfigError(std::string("command line: ") + e.what());
+    }
+    for (const auto& o : parsed.options) {
+      if (!o.unregistered || o.original_tokens.empty()) continue;
+      const std::string& token = o.original_tokens.front();
+      if (token.size() <= 2 || token.compare(0, 2, "--") != 0) continue;
+      const std::string name = token.substr(2, token.find('=') == std::string::npos ? std::string::npos
+                                                                                     : token.find('=') - 2);
+      const std::string near = detail::closest_name(name, known);
+      if (token.compare(0, own_prefix.size(), own_prefix) == 0)
+        throw ConfigError("unknown option --" + name + (near.empty() ? "" : "; did you mean --" + near + "?") +
+                          " (" + help_flag + " lists wm's options, " + help_flag + " BACKEND a backend's)");
+      // Another program's flag may look like ours by chance; only an abbreviation or a one-letter slip
+      // is worth a word. The program's own --help is not a slip for --help-wm.
+      const bool abbreviation = !near.empty() && near.compare(0, name.size(), name) == 0 &&
+                                (near != help_flag.substr(2) || name.compare(0, 5, "help-") == 0);
+      if (!near.empty() && (abbreviation || detail::edit_distance(name, near) <= 1))
+        detail::log(WM_LOG_WARNING, "core",
+                    "--" + name + " is not a wm option and is left to the program; did you mean --" + near + "?");
+    }
+    po::variables_map vm;
+    try {
+      po::store(parsed, vm);
+    } catch (const po::error& e) {
+      throw ConfigError(std::string("command line: ") + e.what());
+    }
+    process_wm_args(vm);
+    for (std::string& s : po::collect_unrecognized(parsed.options, po::include_positional))
+      remaining.push_back(std::move(s));
+    for (int i = end; i < argc; ++i) remaining.emplace_back(argv[i]);
+    return remaining;
+  });
 }
 
 std::string WMEnvironment::help_text() const {
-  po::options_description desc;
-  add_wm_args(desc);
-  std::ostringstream os;
-  os << desc;
-  return os.str();
+  const std::string help_flag = "--help-" + arg_prefix;
+  const std::vector<std::string> valid = valid_work_managers();
+  std::string out = group_title + " (command line > " + env_prefix + "_* environment > defaults):\n";
+  short_entry(out, arg_flag("work-manager") + " NAME",
+              "work manager to use: " + join(valid, ", ") + " (" + env_name("work-manager") + "; default " +
+                  default_work_manager + ")");
+  short_entry(out, arg_flag("serial"), "run tasks serially in this process");
+  short_entry(out, arg_flag("parallel"),
+              "run tasks in parallel on the default parallel work manager (" + default_parallel_work_manager +
+                  ")");
+  short_entry(out, arg_flag("n-workers") + " N",
+              "number of workers (" + env_name("n-workers") + "; default: the backend's, usually the number of cores)");
+  short_entry(out, help_flag + " [BACKEND]", "print this, or a backend's options in full, and exit");
+  // Each backend's options, one entry each: what it does without the asides, and the default.
+  const FullScan& scan = impl_->get_scan(*this);
+  std::string example;  // a backend option and its variable, for the closing line
+  for (const auto& r : scan.raw) {
+    if (!r.usable || !impl_->is_allowed(r.meta.name)) continue;
+    out += "\n";
+    wrap_into(out, std::string(r.meta.name) + " " + r.meta.version + ": " + r.meta.description, 0, 2);
+    if (r.meta.n_options == 0) out += "  (no options)\n";
+    for (std::uint32_t i = 0; i < r.meta.n_options; ++i) {
+      const wm_option_meta& o = r.meta.options[i];
+      const std::string setting = backend_setting(r.meta.name, o.name);
+      const std::string flag = "--" + arg_prefix + "-" + setting;
+      if (example.empty()) example = flag + " is " + env_name(setting);
+      std::string description = without_asides(o.help);
+      if (o.default_value[0] != '\0') description += std::string(" (default ") + o.default_value + ")";
+      short_entry(out, flag + (o.type == WM_OPTION_BOOL ? "" : " ") + value_name(o.type), description);
+    }
+  }
+  out += "\n";
+  wrap_into(out,
+            "Every option is also an environment variable" + (example.empty() ? "" : " (" + example + ")") +
+                "; the command line wins. " + help_flag +
+                " BACKEND: a backend's options with their types, ranges and variables.",
+            0, 0);
+  return out;
+}
+
+std::string WMEnvironment::help_text(const std::string& backend) const {
+  return configuration_step([&] {
+    const std::string name = impl_->checked_name(*this, backend, "--help-" + arg_prefix + " " + backend);
+    const detail::ScannedPlugin* p = impl_->find(*this, name);
+    if (p == nullptr) throw PluginError("work manager '" + name + "' vanished from the plugin scan");
+    const wm_plugin_metadata& m = p->meta;
+    std::string out;
+    wrap_into(out, name + " " + m.version + ": " + m.description, 0, 2);
+    wrap_into(out,
+              "file " + p->path + " (plugin ABI " + sdk::abi_version_text(m.abi_version) + "); chosen with " +
+                  arg_flag("work-manager") + " " + name + " or " + env_name("work-manager") + "=" + name,
+              0, 2);
+    out += "\noptions (command line > environment > default):\n";
+    if (m.n_options == 0) out += "  (none)\n";
+    for (std::uint32_t i = 0; i < m.n_options; ++i) {
+      const wm_option_meta& o = m.options[i];
+      const std::string setting = backend_setting(name, o.name);
+      out += "  --" + arg_prefix + "-" + setting + (o.type == WM_OPTION_BOOL ? "" : " ") + value_name(o.type) + "\n";
+      out += "      ";
+      wrap_into(out, o.help, 6, 6);
+      std::string facts = to_string(option_type(o.type));
+      if (o.type == WM_OPTION_BOOL) facts += " (1/0, true/false, yes/no, on/off; the flag alone means true)";
+      facts += o.default_value[0] != '\0' ? std::string(", default ") + o.default_value : std::string(", no default");
+      if (o.type == WM_OPTION_INT) facts += ", range " + std::to_string(o.int_min) + ".." + std::to_string(o.int_max);
+      if (o.type == WM_OPTION_DOUBLE)
+        facts += ", range " + number_text(o.double_min) + ".." + number_text(o.double_max);
+      facts += "; variable " + env_name(setting);
+      out += "      ";
+      wrap_into(out, facts, 6, 6);
+    }
+    out += "\n";
+    wrap_into(out,
+              "--help-" + arg_prefix + " alone lists the common options (" + arg_flag("work-manager") + ", " +
+                  arg_flag("n-workers") + ", ...) and every backend's.",
+              0, 0);
+    return out;
+  });
+}
+
+void WMEnvironment::Impl::answer_help(const WMEnvironment& env) const {
+  if (!help) return;
+  const std::string text = help->empty() ? env.help_text() : env.help_text(*help);
+  if (detail::is_first_rank()) {
+    std::cout << text;
+    std::cout.flush();
+  }
+  std::exit(0);
 }
 
 std::optional<std::string> WMEnvironment::get_val(const std::string& name) const {
@@ -478,25 +704,27 @@ std::string describe_source(const WMEnvironment& env, const std::map<std::string
 
 template <class T>
 T WMEnvironment::get_val(const std::string& name, const T& default_value) const {
-  auto raw = get_val(name);
-  if (!raw) return default_value;
-  const std::string what = describe_source(*this, impl_->cli, name);
-  if constexpr (std::is_same_v<T, bool>) {
-    return parse_bool(*raw, what);
-  } else if constexpr (std::is_same_v<T, std::string>) {
-    return *raw;
-  } else if constexpr (std::is_floating_point_v<T>) {
-    return static_cast<T>(parse_double(*raw, what, -std::numeric_limits<double>::max(),
-                                       std::numeric_limits<double>::max()));
-  } else {
-    static_assert(std::is_integral_v<T>);
-    const long long lo = std::is_signed_v<T> ? static_cast<long long>(std::numeric_limits<T>::min()) : 0;
-    const long long hi = static_cast<unsigned long long>(std::numeric_limits<T>::max()) >
-                                 static_cast<unsigned long long>(std::numeric_limits<long long>::max())
-                             ? std::numeric_limits<long long>::max()
-                             : static_cast<long long>(std::numeric_limits<T>::max());
-    return static_cast<T>(parse_integer(*raw, what, lo, hi));
-  }
+  return configuration_step([&]() -> T {
+    auto raw = get_val(name);
+    if (!raw) return default_value;
+    const std::string what = describe_source(*this, impl_->cli, name);
+    if constexpr (std::is_same_v<T, bool>) {
+      return parse_bool(*raw, what);
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      return *raw;
+    } else if constexpr (std::is_floating_point_v<T>) {
+      return static_cast<T>(parse_double(*raw, what, -std::numeric_limits<double>::max(),
+                                         std::numeric_limits<double>::max()));
+    } else {
+      static_assert(std::is_integral_v<T>);
+      const long long lo = std::is_signed_v<T> ? static_cast<long long>(std::numeric_limits<T>::min()) : 0;
+      const long long hi = static_cast<unsigned long long>(std::numeric_limits<T>::max()) >
+                                   static_cast<unsigned long long>(std::numeric_limits<long long>::max())
+                               ? std::numeric_limits<long long>::max()
+                               : static_cast<long long>(std::numeric_limits<T>::max());
+      return static_cast<T>(parse_integer(*raw, what, lo, hi));
+    }
+  });
 }
 
 template bool WMEnvironment::get_val<bool>(const std::string&, const bool&) const;
@@ -545,30 +773,34 @@ std::string WMEnvironment::Impl::checked_name(const WMEnvironment& env, const st
 }
 
 std::string WMEnvironment::work_manager_name() const {
-  std::vector<std::string> given;
-  if (impl_->cli_serial) given.push_back(arg_flag("serial"));
-  if (impl_->cli_parallel) given.push_back(arg_flag("parallel"));
-  if (auto it = impl_->cli.find("work-manager"); it != impl_->cli.end())
-    given.push_back(arg_flag("work-manager") + " " + it->second);
-  if (given.size() > 1)
-    throw ConfigError("give only one of " + arg_flag("serial") + ", " + arg_flag("parallel") + " and " +
-                      arg_flag("work-manager") + " (given: " + join(given, ", ") + ")");
-  if (impl_->cli_serial) return impl_->checked_name(*this, "serial", arg_flag("serial"));
-  if (impl_->cli_parallel) {
-    const auto valid = valid_work_managers();
-    const bool has_default = std::find(valid.begin(), valid.end(), default_parallel_work_manager) != valid.end();
-    return impl_->checked_name(*this, has_default ? default_parallel_work_manager : std::string("threads"),
-                               arg_flag("parallel"));
-  }
-  if (auto v = get_val("work-manager"))
-    return impl_->checked_name(*this, *v, describe_source(*this, impl_->cli, "work-manager") + "='" + *v + "'");
-  return impl_->checked_name(*this, default_work_manager, "the default");
+  return configuration_step([&]() -> std::string {
+    std::vector<std::string> given;
+    if (impl_->cli_serial) given.push_back(arg_flag("serial"));
+    if (impl_->cli_parallel) given.push_back(arg_flag("parallel"));
+    if (auto it = impl_->cli.find("work-manager"); it != impl_->cli.end())
+      given.push_back(arg_flag("work-manager") + " " + it->second);
+    if (given.size() > 1)
+      throw ConfigError("give only one of " + arg_flag("serial") + ", " + arg_flag("parallel") + " and " +
+                        arg_flag("work-manager") + " (given: " + join(given, ", ") + ")");
+    if (impl_->cli_serial) return impl_->checked_name(*this, "serial", arg_flag("serial"));
+    if (impl_->cli_parallel) {
+      const auto valid = valid_work_managers();
+      const bool has_default = std::find(valid.begin(), valid.end(), default_parallel_work_manager) != valid.end();
+      return impl_->checked_name(*this, has_default ? default_parallel_work_manager : std::string("threads"),
+                                 arg_flag("parallel"));
+    }
+    if (auto v = get_val("work-manager"))
+      return impl_->checked_name(*this, *v, describe_source(*this, impl_->cli, "work-manager") + "='" + *v + "'");
+    return impl_->checked_name(*this, default_work_manager, "the default");
+  });
 }
 
 unsigned WMEnvironment::n_workers() const {
-  auto v = get_val("n-workers");
-  if (!v) return 0;
-  return static_cast<unsigned>(parse_integer(*v, describe_source(*this, impl_->cli, "n-workers"), 1, kMaxWorkers));
+  return configuration_step([&] {
+    auto v = get_val("n-workers");
+    if (!v) return 0u;
+    return static_cast<unsigned>(parse_integer(*v, describe_source(*this, impl_->cli, "n-workers"), 1, kMaxWorkers));
+  });
 }
 
 namespace {
@@ -753,20 +985,29 @@ std::vector<std::string> WMEnvironment::warnings() const {
 }
 
 std::unique_ptr<WorkManager> WMEnvironment::make_work_manager() const {
+  impl_->answer_help(*this);
   return make_work_manager(work_manager_name());
 }
 
 std::unique_ptr<WorkManager> WMEnvironment::make_work_manager(const std::string& backend) const {
-  const std::string name = impl_->checked_name(*this, backend, "the program ('" + backend + "')");
-  const unsigned workers = n_workers();
-  checked_log_level();
-  const detail::ScannedPlugin* p = impl_->find(*this, name);
-  if (p == nullptr) throw PluginError("work manager '" + name + "' vanished from the plugin scan");
-  for (const auto& w : impl_->warnings_for(*this, &name)) detail::log(WM_LOG_WARNING, "core", w);
+  impl_->answer_help(*this);
+  std::string name;
+  const detail::ScannedPlugin* p = nullptr;
+  std::unique_ptr<detail::BackendConfigStorage> config;
+  configuration_step([&] {
+    name = impl_->checked_name(*this, backend, "the program ('" + backend + "')");
+    const unsigned workers = n_workers();
+    checked_log_level();
+    p = impl_->find(*this, name);
+    if (p == nullptr) throw PluginError("work manager '" + name + "' vanished from the plugin scan");
+    for (const auto& w : impl_->warnings_for(*this, &name)) detail::log(WM_LOG_WARNING, "core", w);
+    config = make_config(*this, impl_->cli, p->meta, workers, false);  // the backend's options, checked
+  });
   detail::log(WM_LOG_INFO, "core",
               "work manager '" + name + "': loading " + p->path + " (version " + p->meta.version + ", ABI " +
                   sdk::abi_version_text(p->meta.abi_version) + ")");
-  auto link = std::make_shared<detail::BackendLink>(*p, make_config(*this, impl_->cli, p->meta, workers, false));
+  // Loading, creating and starting the backend: not configuration (their errors propagate as they are).
+  auto link = std::make_shared<detail::BackendLink>(*p, std::move(config));
   // SPMD backends (every process of the job runs the host program) learn their role as they start;
   // a process that is not the master (an MPI rank > 0, a node) serves here and never returns, as a
   // spawned worker does in serve_if_worker().
@@ -784,6 +1025,7 @@ WMEnvironment& default_env() {
 void add_wm_args(po::options_description& desc, const WMEnvironment& env) { env.add_wm_args(desc); }
 void process_wm_args(const po::variables_map& vm, WMEnvironment& env) { env.process_wm_args(vm); }
 std::string wm_args_help(const WMEnvironment& env) { return env.help_text(); }
+std::string wm_args_help(const std::string& backend, const WMEnvironment& env) { return env.help_text(backend); }
 
 std::unique_ptr<WorkManager> make_work_manager(const WMEnvironment& env) { return env.make_work_manager(); }
 

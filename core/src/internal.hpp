@@ -74,6 +74,15 @@ int remote_work_managers() noexcept;
 /** Absolute paths of the task libraries loaded so far. */
 std::vector<std::string> loaded_task_libraries();
 
+// ---- set-up errors and help (setup_errors.cpp) ----
+/** Called with a ConfigError or PluginError that wm's set-up (make_work_manager, parse_args, ...)
+ *  is about to let out to the host: if no one catches it, the program ends with its message on
+ *  stderr (rank 0 of a parallel job only) and exit code 2 instead of std::terminate's abort. */
+void exit_2_if_uncaught(const Error& e) noexcept;
+/** False when a launcher's variables (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK, SLURM_PROCID) say
+ *  this process is not the first of its job: help and set-up errors are printed by rank 0 only. */
+bool is_first_rank() noexcept;
+
 /** Worker side of the wire: execute a request by name, append the reply to out. */
 void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer* out) noexcept;
 /** Calls visit for every registered task, in name order (wm_core_services.list_tasks). */

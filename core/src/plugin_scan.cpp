@@ -249,13 +249,27 @@ std::string validate_record(const wm_plugin_metadata& m) {
       return "option '" + std::string(o.name) + "' is declared wrong: its " + printable(bad, 200) +
              ": fix the declaration in WM_DECLARE_BACKEND and rebuild the plugin";
   }
+  if (const std::uint32_t min = m.min_core_abi_version; min != 0) {
+    if (WM_ABI_MAJOR_OF(min) != WM_ABI_MAJOR_OF(m.abi_version) || min > m.abi_version)
+      return "min_core_abi_version is " + abi_version_text(min) + ", not a version of ABI " +
+             std::to_string(WM_ABI_MAJOR_OF(m.abi_version)) + ".x up to the plugin's own " +
+             abi_version_text(m.abi_version) + ": rebuild the plugin with WM_DECLARE_BACKEND";
+  }
   return {};
+}
+
+// The oldest core a valid record runs on: its min_core_abi_version, or (0) the version it was built for.
+std::uint32_t min_core_abi_version(const wm_plugin_metadata& m) {
+  return m.min_core_abi_version != 0 ? m.min_core_abi_version : m.abi_version;
 }
 
 // The size of the first record of ABI major 1 (1.0): whatever a later minor appends comes after
 // `reserved`, so a record shorter than this is malformed whatever its minor.
 constexpr std::size_t kMinRecordSize = offsetof(wm_plugin_metadata, reserved) + sizeof(wm_plugin_metadata::reserved);
-static_assert(kMinRecordSize <= sizeof(wm_plugin_metadata));
+static_assert(kMinRecordSize == sizeof(wm_plugin_metadata));
+// min_core_abi_version took the first 4 bytes of what 1.0 reserved: the layout is that of 1.0.
+static_assert(offsetof(wm_plugin_metadata, min_core_abi_version) + sizeof(std::uint32_t) ==
+              offsetof(wm_plugin_metadata, reserved));
 
 std::string core_abi_text() {
   return "this core speaks ABI version " + abi_version_text(WM_ABI_VERSION) + " (wm " WM_VERSION_STRING ")";
@@ -270,6 +284,17 @@ std::string other_major_reason(std::uint32_t plugin_abi) {
            std::to_string(WM_ABI_MAJOR_OF(plugin_abi)) + ".x";
   return why + "the plugin is older than this wm; rebuild the plugin against this SDK (the headers installed "
                "with this wm)";
+}
+
+// Why a plugin of this major that needs a newer core than this one is refused. The same words reach
+// `wm list --why`, `wm check` and a host selecting it, all from discovery.
+std::string needs_newer_core_reason(const wm_plugin_metadata& m) {
+  const std::uint32_t need = min_core_abi_version(m);
+  return "built for ABI version " + abi_version_text(m.abi_version) + " and needs a wm core of ABI version " +
+         abi_version_text(need) + " or a later " + std::to_string(WM_ABI_MAJOR) + ".x, " + core_abi_text() +
+         ": upgrade wm, or rebuild the plugin against the SDK installed with this wm (a plugin that uses nothing "
+         "newer than ABI " + abi_version_text(WM_ABI_VERSION) + " can say so with WM_SDK_MIN_CORE_MINOR " +
+         std::to_string(WM_ABI_MINOR) + " and run on both)";
 }
 
 // Checks record_size against the record's ABI minor and the section's size; "" when consistent.
@@ -693,9 +718,12 @@ ScannedPlugin read_plugin_file_unguarded(const std::string& path) {
   }
   out.meta = record;
   out.has_meta = true;
+  // The rule of wm/abi.h, decided here once: the SDK's create() would refuse this core just the same.
+  if (min_core_abi_version(record) > WM_ABI_VERSION) return reject(needs_newer_core_reason(record));
   if (WM_ABI_MINOR_OF(record.abi_version) > WM_ABI_MINOR)
     out.note = "built for ABI version " + abi_version_text(record.abi_version) + ", newer than this core's " +
-               abi_version_text(WM_ABI_VERSION) + ": compatible; what the newer minor added is not used";
+               abi_version_text(WM_ABI_VERSION) + "; it runs on cores of ABI " +
+               abi_version_text(min_core_abi_version(record)) + " and later: what the newer minor added is not used";
 
   if (dyn_index != 0) {
     DynamicInfo dyn;

@@ -4,8 +4,13 @@
 
 #include <wm/task.hpp>
 
+// Task libraries are loaded with Boost.DLL (BOOST_DLL_USE_STD_FS: set for the core in CMake).
+#include <string>
+#include <vector>
+#include <boost/dll/shared_library.hpp>
+
 #include <cxxabi.h>
-#include <dlfcn.h>
+#include <dlfcn.h>  // dlerror(): the loader's own message, which Boost.DLL's error_code does not carry
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,6 +38,8 @@ struct Registry {
   std::unordered_map<std::string, RegisteredTask> by_name;
   std::unordered_map<const void*, const RegisteredTask*> by_address;
   std::vector<std::string> libraries;  // task libraries loaded, in order
+  // Never unloaded (the registry is never destroyed): registered tasks point into them.
+  std::vector<boost::dll::shared_library> handles;
   std::unordered_map<std::string, std::string> library_of;  // task name -> library ("" host program)
 };
 
@@ -298,23 +305,30 @@ std::vector<std::string> registered_tasks() {
 }
 
 void load_task_library(const std::string& path) {
-  // RTLD_NOW: a missing symbol is reported here, not as an uncatchable exit at the first call.
-  // Workers get the same absolute path, whatever their working directory.
-  std::string absolute = path.find('/') == std::string::npos ? path : std::filesystem::absolute(path).string();
+  // rtld_now: a missing symbol is reported here, not as an uncatchable exit at the first call.
+  // Workers get the same absolute path, whatever their working directory. A bare name (no '/') is
+  // looked up where the dynamic loader looks (LD_LIBRARY_PATH, the system's directories).
+  const bool bare = path.find('/') == std::string::npos;
+  std::string absolute = bare ? path : std::filesystem::absolute(path).string();
+  auto mode = boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local;
+  if (bare) mode = mode | boost::dll::load_mode::search_system_folders;
+  boost::dll::shared_library library;
+  std::error_code ec;
   detail::t_loading_library = &absolute;
-  void* handle = dlopen(absolute.c_str(), RTLD_NOW | RTLD_LOCAL);
+  library.load(absolute, mode, ec);
   detail::t_loading_library = nullptr;
-  if (handle == nullptr) {
+  if (ec) {
+    // Boost.DLL's error_code only says "bad file descriptor"; the loader's message says what is wrong.
     const char* err = dlerror();
     throw PluginError("cannot load task library '" + path + "': " + (err ? err : "unknown error"));
   }
-  // Never dlclose'd: registered tasks point into the library.
   {
     detail::Registry& r = detail::registry();
     std::unique_lock<std::shared_mutex> lock(r.mutex);
     for (const auto& l : r.libraries)
-      if (l == absolute) return;
+      if (l == absolute) return;  // loaded before: this second handle's dlclose only drops a count
     r.libraries.push_back(absolute);
+    r.handles.push_back(std::move(library));
   }
   if (const int n = detail::remote_work_managers(); n > 0)
     detail::log(WM_LOG_WARNING, "core",

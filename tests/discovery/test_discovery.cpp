@@ -3,6 +3,7 @@
 
 #include <wm/version.hpp>
 
+#include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -539,16 +540,125 @@ TEST(Discovery, ScanListsEveryCandidateWithItsReason) {
   EXPECT_TRUE(scan_plugin_directories({"", "/nonexistent"}).empty());
 }
 
-TEST(Discovery, NewerMinorIsTakenAndNoted) {
-  // Its record is longer than this core's: the fields this core knows are read, the rest ignored.
+TEST(Discovery, NewerMinorThatNeedsANewerCoreIsRefusedWithTheReason) {
+  // Its record (1.5, longer than this core's) leaves min_core_abi_version 0: it needs a core of 1.5.
   const ScannedPlugin p = timed_read(WM_FIXTURE_NEWER_MINOR);
-  EXPECT_TRUE(p.usable) << p.reason;
+  EXPECT_FALSE(p.usable);
+  EXPECT_TRUE(p.has_meta);
   EXPECT_STREQ(p.meta.name, "fixture_newer_minor");
   EXPECT_EQ(p.meta.abi_version, (WM_ABI_MAJOR << 16) | 5u);
+  EXPECT_TRUE(contains(p.reason, "built for ABI version 1.5 and needs a wm core of ABI version 1.5 or a later 1.x, "
+                                 "this core speaks ABI version 1.0 (wm " WM_VERSION_STRING "): upgrade wm, or "
+                                 "rebuild the plugin against the SDK installed with this wm"))
+      << p.reason;
+  EXPECT_TRUE(contains(p.reason, "WM_SDK_MIN_CORE_MINOR 0")) << p.reason;
+}
+
+TEST(Discovery, NewerMinorThatRunsHereIsTakenAndNoted) {
+  // Its record is longer than this core's: the fields this core knows are read, the rest ignored.
+  const ScannedPlugin p = timed_read(WM_FIXTURE_NEWER_MINOR_RUNS_HERE);
+  EXPECT_TRUE(p.usable) << p.reason;
+  EXPECT_STREQ(p.meta.name, "fixture_newer_minor_runs_here");
+  EXPECT_EQ(p.meta.abi_version, (WM_ABI_MAJOR << 16) | 5u);
+  EXPECT_EQ(p.meta.min_core_abi_version, WM_ABI_MAJOR << 16);
   ASSERT_EQ(p.meta.n_options, 2u);
   EXPECT_STREQ(p.meta.options[1].name, "spin-us");
-  EXPECT_TRUE(contains(p.note, "built for ABI version 1.5, newer than this core's 1.0: compatible")) << p.note;
+  EXPECT_TRUE(contains(p.note, "built for ABI version 1.5, newer than this core's 1.0; it runs on cores of ABI 1.0 "
+                               "and later: what the newer minor added is not used"))
+      << p.note;
   EXPECT_TRUE(timed_read(WM_FIXTURE_GOOD).note.empty());
+}
+
+// The SDK's create() checks the same bound as discovery: for a plugin built with the SDK of ABI 1.3,
+// discovery's verdict on this core is what create() decides when handed this core's services.
+TEST(Discovery, DiscoveryDecidesWhatTheSdkCreateWouldDecide) {
+  struct Case {
+    const char* path;
+    const char* name;
+    bool runs_here;
+  };
+  for (const Case& c : {Case{WM_FIXTURE_ABI_1_3, "fixture_abi_1_3", false},
+                        Case{WM_FIXTURE_ABI_1_3_RUNS_ON_1_0, "fixture_abi_1_3_runs_on_1_0", true}}) {
+    SCOPED_TRACE(c.name);
+    const ScannedPlugin p = timed_read(c.path);
+    ASSERT_TRUE(p.has_meta) << p.reason;
+    EXPECT_STREQ(p.meta.name, c.name);
+    EXPECT_EQ(p.meta.abi_version, (WM_ABI_MAJOR << 16) | 3u);
+    EXPECT_EQ(p.usable, c.runs_here) << p.reason;
+    if (c.runs_here) {
+      EXPECT_TRUE(contains(p.note, "built for ABI version 1.3, newer than this core's 1.0; it runs on cores of ABI "
+                                   "1.0 and later"))
+          << p.note;
+    } else {
+      EXPECT_TRUE(contains(p.reason, "built for ABI version 1.3 and needs a wm core of ABI version 1.3 or a later "
+                                     "1.x, this core speaks ABI version 1.0"))
+          << p.reason;
+    }
+
+    // What create() says, given the services of a core of this ABI and of a core of ABI 1.3.
+    void* handle = dlopen(c.path, RTLD_NOW | RTLD_LOCAL);  // never closed: it stays for the process
+    ASSERT_NE(handle, nullptr) << dlerror();
+    auto entry = reinterpret_cast<wm_backend_entry_fn>(dlsym(handle, p.meta.entry_symbol));
+    ASSERT_NE(entry, nullptr);
+    const wm_backend_descriptor* d = entry();
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(d->abi_version, (WM_ABI_MAJOR << 16) | 3u);
+    for (const std::uint32_t core_abi : {WM_ABI_VERSION, (WM_ABI_MAJOR << 16) | 3u}) {
+      wm_core_services services{};
+      services.abi_version = core_abi;
+      services.struct_size = sizeof services;
+      wm_backend_config config{};
+      config.abi_version = core_abi;
+      config.struct_size = sizeof config;
+      wm_error err{};
+      wm_backend* b = d->create(&services, &config, &err);
+      const bool created = b != nullptr;
+      if (b != nullptr) d->destroy(b);
+      const bool expected = c.runs_here || core_abi != WM_ABI_VERSION;
+      EXPECT_EQ(created, expected) << "core ABI " << (core_abi >> 16) << "." << (core_abi & 0xffff) << ": "
+                                   << err.message;
+      if (!created) {
+        EXPECT_TRUE(contains(err.message, "needs a wm core of ABI version 1.3 or a later 1.x")) << err.message;
+      }
+    }
+  }
+}
+
+TEST(Discovery, MinCoreVersionIsOfThePluginsMajorAndNotNewerThanIt) {
+  TempDir dir;
+  const Bytes good = read_bytes(WM_FIXTURE_GOOD);
+  const std::size_t at = record_offset(good);
+  ASSERT_NE(at, std::string::npos);
+  const std::uint32_t minor5 = (WM_ABI_MAJOR << 16) | 5u;
+  struct Case {
+    const char* what;
+    std::uint32_t abi, min_core;
+    const char* expected;  // nullptr: usable
+  };
+  const Case cases[] = {
+      {"other_major", WM_ABI_VERSION, 2u << 16, "min_core_abi_version is 2.0, not a version of ABI 1.x up to"},
+      {"newer_than_itself", minor5, (WM_ABI_MAJOR << 16) | 7u, "min_core_abi_version is 1.7, not a version"},
+      {"needs_1_5", minor5, minor5, "needs a wm core of ABI version 1.5 or a later 1.x"},
+      {"needs_1_1", minor5, (WM_ABI_MAJOR << 16) | 1u, "needs a wm core of ABI version 1.1 or a later 1.x"},
+      {"runs_on_1_0", minor5, WM_ABI_MAJOR << 16, nullptr},
+      {"unset_means_built_for", WM_ABI_VERSION, 0, nullptr},
+  };
+  for (const Case& c : cases) {
+    Bytes b = good;
+    std::memcpy(b.data() + at + offsetof(wm_plugin_metadata, abi_version), &c.abi, 4);
+    std::memcpy(b.data() + at + offsetof(wm_plugin_metadata, min_core_abi_version), &c.min_core, 4);
+    const std::string path = dir.file(std::string(c.what) + ".so");
+    write_bytes(path, b);
+    const ScannedPlugin p = timed_read(path);
+    expect_well_formed(p);
+    EXPECT_TRUE(p.has_meta) << c.what;  // the name is shown in every case
+    if (c.expected == nullptr) {
+      EXPECT_TRUE(p.usable) << c.what << ": " << p.reason;
+    } else {
+      EXPECT_FALSE(p.usable) << c.what;
+      EXPECT_TRUE(contains(p.reason, c.expected)) << c.what << ": " << p.reason;
+    }
+  }
 }
 
 TEST(Discovery, OtherMajorNamesBothVersionsAndWhatToRebuild) {
@@ -571,6 +681,8 @@ TEST(Discovery, RecordSizeFollowsTheGrowthRule) {
   ASSERT_NE(at, std::string::npos);
   const std::uint32_t size = sizeof(wm_plugin_metadata);
   const std::uint32_t minor5 = (WM_ABI_MAJOR << 16) | 5u;
+  // A newer minor's records here say they run on this core (min_core_abi_version 1.0).
+  const std::uint32_t runs_here = WM_ABI_MAJOR << 16;
   struct Case {
     const char* what;
     std::uint32_t abi, record_size;
@@ -587,6 +699,7 @@ TEST(Discovery, RecordSizeFollowsTheGrowthRule) {
     Bytes b = good;
     std::memcpy(b.data() + at + offsetof(wm_plugin_metadata, abi_version), &c.abi, 4);
     std::memcpy(b.data() + at + offsetof(wm_plugin_metadata, record_size), &c.record_size, 4);
+    std::memcpy(b.data() + at + offsetof(wm_plugin_metadata, min_core_abi_version), &runs_here, 4);
     const std::string path = dir.file(std::string(c.what) + ".so");
     write_bytes(path, b);
     const ScannedPlugin p = timed_read(path);

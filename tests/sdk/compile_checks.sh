@@ -4,7 +4,8 @@
 #    -Wall -Wextra -Wpedantic -Werror (C++17 and C++20);
 #  - option declarations the core would refuse (a default that does not parse or is out of range,
 #    min > max) do not compile, and the compiler's message says which rule was broken; declarations
-#    at the edges of the grammar do compile.
+#    at the edges of the grammar do compile;
+#  - WM_SDK_MIN_CORE_MINOR newer than the minor the plugin is built against does not compile.
 set -euo pipefail
 cxx=$1 include=$2 example=$3
 work=$(mktemp -d /tmp/wm-sdk-checks-XXXXXX)
@@ -66,4 +67,16 @@ refused 'wm::sdk::option_double("x", "2.5", 0, 1, "h")' "default of a number opt
 refused 'wm::sdk::option_double("x", "0.5", 1, 0, "h")' "range of a number option is empty"
 refused 'wm::sdk::option_bool("b", "maybe", "h")' "default of a bool option must be"
 refused 'wm::sdk::option_int("Bad_Name", "1", 0, 2, "h")' "option names use only"
+
+# The oldest core minor a plugin runs on (WM_SDK_MIN_CORE_MINOR, written into its record) is at most
+# the minor it is built against.
+min_core() {
+  n=$((n + 1))
+  { echo "#define WM_SDK_MIN_CORE_MINOR $1"; backend ""; } > "$work/min$n.cpp"
+  timeout 120 "$cxx" -std=c++17 "${flags[@]}" "$work/min$n.cpp" > "$work/min$n.log" 2>&1
+}
+min_core 0 || { cat "$work/min$n.log" >&2; fail "did not compile: WM_SDK_MIN_CORE_MINOR 0"; }
+if min_core 'WM_ABI_MINOR + 1'; then fail "compiled: WM_SDK_MIN_CORE_MINOR newer than WM_ABI_MINOR"; fi
+grep -q "WM_SDK_MIN_CORE_MINOR is newer than the ABI minor" "$work/min$n.log" \
+  || { cat "$work/min$n.log" >&2; fail "a too new WM_SDK_MIN_CORE_MINOR was refused without saying why"; }
 echo "sdk compile checks: ok ($n declarations)"

@@ -249,12 +249,18 @@ class Matrix(ToolTest):
                   "the plugin is newer than this wm; rebuild it against the SDK installed with this wm (ABI 1.x), "
                   "or use a wm that speaks ABI 2.x", "fixture_abi_major2", selected=False)
 
-    def test_newer_abi_minor_is_taken(self):
-        self.case({"newer_minor.so": fixture("newer_minor.so")}, "taken",
-                  "built for ABI version 1.5, newer than this core's 1.0: compatible", "fixture_newer_minor")
+    def test_newer_abi_minor(self):
+        # Refused at discovery if it needs a newer core (same reason when a host selects it), taken if
+        # its record says it runs on this one. (tests/host checks `wm check` and a host agree too.)
+        self.case({"newer_minor.so": fixture("newer_minor.so")}, "refused",
+                  "built for ABI version 1.5 and needs a wm core of ABI version 1.5 or a later 1.x, this core "
+                  "speaks ABI version 1.0", "fixture_newer_minor")
+        self.case({"newer_minor_runs_here.so": fixture("newer_minor_runs_here.so")}, "taken",
+                  "built for ABI version 1.5, newer than this core's 1.0; it runs on cores of ABI 1.0 and later",
+                  "fixture_newer_minor_runs_here")
         with PluginDir() as d:
-            d.copy(fixture("newer_minor.so"))
-            out = self.wm_ok(["info", "fixture_newer_minor"], plugin_path=d.path).stdout
+            d.copy(fixture("newer_minor_runs_here.so"))
+            out = self.wm_ok(["info", "fixture_newer_minor_runs_here"], plugin_path=d.path).stdout
             self.assertIn("ABI version   1.5 (this wm: 1.0)", out)
             self.assertIn("note          built for ABI version 1.5", out)
 

@@ -241,11 +241,44 @@ TEST(Environment, MakeWorkManagerTakesItsArgumentsOutOfArgv) {
 }
 
 TEST(Environment, HelpTextInOneCall) {
+  // The text as one line: where it wraps does not matter here.
+  auto flat = [](const std::string& text) {
+    std::istringstream words(text);
+    std::string out, w;
+    while (words >> w) out += (out.empty() ? "" : " ") + w;
+    return out;
+  };
   const std::string help = wm::wm_args_help();
-  for (const char* s : {"parallelization options", "--serial", "--parallel", "--work-manager", "--n-workers",
-                        "--wm-threads-spin-us", "WM_THREADS_SPIN_US"})
-    EXPECT_NE(help.find(s), std::string::npos) << s << " in:\n" << help;
+  for (const char* s : {"parallelization options", "--serial", "--parallel", "--work-manager NAME", "--n-workers N",
+                        "--help-wm [BACKEND]", "threads 1.0.0: ", "--wm-threads-spin-us N",
+                        "keeps looking before it sleeps (0: sleep at once) (default 50)"})
+    EXPECT_NE(flat(help).find(s), std::string::npos) << s << " in:\n" << help;
+  EXPECT_EQ(help.find("default ]"), std::string::npos) << help;
   EXPECT_EQ(wm::WMEnvironment().help_text(), help);
+  // One backend in full: type, default, range, variable.
+  const std::string threads = wm::wm_args_help("threads");
+  EXPECT_NE(flat(threads).find("before it sleeps (0: sleep at once) int, default 50, range 0..100000; variable "
+                               "WM_THREADS_SPIN_US"),
+            std::string::npos)
+      << threads;
+  EXPECT_EQ(wm::WMEnvironment().help_text("Threads"), threads);
+  EXPECT_THROW(wm::wm_args_help("thread"), wm::ConfigError);
+  // A program's own prefixes are the ones shown.
+  wm::WMEnvironment prefixed(true);
+  EXPECT_NE(prefixed.help_text().find("--wm-work-manager NAME"), std::string::npos) << prefixed.help_text();
+}
+
+TEST(Environment, HelpWmIsTakenOutOfTheArguments) {
+  // Answered by make_work_manager (which then ends the program: tests/host); parse_args only notes it
+  // and leaves the program's arguments alone, a backend's name after it included.
+  for (const std::vector<const char*>& argv :
+       {std::vector<const char*>{"prog", "--help-wm", "threads", "--input", "x"},
+        std::vector<const char*>{"prog", "--help-wm=threads", "--input", "x"},
+        std::vector<const char*>{"prog", "--input", "x", "--help-wm"}}) {
+    wm::WMEnvironment env;
+    const auto rest = env.parse_args(static_cast<int>(argv.size()), argv.data());
+    EXPECT_EQ(rest, (std::vector<std::string>{"prog", "--input", "x"})) << argv[1];
+  }
 }
 
 TEST(Environment, WestpaFreeFunctionsOnTheDefaultEnvironment) {

@@ -170,6 +170,7 @@ TEST_F(PluginDir, PluginInfoCarriesTheMetadata) {
   const wm::PluginInfo* threads = scan.find("threads");
   ASSERT_NE(threads, nullptr);
   EXPECT_EQ(threads->abi_version, WM_ABI_VERSION);
+  EXPECT_EQ(threads->min_core_abi_version, WM_ABI_VERSION);  // WM_DECLARE_BACKEND's default: its own minor
   EXPECT_EQ(threads->capabilities, std::uint64_t{WM_CAP_IN_PROCESS});
   EXPECT_EQ(threads->entry_symbol, "wm_backend_entry_threads");
   ASSERT_FALSE(threads->options.empty());

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <any>
+#include <cstdlib>
 #include <stdexcept>
 
 using wmtest::ScopedEnv;
@@ -39,7 +40,29 @@ TEST(Tasks, MissingTaskLibraryIsAClearError) {
     wm::load_task_library("/no/such/libtasks.so");
     FAIL();
   } catch (const wm::PluginError& e) {
-    EXPECT_NE(std::string(e.what()).find("/no/such/libtasks.so"), std::string::npos);
+    // The loader's own words, after the path.
+    EXPECT_NE(std::string(e.what()).find("cannot load task library '/no/such/libtasks.so': /no/such/libtasks.so: "
+                                         "cannot open shared object file: No such file or directory"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Tasks, ATaskLibraryNamedWithoutADirectoryIsLookedUpWhereTheLoaderLooks) {
+  // As dlopen does for a bare name (LD_LIBRARY_PATH, the system's directories), not in the current
+  // directory. In a child process: the library stays on the list workers are told to load.
+  EXPECT_EXIT(
+      {
+        wm::load_task_library("libm.so.6");
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
+  try {
+    wm::load_task_library("libwm_no_such_tasks.so");
+    FAIL();
+  } catch (const wm::PluginError& e) {
+    EXPECT_NE(std::string(e.what()).find("libwm_no_such_tasks.so: cannot open shared object file"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -86,6 +86,7 @@ struct PluginInfo {
   std::string note;         // taken or shadowed: anything worth knowing (e.g. built for a newer ABI minor)
   std::string shadowed_by;  // shadowed: the path of the copy that is used
   std::uint32_t abi_version = 0;  // as recorded ((major << 16) | minor; 0 if unreadable)
+  std::uint32_t min_core_abi_version = 0;  // the oldest core ABI it runs on (0 if unreadable)
   std::uint64_t capabilities = 0;  // wm_capability bits (taken or shadowed)
   std::string entry_symbol;
   std::vector<OptionInfo> options;
@@ -161,7 +162,7 @@ class WMEnvironment {
    *  directory changes. */
   const PluginScan& plugin_scan() const;
 
-  /** Adds the generic options and every valid backend's options to a description. */
+  /** Adds the generic options (--help-wm included) and every valid backend's options to a description. */
   void add_wm_args(boost::program_options::options_description& desc) const;
   /** Takes the values of the options added by add_wm_args from a parsed variables_map. */
   void process_wm_args(const boost::program_options::variables_map& vm);
@@ -169,11 +170,17 @@ class WMEnvironment {
    * Takes the options of add_wm_args out of argv and returns the arguments it did not consume,
    * in order, argv[0] first (everything from a "--" on is left alone). Flags are never guessed
    * from abbreviations. An unknown --<arg_prefix>-* flag is a ConfigError naming it and the
-   * closest option; other unknown flags are the program's.
+   * closest option; other unknown flags are the program's. `--help-wm [BACKEND]` (also
+   * `--help-wm=BACKEND`) is noted here and answered by make_work_manager().
    */
   std::vector<std::string> parse_args(int argc, const char* const* argv);
-  /** The --help text of the options add_wm_args adds, for the program's own --help. */
+  /** wm's options, short, for the program's own --help (what `--help-wm` prints): the common
+   *  options first, then each valid backend's, one entry each (flag, what it does, default). */
   std::string help_text() const;
+  /** One backend's options in full (what `--help-wm BACKEND` prints): for each, its flag, help,
+   *  type, default, range and variable. Throws ConfigError for a name that is no valid work manager
+   *  (with the closest), PluginError for a backend whose plugin was refused (with the reason). */
+  std::string help_text(const std::string& backend) const;
 
   /** Raw value of a setting: command line, then environment; nullopt if neither set it. */
   std::optional<std::string> get_val(const std::string& name) const;
@@ -198,7 +205,18 @@ class WMEnvironment {
    *  the chosen backend, shadowed copies of the chosen backend. */
   std::vector<std::string> warnings() const;
 
-  /** Creates the configured work manager (started lazily by the first submit, or by startup()). */
+  /**
+   * Creates the configured work manager (started lazily by the first submit, or by startup()).
+   *
+   * If `--help-wm [BACKEND]` was given, prints that help to stdout instead and ends the program
+   * with exit code 0, as --help does (in a parallel job, rank 0 alone prints).
+   *
+   * A configuration error (this call, parse_args, work_manager_name, n_workers, get_val) is thrown
+   * as ConfigError, or PluginError for a backend whose plugin was refused; a host may catch it. If
+   * it does not, the program ends with the message on stderr ("program: message", rank 0 only in a
+   * parallel job) and exit code 2, instead of std::terminate's abort. Errors of loading, creating
+   * and starting the backend are not configuration errors: they propagate as they are.
+   */
   std::unique_ptr<WorkManager> make_work_manager() const;
   /** Creates the named backend (not the one the settings pick), configured by these settings:
    *  workers and backend options. */
@@ -227,15 +245,20 @@ WMEnvironment& default_env();
 void add_wm_args(boost::program_options::options_description& desc, const WMEnvironment& env = default_env());
 /** Takes wm's options from the parsed values (WESTPA's process_wm_args). */
 void process_wm_args(const boost::program_options::variables_map& vm, WMEnvironment& env = default_env());
-/** The --help text of wm's options: `std::cout << wm::wm_args_help();` in the program's --help. */
+/** The --help text of wm's options: `std::cout << wm::wm_args_help();` in the program's --help
+ *  (the text `--help-wm` prints: the common options, then each backend's, short). */
 std::string wm_args_help(const WMEnvironment& env = default_env());
+/** One backend's options in full (the text `--help-wm BACKEND` prints). */
+std::string wm_args_help(const std::string& backend, const WMEnvironment& env = default_env());
 
 /** Creates the work manager the environment asks for. */
 std::unique_ptr<WorkManager> make_work_manager(const WMEnvironment& env);
 /** Creates the work manager default_env() asks for (WM_* variables, and flags it processed). */
 std::unique_ptr<WorkManager> make_work_manager();
 /** Creates the work manager the command line (generic and --wm-* flags) and environment ask for.
- *  Flags it does not know are left for the program. Serves and exits if this is a worker process. */
+ *  Flags it does not know are left for the program. Serves and exits if this is a worker process.
+ *  Answers `--help-wm [BACKEND]` (prints, exit code 0); an uncaught configuration error ends the
+ *  program with its message and exit code 2 (WMEnvironment::make_work_manager). */
 std::unique_ptr<WorkManager> make_work_manager(int argc, const char* const* argv);
 inline std::unique_ptr<WorkManager> make_work_manager(int argc, char** argv) {
   return make_work_manager(argc, const_cast<const char* const*>(argv));

@@ -42,8 +42,14 @@ extern "C" {
  *    so a reader of an older minor reads the fields it knows and ignores the rest, and a reader of
  *    a newer minor treats the fields beyond an older record's struct_size as absent (NULL / 0).
  *  - a record shorter than the first version of its major (its x.0 layout) is malformed.
- * The core refuses plugins of another major at discovery (metadata) and at load (descriptor); the
- * SDK refuses, at create, a core older than the minor the plugin was built against.
+ *
+ * Which core a plugin runs on, one rule decided once, at discovery: a plugin runs on a core of its
+ * major whose minor is at least the plugin's min_core_abi_version (wm_plugin_metadata), which is
+ * the minor it was built against unless it says less (WM_SDK_MIN_CORE_MINOR). Discovery reads that
+ * from the record without loading the plugin and refuses, with the reason, a plugin that needs a
+ * newer core; `wm list --why`, `wm check` and a host selecting it all say that same reason. The
+ * SDK's create() checks the same bound again (a record written by hand may disagree with its code).
+ * The core refuses plugins of another major at discovery (metadata) and at load (descriptor).
  */
 #define WM_ABI_MAJOR 1u
 #define WM_ABI_MINOR 0u
@@ -109,7 +115,11 @@ typedef struct wm_plugin_metadata {
   uint32_t n_options;
   uint32_t reserved1;
   wm_option_meta options[WM_META_MAX_OPTIONS];
-  uint8_t reserved[128];
+  /* The oldest core this plugin runs on, (major << 16) | minor, of the plugin's major and not newer
+   * than abi_version. 0 (as in records written before this field, in what was reserved space)
+   * means abi_version: the minor the plugin was built against. */
+  uint32_t min_core_abi_version;
+  uint8_t reserved[124];
 } wm_plugin_metadata;
 
 typedef struct wm_task wm_task;       /* opaque, owned by the core */

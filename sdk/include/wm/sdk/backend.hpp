@@ -41,6 +41,14 @@
 #include <string>
 #include <utility>
 
+// The oldest core minor (of this ABI major) the plugin runs on: the minor it is built against,
+// unless it says less. A plugin that uses only older services defines it to that minor before
+// including this header; it goes into the metadata record (min_core_abi_version), so discovery
+// refuses the plugin on an older core, with the reason, without loading it.
+#ifndef WM_SDK_MIN_CORE_MINOR
+#define WM_SDK_MIN_CORE_MINOR WM_ABI_MINOR
+#endif
+
 namespace wm::sdk {
 
 /** Where a task runs: a worker of this backend (wm_worker_identity, with an owned host name). */
@@ -272,15 +280,11 @@ int guarded(wm_error* err, Fn&& fn) noexcept {
 
 inline Backend* self(wm_backend* b) { return reinterpret_cast<Backend*>(b); }
 
-// The oldest core this plugin accepts: the minor it was built against, unless the plugin says less
-// (define WM_SDK_MIN_CORE_MINOR before including this header if it uses only older services).
-#ifndef WM_SDK_MIN_CORE_MINOR
-#define WM_SDK_MIN_CORE_MINOR WM_ABI_MINOR
-#endif
-
-/** Empty if the core can run this plugin; otherwise why not, naming both versions. */
-inline std::string core_refusal(const wm_core_services* s, const wm_backend_config* c, const char* name) {
-  const std::uint32_t need = (WM_ABI_MAJOR << 16) | WM_SDK_MIN_CORE_MINOR;
+/** Empty if the core can run this plugin; otherwise why not, naming both versions. need: the oldest
+ *  core ABI version the plugin runs on (its metadata record's min_core_abi_version, which discovery
+ *  has checked already: this refuses only a plugin whose record and code disagree). */
+inline std::string core_refusal(const wm_core_services* s, const wm_backend_config* c, const char* name,
+                                std::uint32_t need = (WM_ABI_MAJOR << 16) | WM_SDK_MIN_CORE_MINOR) {
   const std::uint32_t have = s != nullptr ? s->abi_version : 0;
   if (s == nullptr || c == nullptr)
     return std::string("work manager '") + name + "' was created without the core's services";
@@ -293,9 +297,12 @@ inline std::string core_refusal(const wm_core_services* s, const wm_backend_conf
   return {};
 }
 
-// Name of the backend class B; WM_DECLARE_BACKEND specialises it.
+// Name of the backend class B and the oldest core it runs on (its record's min_core_abi_version);
+// WM_DECLARE_BACKEND specialises both.
 template <class B>
 const char* backend_name();
+template <class B>
+std::uint32_t min_core_abi_version();
 
 template <class B>
 wm_backend_descriptor make_descriptor(const char* name, const char* version, std::uint64_t caps) {
@@ -306,7 +313,7 @@ wm_backend_descriptor make_descriptor(const char* name, const char* version, std
   d.version = version;
   d.capabilities = caps;
   d.create = [](const wm_core_services* s, const wm_backend_config* c, wm_error* err) -> wm_backend* {
-    const std::string refusal = core_refusal(s, c, backend_name<B>());
+    const std::string refusal = core_refusal(s, c, backend_name<B>(), min_core_abi_version<B>());
     if (!refusal.empty()) {
       set_error(err, refusal.c_str());
       return nullptr;
@@ -344,7 +351,8 @@ wm_backend_descriptor make_descriptor(const char* name, const char* version, std
  *                option_bool(...), ... (CAPS is part of the variadic list so that a backend without
  *                options compiles cleanly under -Wpedantic)
  * Use it once, at global scope. It emits the metadata record in the WM_PLUGIN_SECTION section (read by discovery without
- * loading the library) and the extern "C" entry symbol wm_backend_entry_NAME.
+ * loading the library) and the extern "C" entry symbol wm_backend_entry_NAME. The record says which cores the plugin runs
+ * on (WM_SDK_MIN_CORE_MINOR, above): discovery refuses it on an older one, and create() checks the same bound.
  */
 #define WM_DECLARE_BACKEND(NAME, CLASS, VERSION, DESCRIPTION, ...)                                   \
   template <>                                                                                        \
@@ -352,8 +360,13 @@ wm_backend_descriptor make_descriptor(const char* name, const char* version, std
     return #NAME;                                                                                    \
   }                                                                                                  \
   [[gnu::section(WM_PLUGIN_SECTION), gnu::used, gnu::retain]] constexpr wm_plugin_metadata          \
-      wm_plugin_metadata_##NAME = ::wm::sdk::make_metadata(                                          \
-          #NAME, VERSION, DESCRIPTION, "wm_backend_entry_" #NAME, __VA_ARGS__);                      \
+      wm_plugin_metadata_##NAME = ::wm::sdk::accepting_cores_from(                                   \
+          WM_SDK_MIN_CORE_MINOR,                                                                     \
+          ::wm::sdk::make_metadata(#NAME, VERSION, DESCRIPTION, "wm_backend_entry_" #NAME, __VA_ARGS__)); \
+  template <>                                                                                        \
+  inline std::uint32_t wm::sdk::detail::min_core_abi_version<CLASS>() {                              \
+    return wm_plugin_metadata_##NAME.min_core_abi_version;                                           \
+  }                                                                                                  \
   extern "C" [[gnu::visibility("default")]] const wm_backend_descriptor* wm_backend_entry_##NAME(   \
       void) {                                                                                        \
     static const wm_backend_descriptor descriptor =                                                  \

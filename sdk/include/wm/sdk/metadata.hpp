@@ -201,6 +201,17 @@ constexpr wm_plugin_metadata make_metadata(const char* name, const char* version
   m.n_options = static_cast<std::uint32_t>(options.size());
   std::size_t i = 0;
   for (const wm_option_meta& o : options) m.options[i++] = o;
+  m.min_core_abi_version = WM_ABI_VERSION;  // runs on cores of the minor it is built against, or later
+  return m;
+}
+
+/** The record m, for a plugin that runs on every core of its major from minor min_core_minor on
+ *  (at most the minor it is built against: a newer one fails to compile). Discovery refuses the
+ *  plugin on an older core, without loading it; WM_DECLARE_BACKEND passes WM_SDK_MIN_CORE_MINOR. */
+constexpr wm_plugin_metadata accepting_cores_from(std::uint32_t min_core_minor, wm_plugin_metadata m) {
+  if (min_core_minor > WM_ABI_MINOR_OF(m.abi_version))
+    throw "wm: WM_SDK_MIN_CORE_MINOR is newer than the ABI minor the plugin is built against";
+  m.min_core_abi_version = (WM_ABI_MAJOR_OF(m.abi_version) << 16) | min_core_minor;
   return m;
 }
 
