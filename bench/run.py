@@ -318,17 +318,17 @@ def backend_colors(backends):
 
 
 def plot_subtitle(rep):
-    """Machine, date and commit of a run, for the line under a plot's title."""
+    """Machine, then date and commit of a run: the two lines under a plot's title."""
     m = rep["machine"]
-    return "%s, %s, %s cores, kernel %s; %s; commit %s%s" % (
-        m["hostname"], m["cpu_model"], m["nproc"], m["kernel"], rep["date"].replace("T", " "), rep["commit"],
-        "; SMOKE (tiny N, not a measurement)" if rep.get("smoke") else "")
+    return ["%s, %s, %s cores, kernel %s" % (m["hostname"], m["cpu_model"], m["nproc"], m["kernel"]),
+            "%s; commit %s%s" % (rep["date"].replace("T", " "), rep["commit"],
+                                 "; SMOKE (tiny N, not a measurement)" if rep.get("smoke") else "")]
 
 
-def svg_chart(title, xlabel, ylabel, series, logx=True, logy=False, subtitle=""):
-    """series: [{name, points: [(x, y)], color, dash}] -> SVG text. subtitle: a line under the title
+def svg_chart(title, xlabel, ylabel, series, logx=True, logy=False, subtitle=()):
+    """series: [{name, points: [(x, y)], color, dash}] -> SVG text. subtitle: lines under the title
     (the machine, date and commit of the run)."""
-    W, H, L, R, T, B = 820, 520, 80, 210, 60, 60
+    W, H, L, R, T, B = 820, 540, 80, 210, 76, 60
     pts = [(x, y) for s in series for (x, y) in s["points"] if y is not None and (not logy or y > 0)]
     if not pts:
         pts = [(1, 1), (10, 10)]
@@ -357,8 +357,8 @@ def svg_chart(title, xlabel, ylabel, series, logx=True, logy=False, subtitle="")
     o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H),
          '<rect width="100%" height="100%" fill="white"/>',
          '<text x="%d" y="24" font-size="15" font-weight="bold">%s</text>' % (L, esc(title))]
-    if subtitle:
-        o.append('<text x="%d" y="42" font-size="11" fill="#444">%s</text>' % (L, esc(subtitle)))
+    for i, line in enumerate(subtitle):
+        o.append('<text x="%d" y="%d" font-size="11" fill="#444">%s</text>' % (L, 42 + 14 * i, esc(line)))
     # grid and ticks
     if logx:
         xt = [10 ** e for e in range(int(x0), int(x1) + 1)]

@@ -139,6 +139,7 @@ class Cli(ToolTest):
         self.assertEqual(data["directories"][0]["origin"], "bundled")
         self.assertEqual(data["directories"][1], {"path": TEST_PLUGINS, "origin": "WM_PLUGIN_PATH", "status": "scanned"})
         self.assertNotIn("files", data)
+        self.assertEqual(self.wm_ok(["list", "--names"], plugin_path=TEST_PLUGINS).stdout.split(), names)
         self.assertIn(f"WM_PLUGIN_PATH entry 1 {TEST_PLUGINS}: scanned",
                       self.wm_ok(["list", "--why"], plugin_path=TEST_PLUGINS).stdout)
 
