@@ -90,8 +90,8 @@ using Json = nlohmann::ordered_json;
 
 // Strings in the JSON output are UTF-8, kept as they are. Text that is not valid UTF-8 (a file name
 // is bytes, not necessarily UTF-8) is written with each invalid byte replaced by U+FFFD, and its
-// exact bytes are given beside it, base64-encoded, under the key with "_base64" appended: every
-// JSON parser takes the document, and nothing is lost.
+// exact bytes are given beside it as an array of numbers (0-255), under the key with "_bytes"
+// appended: every JSON parser takes the document, and nothing is lost.
 bool valid_utf8(const std::string& s) {
   try {
     (void)Json(s).dump();  // the strict handler throws on a byte that is not valid UTF-8
@@ -101,28 +101,10 @@ bool valid_utf8(const std::string& s) {
   }
 }
 
-std::string base64(std::string_view bytes) {
-  static const char* const kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  std::uint32_t bits = 0;
-  int held = 0;
-  for (const char ch : bytes) {
-    bits = (bits << 8) | static_cast<unsigned char>(ch);
-    held += 8;
-    while (held >= 6) {
-      held -= 6;
-      out += kAlphabet[(bits >> held) & 63];
-    }
-  }
-  if (held > 0) out += kAlphabet[(bits << (6 - held)) & 63];
-  while (out.size() % 4 != 0) out += '=';
-  return out;
-}
-
 // Sets obj[key] to the text (see above for text that is not UTF-8).
 void put_text(Json& obj, const std::string& key, const std::string& text) {
   obj[key] = text;
-  if (!valid_utf8(text)) obj[key + "_base64"] = base64(text);
+  if (!valid_utf8(text)) obj[key + "_bytes"] = std::vector<unsigned char>(text.begin(), text.end());
 }
 
 Json text_list(const std::vector<std::string>& items) {
@@ -131,7 +113,7 @@ Json text_list(const std::vector<std::string>& items) {
   return out;
 }
 
-// One line on stdout; invalid UTF-8 becomes U+FFFD here (the exact bytes are in the _base64 fields).
+// One line on stdout; invalid UTF-8 becomes U+FFFD here (the exact bytes are in the _bytes fields).
 void print_json(const Json& j) {
   std::cout << j.dump(-1, ' ', false, Json::error_handler_t::replace) << "\n";
 }

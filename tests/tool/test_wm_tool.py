@@ -4,7 +4,6 @@ broken-plugin matrix, each case in an isolated plugin directory that `wm list --
 
 Run one group: test_wm_tool.py Cli | Matrix | Check | Json (the paths come from the environment, see
 tests/tool/CMakeLists.txt). Every command is bounded by a timeout; no process is left behind."""
-import base64
 import json
 import os
 import shutil
@@ -557,7 +556,7 @@ class Json(ToolTest):
             self.assertIn("plugins-é-日本/bon-été.so".encode(), r.stdout.encode())  # as UTF-8, not escaped
             data = json.loads(r.stdout)
             self.assertEqual(data["directories"][1]["path"], directory)
-            self.assertNotIn("path_base64", data["directories"][1])
+            self.assertNotIn("path_bytes", data["directories"][1])
             entry = next(f for f in data["files"] if f["path"] == plugin)
             self.assertEqual((entry["status"], entry["name"]), ("taken", "fixture_good"))
             info = self.wm_json(["info", "fixture_good"], plugin_path=directory)
@@ -575,9 +574,9 @@ class Json(ToolTest):
             data = json.loads(r.stdout.decode("utf-8"))  # valid UTF-8 throughout
             entry = data["directories"][1]
             self.assertEqual(entry["path"], os.fsdecode(os.fsencode(d.path)) + "/plugins-\ufffd\ufffd-caf\ufffd")
-            self.assertEqual(base64.b64decode(entry["path_base64"]), raw)
-            files = [f for f in data["files"] if "path_base64" in f]
-            self.assertEqual([base64.b64decode(f["path_base64"]) for f in files], [raw + b"/good.so"])
+            self.assertEqual(bytes(entry["path_bytes"]), raw)
+            files = [f for f in data["files"] if "path_bytes" in f]
+            self.assertEqual([bytes(f["path_bytes"]) for f in files], [raw + b"/good.so"])
 
 
 if __name__ == "__main__":
