@@ -484,17 +484,15 @@ class Json(ToolTest):
         settings = {s["name"]: s for s in self.wm_json(["config"])["settings"]}
         self.assertIsNone(settings["n-workers"]["value"])  # the backend's default
         self.assertEqual(settings["n-workers"]["source"], "default")
-        # A boolean option, given as yes/no words, comes out as a boolean.
-        booleans = [(m, o) for m in ("processes", "zmq", "mpi", "threads")
-                    for o in (self.wm_json(["info", m])["work_manager"]["options"]
-                              if m in [w["name"] for w in self.wm_json(["list"])["work_managers"]] else [])
-                    if o["type"] == "bool"]
-        self.assertTrue(booleans, "no bundled backend has a boolean option to check")
-        backend, option = booleans[0]
-        flip = "no" if option["default"] else "yes"
-        settings = {s["name"]: s for s in self.wm_json(
-            ["config", "--work-manager", backend, option["flag"], flip])["settings"]}
-        self.assertIs(settings[f"{backend}-{option['name']}"]["value"], not option["default"])
+        # A boolean option, given as a yes/no word, comes out as a boolean (processes' shared-memory).
+        option = next(o for o in self.wm_json(["info", "processes"])["work_manager"]["options"]
+                      if o["name"] == "shared-memory")
+        self.assertIs(option["default"], True)
+        for word, value in (("no", False), ("On", True)):
+            settings = {s["name"]: s for s in self.wm_json(
+                ["config", "--work-manager", "processes", "--wm-processes-shared-memory", word])["settings"]}
+            self.assertIs(settings["processes-shared-memory"]["value"], value)
+            self.assertEqual(settings["processes-shared-memory"]["source"], "command line")
 
         data = self.check_json(["check", "threads"])
         self.assert_types(data, {"ok": bool, "timed_out": bool, "exit_status": int, "stages": list, "output": str},
