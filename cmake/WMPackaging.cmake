@@ -6,11 +6,13 @@
 # CPack's /usr): it is written then, from wm.pc.in with every other value filled in now.
 set(WM_PC_PREFIX "@WM_PC_INSTALL_PREFIX@")
 configure_file(${CMAKE_CURRENT_LIST_DIR}/wm.pc.in ${CMAKE_BINARY_DIR}/pkgconfig/wm.pc.in @ONLY)
+# (Written first to a file of its own per destination: two installs may run at once, e.g. tests.)
 install(CODE "
   set(WM_PC_INSTALL_PREFIX \"\${CMAKE_INSTALL_PREFIX}\")
-  configure_file(\"${CMAKE_BINARY_DIR}/pkgconfig/wm.pc.in\" \"${CMAKE_BINARY_DIR}/pkgconfig/install/wm.pc\" @ONLY)
-  file(INSTALL \"${CMAKE_BINARY_DIR}/pkgconfig/install/wm.pc\"
-       DESTINATION \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig\")")
+  string(MD5 _wm_pc_destination \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}\")
+  set(_wm_pc \"${CMAKE_BINARY_DIR}/pkgconfig/\${_wm_pc_destination}/wm.pc\")
+  configure_file(\"${CMAKE_BINARY_DIR}/pkgconfig/wm.pc.in\" \"\${_wm_pc}\" @ONLY)
+  file(INSTALL \"\${_wm_pc}\" DESTINATION \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig\")")
 
 # ---- documents ----
 install(FILES ${PROJECT_SOURCE_DIR}/LICENSE ${PROJECT_SOURCE_DIR}/CHANGELOG.md ${PROJECT_SOURCE_DIR}/README.md

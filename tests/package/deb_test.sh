@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deb_test.sh BUILD_DIR SOURCE_DIR VERSION LIBDIR: what a user of the .deb does, without installing it.
+# deb_test.sh BUILD_DIR SOURCE_DIR VERSION LIBDIR CPACK: what a user of the .deb does, without installing it.
 #  1. builds the .deb as `make package` does (cpack -G DEB, into a scratch directory) and reads its
 #     control fields: name, version, dependencies;
 #  2. unpacks it (dpkg-deb -x) into a temporary root: the files the docs name are there, and every
@@ -11,7 +11,7 @@
 #  4. installs the build with a prefix and DESTDIR, as `make install PREFIX=... DESTDIR=...` does:
 #     everything lands under DESTDIR/PREFIX, and wm.pc names PREFIX.
 set -euo pipefail
-build=$1 src=$2 version=$3 libdir=$4  # libdir: CMAKE_INSTALL_LIBDIR, e.g. lib
+build=$1 src=$2 version=$3 libdir=$4 cpack=$5  # libdir: CMAKE_INSTALL_LIBDIR, e.g. lib
 work=$(mktemp -d /tmp/wm-deb-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 fail() { echo "deb test: FAILED: $*" >&2; exit 1; }
@@ -20,7 +20,7 @@ for v in $(env | sed -n 's/^\(WM_[A-Za-z0-9_]*\)=.*/\1/p'); do unset "$v"; done
 unset LD_LIBRARY_PATH PKG_CONFIG_PATH CMAKE_PREFIX_PATH
 
 # 1. The package.
-timeout 600 cpack -G DEB --config "$build/CPackConfig.cmake" -B "$work/cpack" > "$work/cpack.log" 2>&1 \
+timeout 600 "$cpack" -G DEB --config "$build/CPackConfig.cmake" -B "$work/cpack" > "$work/cpack.log" 2>&1 \
   || { cat "$work/cpack.log" >&2; fail "cpack -G DEB"; }
 debs=("$work"/cpack/wm_*.deb)
 [[ ${#debs[@]} -eq 1 && -f ${debs[0]} ]] || fail "no single wm_*.deb in $work/cpack: $(ls "$work/cpack")"
