@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps build demo test test-asan test-tsan fuzz bench bench-smoke clean
+.PHONY: all deps build demo test install package docs test-asan test-tsan fuzz bench bench-smoke clean
 
 all: build
 
@@ -21,6 +21,21 @@ demo: build
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
 
+# Installs the build under PREFIX (bin, lib, include, lib/cmake/wm, lib/pkgconfig, share/man,
+# share/bash-completion, share/doc/wm); DESTDIR, if set, is put in front of every path (staging).
+PREFIX ?= /usr/local
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
+
+# A .deb of the same install under /usr, in $(BUILD)/package/ (CPack; dependencies declared).
+package: build
+	cd $(BUILD) && cpack -G DEB
+
+# The API reference (Doxygen over the public headers, warnings are errors) in $(BUILD)/docs/api/html,
+# and the man page in $(BUILD)/docs/man/wm.1. `make build` makes both too.
+docs: build
+	cmake --build $(BUILD) --target docs
+
 # Every test again under AddressSanitizer + UndefinedBehaviorSanitizer (leaks included), in its own
 # build tree. handle_segv=0: the crash-matrix tests need a worker to die by SIGSEGV, not by ASan's exit.
 # Leaks inside system libraries that wm cannot fix: tests/lsan.supp.
@@ -31,21 +46,21 @@ test: build
 ASAN_BUILD ?= build-asan
 ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer
 test-asan: deps
-	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DWM_BUILD_BENCH=OFF -DWM_BUILD_FUZZ=OFF \
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DWM_BUILD_BENCH=OFF -DWM_BUILD_FUZZ=OFF -DWM_BUILD_DOCS=OFF \
 	  -DCMAKE_CXX_FLAGS="$(ASAN_FLAGS) -O1" -DCMAKE_C_FLAGS="$(ASAN_FLAGS)" \
 	  -DCMAKE_EXE_LINKER_FLAGS="$(ASAN_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(ASAN_FLAGS)" \
 	  -DCMAKE_MODULE_LINKER_FLAGS="$(ASAN_FLAGS)"
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:handle_segv=0 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	  ctest --output-on-failure -j $(JOBS) --timeout 300 \
-	  -E '^install|^mpi\.conformance\.np(4|16)\.|^zmq\.16x1\.'
+	  -E '^install|^package|^mpi\.conformance\.np(4|16)\.|^zmq\.16x1\.'
 
 # The conformance suite on every backend under ThreadSanitizer, in its own build tree (core,
 # plugins and the conformance test only). Suppressions, each with its reason: tests/tsan.supp.
 TSAN_BUILD ?= build-tsan
 TSAN_FLAGS = -fsanitize=thread -fno-omit-frame-pointer
 test-tsan: deps
-	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DWM_BUILD_BENCH=OFF -DWM_BUILD_FUZZ=OFF \
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DWM_BUILD_BENCH=OFF -DWM_BUILD_FUZZ=OFF -DWM_BUILD_DOCS=OFF \
 	  -DWM_BUILD_EXAMPLES=OFF -DCMAKE_CXX_FLAGS="$(TSAN_FLAGS) -O1" -DCMAKE_C_FLAGS="$(TSAN_FLAGS)" \
 	  -DCMAKE_EXE_LINKER_FLAGS="$(TSAN_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(TSAN_FLAGS)" \
 	  -DCMAKE_MODULE_LINKER_FLAGS="$(TSAN_FLAGS)"

@@ -1,5 +1,6 @@
 // bench_common.hpp: helpers shared by the benchmark programs (wm_bench, wm_floor, wm_mpi_floor):
-// clocks, a CPU busy loop, statistics, /proc readers, and the JSON lines the driver (run.py) reads.
+// clocks, a CPU busy loop, statistics, /proc readers, and the JSON lines the driver (run.py) reads
+// (written with nlohmann-json).
 //
 // Every program prints one JSON object per line on stdout; run.py keeps the lines that start with
 // '{' and have a "kind" field. Kinds:
@@ -8,6 +9,8 @@
 //   {"kind":"na","source":S,"metric":M,"reason":"..."}
 //   {"kind":"info","source":S,...}
 #pragma once
+
+#include <nlohmann/json.hpp>
 
 #include <dirent.h>
 #include <sys/types.h>
@@ -58,57 +61,40 @@ inline double quantile(std::vector<double> v, double q) {
 
 // ---------------------------------------------------------------- JSON output
 
-inline std::string json_str(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
-
-inline std::string json_num(double v) {
-  if (!std::isfinite(v)) return "null";
+/** A number for a human-readable note ("%.6g"). */
+inline std::string short_number(double v) {
   char buf[40];
   std::snprintf(buf, sizeof buf, "%.6g", v);
   return buf;
 }
 
-/** One JSON object, built field by field. */
+/** One JSON object, built field by field (nlohmann-json; fields in the order given). */
 class Json {
  public:
-  Json& str(const std::string& k, const std::string& v) { return raw(k, json_str(v)); }
-  Json& num(const std::string& k, double v) { return raw(k, json_num(v)); }
+  Json& str(const std::string& k, const std::string& v) { return set(k, v); }
+  /** A non-finite number is written as null. */
+  Json& num(const std::string& k, double v) { return set(k, finite(v)); }
+  Json& integer(const std::string& k, long long v) { return set(k, v); }
   Json& nums(const std::string& k, const std::vector<double>& v) {
-    std::string s = "[";
-    for (std::size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + json_num(v[i]);
-    return raw(k, s + "]");
+    nlohmann::ordered_json a = nlohmann::ordered_json::array();
+    for (double x : v) a.push_back(finite(x));
+    return set(k, std::move(a));
   }
-  Json& boolean(const std::string& k, bool v) { return raw(k, v ? "true" : "false"); }
-  Json& raw(const std::string& k, const std::string& v) {
-    body_ += (body_.empty() ? "" : ",") + json_str(k) + ":" + v;
-    return *this;
-  }
-  /** Prints the object as one line on stdout and flushes. */
+  Json& boolean(const std::string& k, bool v) { return set(k, v); }
+  /** Prints the object as one line on stdout and flushes (text that is not UTF-8 becomes U+FFFD). */
   void emit() const {
-    std::printf("{%s}\n", body_.c_str());
+    const std::string line = body_.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    std::printf("%s\n", line.c_str());
     std::fflush(stdout);
   }
 
  private:
-  std::string body_;
+  static nlohmann::ordered_json finite(double v) { return std::isfinite(v) ? nlohmann::ordered_json(v) : nullptr; }
+  Json& set(const std::string& k, nlohmann::ordered_json v) {
+    body_[k] = std::move(v);
+    return *this;
+  }
+  nlohmann::ordered_json body_ = nlohmann::ordered_json::object();
 };
 
 inline void emit_metric(const std::string& source, const std::string& metric, const std::string& unit,

@@ -297,11 +297,38 @@ def check_target(target, value, results=None):
 # ----------------------------------------------------------------------------- SVG (self-written)
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
+# One colour per backend in every plot; the known backends keep theirs from run to run.
+BACKEND_COLORS = {b: COLORS[i] for i, b in enumerate(KNOWN_BACKENDS)}
+# The backend each round-trip floor is the floor of (floor_for): drawn dashed, in its colour.
+FLOOR_BACKEND = {"pool": "threads", "pipe": "processes", "mpi": "mpi", "zmq": "zmq"}
+NO_BACKEND_COLOR = "#999"
 
 
-def svg_chart(title, xlabel, ylabel, series, logx=True, logy=False):
-    """series: [{name, points: [(x, y)], color, dash}] -> SVG text."""
-    W, H, L, R, T, B = 820, 500, 80, 210, 40, 60
+def backend_colors(backends):
+    """Colour of each backend measured: the known ones their own, others the colours left."""
+    spare = [c for c in COLORS if c not in BACKEND_COLORS.values()] or COLORS
+    out, i = {}, 0
+    for b in backends:
+        if b in BACKEND_COLORS:
+            out[b] = BACKEND_COLORS[b]
+        else:
+            out[b] = spare[i % len(spare)]
+            i += 1
+    return out
+
+
+def plot_subtitle(rep):
+    """Machine, then date and commit of a run: the two lines under a plot's title."""
+    m = rep["machine"]
+    return ["%s, %s, %s cores, kernel %s" % (m["hostname"], m["cpu_model"], m["nproc"], m["kernel"]),
+            "%s; commit %s%s" % (rep["date"].replace("T", " "), rep["commit"],
+                                 "; SMOKE (tiny N, not a measurement)" if rep.get("smoke") else "")]
+
+
+def svg_chart(title, xlabel, ylabel, series, logx=True, logy=False, subtitle=()):
+    """series: [{name, points: [(x, y)], color, dash}] -> SVG text. subtitle: lines under the title
+    (the machine, date and commit of the run)."""
+    W, H, L, R, T, B = 820, 540, 80, 210, 76, 60
     pts = [(x, y) for s in series for (x, y) in s["points"] if y is not None and (not logy or y > 0)]
     if not pts:
         pts = [(1, 1), (10, 10)]
@@ -315,11 +342,12 @@ def svg_chart(title, xlabel, ylabel, series, logx=True, logy=False):
     if logy:
         y0, y1 = math.floor(ty(min(ys))), math.ceil(ty(max(ys)))
     else:
-        # Round steps (1, 2 or 5 times a power of ten), with the top on a step.
+        # Round steps (1, 2 or 5 times a power of ten), with the top on a step above the highest
+        # point (a line at the top, such as 100% of ideal, stays clear of the frame).
         raw = max(max(ys), 1e-12) / 5
         mag = 10 ** math.floor(math.log10(raw))
         ystep = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-        y0, y1 = 0.0, math.ceil(max(ys) / ystep) * ystep
+        y0, y1 = 0.0, (math.floor(max(ys) / ystep) + 1) * ystep
     if x1 == x0:
         x1 = x0 + 1
     if y1 == y0:
@@ -329,6 +357,8 @@ def svg_chart(title, xlabel, ylabel, series, logx=True, logy=False):
     o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H),
          '<rect width="100%" height="100%" fill="white"/>',
          '<text x="%d" y="24" font-size="15" font-weight="bold">%s</text>' % (L, esc(title))]
+    for i, line in enumerate(subtitle):
+        o.append('<text x="%d" y="%d" font-size="11" fill="#444">%s</text>' % (L, 42 + 14 * i, esc(line)))
     # grid and ticks
     if logx:
         xt = [10 ** e for e in range(int(x0), int(x1) + 1)]
@@ -748,10 +778,16 @@ def markdown(rep, backends):
 
 
 def write_plots(rep, backends, out):
+    colors = backend_colors(backends)
+    subtitle = plot_subtitle(rep)
     series = []
-    hist_sources = [(b, rep["backends"][b]["hists"].get("roundtrip")) for b in backends]
-    hist_sources += [("floor: " + k.replace("_roundtrip", ""), v) for k, v in sorted(rep["floor_hists"].items())]
-    for i, (name, h) in enumerate(hist_sources):
+    hist_sources = [(b, rep["backends"][b]["hists"].get("roundtrip"), colors[b], False) for b in backends]
+    for k, v in sorted(rep["floor_hists"].items()):
+        floor = k.replace("_roundtrip", "")
+        owner = FLOOR_BACKEND.get(floor)
+        name = "floor: %s (%s)" % (floor, owner) if owner else "floor: " + floor
+        hist_sources.append((name, v, colors.get(owner, NO_BACKEND_COLOR), True))
+    for name, h, color, dashed in hist_sources:
         if not h:
             continue
         total = sum(h["counts"]) or 1
@@ -761,24 +797,26 @@ def write_plots(rep, backends, out):
         nz = [j for j, p in enumerate(pts) if p[1] > 0]
         if nz:
             pts = pts[max(0, nz[0] - 1): nz[-1] + 2]
-        series.append({"name": name, "points": pts, "dash": name.startswith("floor"), "markers": False,
-                       "color": COLORS[i % len(COLORS)]})
+        series.append({"name": name, "points": pts, "dash": dashed, "markers": False, "color": color})
     with open(os.path.join(out, "latency_histogram.svg"), "w") as f:
-        f.write(svg_chart("Single submit + get round trip (%s)" % rep["date"][:10], "round trip [us] (log)",
-                          "share of samples [%]", series, logx=True, logy=False))
+        f.write(svg_chart("Single submit + get round trip (floors dashed, in their backend's colour)",
+                          "round trip [us] (log)", "share of samples [%]", series, logx=True, logy=False,
+                          subtitle=subtitle))
+    # Efficiency, not tasks/s: on a log-log plot of tasks/s every backend hugs the same ideal line.
     series = []
-    ideals = set()
-    for i, b in enumerate(backends):
+    for b in backends:
         mets = rep["backends"][b]["metrics"]
-        pts = [(us, mets.get("sweep_%dus" % us, {}).get("median")) for us in SWEEP_US]
-        series.append({"name": b, "points": pts, "color": COLORS[i % len(COLORS)]})
-        ideals.add(rep["backends"][b]["info"].get("n_workers") or 1)
-    for nw in sorted(ideals):
-        series.append({"name": "ideal, %d worker%s" % (nw, "s" if nw > 1 else ""), "dash": True, "markers": False,
-                       "color": "#999", "points": [(us, nw * 1e6 / us) for us in SWEEP_US]})
+        nw = rep["backends"][b]["info"].get("n_workers") or 1
+        pts = []
+        for us in SWEEP_US:
+            tps = mets.get("sweep_%dus" % us, {}).get("median")
+            pts.append((us, 100.0 * tps / (nw * 1e6 / us) if tps else None))
+        series.append({"name": "%s (%d worker%s)" % (b, nw, "s" if nw > 1 else ""), "points": pts, "color": colors[b]})
+    series.append({"name": "ideal: n_workers / task time", "dash": True, "markers": False, "color": NO_BACKEND_COLOR,
+                   "points": [(us, 100.0) for us in SWEEP_US]})
     with open(os.path.join(out, "throughput_vs_task_size.svg"), "w") as f:
-        f.write(svg_chart("Throughput against task size (%s)" % rep["date"][:10], "CPU work per task [us] (log)",
-                          "tasks/s (log)", series, logx=True, logy=True))
+        f.write(svg_chart("Throughput against task size, as efficiency", "CPU work per task [us] (log)",
+                          "tasks/s, percent of ideal", series, logx=True, logy=False, subtitle=subtitle))
 
 
 def update_readme(md):

@@ -216,7 +216,7 @@ void fig_idle(Ctx& c) {
   }
   bench::emit_metric(c.src, "idle_cpu", "CPU-s", v,
                      "CPU of the process tree (" + std::to_string(nproc) + " processes) over " +
-                         bench::json_num(idle_s) + " s idle after a task" + (idle_s != 3.0 ? ", scaled to 3 s" : ""));
+                         bench::short_number(idle_s) + " s idle after a task" + (idle_s != 3.0 ? ", scaled to 3 s" : ""));
 }
 
 void fig_efficiency(Ctx& c) {
@@ -434,8 +434,8 @@ int main(int argc, char** argv) {
     const std::string figure = bench::arg_value(argc, argv, "--bench-figure", "all");
     wm->startup();
     bench::Json()
-        .str("kind", "info").str("source", c.src).num("n_workers", wm->n_workers())
-        .boolean("in_process", wm->runs_in_process()).num("pid", getpid()).emit();
+        .str("kind", "info").str("source", c.src).integer("n_workers", wm->n_workers())
+        .boolean("in_process", wm->runs_in_process()).integer("pid", getpid()).emit();
     const std::vector<std::pair<std::string, void (*)(Ctx&)>> figures{
         {"throughput", fig_throughput}, {"roundtrip", fig_roundtrip}, {"bandwidth", fig_bandwidth},
         {"idle", fig_idle},             {"efficiency", fig_efficiency}, {"death", fig_death},

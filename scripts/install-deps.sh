@@ -9,6 +9,9 @@ packages=(
   openmpi-bin libopenmpi-dev
   clang
   libzmq3-dev cppzmq-dev libsodium-dev
+  nlohmann-json3-dev
+  doxygen help2man man-db bash-completion
+  dpkg-dev file
 )
 
 missing=()

@@ -7,7 +7,8 @@
 #     the installed wm's plugin directory, where `wm list`, `wm check` and an unmodified host find it
 #     with no WM_PLUGIN_PATH;
 #  3. builds the SDK example task library against the package, installs it elsewhere, and the
-#     unmodified host wm_run_task runs its tasks on serial, threads and processes.
+#     unmodified host wm_run_task runs its tasks on serial, threads and processes, and so does the
+#     installed one.
 set -euo pipefail
 build=$1 src=$2
 work=$(mktemp -d /tmp/wm-install-XXXXXX)
@@ -87,4 +88,7 @@ for backend in serial threads processes; do
 done
 expect "^digit_sum(1234) = 10$" \
   "$work/hosts/wm_run_task" --work-manager threads --n-workers 2 "$work/tasklib/libexample_tasks.so" digit_sum 1234
+# The installed wm_run_task (sdk/README.md names it) runs from the prefix, worker processes included.
+expect "^on processes with 2 worker(s)$" \
+  "$prefix/bin/wm_run_task" --work-manager processes --n-workers 2 "$library" collatz_steps 27
 echo "install consumer: ok"

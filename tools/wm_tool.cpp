@@ -4,6 +4,9 @@
 #include <wm/wm.hpp>
 
 #include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
+
+#include "option_value.hpp"  // core/src: the core's grammar of option values
 
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -25,6 +28,7 @@
 #include <cstring>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -81,52 +85,60 @@ std::string one_line(std::string_view s) {
   return out;
 }
 
-// A JSON string. Bytes from 0x80 on are written as \u00NN: the output is always valid JSON (file
-// names are bytes, not necessarily UTF-8).
-std::string jstr(std::string_view s) {
-  std::string out = "\"";
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (ch) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c >= 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += ch;
-        }
-    }
+// ---- JSON (nlohmann-json; fields in the order written) ----
+using Json = nlohmann::ordered_json;
+
+// Strings in the JSON output are UTF-8, kept as they are. Text that is not valid UTF-8 (a file name
+// is bytes, not necessarily UTF-8) is written with each invalid byte replaced by U+FFFD, and its
+// exact bytes are given beside it as an array of numbers (0-255), under the key with "_bytes"
+// appended: every JSON parser takes the document, and nothing is lost.
+bool valid_utf8(const std::string& s) {
+  try {
+    (void)Json(s).dump();  // the strict handler throws on a byte that is not valid UTF-8
+    return true;
+  } catch (const Json::type_error&) {
+    return false;
   }
-  return out + "\"";
 }
-std::string jnum(long long v) { return std::to_string(v); }
-std::string jnum(double v) {
-  if (!std::isfinite(v)) return "null";
-  std::ostringstream os;
-  os << std::setprecision(17) << v;
-  return os.str();
+
+// Sets obj[key] to the text (see above for text that is not UTF-8).
+void put_text(Json& obj, const std::string& key, const std::string& text) {
+  obj[key] = text;
+  if (!valid_utf8(text)) obj[key + "_bytes"] = std::vector<unsigned char>(text.begin(), text.end());
 }
-std::string jbool(bool v) { return v ? "true" : "false"; }
-std::string jarr(const std::vector<std::string>& items) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < items.size(); ++i) out += (i ? "," : "") + items[i];
-  return out + "]";
+
+Json text_list(const std::vector<std::string>& items) {
+  Json out = Json::array();
+  for (const auto& s : items) out.push_back(s);
+  return out;
 }
-using Fields = std::vector<std::pair<std::string, std::string>>;  // key, rendered value
-std::string jobj(const Fields& fields) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < fields.size(); ++i) out += (i ? "," : "") + jstr(fields[i].first) + ":" + fields[i].second;
-  return out + "}";
+
+// One line on stdout; invalid UTF-8 becomes U+FFFD here (the exact bytes are in the _bytes fields).
+void print_json(const Json& j) {
+  std::cout << j.dump(-1, ' ', false, Json::error_handler_t::replace) << "\n";
 }
-std::string jstrs(const std::vector<std::string>& items) {
-  std::vector<std::string> rendered;
-  for (const auto& s : items) rendered.push_back(jstr(s));
-  return jarr(rendered);
+
+// A value of the given option type as JSON, read by the core's own grammar: a number, a boolean or
+// a string. Text the grammar refuses (which the core would have refused before) stays a string.
+Json typed_value(wm::OptionType type, const std::string& text) {
+  std::string problem;
+  switch (type) {
+    case wm::OptionType::integer:
+      if (auto v = wm::detail::parse_integer_text(text, std::numeric_limits<long long>::min(),
+                                                  std::numeric_limits<long long>::max(), problem))
+        return *v;
+      break;
+    case wm::OptionType::number:
+      if (auto v = wm::detail::parse_number_text(text, -std::numeric_limits<double>::infinity(),
+                                                 std::numeric_limits<double>::infinity(), problem))
+        return std::isfinite(*v) ? Json(*v) : Json(nullptr);
+      break;
+    case wm::OptionType::boolean:
+      if (auto v = wm::detail::parse_bool_text(text, problem)) return *v;
+      break;
+    case wm::OptionType::text: break;
+  }
+  return text;
 }
 
 std::string abi_text(std::uint32_t v) { return std::to_string(v >> 16) + "." + std::to_string(v & 0xffffu); }
@@ -163,43 +175,52 @@ std::string option_range(const wm::OptionInfo& o) {
   return os.str();
 }
 
-std::string option_json(const wm::OptionInfo& o) {
-  Fields f = {{"name", jstr(o.name)},       {"type", jstr(wm::to_string(o.type))},
-              {"default", jstr(o.default_value)}, {"variable", jstr(o.variable)},
-              {"flag", jstr(o.flag)},       {"help", jstr(o.help)}};
+Json option_json(const wm::OptionInfo& o) {
+  Json j;
+  j["name"] = o.name;
+  j["type"] = wm::to_string(o.type);
+  j["default"] = typed_value(o.type, o.default_value);
+  j["variable"] = o.variable;
+  j["flag"] = o.flag;
+  put_text(j, "help", o.help);
   if (o.type == wm::OptionType::integer) {
-    f.emplace_back("min", jnum(static_cast<long long>(o.int_min)));
-    f.emplace_back("max", jnum(static_cast<long long>(o.int_max)));
+    j["min"] = static_cast<long long>(o.int_min);
+    j["max"] = static_cast<long long>(o.int_max);
   } else if (o.type == wm::OptionType::number) {
-    f.emplace_back("min", jnum(o.number_min));
-    f.emplace_back("max", jnum(o.number_max));
+    j["min"] = o.number_min;
+    j["max"] = o.number_max;
   }
-  return jobj(f);
+  return j;
 }
 
-std::string plugin_json(const wm::PluginInfo& p) {
-  Fields f = {{"path", jstr(p.path)}, {"status", jstr(wm::to_string(p.status))},
-              {"name", p.name.empty() ? "null" : jstr(p.name)}};
-  if (p.abi_version != 0) f.emplace_back("abi_version", jstr(abi_text(p.abi_version)));
+Json plugin_json(const wm::PluginInfo& p) {
+  Json j;
+  put_text(j, "path", p.path);
+  j["status"] = wm::to_string(p.status);
+  if (p.name.empty()) j["name"] = nullptr;
+  else put_text(j, "name", p.name);
+  if (p.abi_version != 0) j["abi_version"] = abi_text(p.abi_version);
   if (p.status != wm::PluginStatus::refused) {
-    f.emplace_back("version", jstr(p.version));
-    f.emplace_back("description", jstr(p.description));
-    f.emplace_back("capabilities", jstrs(capability_names(p.capabilities)));
-    f.emplace_back("entry_symbol", jstr(p.entry_symbol));
-    std::vector<std::string> options;
-    for (const auto& o : p.options) options.push_back(option_json(o));
-    f.emplace_back("options", jarr(options));
+    put_text(j, "version", p.version);
+    put_text(j, "description", p.description);
+    j["capabilities"] = text_list(capability_names(p.capabilities));
+    put_text(j, "entry_symbol", p.entry_symbol);
+    j["options"] = Json::array();
+    for (const auto& o : p.options) j["options"].push_back(option_json(o));
   }
-  if (!p.reason.empty()) f.emplace_back("reason", jstr(p.reason));
-  if (!p.note.empty()) f.emplace_back("note", jstr(p.note));
-  if (!p.shadowed_by.empty()) f.emplace_back("shadowed_by", jstr(p.shadowed_by));
-  return jobj(f);
+  if (!p.reason.empty()) put_text(j, "reason", p.reason);
+  if (!p.note.empty()) put_text(j, "note", p.note);
+  if (!p.shadowed_by.empty()) put_text(j, "shadowed_by", p.shadowed_by);
+  return j;
 }
 
-std::string directory_json(const wm::PluginDirectory& d) {
-  Fields f = {{"path", jstr(d.path)}, {"origin", jstr(d.origin)}, {"status", jstr(wm::to_string(d.status))}};
-  if (!d.detail.empty()) f.emplace_back("detail", jstr(d.detail));
-  return jobj(f);
+Json directory_json(const wm::PluginDirectory& d) {
+  Json j;
+  put_text(j, "path", d.path);
+  j["origin"] = d.origin;
+  j["status"] = wm::to_string(d.status);
+  if (!d.detail.empty()) put_text(j, "detail", d.detail);
+  return j;
 }
 
 std::string file_name(const std::string& path) {
@@ -208,6 +229,12 @@ std::string file_name(const std::string& path) {
 }
 
 // ---- command lines ----
+
+// A command line that names no command: exit status 2, like a bad flag, with the general help.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 // Flags are never guessed from abbreviations, here as in the library.
 constexpr int kStyle = po::command_line_style::unix_style & ~po::command_line_style::allow_guessing;
@@ -218,10 +245,10 @@ struct Command {
   const char* summary;
 };
 const Command kCommands[] = {
-    {"list", "wm list [--why] [--json]",
+    {"list", "wm list [--why] [--names] [--json]",
      "The valid work managers: name, version and the file each was found in. --why lists every\n"
      "candidate file in every scanned directory instead, taken, shadowed or refused, with the reason."},
-    {"plugins", "wm plugins [--why] [--json]", "The same as `wm list`."},
+    {"plugins", "wm plugins [--why] [--names] [--json]", "The same as `wm list`."},
     {"info", "wm info NAME [--json]",
      "A backend's version, ABI version, capabilities, description and every option (type, default,\n"
      "range, environment variable and flag)."},
@@ -279,26 +306,38 @@ bool wants_help(const po::variables_map& vm, const Command& c, const po::options
 
 int cmd_list(const Command& c, const std::vector<std::string>& args) {
   po::options_description desc = common_options();
-  desc.add_options()("why", "every candidate file in every scanned directory, and what became of it");
+  desc.add_options()("why", "every candidate file in every scanned directory, and what became of it")(
+      "names", "only the names of the valid work managers, one a line (for scripts and shell completion)");
   const auto vm = parse_command(args, desc);
   if (wants_help(vm, c, desc)) return 0;
   const bool why = vm.count("why") != 0;
   const wm::PluginScan scan = wm::scan_plugins();
 
   if (vm.count("json")) {
-    std::vector<std::string> managers, dirs, files;
+    Json j;
+    j["work_managers"] = Json::array();
+    j["directories"] = Json::array();
+    Json files = Json::array();
     for (const auto& p : scan.plugins) {
-      if (p.status == wm::PluginStatus::taken)
-        managers.push_back(jobj({{"name", jstr(p.name)}, {"version", jstr(p.version)}, {"path", jstr(p.path)},
-                                 {"abi_version", jstr(abi_text(p.abi_version))},
-                                 {"description", jstr(p.description)}}));
+      if (p.status == wm::PluginStatus::taken) {
+        Json m;
+        m["name"] = p.name;
+        put_text(m, "version", p.version);
+        put_text(m, "path", p.path);
+        m["abi_version"] = abi_text(p.abi_version);
+        put_text(m, "description", p.description);
+        j["work_managers"].push_back(std::move(m));
+      }
       if (why) files.push_back(plugin_json(p));
     }
-    for (const auto& d : scan.directories) dirs.push_back(directory_json(d));
-    Fields f = {{"work_managers", jarr(managers)}, {"directories", jarr(dirs)}};
-    if (why) f.emplace_back("files", jarr(files));
-    f.emplace_back("problems", jstrs(scan.directory_problems()));
-    std::cout << jobj(f) << "\n";
+    for (const auto& d : scan.directories) j["directories"].push_back(directory_json(d));
+    if (why) j["files"] = std::move(files);
+    j["problems"] = text_list(scan.directory_problems());
+    print_json(j);
+    return 0;
+  }
+  if (vm.count("names")) {
+    for (const auto& name : scan.names()) std::cout << name << "\n";
     return 0;
   }
 
@@ -389,12 +428,12 @@ int cmd_info(const Command& c, const std::vector<std::string>& args) {
     if (&q != &p && q.name == p.name) others.push_back(&q);
 
   if (vm.count("json")) {
-    std::vector<std::string> copies;
-    for (const auto* q : others) copies.push_back(plugin_json(*q));
-    std::cout << jobj({{"work_manager", plugin_json(p)},
-                       {"core_abi_version", jstr(abi_text(WM_ABI_VERSION))},
-                       {"other_copies", jarr(copies)}})
-              << "\n";
+    Json j;
+    j["work_manager"] = plugin_json(p);
+    j["core_abi_version"] = abi_text(WM_ABI_VERSION);
+    j["other_copies"] = Json::array();
+    for (const auto* q : others) j["other_copies"].push_back(plugin_json(*q));
+    print_json(j);
     return 0;
   }
   std::cout << p.name << " " << escaped(p.version) << ": " << one_line(p.description) << "\n"
@@ -430,14 +469,32 @@ int cmd_config(const Command& c, const std::vector<std::string>& args) {
   const auto report = env.config_report();
   const auto warnings = env.warnings();
   if (vm.count("json")) {
-    std::vector<std::string> entries;
-    for (const auto& e : report)
-      entries.push_back(jobj({{"name", jstr(e.name)},
-                              {"value", jstr(e.value)},
-                              {"source", jstr(wm::to_string(e.source))},
-                              {"variable", jstr(e.variable)},
-                              {"flag", e.flag.empty() ? "null" : jstr(e.flag)}}));
-    std::cout << jobj({{"settings", jarr(entries)}, {"warnings", jstrs(warnings)}}) << "\n";
+    // Each value typed as the option is: the common settings by what they are, a backend's options
+    // by their declared type.
+    const std::string backend = env.work_manager_name();
+    const wm::PluginInfo* plugin = env.plugin_scan().find(backend);
+    Json j;
+    j["settings"] = Json::array();
+    for (const auto& e : report) {
+      Json entry;
+      entry["name"] = e.name;
+      if (e.name == "n-workers") {
+        entry["value"] = e.source == wm::ValueSource::default_value ? Json(nullptr)
+                                                                    : typed_value(wm::OptionType::integer, e.value);
+      } else {
+        wm::OptionType type = wm::OptionType::text;
+        if (plugin != nullptr)
+          for (const auto& o : plugin->options)
+            if (e.name == backend + "-" + o.name) type = o.type;
+        entry["value"] = typed_value(type, e.value);
+      }
+      entry["source"] = wm::to_string(e.source);
+      entry["variable"] = e.variable;
+      entry["flag"] = e.flag.empty() ? Json(nullptr) : Json(e.flag);
+      j["settings"].push_back(std::move(entry));
+    }
+    j["warnings"] = text_list(warnings);
+    print_json(j);
     return 0;
   }
   std::cout << "effective configuration (command line > environment > default):\n" << env.format_config_report();
@@ -783,15 +840,25 @@ int cmd_check(const Command& c, const std::vector<std::string>& args, bool child
   const StageResult* failed = all_ok ? nullptr : &out.stages.back();
 
   if (a.json) {
-    std::vector<std::string> stages;
-    for (const auto& s : out.stages)
-      stages.push_back(jobj({{"stage", jstr(s.stage)}, {"ok", jbool(s.ok)}, {"detail", jstr(s.detail)}}));
-    Fields f = {{"name", jstr(a.name)}, {"path", p ? jstr(p->path) : "null"}, {"ok", jbool(all_ok)},
-                {"stages", jarr(stages)}, {"failed_stage", failed ? jstr(failed->stage) : "null"},
-                {"timed_out", jbool(out.timed_out)}, {"output", jstr(out.output)}};
-    if (out.exit_code >= 0) f.emplace_back("exit_status", jnum(static_cast<long long>(out.exit_code)));
-    if (out.signal != 0) f.emplace_back("signal", jnum(static_cast<long long>(out.signal)));
-    std::cout << jobj(f) << "\n";
+    Json j;
+    j["name"] = a.name;
+    if (p != nullptr) put_text(j, "path", p->path);
+    else j["path"] = nullptr;
+    j["ok"] = all_ok;
+    j["stages"] = Json::array();
+    for (const auto& s : out.stages) {
+      Json stage;
+      stage["stage"] = s.stage;
+      stage["ok"] = s.ok;
+      put_text(stage, "detail", s.detail);
+      j["stages"].push_back(std::move(stage));
+    }
+    j["failed_stage"] = failed != nullptr ? Json(failed->stage) : Json(nullptr);
+    j["timed_out"] = out.timed_out;
+    put_text(j, "output", out.output);
+    if (out.exit_code >= 0) j["exit_status"] = out.exit_code;
+    if (out.signal != 0) j["signal"] = out.signal;
+    print_json(j);
   } else {
     std::cout << "wm check " << a.name << "\n";
     auto line = [](const char* mark, const std::string& stage, const std::string& detail) {
@@ -849,10 +916,7 @@ int run(int argc, char** argv) {
         near = name;
       }
     }
-    std::cerr << "wm: unknown command '" << escaped(verb) << "'" << (near.empty() ? "" : "; did you mean '" + near + "'?")
-              << "\n\n";
-    print_general_help(std::cerr);
-    return 2;
+    throw UsageError("unknown command '" + escaped(verb) + "'" + (near.empty() ? "" : "; did you mean '" + near + "'?"));
   }
   const std::string name = c->name;
   if (name == "list" || name == "plugins") return cmd_list(*c, args);
@@ -866,16 +930,36 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   // `processes` (and any backend that spawns workers) re-runs this program as its workers.
   wm::serve_if_worker();
+  // With --json, an error is also a JSON object on stdout (scripts read stdout; people read stderr).
+  const bool json = std::any_of(argv + std::min(argc, 1), argv + argc, [](const char* a) { return std::strcmp(a, "--json") == 0; });
+  auto fail = [&](const char* kind, const std::string& message, int status) {
+    if (json) {
+      Json j;
+      Json& e = j["error"];
+      e["kind"] = kind;
+      put_text(e, "message", message);
+      e["exit_status"] = status;
+      print_json(j);
+    }
+    return status;
+  };
   try {
     return run(argc, argv);
+  } catch (const UsageError& e) {
+    std::cerr << "wm: " << e.what() << "\n\n";
+    print_general_help(std::cerr);
+    return fail("usage", e.what(), 2);
   } catch (const po::error& e) {
     std::cerr << "wm: " << e.what() << " (see `wm " << (argc > 1 ? escaped(argv[1]) + " " : "") << "--help`)\n";
-    return 2;
-  } catch (const wm::Error& e) {
+    return fail("usage", e.what(), 2);
+  } catch (const wm::ConfigError& e) {
     std::cerr << "wm: " << one_line(e.what()) << "\n";
-    return 1;
+    return fail("config", e.what(), 1);
+  } catch (const wm::PluginError& e) {
+    std::cerr << "wm: " << one_line(e.what()) << "\n";
+    return fail("plugin", e.what(), 1);
   } catch (const std::exception& e) {
     std::cerr << "wm: " << one_line(e.what()) << "\n";
-    return 1;
+    return fail("error", e.what(), 1);
   }
 }

@@ -2,7 +2,7 @@
 """test_wm_tool.py: the `wm` tool run as a user runs it: help, list, info, config, check, and the
 broken-plugin matrix, each case in an isolated plugin directory that `wm list --why` must explain.
 
-Run one group: test_wm_tool.py Cli | Matrix | Check (the paths come from the environment, see
+Run one group: test_wm_tool.py Cli | Matrix | Check | Json (the paths come from the environment, see
 tests/tool/CMakeLists.txt). Every command is bounded by a timeout; no process is left behind."""
 import json
 import os
@@ -138,6 +138,7 @@ class Cli(ToolTest):
         self.assertEqual(data["directories"][0]["origin"], "bundled")
         self.assertEqual(data["directories"][1], {"path": TEST_PLUGINS, "origin": "WM_PLUGIN_PATH", "status": "scanned"})
         self.assertNotIn("files", data)
+        self.assertEqual(self.wm_ok(["list", "--names"], plugin_path=TEST_PLUGINS).stdout.split(), names)
         self.assertIn(f"WM_PLUGIN_PATH entry 1 {TEST_PLUGINS}: scanned",
                       self.wm_ok(["list", "--why"], plugin_path=TEST_PLUGINS).stdout)
 
@@ -171,7 +172,7 @@ class Cli(ToolTest):
         settings = {s["name"]: s for s in data["settings"]}
         self.assertEqual(settings["work-manager"]["value"], "threads")
         self.assertEqual(settings["work-manager"]["source"], "environment")
-        self.assertEqual(settings["threads-spin-us"]["value"], "5")
+        self.assertEqual(settings["threads-spin-us"]["value"], 5)
         self.assertEqual(settings["threads-spin-us"]["variable"], "WM_THREADS_SPIN_US")
         self.assertEqual(settings["log-level"]["value"], "warning")
         self.assertEqual(settings["log-level"]["source"], "default")
@@ -436,6 +437,150 @@ class Check(ToolTest):
             d.copy(fixture("missing_dep.so"))
             self.failing("fixture_missing_dep", "discovery", "was found but refused", plugin_path=d.path)
         self.failing("nonesuch", "discovery", "unknown work manager 'nonesuch'")
+
+
+def typed(value, kind):
+    """isinstance that tells booleans from numbers (True is an int in Python)."""
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+class Json(ToolTest):
+    """--json as a script reads it: every command's output and errors parsed, values typed, file
+    names kept as they are."""
+
+    def assert_types(self, obj, types, where):
+        for key, kind in types.items():
+            self.assertIn(key, obj, where)
+            self.assertTrue(typed(obj[key], kind), f"{where}: {key} = {obj[key]!r} is not {kind.__name__}")
+
+    def test_every_command_is_typed(self):
+        data = self.wm_json(["list"], plugin_path=TEST_PLUGINS)
+        for m in data["work_managers"]:
+            self.assert_types(m, {"name": str, "version": str, "path": str, "abi_version": str, "description": str}, "list")
+        self.assertTrue(all(typed(p, str) for p in data["problems"]))
+        self.assertEqual(data, self.wm_json(["plugins"], plugin_path=TEST_PLUGINS))
+        data = self.wm_json(["list", "--why"], plugin_path=TEST_PLUGINS)
+        for f in data["files"]:
+            self.assert_types(f, {"path": str, "status": str}, "list --why")
+            if f["status"] != "refused":
+                self.assertTrue(typed(f["capabilities"], list) and typed(f["options"], list), f)
+
+        info = self.wm_json(["info", "threads"])
+        self.assertEqual(info["core_abi_version"], "1.0")
+        spin = next(o for o in info["work_manager"]["options"] if o["name"] == "spin-us")
+        self.assert_types(spin, {"default": int, "min": int, "max": int, "help": str}, "info threads spin-us")
+        self.assertEqual(spin["default"], 50)
+        # Every option of every bundled backend: its default has its declared type.
+        python_type = {"int": int, "number": float, "bool": bool, "text": str}
+        for name in [m["name"] for m in self.wm_json(["list"])["work_managers"]]:
+            for o in self.wm_json(["info", name])["work_manager"]["options"]:
+                self.assertIn(o["type"], python_type, o)
+                self.assertTrue(typed(o["default"], python_type[o["type"]]), f"{name}: {o}")
+
+        env = {"WM_WORK_MANAGER": "threads", "WM_N_WORKERS": "3", "WM_THREADS_SPIN_US": "7"}
+        settings = {s["name"]: s for s in self.wm_json(["config"], env=env)["settings"]}
+        self.assertEqual(settings["n-workers"]["value"], 3)
+        self.assertEqual(settings["threads-spin-us"]["value"], 7)
+        self.assertEqual(settings["work-manager"]["value"], "threads")
+        self.assertIsNone(settings["log-level"]["flag"])
+        settings = {s["name"]: s for s in self.wm_json(["config"])["settings"]}
+        self.assertIsNone(settings["n-workers"]["value"])  # the backend's default
+        self.assertEqual(settings["n-workers"]["source"], "default")
+        # A boolean option, given as a yes/no word, comes out as a boolean (processes' shared-memory).
+        option = next(o for o in self.wm_json(["info", "processes"])["work_manager"]["options"]
+                      if o["name"] == "shared-memory")
+        self.assertIs(option["default"], True)
+        for word, value in (("no", False), ("On", True)):
+            settings = {s["name"]: s for s in self.wm_json(
+                ["config", "--work-manager", "processes", "--wm-processes-shared-memory", word])["settings"]}
+            self.assertIs(settings["processes-shared-memory"]["value"], value)
+            self.assertEqual(settings["processes-shared-memory"]["source"], "command line")
+
+        data = self.check_json(["check", "threads"])
+        self.assert_types(data, {"ok": bool, "timed_out": bool, "exit_status": int, "stages": list, "output": str},
+                          "check")
+        self.assertIs(data["ok"], True)
+        self.assertIsNone(data["failed_stage"])
+        for stage in data["stages"]:
+            self.assert_types(stage, {"stage": str, "ok": bool, "detail": str}, "check stage")
+
+    def check_json(self, args):
+        r = run(args + ["--json"], timeout=90)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout)
+
+    def error(self, args, kind, status, message, **kw):
+        """An error with --json: a JSON object on stdout, the same exit status, the message on stderr too."""
+        r = run(args + ["--json"], **kw)
+        self.assertEqual(r.returncode, status, (args, r.stdout, r.stderr))
+        data = json.loads(r.stdout)
+        self.assertEqual(list(data), ["error"], data)
+        e = data["error"]
+        self.assert_types(e, {"kind": str, "message": str, "exit_status": int}, f"error of {args}")
+        self.assertEqual((e["kind"], e["exit_status"]), (kind, status), e)
+        self.assertIn(message, e["message"])
+        self.assertIn(message, r.stderr)
+        return e
+
+    def test_errors_are_json_objects(self):
+        self.error(["lsit"], "usage", 2, "unknown command 'lsit'; did you mean 'list'?")
+        self.error(["list", "--whyy"], "usage", 2, "--whyy")
+        self.error(["plugins", "--wh"], "usage", 2, "--wh")
+        self.error(["info"], "usage", 2, "wm info needs the NAME of a backend")
+        self.error(["info", "thread"], "config", 1, "unknown work manager 'thread'")
+        self.error(["check"], "usage", 2, "wm check needs the NAME of a backend")
+        self.error(["check", "threads", "--timeout", "0"], "usage", 2, "--timeout must be more than 0")
+        self.error(["config", "--wm-threads-spin-uss", "7"], "config", 1, "unknown option --wm-threads-spin-uss",
+                   env={"WM_WORK_MANAGER": "threads"})
+        self.error(["config"], "config", 1, "WM_LOG_LEVEL='bogus' is not a log level", env={"WM_LOG_LEVEL": "bogus"})
+        self.error(["config"], "config", 1, "WM_THREADS_SPIN_US='abc'",
+                   env={"WM_WORK_MANAGER": "threads", "WM_THREADS_SPIN_US": "abc"})
+        with PluginDir() as d:
+            d.copy(fixture("missing_dep.so"))
+            self.error(["info", "fixture_missing_dep"], "plugin", 1, "was found but refused", plugin_path=d.path)
+        # A failing check is a report, not an error: ok is false, the exit status 1.
+        r = run(["check", "nonesuch", "--json"])
+        self.assertEqual(r.returncode, 1)
+        data = json.loads(r.stdout)
+        self.assertIs(data["ok"], False)
+        self.assertEqual(data["failed_stage"], "discovery")
+
+    def test_utf8_names_are_kept(self):
+        with PluginDir() as d:
+            directory = os.path.join(d.path, "plugins-é-日本")
+            os.mkdir(directory)
+            plugin = os.path.join(directory, "bon-été.so")
+            shutil.copyfile(fixture("good.so"), plugin)
+            r = run(["list", "--why", "--json"], plugin_path=directory)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("plugins-é-日本/bon-été.so".encode(), r.stdout.encode())  # as UTF-8, not escaped
+            data = json.loads(r.stdout)
+            self.assertEqual(data["directories"][1]["path"], directory)
+            self.assertNotIn("path_bytes", data["directories"][1])
+            entry = next(f for f in data["files"] if f["path"] == plugin)
+            self.assertEqual((entry["status"], entry["name"]), ("taken", "fixture_good"))
+            info = self.wm_json(["info", "fixture_good"], plugin_path=directory)
+            self.assertEqual(info["work_manager"]["path"], plugin)
+
+    def test_bytes_that_are_not_utf8_are_escaped(self):
+        with PluginDir() as d:
+            raw = os.fsencode(d.path) + b"/plugins-\xff\xfe-caf\xe9"
+            os.mkdir(raw)
+            shutil.copyfile(fixture("good.so"), raw + b"/good.so")
+            r = subprocess.run([WM, "list", "--why", "--json"], capture_output=True, timeout=60,
+                               env={**{k: v for k, v in os.environ.items() if not k.startswith("WM_")},
+                                    "WM_PLUGIN_PATH": os.fsdecode(raw)})
+            self.assertEqual(r.returncode, 0, r.stderr)
+            data = json.loads(r.stdout.decode("utf-8"))  # valid UTF-8 throughout
+            entry = data["directories"][1]
+            self.assertEqual(entry["path"], os.fsdecode(os.fsencode(d.path)) + "/plugins-\ufffd\ufffd-caf\ufffd")
+            self.assertEqual(bytes(entry["path_bytes"]), raw)
+            files = [f for f in data["files"] if "path_bytes" in f]
+            self.assertEqual([bytes(f["path_bytes"]) for f in files], [raw + b"/good.so"])
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ class WMEnvironment {
   /**
    * Takes the options of add_wm_args out of argv and returns the arguments it did not consume,
    * in order, argv[0] first (everything from a "--" on is left alone). Flags are never guessed
-   * from abbreviations. An unknown --<arg_prefix>-* flag is a ConfigError naming it and the
+   * from abbreviations. An unknown `--<arg_prefix>-*` flag is a ConfigError naming it and the
    * closest option; other unknown flags are the program's. `--help-wm [BACKEND]` (also
    * `--help-wm=BACKEND`) is noted here and answered by make_work_manager().
    */

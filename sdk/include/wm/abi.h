@@ -91,7 +91,7 @@ enum wm_option_type {
   WM_OPTION_STRING = 4  /* any text */
 };
 
-/** One option a backend declares. Its variable is WM_<BACKEND>_<NAME>, its flag --wm-<backend>-<name>. */
+/** One option a backend declares. Its variable is `WM_<BACKEND>_<NAME>`, its flag `--wm-<backend>-<name>`. */
 typedef struct wm_option_meta {
   char name[WM_OPTION_NAME_LEN]; /* lower case letters, digits and '-' */
   uint32_t type;                 /* enum wm_option_type */
