@@ -97,6 +97,16 @@ class PluginDir:
         shutil.rmtree(self.path)
 
 
+def default_text(option):
+    """An option's default as the help writes it (wm info --json gives it typed)."""
+    v = option["default"]
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "%g" % v
+    return str(v)
+
+
 class HostTest(unittest.TestCase):
     def assert_ran(self, r, code, what):
         self.assertEqual(r.returncode, code, f"{what}: exit code {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
@@ -132,7 +142,7 @@ class Help(HostTest):
             self.assertGreater(out.index(header), max(common), name)
             for o in info["options"]:
                 self.assertIn(o["flag"], out, o)
-                entry = flat(without_asides(o["help"])) + (f" (default {o['default']})" if o["default"] else "")
+                entry = flat(without_asides(o["help"])) + (f" (default {default_text(o)})" if o["default"] != "" else "")
                 self.assertIn(entry, text, o)
         self.assertNotIn("default ]", out)
         self.assertNotIn("(default )", out)
@@ -159,7 +169,7 @@ class Help(HostTest):
                     facts = o["type"]
                     if o["type"] == "bool":
                         facts += " (1/0, true/false, yes/no, on/off; the flag alone means true)"
-                    facts += f", default {o['default']}" if o["default"] else ", no default"
+                    facts += f", default {default_text(o)}" if o["default"] != "" else ", no default"
                     if "min" in o:
                         facts += f", range {bound(o, o['min'])}..{bound(o, o['max'])}"
                     facts += f"; variable {o['variable']}"
