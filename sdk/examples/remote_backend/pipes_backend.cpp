@@ -74,6 +74,12 @@ class PipesTransport final : public remote::Transport {
 
   void start(remote::TransportHost& host) override {
     host_ = &host;
+    // A worker that died leaves a pipe nobody reads: writing to it must fail (EPIPE), not end the
+    // program by SIGPIPE. Blocked on this thread only: the engine's, which does all the writing.
+    sigset_t pipe_signal;
+    sigemptyset(&pipe_signal);
+    sigaddset(&pipe_signal, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
     for (std::size_t id = 0; id < workers_.size(); ++id) host.worker_added(static_cast<remote::WorkerId>(id));
   }
 
