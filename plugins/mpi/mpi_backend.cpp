@@ -4,7 +4,6 @@
 // and what a worker rank does after the engine's worker loop (how it leaves). Rank 0's transport is
 // mpi_transport.cpp, a worker's port mpi_port.cpp; one rank alone runs its tasks on a thread (the
 // SDK's in-process transport). See README.md beside this file.
-#include "doorbell.hpp"
 #include "mpi_port.hpp"
 #include "mpi_transport.hpp"
 #include "mpi_wire.hpp"
@@ -34,21 +33,24 @@ namespace {
 
 using namespace wm_mpi;
 
-// One mpi work manager per process: the worker ranks serve the first one and leave with it.
-std::atomic<bool> g_made{false};
-
 class MpiBackend;
 
-// Rank 0's end of MPI (MpiBackend::end) and who runs it: the destructor, or the exit.
-struct EndState {
+// The MPI job this process belongs to, across its work managers (one at a time): when the work
+// manager initialised MPI, MPI stays initialised and the worker ranks stay connected from one work
+// manager to the next (they serve each in turn), and the job ends when rank 0's program does.
+struct Job {
   std::mutex mutex;
   std::condition_variable cv;
-  MpiBackend* live = nullptr;  // rank 0's backend until its end has run
-  bool running = false;
-  bool finalize_at_exit = false;
-  std::thread::id init_thread;
+  MpiBackend* live = nullptr;  // this process's work manager, until its end has run
+  bool running = false;        // its end runs
+  bool initialized = false, owns_mpi = false;
+  MPI_Comm comm = MPI_COMM_NULL;
+  int rank = -1, size = 0;
+  bool stays = false;           // rank 0: the ranks wait for its next work manager
+  std::vector<int> doorbells;   // rank 0: theirs, meanwhile
+  std::string over;             // why no further work manager can be made ("": one can)
 };
-EndState g_end;
+Job g_job;
 void end_at_exit();
 
 bool truthy(const char* v) {
@@ -148,13 +150,13 @@ class MpiBackend final : public remote::RemoteBackend {
    *  rank 0's live backend. */
   static void end(MpiBackend* b) {
     {
-      std::unique_lock<std::mutex> lock(g_end.mutex);
-      if (b == nullptr || g_end.live != b) return;
-      if (g_end.running) {  // another thread runs it: wait for it (b lives until then)
-        g_end.cv.wait_for(lock, std::chrono::seconds(60), [b] { return g_end.live != b; });
+      std::unique_lock<std::mutex> lock(g_job.mutex);
+      if (b == nullptr || g_job.live != b) return;
+      if (g_job.running) {  // another thread runs it: wait for it (b lives until then)
+        g_job.cv.wait_for(lock, std::chrono::seconds(60), [b] { return g_job.live != b; });
         return;
       }
-      g_end.running = true;
+      g_job.running = true;
     }
     b->finish_job();
   }
@@ -166,9 +168,17 @@ class MpiBackend final : public remote::RemoteBackend {
     } catch (const std::exception& e) {
       log(WM_LOG_ERROR, std::string("shutdown failed: ") + e.what());
     }
-    const bool clean = master_ok_ && (transport_ == nullptr || transport_->finish());
-    bool finalize_at_exit = false;
-    if (!clean) {
+    // The ranks stay for this process's next work manager when the work manager owns MPI (a
+    // program that initialised MPI itself finalizes it, which waits for every rank).
+    const bool stay = owns_mpi_ && master_ok_;
+    const bool clean = master_ok_ && (transport_ == nullptr || transport_->finish(stay));
+    std::string over;
+    if (clean && stay) {
+      std::lock_guard<std::mutex> lock(g_job.mutex);
+      g_job.stays = true;
+      if (transport_ != nullptr) g_job.doorbells = transport_->doorbells();
+    } else if (!clean) {
+      over = "a rank died, was stopped by force or never started in an earlier mpi work manager of this job";
       log(WM_LOG_WARNING,
           std::string("a rank died, was stopped by force or never started in this job, so MPI_Finalize could wait "
                       "for it forever (Open MPI 4.1): ") +
@@ -176,20 +186,17 @@ class MpiBackend final : public remote::RemoteBackend {
                            "program ends"
                          : "the program initialised MPI itself: end it without MPI_Finalize (flush its output, "
                            "then _exit), or it may hang"));
-    } else if (!owns_mpi_) {
-      MPI_Comm_free(&comm_);
-    } else if (std::this_thread::get_id() == g_end.init_thread) {
-      MPI_Finalize();
     } else {
-      finalize_at_exit = true;  // MPI_Finalize belongs to the thread that initialised MPI
+      over = "the program initialised MPI itself, so the worker ranks left with its first mpi work manager";
+      MPI_Comm_free(&comm_);
     }
     {
-      std::lock_guard<std::mutex> lock(g_end.mutex);
-      g_end.live = nullptr;
-      g_end.running = false;
-      g_end.finalize_at_exit = finalize_at_exit;
+      std::lock_guard<std::mutex> lock(g_job.mutex);
+      g_job.live = nullptr;
+      g_job.running = false;
+      if (!over.empty()) g_job.over = over;
     }
-    g_end.cv.notify_all();
+    g_job.cv.notify_all();
   }
 
  protected:
@@ -200,11 +207,37 @@ class MpiBackend final : public remote::RemoteBackend {
       throw std::runtime_error("the start-up of the mpi work manager failed, and every rank takes part in it: it "
                                "cannot be tried again in this job");
     prepared_ = true;
-    init_mpi();
-    if (rank_ == 0)
-      prepare_master();
-    else
-      prepare_worker();
+    recovery_ = truthy(std::getenv("OMPI_MCA_orte_enable_recovery"));
+    bool next = false;
+    {
+      std::unique_lock<std::mutex> lock(g_job.mutex);
+      // One whose shutdown has begun (destroyed by a thread of its own, say) is waited for.
+      g_job.cv.wait_for(lock, std::chrono::seconds(60),
+                        [] { return g_job.live == nullptr || !g_job.live->stopping(); });
+      if (g_job.live != nullptr)
+        throw std::runtime_error("this process has an mpi work manager already: an MPI job has one at a time (its "
+                                 "worker ranks serve it); make the next one once it is gone");
+      if (!g_job.over.empty())
+        throw std::runtime_error("no further mpi work manager can be made in this job: " + g_job.over);
+      g_job.live = this;  // until its end
+      next = g_job.initialized;
+      comm_ = g_job.comm;
+      rank_ = g_job.rank;
+      size_ = g_job.size;
+      owns_mpi_ = g_job.owns_mpi;
+    }
+    if (!next) init_mpi();
+    if (rank_ != 0) {  // a worker rank serves until the job ends: only rank 0 ends work managers
+      std::lock_guard<std::mutex> lock(g_job.mutex);
+      g_job.live = nullptr;
+    }
+    if (rank_ != 0) return prepare_worker();
+    if (!next) return prepare_master();
+    // The ranks stayed: they serve this work manager too.
+    std::lock_guard<std::mutex> lock(g_job.mutex);
+    doorbells_.swap(g_job.doorbells);
+    for (int fd : doorbells_) doorbell::ring(fd, kNext);
+    g_job.stays = false;
   }
 
   void started() override { master_ok_ = true; }
@@ -223,9 +256,8 @@ class MpiBackend final : public remote::RemoteBackend {
     MpiTransport::Options o;
     o.comm = comm_;
     o.size = size_;
-    o.listener = listener_;
-    listener_ = Listener{};  // the transport closes it
-    o.nonce = setup_.nonce;
+    o.acceptor = std::move(acceptor_);
+    o.doorbells.swap(doorbells_);
     o.connect_limit = engine_options().startup_limit;
     o.park_on_force = !recovery_;
     auto t = std::make_unique<MpiTransport>(std::move(o), logger());
@@ -240,19 +272,27 @@ class MpiBackend final : public remote::RemoteBackend {
     return port;
   }
 
+  // A worker rank serves rank 0's work managers one after another, until the job ends.
   void served(remote::Port& port, remote::WorkerEnd end) override {
     auto& p = static_cast<MpiPort&>(port);
-    if (end == remote::WorkerEnd::stopped && p.finish()) {
-      MPI_Finalize();  // on the thread that initialised MPI: the one serving since start-up
-      return;          // the core destroys the backend and exits with 0
+    for (;;) {
+      // Stopped by force, rank 0 gone, a verdict to leave without MPI_Finalize, or a broken loop:
+      // the port's watcher ends the process when rank 0 ends (or at once, if rank 0 said so).
+      if (end == remote::WorkerEnd::broken) {
+        log(WM_LOG_ERROR, me() + " cannot go on serving; it leaves without MPI_Finalize when rank 0 ends");
+        p.give_up();
+      }
+      if (end != remote::WorkerEnd::stopped) p.wait_for_the_end();
+      switch (p.finish()) {
+        case MpiPort::Verdict::finalize:
+          MPI_Finalize();  // on the thread that initialised MPI: the one serving since start-up
+          return;          // the core destroys the backend and exits with 0
+        case MpiPort::Verdict::serve:
+          end = remote::run_worker_loop(p, services(), name(), worker_identity(), worker_loop_options());
+          break;
+        case MpiPort::Verdict::leave: p.wait_for_the_end();
+      }
     }
-    // Stopped by force, rank 0 gone, a verdict to leave without MPI_Finalize, or a broken loop:
-    // the port's watcher ends the process when rank 0 ends (or at once, if rank 0 said so).
-    if (end == remote::WorkerEnd::broken) {
-      log(WM_LOG_ERROR, me() + " cannot go on serving; it leaves without MPI_Finalize when rank 0 ends");
-      p.give_up();
-    }
-    p.wait_for_the_end();
   }
 
  private:
@@ -261,10 +301,6 @@ class MpiBackend final : public remote::RemoteBackend {
   }
 
   void init_mpi() {
-    if (g_made.exchange(true))
-      throw std::runtime_error(
-          "this process made an mpi work manager already: an MPI job has one (its worker ranks serve the first "
-          "one and leave with it); keep the first one for the whole program");
     int finalized = 0, initialized = 0, provided = 0;
     MPI_Finalized(&finalized);
     if (finalized) throw std::runtime_error("MPI was finalized already in this process: the mpi work manager cannot start");
@@ -297,12 +333,13 @@ class MpiBackend final : public remote::RemoteBackend {
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
-    if (rank_ == 0) {
-      std::lock_guard<std::mutex> lock(g_end.mutex);
-      g_end.live = this;
-      g_end.init_thread = std::this_thread::get_id();
-      std::atexit(end_at_exit);
-    }
+    std::lock_guard<std::mutex> lock(g_job.mutex);
+    g_job.initialized = true;
+    g_job.owns_mpi = owns_mpi_;
+    g_job.comm = comm_;
+    g_job.rank = rank_;
+    g_job.size = size_;
+    if (rank_ == 0) std::atexit(end_at_exit);
   }
 
   void prepare_master() {
@@ -313,14 +350,13 @@ class MpiBackend final : public remote::RemoteBackend {
       return;
     }
     std::memset(&setup_, 0, sizeof setup_);
-    std::random_device rd;
-    setup_.nonce = (std::uint64_t(rd()) << 32) ^ rd();
     setup_.master_pid = static_cast<std::int32_t>(getpid());
     std::snprintf(setup_.host, sizeof setup_.host, "%s", remote::this_host().c_str());
     try {
-      listener_ = listen_for_workers(size_);
-      setup_.port = listener_.port;
-      const auto addresses = doorbell_addresses(address_);
+      acceptor_ = std::make_unique<doorbell::Acceptor>(size_);
+      setup_.port = acceptor_->port();
+      setup_.nonce = acceptor_->nonce();
+      const auto addresses = doorbell::addresses(address_, "WM_MPI_DOORBELL_ADDRESS");
       setup_.n_addresses = static_cast<std::uint16_t>(std::min<std::size_t>(addresses.size(), Setup::kMaxAddresses));
       std::copy_n(addresses.begin(), setup_.n_addresses, setup_.addresses);
     } catch (const std::exception& e) {
@@ -328,9 +364,8 @@ class MpiBackend final : public remote::RemoteBackend {
     }
     broadcast_setup();
     if (setup_.error[0] != '\0') throw std::runtime_error(setup_.error);
-    recovery_ = truthy(std::getenv("OMPI_MCA_orte_enable_recovery"));
-    if (!recovery_)
-      log(WM_LOG_WARNING,
+    if (!recovery_)  // said once per job; if a rank dies, the error says it again
+      log(WM_LOG_INFO,
           "if a worker rank dies, mpirun ends the whole job (its default); start it with mpirun --enable-recovery to "
           "let rank 0 carry on with the other ranks");
     if (requested_workers() != 0 && requested_workers() != static_cast<unsigned>(size_ - 1))
@@ -356,14 +391,12 @@ class MpiBackend final : public remote::RemoteBackend {
     setenv(WM_ENV_PROCESS_INDEX, std::to_string(rank_ - 1).c_str(), 1);
     std::vector<std::uint32_t> addresses(setup_.addresses, setup_.addresses + std::min<int>(setup_.n_addresses, Setup::kMaxAddresses));
     std::string why;
-    doorbell_ = connect_doorbell(addresses, setup_.port, setup_.host == remote::this_host(), 5000, why);
+    const doorbell::Hail hail{setup_.nonce, rank_, static_cast<std::int32_t>(getpid())};
+    doorbell_ = doorbell::connect(addresses, setup_.port, setup_.host == remote::this_host(), 5000, hail, why);
     if (doorbell_ < 0)
       throw std::runtime_error("rank " + std::to_string(rank_) + " cannot reach rank 0 (" + setup_.host +
                                ") on its doorbell port: " + why +
                                "; set WM_MPI_DOORBELL_ADDRESS to an address of rank 0's host the other ranks can reach");
-    const Hail hail{setup_.nonce, rank_, static_cast<std::int32_t>(getpid())};
-    if (send(doorbell_, &hail, sizeof hail, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof hail))
-      throw std::runtime_error("rank " + std::to_string(rank_) + " cannot talk to rank 0 on its doorbell: " + std::strerror(errno));
     // What this rank is, for the program and for diagnostics (as a processes worker has it).
     const std::string arg = "rank=" + std::to_string(rank_) + ",doorbell=" + std::to_string(doorbell_);
     setenv(WM_ENV_WORKER_ARG, arg.c_str(), 1);
@@ -374,27 +407,28 @@ class MpiBackend final : public remote::RemoteBackend {
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = -1, size_ = 0;
   Setup setup_{};
-  Listener listener_;
+  std::unique_ptr<doorbell::Acceptor> acceptor_;  // rank 0, its job's first work manager
+  std::vector<int> doorbells_;                    // rank 0, later ones: the ranks' doorbells
   int doorbell_ = -1;                 // worker ranks: the connection to rank 0
   MpiTransport* transport_ = nullptr;  // rank 0: owned by the dispatcher
 };
 
 // At exit on rank 0: a work manager never destroyed (or whose destruction on another thread the
-// exit overtook) is ended here, and MPI finalized if its end left that to the exit. Without it the
-// worker ranks would wait for a verdict that never comes, and mpirun would count rank 0's exit
-// without MPI_Finalize as a failure.
+// exit overtook) is ended here; then, if the ranks stayed for another, the job ends: every rank
+// finalizes MPI. Without it the worker ranks would wait for a verdict that never comes, and mpirun
+// would count rank 0's exit without MPI_Finalize as a failure.
 void end_at_exit() {
   MpiBackend* b;
   {
-    std::lock_guard<std::mutex> lock(g_end.mutex);
-    b = g_end.live;
+    std::lock_guard<std::mutex> lock(g_job.mutex);
+    b = g_job.live;
   }
   MpiBackend::end(b);  // if another thread runs it, this waits for that one
-  std::lock_guard<std::mutex> lock(g_end.mutex);
-  if (g_end.finalize_at_exit) {
-    g_end.finalize_at_exit = false;
-    MPI_Finalize();
-  }
+  std::lock_guard<std::mutex> lock(g_job.mutex);
+  if (!g_job.stays) return;
+  g_job.stays = false;
+  give_verdict(g_job.doorbells, true);
+  MPI_Finalize();
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 // mpi_port.cpp: a worker rank's port (see mpi_port.hpp and README.md, "Transport").
 #include "mpi_port.hpp"
 
-#include "doorbell.hpp"
 
 #include <wm/abi.h>
 
@@ -72,16 +71,16 @@ void MpiPort::watch() {
       late_ring_.store(true);
       rang = sleeping_.load();
     }
-    for (char c : drain(fd_, eof)) {
+    for (char c : doorbell::drain(fd_, eof)) {
       if (c == kKill)
         leave(1, force + (in_task_ ? " while it ran a task" : "") + "; leaving at once, without MPI_Finalize");
       if (c == kPark && !parked_.exchange(true))
         log_(WM_LOG_ERROR, me_ + force + (in_task_ ? " while it ran a task" : "") +
                                "; it runs no more tasks, and leaves without MPI_Finalize when rank 0's program ends "
                                "(leaving now would make mpirun end the whole job)");
-      if (c == kFinalize || c == kExit) verdict_ = c;
-      if (c == kRing) told_asleep_.store(false);  // rank 0 rings no more until it is told again
-      if (c != kRing) rang = true;  // anything else wakes the loop whatever it does
+      if (c == kFinalize || c == kExit || c == kStay || c == kNext) verdict_ = c;
+      if (c == doorbell::kRing) told_asleep_.store(false);  // rank 0 rings no more until it is told again
+      if (c != doorbell::kRing) rang = true;  // anything else wakes the loop whatever it does
     }
     if (eof) {
       if (verdict_ == kFinalize) {  // the orderly end: the loop's thread finalizes
@@ -109,11 +108,7 @@ void MpiPort::sleep(int timeout_ms) {
 // sent more, and otherwise with its next message. Said once per ring: a rank woken by a timeout
 // (and not rung) is still known to sleep.
 void MpiPort::tell_asleep() {
-  if (told_asleep_.exchange(true)) return;
-  char notice[1 + sizeof taken_];
-  notice[0] = kAsleep;
-  std::memcpy(notice + 1, &taken_, sizeof taken_);
-  send_all(fd_, notice, sizeof notice);  // a broken doorbell shows at the watcher
+  if (!told_asleep_.exchange(true)) doorbell::tell_asleep(fd_, taken_);  // a broken doorbell shows at the watcher
 }
 
 // ---------------------------------------------------------------- MPI
@@ -193,7 +188,7 @@ void MpiPort::send_batch() {
   sending_.push_back(std::move(m));
   // Rank 0 may be asleep whatever this rank did last: always ring (a full doorbell counts as rung;
   // a broken one shows at the watcher).
-  ring(fd_, kRing);
+  doorbell::ring(fd_, doorbell::kRing);
 }
 
 // ---------------------------------------------------------------- the engine's calls
@@ -229,7 +224,7 @@ bool MpiPort::receive_payload(char* into, std::size_t size) {
     broken_ = true;
     return false;
   }
-  ring(fd_, kPull);  // rank 0 may need to push it (and may be asleep)
+  doorbell::ring(fd_, kPull);  // rank 0 may need to push it (and may be asleep)
   if (wait_all(reqs)) return true;
   for (auto& r : reqs) cancel_receive(r);  // the rank leaves: nothing reuses the memory
   return false;
@@ -295,19 +290,27 @@ int MpiPort::progress(int timeout_ms) {
 
 // ---------------------------------------------------------------- the end
 
-bool MpiPort::finish() {
+MpiPort::Verdict MpiPort::finish() {
   const bool sent = test_sends(true);
   if (!cancel_receive(rreq_)) keep_for_mpi(std::move(rbuf_[posted_]));
-  if (!sent) return false;
-  // Asleep until rank 0 says whether every rank finalizes: it knows once every worker has left.
+  if (!sent) return Verdict::leave;
+  // Asleep until rank 0 says what comes next: it knows once every worker has left. A rank told to
+  // stay waits, asleep, for rank 0's next work manager or the end of the job.
   sleeping_.store(true);
-  while (verdict_ == 0 && !ended()) sleep(-1);
-  if (verdict_ != kFinalize || ended()) return false;
+  while ((verdict_ == 0 || verdict_ == kStay) && !ended()) sleep(-1);
+  if (ended() || verdict_ == kExit) return Verdict::leave;
+  if (verdict_ == kNext) {
+    verdict_ = 0;
+    taken_ = 0;  // rank 0 counts the messages of each work manager afresh
+    told_asleep_.store(false);
+    post_receive();
+    return Verdict::serve;
+  }
   stop_.ring();
   watcher_.join();
   close(fd_);
   fd_ = -1;
-  return true;
+  return Verdict::finalize;
 }
 
 void MpiPort::give_up() {

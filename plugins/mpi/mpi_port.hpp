@@ -34,11 +34,14 @@ class MpiPort final : public remote::Port {
   bool send_payload(const char* data, std::size_t size) override;
   bool receive_payload(char* into, std::size_t size) override;
 
+  enum class Verdict {
+    finalize,  // every rank finalizes MPI (the watcher is stopped and the doorbell closed)
+    serve,     // rank 0 made its next work manager: serve it (run the loop again)
+    leave      // this rank must not finalize: wait_for_the_end() follows
+  };
   /** After the loop ended on the stop (its goodbye is sent): completes every send, cancels the
-   *  posted receive and waits, asleep, for rank 0's verdict. True: every rank finalizes MPI (the
-   *  watcher is stopped and the doorbell closed). False: this rank must not; wait_for_the_end()
-   *  follows. */
-  bool finish();
+   *  posted receive and waits, asleep, for what rank 0 says comes next. */
+  Verdict finish();
   /** Never returns: waits, asleep, until the watcher ends the process, which it does when rank 0's
    *  doorbell closes (code 0 after a verdict to leave without MPI_Finalize, 1 otherwise), or at
    *  once if rank 0 said so. */

@@ -15,7 +15,6 @@ namespace wm_mpi {
 namespace {
 
 constexpr auto kForceGrace = std::chrono::seconds(3);      // a rank stopped by force has this long to go
-constexpr auto kHailLimit = std::chrono::seconds(5);       // a new connection must say who it is by then
 constexpr auto kLookEvery = std::chrono::milliseconds(1);  // doorbells looked at while spinning
 constexpr auto kSendLook = std::chrono::milliseconds(10);  // MPI called this often while a send waits
 
@@ -42,8 +41,8 @@ MpiTransport::~MpiTransport() {
   }
   for (auto& s : slots_)
     if (s.fd >= 0) close(s.fd);
-  for (auto& h : hailing_) close(h.fd);
-  if (o_.listener.fd >= 0) close(o_.listener.fd);
+  for (int fd : o_.doorbells)
+    if (fd >= 0) close(fd);
 }
 
 std::string MpiTransport::who(const Slot& s) const {
@@ -75,6 +74,7 @@ void MpiTransport::start(remote::TransportHost& host) {
     Slot& s = slots_[id];
     s.rank = static_cast<int>(id) + 1;
     s.out = pool_.take();
+    if (id < o_.doorbells.size()) std::swap(s.fd, o_.doorbells[id]);  // connected in an earlier work manager
     post_receive(id);
   }
   for (remote::WorkerId id = 0; id < n; ++id) host.worker_added(id);
@@ -127,9 +127,9 @@ void MpiTransport::flush(remote::WorkerId id) {
   }
   send_batch(s);
   // A worker rank that is awake (in a task, or looking for the next message) takes the message
-  // without a ring; one that sleeps has said so (see told_asleep).
+  // without a ring; one that sleeps has said so (read_doorbell).
   if (s.fd < 0 || !s.asleep) return;  // not connected yet: it is rung when it connects
-  ring(s.fd, kRing);
+  doorbell::ring(s.fd, doorbell::kRing);
   s.asleep = false;
 }
 
@@ -186,19 +186,18 @@ void MpiTransport::stop_worker(remote::WorkerId id) {
   clean_ = false;
   drop_receives(s);
   if (o_.park_on_force) {
-    if (s.fd >= 0) ring(s.fd, kPark);
+    if (s.fd >= 0) doorbell::ring(s.fd, kPark);
     s.state = State::parked;
     lost_later_.emplace_back(id, "was stopped by force (it runs no more tasks; it stays until rank 0 ends, since a "
                                  "rank that leaves makes mpirun end the whole job)");
     return;
   }
   if (s.fd >= 0) {
-    ring(s.fd, kKill);
+    doorbell::ring(s.fd, kKill);
     ::shutdown(s.fd, SHUT_WR);
   }
   s.state = State::forced;
   s.forced_at = Clock::now();
-  s.lost_status = "was stopped by force";
 }
 
 void MpiTransport::said_goodbye(remote::WorkerId id) {
@@ -305,7 +304,7 @@ void MpiTransport::on_eof(remote::WorkerId id, int& events) {
       clean_ = false;
       return;
     case State::forced:
-      lost(id, s.lost_status, events);
+      lost(id, "was stopped by force", events);
       return;
     case State::gone:
     case State::parked:
@@ -330,7 +329,7 @@ void MpiTransport::on_eof(remote::WorkerId id, int& events) {
     events += got;
     quiet = got == 0 ? quiet + 1 : 0;
   }
-  if (s.state == State::forced) return lost(id, s.lost_status, events);
+  if (s.state == State::forced) return lost(id, "was stopped by force", events);
   if (!in_service(s)) return;
   std::string status = "died: its connection to rank 0 closed (killed, crashed or exited)";
   if (!s.host.empty() && s.host == remote::this_host()) status = "on host " + s.host + " " + status;
@@ -339,140 +338,87 @@ void MpiTransport::on_eof(remote::WorkerId id, int& events) {
 
 // ---------------------------------------------------------------- doorbells
 
-void MpiTransport::accept_workers() {
-  for (;;) {
-    const int fd = accept4(o_.listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return;
-    hailing_.push_back(Hailing{fd, {}, Clock::now() + kHailLimit});
+// A worker rank connected its doorbell (hail: which one). What came after its hail is read like
+// any later byte; an end of file shows again at the next poll().
+void MpiTransport::connected(const doorbell::Hail& hail, int fd, const std::string& after, int& events) {
+  const auto id = static_cast<remote::WorkerId>(hail.id - 1);
+  if (hail.id < 1 || hail.id >= o_.size || slots_[id].fd >= 0 || slots_[id].state == State::gone) {
+    log_(WM_LOG_WARNING, "a connection to the doorbell port was not from a rank of this job; closed");
+    close(fd);
+    return;
   }
-}
-
-int MpiTransport::read_hails() {
-  int events = 0;
-  for (std::size_t i = 0; i < hailing_.size();) {
-    Hailing& h = hailing_[i];
-    bool eof = false;
-    h.got += wm_mpi::drain(h.fd, eof);
-    if (h.got.size() < sizeof(Hail)) {
-      if (eof) {
-        close(h.fd);
-        hailing_.erase(hailing_.begin() + static_cast<long>(i));
-      } else {
-        ++i;
-      }
-      continue;
-    }
-    Hail hail;
-    std::memcpy(&hail, h.got.data(), sizeof hail);
-    const auto id = static_cast<remote::WorkerId>(hail.rank - 1);
-    Slot* s = hail.nonce == o_.nonce && hail.rank >= 1 && hail.rank < o_.size ? &slots_[id] : nullptr;
-    const int fd = h.fd;
-    const std::string after = h.got.substr(sizeof hail);
-    hailing_.erase(hailing_.begin() + static_cast<long>(i));
-    if (s == nullptr || s->fd >= 0 || s->state == State::gone) {
-      log_(WM_LOG_WARNING, "a connection to the doorbell port was not from a rank of this job; closed");
-      close(fd);
-      continue;
-    }
-    s->fd = fd;
-    if (s->pid == 0) s->pid = hail.pid;
-    if (s->state == State::forced) {
-      ring(s->fd, kKill);
-      ::shutdown(s->fd, SHUT_WR);
-    } else if (s->state == State::parked) {
-      ring(s->fd, kPark);
-    } else {
-      // What was sent before it connected went unrung. (This ring may carry no message; the rank
-      // says when it sleeps again, and is rung for the next one then.)
-      ring(s->fd, kRing);
-      s->asleep = false;
-    }
-    // What came after the hail is the doorbell's like any later byte; an end of file shows again
-    // at the next poll().
-    handle_bytes(id, after, events);
-  }
-  return events;
-}
-
-// Bytes a worker rank wrote on its doorbell: rings, pulls, or (a broken peer) anything else.
-void MpiTransport::handle_bytes(remote::WorkerId id, const std::string& bytes, int& events) {
   Slot& s = slots_[id];
-  for (char c : bytes) {
-    if (s.notice_got >= 0) {  // the count of an asleep notice
-      s.notice[s.notice_got++] = c;
-      if (s.notice_got == static_cast<int>(sizeof s.notice)) {
-        s.notice_got = -1;
-        told_asleep(s);
-      }
-      continue;
-    }
-    if (c == kAsleep) {
-      s.notice_got = 0;
-      continue;
-    }
-    if (c == kRing) continue;
-    if (c == kPull) {
-      s.pulled = s.payloads_sending != 0;
-      continue;
-    }
-    if (in_service(s)) {
-      ++events;
-      host_->broken(id, "its doorbell carried the byte " + hex_byte(c) + ", which is no ring");
-      return;
-    }
+  s.fd = fd;
+  if (s.pid == 0) s.pid = hail.pid;
+  if (s.state == State::forced) {
+    doorbell::ring(s.fd, kKill);
+    ::shutdown(s.fd, SHUT_WR);
+  } else if (s.state == State::parked) {
+    doorbell::ring(s.fd, kPark);
+  } else {
+    // What was sent before it connected went unrung. (This ring may carry no message; the rank
+    // says when it sleeps again, and is rung for the next one then.)
+    doorbell::ring(s.fd, doorbell::kRing);
+    s.asleep = false;
+  }
+  take_bytes(id, after, events);
+}
+
+// Bytes a worker rank wrote on its doorbell: rings, sleep notices, pulls, or (a broken peer)
+// anything else.
+void MpiTransport::take_bytes(remote::WorkerId id, const std::string& bytes, int& events) {
+  Slot& s = slots_[id];
+  char bad = 0;
+  const bool ok = s.reader.feed(
+      bytes,
+      [&](std::uint32_t taken) {
+        // It sleeps, having taken `taken` messages: if more were sent since, one may have reached
+        // MPI after its last look, so it is rung now; otherwise with the next one.
+        s.asleep = taken == s.sent;
+        if (!s.asleep && in_service(s)) doorbell::ring(s.fd, doorbell::kRing);
+      },
+      [&](char c) {
+        if (c == kPull) s.pulled = s.payloads_sending != 0;
+        bad = c;
+        return c == kPull || !in_service(s);
+      });
+  if (!ok) {
+    ++events;
+    host_->broken(id, "its doorbell carried the byte " + hex_byte(bad) + ", which is no ring");
   }
 }
 
-// The worker rank sleeps, having taken `count` bytes messages: if this side sent more since, one
-// may have reached MPI after the rank's last look, so it is rung now; otherwise with the next one.
-void MpiTransport::told_asleep(Slot& s) {
-  std::uint32_t count = 0;
-  std::memcpy(&count, s.notice, sizeof count);
-  s.asleep = count == s.sent;
-  if (!s.asleep && in_service(s)) ring(s.fd, kRing);  // its bytes came on s.fd: connected
+void MpiTransport::read_doorbell(remote::WorkerId id, int& events) {
+  bool eof = false;
+  take_bytes(id, doorbell::drain(slots_[id].fd, eof), events);
+  if (eof && slots_[id].fd >= 0) on_eof(id, events);
 }
 
-// Reads the doorbells poll() found readable: fds[n_fixed + k] is the doorbell of owners_[k].
-int MpiTransport::read_doorbells(const std::vector<pollfd>& fds, std::size_t n_fixed) {
-  int events = 0;
-  for (std::size_t i = n_fixed; i < fds.size(); ++i) {
-    if (fds[i].revents == 0) continue;
-    const remote::WorkerId id = owners_[i - n_fixed];
-    Slot& s = slots_[id];
-    if (s.fd != fds[i].fd) continue;  // closed while an earlier entry was handled
-    bool eof = false;
-    handle_bytes(id, wm_mpi::drain(s.fd, eof), events);
-    if (eof && s.fd >= 0) on_eof(id, events);
-  }
-  return events;
-}
-
-// The doorbells to watch, after the fixed entries already in fds; their owners in owners_.
-void MpiTransport::add_doorbells(std::vector<pollfd>& fds) {
-  owners_.clear();
+// Looks at the doorbells (and the waker, and new connections) for up to timeout_ms.
+int MpiTransport::look(int timeout_ms) {
+  std::vector<pollfd>& fds = fds_;
+  fds.clear();
+  fds.push_back(pollfd{waker_->fd(), POLLIN, 0});
+  if (o_.acceptor) o_.acceptor->add_fds(fds);
+  const std::size_t fixed = fds.size();
+  std::vector<remote::WorkerId> owners;
   for (remote::WorkerId id = 0; id < slots_.size(); ++id)
     if (slots_[id].fd >= 0 && slots_[id].state != State::parked) {
       fds.push_back(pollfd{slots_[id].fd, POLLIN, 0});
-      owners_.push_back(id);
+      owners.push_back(id);
     }
-}
-
-// While spinning: a look at the doorbells every millisecond, so that a death or a new connection
-// is seen under load too.
-int MpiTransport::check_doorbells() {
-  const auto now = Clock::now();
-  if (now - last_look_ < kLookEvery) return 0;
-  last_look_ = now;
-  std::vector<pollfd>& fds = fds_;
-  fds.clear();
-  fds.push_back(pollfd{o_.listener.fd, POLLIN, 0});
-  for (const Hailing& h : hailing_) fds.push_back(pollfd{h.fd, POLLIN, 0});
-  const std::size_t fixed = fds.size();
-  add_doorbells(fds);
-  if (poll(fds.data(), fds.size(), 0) <= 0) return 0;
-  if (fds[0].revents != 0) accept_workers();
-  int events = fixed > 1 ? read_hails() : 0;
-  return events + read_doorbells(fds, fixed);
+  last_look_ = Clock::now();
+  int events = 0;
+  if (poll(fds.data(), fds.size(), timeout_ms) <= 0) return 0;
+  if (fds[0].revents != 0) waker_->drain();
+  if (o_.acceptor && fixed > 1) {
+    const int strangers = o_.acceptor->take(
+        [&](const doorbell::Hail& h, int fd, const std::string& after) { connected(h, fd, after, events); });
+    if (strangers > 0) log_(WM_LOG_WARNING, "a connection to the doorbell port was not from a rank of this job; closed");
+  }
+  for (std::size_t i = fixed; i < fds.size(); ++i)
+    if (fds[i].revents != 0 && slots_[owners[i - fixed]].fd == fds[i].fd) read_doorbell(owners[i - fixed], events);
+  return events;
 }
 
 // ---------------------------------------------------------------- progress
@@ -492,18 +438,10 @@ int MpiTransport::housekeeping(Clock::time_point now) {
       lost(id, "was stopped by force and did not leave within 3 s (given up)", events);
     else if (s.state == State::waiting && s.fd < 0 && now >= connect_until_)
       lost(id,
-           "did not connect to rank 0's doorbell (TCP port " + std::to_string(o_.listener.port) + ") within " +
-               std::to_string(static_cast<int>(o_.connect_limit)) +
+           "did not connect to rank 0's doorbell (TCP port " + std::to_string(o_.acceptor ? o_.acceptor->port() : 0) +
+               ") within " + std::to_string(static_cast<int>(o_.connect_limit)) +
                " s: check that worker ranks can reach rank 0 over TCP, or set WM_MPI_DOORBELL_ADDRESS",
            events);
-  }
-  for (std::size_t i = 0; i < hailing_.size();) {
-    if (now < hailing_[i].until) {
-      ++i;
-      continue;
-    }
-    close(hailing_[i].fd);
-    hailing_.erase(hailing_.begin() + static_cast<long>(i));
   }
   return events;
 }
@@ -517,10 +455,11 @@ int MpiTransport::internal_timeout_ms(Clock::time_point now) const {
     // while one waits (a worker busy with a long task may take it only later).
     if (!s.sending.empty() && s.state == State::serving) next = std::min(next, now + kSendLook);
   }
-  for (const Hailing& h : hailing_) next = std::min(next, h.until);
-  if (next == Clock::time_point::max()) return -1;
-  if (next <= now) return 0;
-  return static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1);
+  int ms = next == Clock::time_point::max()
+               ? -1
+               : (next <= now ? 0 : static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1));
+  const int hails = o_.acceptor ? o_.acceptor->timeout_ms(now) : -1;
+  return hails >= 0 && (ms < 0 || hails < ms) ? hails : ms;
 }
 
 int MpiTransport::progress(int timeout_ms) {
@@ -533,8 +472,10 @@ int MpiTransport::progress(int timeout_ms) {
     host_->worker_lost(id, status);
   }
   events += poll_mpi();
-  events += check_doorbells();
+  // While spinning: a look at the doorbells every millisecond, so that a death or a new connection
+  // is seen under load too.
   auto now = Clock::now();
+  if (now - last_look_ >= kLookEvery) events += look(0);
   if (internal_timeout_ms(now) == 0) events += housekeeping(now);
   if (events > 0 || timeout_ms == 0) return events;
   if (must_spin()) {
@@ -544,34 +485,20 @@ int MpiTransport::progress(int timeout_ms) {
     while (events == 0 && must_spin() && !woken_.load(std::memory_order_relaxed) && Clock::now() < until) {
       sched_yield();
       events += poll_mpi();
-      events += check_doorbells();
+      if (Clock::now() - last_look_ >= kLookEvery) events += look(0);
     }
     return events;
   }
-  // Asleep: on the waker, the listening socket, connections that have not said who they are, and
-  // every doorbell.
-  const int own = internal_timeout_ms(now);
-  if (own >= 0 && (timeout_ms < 0 || own < timeout_ms)) timeout_ms = own;
-  std::vector<pollfd>& fds = fds_;
-  fds.clear();
-  fds.push_back(pollfd{waker_->fd(), POLLIN, 0});
-  fds.push_back(pollfd{o_.listener.fd, POLLIN, 0});
-  for (const Hailing& h : hailing_) fds.push_back(pollfd{h.fd, POLLIN, 0});
-  const std::size_t fixed = fds.size();
-  add_doorbells(fds);
   // The last look before sleeping, twice: Open MPI's MPI_Testsome reports what its own progress
   // completed only at the next call, and a ring read since then stands for a message that is there.
   events += poll_mpi();
   if (events == 0) events += poll_mpi();
   if (events > 0) return events;
-  const int n = poll(fds.data(), fds.size(), timeout_ms);
-  last_look_ = Clock::now();
-  if (n > 0) {
-    if (fds[0].revents != 0) waker_->drain();
-    if (fds[1].revents != 0) accept_workers();
-    if (fixed > 2) events += read_hails();
-    events += read_doorbells(fds, fixed);
-  }
+  // Asleep: on the waker, the doorbell port, connections that have not said who they are, and
+  // every doorbell.
+  const int own = internal_timeout_ms(now);
+  if (own >= 0 && (timeout_ms < 0 || own < timeout_ms)) timeout_ms = own;
+  events += look(timeout_ms);
   events += poll_mpi();
   now = Clock::now();
   if (internal_timeout_ms(now) == 0) events += housekeeping(now);
@@ -585,7 +512,7 @@ void MpiTransport::wake() {
 
 // ---------------------------------------------------------------- the end
 
-bool MpiTransport::finish() {
+bool MpiTransport::finish(bool stay) {
   if (finished_) return clean_;
   finished_ = true;
   for (Slot& s : slots_) {
@@ -600,35 +527,51 @@ bool MpiTransport::finish() {
     }
     s.sending.clear();
   }
+  if (stay && clean_) {
+    // Every rank left in order: it waits for this process's next work manager (or the job's end).
+    for (Slot& s : slots_) doorbell::ring(s.fd, kStay);
+    return true;
+  }
   // The verdict, then this side's end of file; the connection is closed once the rank closed its
   // end (it does so when it has read the verdict): closing with bytes of the rank still unread
   // (a late ring) would reset the connection, and the rank could lose the verdict.
   // Without MPI_Finalize the worker ranks leave when rank 0's process ends: its doorbells stay
   // open until then (the system closes them), so that no rank leaves while rank 0's program still
   // runs (a rank leaving unfinalized makes mpirun end the job, rank 0 included).
-  const char verdict = clean_ ? kFinalize : kExit;
-  std::vector<pollfd> open;
+  std::vector<int> fds;
   for (Slot& s : slots_) {
     if (s.fd < 0) continue;
-    if (s.state == State::left) ring(s.fd, verdict);
-    if (!clean_ && (s.state == State::left || s.state == State::parked)) {
-      s.fd = -1;  // left open, on purpose, for the life of the process
-      continue;
-    }
-    if (s.state == State::left) {
-      ::shutdown(s.fd, SHUT_WR);
-      open.push_back(pollfd{s.fd, POLLIN, 0});
-    } else {
-      close(s.fd);
-    }
-    s.fd = -1;
+    if (s.state == State::left) fds.push_back(s.fd);
+    else if (clean_ || s.state != State::parked) close(s.fd);
+    s.fd = -1;  // a parked rank's stays open, on purpose, for the life of the process
   }
+  give_verdict(fds, clean_);
+  return clean_;
+}
+
+std::vector<int> MpiTransport::doorbells() {
+  std::vector<int> out;
+  for (Slot& s : slots_) out.push_back(std::exchange(s.fd, -1));
+  return out;
+}
+
+// The verdict to ranks that left in order: all finalize MPI (clean), or they leave without it when
+// rank 0's process ends (their doorbells then stay open until it does).
+void give_verdict(std::vector<int>& fds, bool clean) {
+  std::vector<pollfd> open;
+  for (int fd : fds) {
+    doorbell::ring(fd, clean ? kFinalize : kExit);
+    if (!clean) continue;  // left open, on purpose, for the life of the process
+    ::shutdown(fd, SHUT_WR);
+    open.push_back(pollfd{fd, POLLIN, 0});
+  }
+  fds.clear();
   const auto until = Clock::now() + std::chrono::seconds(5);
   while (!open.empty() && Clock::now() < until) {
     if (poll(open.data(), open.size(), 100) <= 0) continue;
     for (std::size_t i = 0; i < open.size();) {
       bool eof = false;
-      if (open[i].revents != 0) wm_mpi::drain(open[i].fd, eof);
+      if (open[i].revents != 0) doorbell::drain(open[i].fd, eof);
       if (!eof) {
         ++i;
         continue;
@@ -638,7 +581,6 @@ bool MpiTransport::finish() {
     }
   }
   for (const pollfd& p : open) close(p.fd);
-  return clean_;
 }
 
 }  // namespace wm_mpi

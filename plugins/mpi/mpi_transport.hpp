@@ -1,17 +1,14 @@
 // mpi_transport.hpp: rank 0's side of the mpi backend, a transport of the remote engine. The
 // worker ranks exist already (mpirun started them); this transport moves the engine's bytes to and
 // from them as MPI messages on the backend's own communicator (large payloads as messages of their
-// own), sleeps in poll() on one doorbell connection per worker rank, and learns of a dead rank from
-// its doorbell's end of file.
+// own), sleeps in poll() on one doorbell connection per worker rank (the SDK's doorbell part), and
+// learns of a dead rank from its doorbell's end of file.
 #pragma once
 
-#include "doorbell.hpp"
 #include "mpi_wire.hpp"
 
 #include <wm/sdk/remote/transport.hpp>
 #include <wm/sdk/remote/waker.hpp>
-
-#include <poll.h>
 
 #include <atomic>
 #include <deque>
@@ -26,8 +23,10 @@ class MpiTransport final : public remote::Transport {
   struct Options {
     MPI_Comm comm = MPI_COMM_NULL;  // the backend's duplicate of MPI_COMM_WORLD; rank 0 is this process
     int size = 0;                   // ranks in the job
-    Listener listener;              // where worker ranks connect their doorbells (the transport closes it)
-    std::uint64_t nonce = 0;        // what a worker must present when it connects
+    /** Where worker ranks connect their doorbells (the first work manager of the job), or */
+    std::unique_ptr<doorbell::Acceptor> acceptor;
+    /** the doorbells of the ranks, connected already (a later work manager of the job). */
+    std::vector<int> doorbells;
     double connect_limit = 60;      // s a worker rank has to connect its doorbell
     /** A rank stopped by force stays until rank 0 ends instead of leaving at once (without
      *  --enable-recovery a rank that leaves makes mpirun end the whole job, rank 0 included). */
@@ -55,10 +54,15 @@ class MpiTransport final : public remote::Transport {
   /** True while no rank has died, been stopped by force or been given up: then every rank can
    *  finalize MPI (after a death, Open MPI's MPI_Finalize may wait forever for the dead rank). */
   bool clean() const { return clean_.load(); }
-  /** On the thread that owns MPI once the engine's thread is gone: cancels the receives still
-   *  posted, tells every worker rank that left whether to finalize MPI (if clean()) or to leave
-   *  without it, and closes the doorbells. Returns clean(). */
-  bool finish();
+  /**
+   * On the thread that owns MPI once the engine's thread is gone: cancels the receives still
+   * posted and tells every worker rank that left what happens next. stay (and clean()): it waits
+   * for this process's next work manager, and its doorbell is handed back (doorbells()). Otherwise
+   * the verdict: finalize MPI (if clean()) or leave without it when rank 0 ends. Returns clean().
+   */
+  bool finish(bool stay);
+  /** After finish(true): the doorbell of every worker rank, for the next work manager. */
+  std::vector<int> doorbells();
 
  private:
   struct Sending {
@@ -66,37 +70,30 @@ class MpiTransport final : public remote::Transport {
     remote::Buffer buf;
     bool payload = false;
   };
-  enum class State { waiting, serving, stopping, forced, parked, left, gone };
+  enum class State { waiting, serving, forced, parked, left, gone };
   struct Slot {
     int rank = 0;
     State state = State::waiting;
     bool launched = false;
     int fd = -1;  // the doorbell, once the rank connected
+    doorbell::Reader reader;
     std::string host;
     long long pid = 0;
     // to the worker
-    remote::Buffer out;          // the bytes message being filled
+    remote::Buffer out;           // the bytes message being filled
     std::deque<Sending> sending;  // messages MPI has not finished sending
     std::size_t payloads_sending = 0;
-    bool pulled = false;  // the worker waits for its payloads: push them (spin) until sent
+    bool pulled = false;     // the worker waits for its payloads: push them (spin) until sent
     std::uint32_t sent = 0;  // bytes messages sent to it
     bool asleep = false;     // it said it sleeps and was not rung since: the next message rings
-    int notice_got = -1;     // bytes of an asleep notice's count read so far (-1: none under way)
-    char notice[4] = {};
     // from the worker
     remote::Buffer rbuf[2];
-    int posted = 0;  // the buffer the posted receive writes into
+    int posted = 0;      // the buffer the posted receive writes into
     bool ready = false;  // a message came (read once the doorbell is there too)
     int ready_len = 0;
     std::vector<MPI_Request> lreqs;  // a payload being received into lbuf
     remote::Buffer lbuf;
     Clock::time_point forced_at{};
-    std::string lost_status;  // forced: what worker_lost says
-  };
-  struct Hailing {
-    int fd;
-    std::string got;
-    Clock::time_point until;
   };
 
   void post_receive(remote::WorkerId id);
@@ -107,20 +104,15 @@ class MpiTransport final : public remote::Transport {
   void drop_receives(Slot& s);
   void lost(remote::WorkerId id, const std::string& status, int& events);
   void on_eof(remote::WorkerId id, int& events);
-  int read_doorbells(const std::vector<pollfd>& fds, std::size_t n_fixed);
-  int check_doorbells();
-  void add_doorbells(std::vector<pollfd>& fds);
-  void accept_workers();
-  int read_hails();
-  void handle_bytes(remote::WorkerId id, const std::string& bytes, int& events);
-  void told_asleep(Slot& s);
+  void connected(const doorbell::Hail& hail, int fd, const std::string& after, int& events);
+  void take_bytes(remote::WorkerId id, const std::string& bytes, int& events);
+  void read_doorbell(remote::WorkerId id, int& events);
+  int look(int timeout_ms);
   int housekeeping(Clock::time_point now);
   int internal_timeout_ms(Clock::time_point now) const;
   bool must_spin() const;
   /** Connected or connecting, and not stopped: its doorbell bytes are read as rings and notices. */
-  static bool in_service(const Slot& s) {
-    return s.state == State::serving || s.state == State::stopping || s.state == State::waiting;
-  }
+  static bool in_service(const Slot& s) { return s.state == State::serving || s.state == State::waiting; }
   std::string who(const Slot& s) const;
 
   Options o_;
@@ -131,10 +123,8 @@ class MpiTransport final : public remote::Transport {
   std::vector<int> indices_;
   std::vector<MPI_Status> statuses_;
   MessagePool pool_{64};  // free bytes-message buffers
-  std::vector<Hailing> hailing_;       // connections that have not said who they are
   std::vector<std::pair<remote::WorkerId, std::string>> lost_later_;  // reported lost at the next progress()
   std::vector<pollfd> fds_;
-  std::vector<remote::WorkerId> owners_;  // the slot of each doorbell in fds_
   std::unique_ptr<remote::Waker> waker_;
   std::atomic<bool> woken_{false};
   std::atomic<bool> clean_{true};
@@ -142,5 +132,10 @@ class MpiTransport final : public remote::Transport {
   std::size_t active_ = 0;  // payload receives under way
   Clock::time_point connect_until_{}, last_look_{};
 };
+
+/** The verdict to worker ranks that left in order (their doorbells fds): every rank finalizes MPI
+ *  (clean), or they leave without it when rank 0's process ends (their doorbells stay open until it
+ *  does). Waits up to 5 s for each rank to have read it. */
+void give_verdict(std::vector<int>& fds, bool clean);
 
 }  // namespace wm_mpi

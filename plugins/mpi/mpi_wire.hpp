@@ -4,6 +4,7 @@
 #pragma once
 
 #include <wm/sdk/remote/buffer.hpp>
+#include <wm/sdk/remote/doorbell.hpp>
 
 #include <mpi.h>
 #include <sched.h>
@@ -19,6 +20,7 @@
 namespace wm_mpi {
 
 namespace remote = wm::sdk::remote;
+namespace doorbell = wm::sdk::remote::doorbell;
 using Clock = std::chrono::steady_clock;
 
 // MPI tags on the backend's own communicator (a duplicate of MPI_COMM_WORLD).
@@ -31,17 +33,18 @@ constexpr int kTagPayload = 2;  // one large payload (the engine announced it in
  *  progress there. */
 constexpr std::size_t kMessageBytes = std::size_t(64) << 10;
 
-// Doorbell bytes (one TCP connection per worker rank; its end of file is how a death shows).
-constexpr char kRing = 'r';      // either way: an MPI message is there for you
+// The mpi backend's own doorbell signals (besides the SDK's ring and sleep notice: doorbell.hpp);
+// one TCP connection per worker rank, whose end of file is how a death shows.
 constexpr char kPull = 'p';      // worker -> rank 0: I posted the receive for your payload: push it
-constexpr char kAsleep = 's';    // worker -> rank 0, then 4 bytes (host order): I sleep, having taken
-                                 // this many frames messages from you; ring me for the next one
 constexpr char kKill = 'k';      // rank 0 -> worker: stopped by force, leave now (--enable-recovery)
 constexpr char kPark = 'K';      // rank 0 -> worker: stopped by force, run nothing more, leave when rank 0
                                  // ends (leaving now would make mpirun end the job)
-constexpr char kFinalize = 'f';  // rank 0 -> worker, after its bye: every rank finalizes MPI
-constexpr char kExit = 'e';      // rank 0 -> worker, after its bye: leave without MPI_Finalize when rank 0
-                                 // ends (its doorbell closes)
+constexpr char kFinalize = 'f';  // rank 0 -> worker, after its goodbye: every rank finalizes MPI
+constexpr char kExit = 'e';      // rank 0 -> worker, after its goodbye: leave without MPI_Finalize when
+                                 // rank 0 ends (its doorbell closes)
+constexpr char kStay = 'n';      // rank 0 -> worker, after its goodbye: rank 0's work manager ended in
+                                 // order; stay for its next one (kNext) or the end of the job
+constexpr char kNext = 'N';      // rank 0 -> worker that stays: serve rank 0's next work manager
 
 /** What rank 0 tells every rank at start-up (one broadcast, fixed layout). */
 struct Setup {
@@ -53,13 +56,6 @@ struct Setup {
   std::uint32_t addresses[kMaxAddresses];  // IPv4, network order, the order to try them in
   char host[256];            // rank 0's host name
   char error[512];           // rank 0 could not start: why (every rank then fails with it)
-};
-
-/** What a worker sends first on its doorbell connection. */
-struct Hail {
-  std::uint64_t nonce;
-  std::int32_t rank;
-  std::int32_t pid;
 };
 
 /** The text of an MPI error code. */
