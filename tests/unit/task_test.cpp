@@ -1,10 +1,20 @@
 // task_test.cpp: the task registry, task libraries, argument checks and error records.
 #include "../common/test_tasks.hpp"
 
+#include <wm/task.hpp>
+
 #include <gtest/gtest.h>
 
 #include <any>
+#include <array>
+#include <deque>
+#include <list>
+#include <map>
+#include <optional>
 #include <stdexcept>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
 
 using wmtest::ScopedEnv;
 
@@ -152,6 +162,54 @@ TEST(Futures, UntypedResultsAreCopiesOfCopyableResults) {
   EXPECT_FALSE(wm::WMFuture(wm->submit(wmtest::nothing)).get_result_any().has_value());
   auto failing = wm->submit(wmtest::throw_runtime, std::string("untyped failure"));
   EXPECT_THROW(wm::WMFuture(failing).get_result_any(), wm::TaskError);
+}
+
+// A result whose copy constructor exists but cannot compile (move-only elements somewhere inside)
+// is moved out; get_result(false) refuses it at run time instead of failing to compile.
+template <class R>
+void expect_move_only(wm::WorkManager& wm, const char* what) {
+  auto f = wm.submit([] { return R(); });
+  f.wait();
+  EXPECT_THROW(f.get_result(false), std::logic_error) << what;
+  EXPECT_THROW(wm::WMFuture(f).get_result_any(false), std::logic_error) << what;
+  R moved = f.get_result();
+  (void)moved;
+}
+
+template <class R>
+void expect_copyable(wm::WorkManager& wm, R value, const char* what) {
+  auto f = wm.submit([value] { return value; });
+  EXPECT_TRUE(f.get_result(false) == value) << what;
+  EXPECT_TRUE(std::any_cast<R>(wm::WMFuture(f).get_result_any(false)) == value) << what;
+  EXPECT_TRUE(f.get_result() == value) << what;
+}
+
+// Looks like nlohmann::json: its value_type is itself.
+struct SelfNested {
+  using value_type = SelfNested;
+  std::vector<SelfNested> children;
+  bool operator==(const SelfNested& o) const { return children.size() == o.children.size(); }
+};
+
+TEST(Futures, MoveOnlyElementsAreFoundInsideContainers) {
+  auto wm = make("threads");
+  using P = std::unique_ptr<int>;
+  expect_move_only<std::vector<P>>(*wm, "vector");
+  expect_move_only<std::deque<P>>(*wm, "deque");
+  expect_move_only<std::list<P>>(*wm, "list");
+  expect_move_only<std::map<int, P>>(*wm, "map");
+  expect_move_only<std::unordered_map<std::string, P>>(*wm, "unordered_map");
+  expect_move_only<std::optional<std::vector<P>>>(*wm, "optional of a vector");
+  expect_move_only<std::array<std::vector<P>, 2>>(*wm, "array of vectors");
+  expect_move_only<std::pair<int, std::vector<P>>>(*wm, "pair");
+  expect_move_only<std::tuple<int, std::string, std::map<int, std::vector<P>>>>(*wm, "tuple");
+  expect_move_only<std::vector<std::vector<wmtest::Blob>>>(*wm, "vector of vectors of a move-only type");
+
+  expect_copyable(*wm, std::map<int, std::vector<std::string>>{{1, {"a", "b"}}}, "map of vectors");
+  expect_copyable(*wm, std::list<int>{1, 2}, "list");
+  expect_copyable(*wm, std::optional<std::vector<int>>(std::vector<int>{1, 2}), "optional of a vector");
+  expect_copyable(*wm, std::make_shared<std::vector<P>>(), "shared_ptr to move-only elements (copies share)");
+  expect_copyable(*wm, SelfNested{{SelfNested{}, SelfNested{}}}, "a type whose value_type is itself");
 }
 
 TEST(Futures, AFutureOfTheWrongTypeIsRefused) {
