@@ -6,7 +6,7 @@
 #          those do not; cereal comes with <wm/task.hpp>, where tasks are declared and calls bound.
 #  task-include: a file that declares or submits tasks with <wm/wm.hpp> alone does not compile, and
 #          the compiler says to include <wm/task.hpp> (one error per misuse); with it, it compiles
-#          without a warning (C++17 and C++20).
+#          without a warning under -Wall -Wextra -Wpedantic (C++17 and C++20).
 set -euo pipefail
 mode=$1 cxx=$2
 shift 2
@@ -58,7 +58,7 @@ budget() {
 compile() {
   local name=$1 std=$2
   cat > "$work/$name.cpp"
-  timeout 120 "$cxx" -std="$std" -Wall -Wextra -Werror -fsyntax-only "${includes[@]}" "$work/$name.cpp" \
+  timeout 120 "$cxx" -std="$std" -Wall -Wextra -Wpedantic -Werror -fsyntax-only "${includes[@]}" "$work/$name.cpp" \
     > "$work/$name.log" 2>&1
 }
 
