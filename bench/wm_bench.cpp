@@ -12,6 +12,7 @@
 #include "bench_common.hpp"
 
 #include <wm/environment.hpp>
+#include <wm/task.hpp>
 #include <wm/wm.hpp>
 
 #include <malloc.h>

@@ -1,5 +1,6 @@
 // demo.cpp: the demo host program: estimates pi by Monte Carlo on whichever backend the
 // environment or command line picks (WM_WORK_MANAGER=threads, --work-manager threads, ...).
+#include <wm/task.hpp>
 #include <wm/wm.hpp>
 
 #include <cstdint>

@@ -5,6 +5,7 @@
 //   wm_run_task --work-manager processes ./libexample_tasks.so collatz_steps 27 97
 //
 // TASK must be registered (WM_TASK) with the signature std::int64_t(std::int64_t).
+#include <wm/task.hpp>
 #include <wm/wm.hpp>
 
 #include <cstdint>

@@ -3,6 +3,7 @@
 
 #include "internal.hpp"
 
+#include <wm/task.hpp>
 #include <wm/work_manager.hpp>
 
 #include <wm/sdk/abi_version.hpp>

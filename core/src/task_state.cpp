@@ -6,6 +6,7 @@
 
 #include <wm/future.hpp>
 #include <wm/future_watcher.hpp>
+#include <wm/task.hpp>
 #include <wm/work_manager.hpp>
 
 #include <linux/futex.h>

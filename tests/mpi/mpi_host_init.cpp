@@ -3,6 +3,7 @@
 // the work manager works on its own communicator and leaves MPI_Finalize to the host, which also
 // uses MPI itself) or "single" (plain MPI_Init: the work manager refuses, saying what to do).
 // Prints "RESULT ok" on rank 0 when every check passed.
+#include <wm/task.hpp>
 #include <wm/wm.hpp>
 
 #include <mpi.h>

@@ -3,6 +3,7 @@
 // and prints "RESULT ok" when every check passed ("RESULT failed" and the failures otherwise).
 // The exit code says the same, but with mpirun --enable-recovery Open MPI 4.1 exits 0 whatever
 // the ranks return, so the tests read the line.
+#include <wm/task.hpp>
 #include <wm/wm.hpp>
 
 #include <signal.h>

@@ -2,6 +2,7 @@
 // (this program started again as a helper, in its own process group, as a terminal's foreground job)
 // is gone promptly after the first Ctrl-C whatever its tasks do, a second Ctrl-C ends it at once, the
 // exit status is always death by SIGINT, and no process is left behind.
+#include <wm/task.hpp>
 #include <wm/wm.hpp>
 
 #include <gtest/gtest.h>

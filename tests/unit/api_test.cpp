@@ -1,6 +1,8 @@
 // api_test.cpp: small API promises: FutureWatcher's constructors.
 #include "test_tasks.hpp"
 
+#include <wm/task.hpp>
+
 #include <gtest/gtest.h>
 
 #include <type_traits>

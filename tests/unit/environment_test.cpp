@@ -2,6 +2,8 @@
 // backend options and the errors for bad input.
 #include "test_tasks.hpp"
 
+#include <wm/task.hpp>
+
 #include <boost/program_options.hpp>
 #include <gtest/gtest.h>
 

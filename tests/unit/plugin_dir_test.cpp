@@ -2,6 +2,8 @@
 // files beside good ones: each broken file is listed with its reason, the good ones stay usable.
 #include "test_tasks.hpp"
 
+#include <wm/task.hpp>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -1,11 +1,21 @@
 // task_test.cpp: the task registry, task libraries, argument checks and error records.
 #include "test_tasks.hpp"
 
+#include <wm/task.hpp>
+
 #include <gtest/gtest.h>
 
 #include <any>
+#include <array>
 #include <cstdlib>
+#include <deque>
+#include <list>
+#include <map>
+#include <optional>
 #include <stdexcept>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
 
 using wmtest::ScopedEnv;
 
@@ -175,6 +185,55 @@ TEST(Futures, UntypedResultsAreCopiesOfCopyableResults) {
   EXPECT_FALSE(wm::WMFuture(wm->submit(wmtest::nothing)).get_result_any().has_value());
   auto failing = wm->submit(wmtest::throw_runtime, std::string("untyped failure"));
   EXPECT_THROW(wm::WMFuture(failing).get_result_any(), wm::TaskError);
+}
+
+// Looks like nlohmann::json: its value_type is itself.
+struct SelfNested {
+  using value_type = SelfNested;
+  std::vector<SelfNested> children;
+};
+
+// Whether get_result(false) copies a result or refuses it: a standard container's copy constructor
+// exists even when its elements cannot be copied (then it does not compile), so the elements decide,
+// wherever they are nested. Checked at compile time for every standard container, and at run time
+// below for a few.
+using P = std::unique_ptr<int>;
+static_assert(!wm::detail::is_copyable_v<std::vector<P>>);
+static_assert(!wm::detail::is_copyable_v<std::deque<P>>);
+static_assert(!wm::detail::is_copyable_v<std::list<P>>);
+static_assert(!wm::detail::is_copyable_v<std::map<int, P>>);
+static_assert(!wm::detail::is_copyable_v<std::multimap<P, int>>);
+static_assert(!wm::detail::is_copyable_v<std::unordered_map<std::string, P>>);
+static_assert(!wm::detail::is_copyable_v<std::optional<std::vector<P>>>);
+static_assert(!wm::detail::is_copyable_v<std::array<std::vector<P>, 2>>);
+static_assert(!wm::detail::is_copyable_v<std::pair<int, std::vector<P>>>);
+static_assert(!wm::detail::is_copyable_v<std::tuple<int, std::string, std::map<int, std::vector<P>>>>);
+static_assert(!wm::detail::is_copyable_v<std::vector<std::vector<wmtest::Blob>>>);
+static_assert(wm::detail::is_copyable_v<std::map<int, std::vector<std::string>>>);
+static_assert(wm::detail::is_copyable_v<std::optional<std::list<int>>>);
+static_assert(wm::detail::is_copyable_v<std::tuple<int, std::deque<std::string>>>);
+static_assert(wm::detail::is_copyable_v<std::shared_ptr<std::vector<P>>>);  // copies share
+static_assert(wm::detail::is_copyable_v<std::vector<P>::iterator>);         // refers, copies none
+static_assert(wm::detail::is_copyable_v<SelfNested>);
+
+TEST(Futures, MoveOnlyElementsInsideContainersAreMovedOutNotCopied) {
+  auto wm = make("threads");
+  auto f = wm->submit([] {
+    std::list<std::pair<int, P>> l;
+    l.emplace_back(1, std::make_unique<int>(7));
+    return l;
+  });
+  f.wait();
+  EXPECT_THROW(f.get_result(false), std::logic_error);
+  EXPECT_THROW(wm::WMFuture(f).get_result_any(false), std::logic_error);
+  auto l = f.get_result();
+  ASSERT_EQ(l.size(), 1u);
+  EXPECT_EQ(*l.front().second, 7);
+
+  auto g = wm->submit([] { return SelfNested{{SelfNested{}, SelfNested{}}}; });
+  EXPECT_EQ(g.get_result(false).children.size(), 2u);
+  EXPECT_EQ(std::any_cast<SelfNested>(wm::WMFuture(g).get_result_any(false)).children.size(), 2u);
+  EXPECT_EQ(g.get_result().children.size(), 2u);
 }
 
 TEST(Futures, AFutureOfTheWrongTypeIsRefused) {

@@ -8,6 +8,7 @@
 // the program is the subreaper of its orphans, so the fixture sees every process that is left over.
 #include "zmq_test_support.hpp"
 
+#include <wm/task.hpp>
 #include <wm/wm.hpp>
 
 #include <gtest/gtest.h>

@@ -1,6 +1,9 @@
 // wm/task.hpp: tasks: registering functions by name (WM_TASK), and binding a call (wm::task).
 //
 // @code
+//   #include <wm/wm.hpp>
+//   #include <wm/task.hpp>
+//
 //   double integrate(double a, double b) { ... }
 //   WM_TASK(integrate);                       // at namespace scope, in the host or a task library
 //
@@ -8,6 +11,11 @@
 //   auto g = wm.submit<double>("integrate", 0.0, 1.0);     // by name, e.g. from a task library
 //   auto h = wm.submit([](int x) { return x + 1; }, 41);  // lambdas: in-process backends only
 // @endcode
+//
+// Include it where tasks are declared (WM_TASK) or calls are bound (wm::task, wm::task_by_name,
+// submit(fn, args...), submit<R>("name", args...)): binding a call encodes its arguments (or
+// measures their encoding) right there, with cereal, which this header brings. Code that only
+// holds, waits on and reads futures needs <wm/wm.hpp> alone, which stays light.
 //
 // A registered task's arguments and result must be serializable with cereal (standard types are
 // covered; for your own types write a `serialize(Archive&)` member) and default constructible.
@@ -18,6 +26,7 @@
 #pragma once
 
 #include <wm/detail/codec.hpp>
+#include <wm/detail/task_decl.hpp>
 #include <wm/detail/task_state.hpp>
 #include <wm/errors.hpp>
 
@@ -238,92 +247,50 @@ template <class T>
 struct is_function_pointer
     : std::bool_constant<std::is_pointer_v<T> && std::is_function_v<std::remove_pointer_t<T>>> {};
 
-}  // namespace detail
+/** Binds calls and registers tasks for wm::task, wm::task_by_name and WM_TASK (<wm/detail/task_decl.hpp>). */
+template <class Tag>
+struct TaskBinder {
+  template <class F, class... Args>
+  static auto bind(F&& fn, Args&&... args) {
+    using D = std::decay_t<F>;
+    if constexpr (is_function_pointer<D>::value) {
+      using T = function_traits<D>;
+      using R = typename T::result;
+      using A = typename T::args;
+      static_assert(std::is_constructible_v<A, Args&&...>,
+                    "wm::task: the arguments do not convert to the function's parameter types");
+      const RegisteredTask* reg = find_task(reinterpret_cast<const void*>(fn));
+      auto* s = new TaskStateImpl<R, D, typename T::params, A>(fn, A(std::forward<Args>(args)...));
+      s->registered = reg;
+      return TaskSpec<R>(StatePtr(s, false));
+    } else {
+      using A = std::tuple<std::decay_t<Args>...>;
+      using R = std::invoke_result_t<D&, std::decay_t<Args>&...>;
+      using P = std::tuple<std::decay_t<Args>&...>;  // callables get their stored arguments by reference
+      auto* s = new TaskStateImpl<R, D, P, A>(D(std::forward<F>(fn)), A(std::forward<Args>(args)...));
+      return TaskSpec<R>(StatePtr(s, false));
+    }
+  }
 
-/**
- * A call bound to its arguments, not yet submitted. Made by wm::task(); consumed by
- * WorkManager::submit / submit_many / submit_as_completed.
- */
-template <class R>
-class TaskSpec {
- public:
-  using result_type = R;
-  TaskSpec() = default;
-  explicit TaskSpec(detail::StatePtr state) : state_(std::move(state)) {}
-  const detail::StatePtr& state() const noexcept { return state_; }
-  /** Name of the task (registered name, or the callable's type). */
-  std::string name() const { return state_ ? state_->display_name() : std::string(); }
+  template <class R, class... Args>
+  static TaskSpec<R> bind_name(std::string_view name, Args&&... args) {
+    static_assert(result_codable_v<R>, "wm::task_by_name: result type must be serializable");
+    using A = std::tuple<std::decay_t<Args>...>;
+    static_assert(all_encodable<A>::value, "wm::task_by_name: argument types must be serializable with cereal");
+    std::string request;
+    StringSink sink(request);
+    write_request_header(sink, name, signature_fingerprint<R, std::decay_t<Args>...>());
+    encode_value(sink, A(std::forward<Args>(args)...));
+    auto* s = new NamedTaskState<R>(std::string(name), std::move(request));
+    s->registered = find_task(name);
+    return TaskSpec<R>(StatePtr(s, false));
+  }
 
- private:
-  detail::StatePtr state_;
+  template <auto Fn>
+  static TaskRegistrar registrar(const char* name) {
+    return TaskRegistrar(describe_task<Fn>(name));
+  }
 };
 
-/**
- * Binds fn to args. A function registered with WM_TASK can run on every backend; any other
- * callable (lambda, functor, unregistered function) runs on in-process backends only.
- */
-template <class F, class... Args>
-auto task(F&& fn, Args&&... args) {
-  using D = std::decay_t<F>;
-  if constexpr (detail::is_function_pointer<D>::value) {
-    using T = detail::function_traits<D>;
-    using R = typename T::result;
-    using A = typename T::args;
-    static_assert(std::is_constructible_v<A, Args&&...>,
-                  "wm::task: the arguments do not convert to the function's parameter types");
-    const detail::RegisteredTask* reg = detail::find_task(reinterpret_cast<const void*>(fn));
-    auto* s = new detail::TaskStateImpl<R, D, typename T::params, A>(fn, A(std::forward<Args>(args)...));
-    s->registered = reg;
-    return TaskSpec<R>(detail::StatePtr(s, false));
-  } else {
-    using A = std::tuple<std::decay_t<Args>...>;
-    using R = std::invoke_result_t<D&, std::decay_t<Args>&...>;
-    using P = std::tuple<std::decay_t<Args>&...>;  // callables get their stored arguments by reference
-    auto* s = new detail::TaskStateImpl<R, D, P, A>(D(std::forward<F>(fn)), A(std::forward<Args>(args)...));
-    return TaskSpec<R>(detail::StatePtr(s, false));
-  }
-}
-
-/**
- * Binds a task by its registered name. R and the argument types must be exactly the registered
- * signature's (after decay); otherwise the future fails with SignatureMismatchError.
- */
-template <class R, class... Args>
-TaskSpec<R> task_by_name(std::string_view name, Args&&... args) {
-  static_assert(detail::result_codable_v<R>, "wm::task_by_name: result type must be serializable");
-  using A = std::tuple<std::decay_t<Args>...>;
-  static_assert(detail::all_encodable<A>::value,
-                "wm::task_by_name: argument types must be serializable with cereal");
-  std::string request;
-  detail::StringSink sink(request);
-  detail::write_request_header(sink, name, detail::signature_fingerprint<R, std::decay_t<Args>...>());
-  detail::encode_value(sink, A(std::forward<Args>(args)...));
-  auto* s = new detail::NamedTaskState<R>(std::string(name), std::move(request));
-  s->registered = detail::find_task(name);
-  return TaskSpec<R>(detail::StatePtr(s, false));
-}
-
-/** Names of all tasks registered in this process (host program and loaded task libraries). */
-std::vector<std::string> registered_tasks();
-
-/**
- * Loads a task library (a shared library whose tasks are registered with WM_TASK), so its tasks
- * can be submitted by name. Remote backends load the same libraries in their workers.
- * Throws PluginError naming the file and the loader's reason.
- */
-void load_task_library(const std::string& path);
-
+}  // namespace detail
 }  // namespace wm
-
-#define WM_DETAIL_CONCAT_(a, b) a##b
-#define WM_DETAIL_CONCAT(a, b) WM_DETAIL_CONCAT_(a, b)
-
-/** Registers the function `fn` (at namespace scope) as a task named after it. */
-#define WM_TASK(fn) WM_TASK_NAMED(fn, #fn)
-
-/** Registers the function `fn` as a task with the given name (a string literal). */
-#define WM_TASK_NAMED(fn, name)                                                        \
-  [[maybe_unused]] static const ::wm::detail::TaskRegistrar WM_DETAIL_CONCAT(           \
-      wm_task_registrar_, __COUNTER__) {                                                \
-    ::wm::detail::describe_task<&fn>(name)                                              \
-  }

@@ -1,10 +1,13 @@
-// wm/wm.hpp: everything a host program needs, in one include.
+// wm/wm.hpp: work managers, futures, waiting, environment, errors and version, in one include.
+//
+// Light on purpose: it includes no serialization library. Where tasks are declared (WM_TASK) or
+// calls are bound (wm::task, submit(fn, args...), submit<R>("name", args...)), include
+// <wm/task.hpp> too: it brings cereal, which encodes the arguments.
 #pragma once
 
 #include <wm/environment.hpp>
 #include <wm/errors.hpp>
 #include <wm/future.hpp>
 #include <wm/future_watcher.hpp>
-#include <wm/task.hpp>
 #include <wm/version.hpp>
 #include <wm/work_manager.hpp>

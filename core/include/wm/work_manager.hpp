@@ -1,6 +1,9 @@
 // wm/work_manager.hpp: WorkManager, the one interface to every backend.
 //
 // @code
+//   #include <wm/wm.hpp>
+//   #include <wm/task.hpp>   // WM_TASK and binding calls (wm::task, submit(fn, args...))
+//
 //   int square(int x) { return x * x; }
 //   WM_TASK(square);
 //
@@ -12,10 +15,14 @@
 //     for (wm::Future<int> f : wm->as_completed(wm->submit_many(std::move(tasks)))) total += f.get_result();
 //   }  // the work manager shuts down here
 // @endcode
+//
+// Holding, waiting on and reading futures needs this header only. Binding a call (wm::task,
+// wm::task_by_name, submit(fn, args...), submit<R>("name", args...)) encodes its arguments with
+// cereal and needs <wm/task.hpp>; without it those calls stop at a static_assert saying so.
 #pragma once
 
+#include <wm/detail/task_decl.hpp>
 #include <wm/future.hpp>
-#include <wm/task.hpp>
 
 #include <cstddef>
 #include <exception>
@@ -24,6 +31,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -150,7 +158,13 @@ class WorkManager {
             class = std::enable_if_t<!detail::is_task_spec<std::decay_t<F>>::value &&
                                      !std::is_convertible_v<F&&, std::string_view>>>
   auto submit(F&& fn, Args&&... args) {
-    return submit(wm::task(std::forward<F>(fn), std::forward<Args>(args)...));
+    static_assert(detail::task_header_included<F>::value,
+                  "wm::WorkManager::submit(fn, args...) needs #include <wm/task.hpp>: binding a call "
+                  "encodes its arguments with cereal, which <wm/wm.hpp> leaves out");
+    if constexpr (detail::task_header_included<F>::value)
+      return submit(wm::task(std::forward<F>(fn), std::forward<Args>(args)...));
+    else
+      return Future<detail::bound_result_t<F, Args...>>();
   }
   /** Submits a task by registered name; R and the argument types must match its signature. */
   template <class R, class... Args>
@@ -173,12 +187,19 @@ class WorkManager {
   /** Submits fn(args...) for every tuple of arguments. */
   template <class F, class... Args>
   auto submit_many(F fn, const std::vector<std::tuple<Args...>>& arg_list) {
-    using Spec = decltype(wm::task(fn, std::declval<const Args&>()...));
-    std::vector<Spec> specs;
-    specs.reserve(arg_list.size());
-    for (const auto& args : arg_list)
-      specs.push_back(std::apply([&](const Args&... a) { return wm::task(fn, a...); }, args));
-    return submit_many(std::move(specs));
+    static_assert(detail::task_header_included<F>::value,
+                  "wm::WorkManager::submit_many(fn, argument tuples) needs #include <wm/task.hpp>: "
+                  "binding a call encodes its arguments with cereal, which <wm/wm.hpp> leaves out");
+    if constexpr (detail::task_header_included<F>::value) {
+      using Spec = decltype(wm::task(fn, std::declval<const Args&>()...));
+      std::vector<Spec> specs;
+      specs.reserve(arg_list.size());
+      for (const auto& args : arg_list)
+        specs.push_back(std::apply([&](const Args&... a) { return wm::task(fn, a...); }, args));
+      return submit_many(std::move(specs));
+    } else {
+      return std::vector<Future<detail::bound_result_t<F, const Args&...>>>();
+    }
   }
 
   /** The futures, in the order they finish. */

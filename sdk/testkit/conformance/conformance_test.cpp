@@ -3,6 +3,8 @@
 // "name" or "name:workers" (then WM_N_WORKERS is set too).
 #include "test_tasks.hpp"
 
+#include <wm/task.hpp>
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 

@@ -1,6 +1,8 @@
 // test_tasks.cpp: the tasks the tests submit. Registered by name, so every backend can run them.
 #include "test_tasks.hpp"
 
+#include <wm/task.hpp>
+
 #include <unistd.h>
 
 #include <chrono>

@@ -11,26 +11,18 @@
 #include <boost/smart_ptr/intrusive_ptr.hpp>
 
 #include <any>
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <exception>
-#include <list>
-#include <map>
+#include <iosfwd>
 #include <memory>
 #include <optional>
-#include <set>
-#include <streambuf>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <typeinfo>
-#include <unordered_map>
-#include <unordered_set>
 #include <utility>
-#include <vector>
 
 namespace wm {
 class WMFuture;
@@ -125,33 +117,43 @@ using StatePtr = boost::intrusive_ptr<TaskState>;
 /**
  * Whether a result can be copied. std::is_copy_constructible says yes for a standard container of
  * move-only elements (std::vector<std::unique_ptr<T>>), whose copy constructor exists but does not
- * compile; this looks inside the standard containers. A class of your own holding such a member
- * should delete its copy constructor (then it is move-only here too).
+ * compile; this also looks at the elements of anything that holds values the way a container does
+ * (a `value_type` member: the standard containers, std::optional, std::array; maps through their
+ * std::pair), and inside std::pair and std::tuple. Found by member type, so that this header needs
+ * no container header. Views and iterators (an `element_type` or `iterator_category` member) copy
+ * no elements and are not looked into. A class of your own holding such a member should delete its
+ * copy constructor (then it is move-only here too).
  */
 template <class T>
-struct is_copyable : std::is_copy_constructible<T> {};
+struct is_copyable;
 template <class T>
 inline constexpr bool is_copyable_v = is_copyable<T>::value;
-template <class T, class A>
-struct is_copyable<std::vector<T, A>> : is_copyable<T> {};
-template <class T, class A>
-struct is_copyable<std::deque<T, A>> : is_copyable<T> {};
-template <class T, class A>
-struct is_copyable<std::list<T, A>> : is_copyable<T> {};
-template <class T, std::size_t N>
-struct is_copyable<std::array<T, N>> : is_copyable<T> {};
+
+template <class T, class = void>
+struct has_element_type : std::false_type {};
 template <class T>
-struct is_copyable<std::optional<T>> : is_copyable<T> {};
-template <class K, class T, class C, class A>
-struct is_copyable<std::map<K, T, C, A>> : std::bool_constant<is_copyable_v<K> && is_copyable_v<T>> {};
-template <class K, class T, class C, class A>
-struct is_copyable<std::multimap<K, T, C, A>> : std::bool_constant<is_copyable_v<K> && is_copyable_v<T>> {};
-template <class K, class T, class H, class E, class A>
-struct is_copyable<std::unordered_map<K, T, H, E, A>> : std::bool_constant<is_copyable_v<K> && is_copyable_v<T>> {};
-template <class K, class C, class A>
-struct is_copyable<std::set<K, C, A>> : is_copyable<K> {};
-template <class K, class H, class E, class A>
-struct is_copyable<std::unordered_set<K, H, E, A>> : is_copyable<K> {};
+struct has_element_type<T, std::void_t<typename T::element_type>> : std::true_type {};
+template <class T, class = void>
+struct has_iterator_category : std::false_type {};
+template <class T>
+struct has_iterator_category<T, std::void_t<typename T::iterator_category>> : std::true_type {};
+/** True for a type that copies its elements with itself: a value_type that is another object type,
+ *  and neither an element_type (smart pointers, std::span) nor an iterator_category (iterators). */
+template <class T, class = void>
+struct owns_elements : std::false_type {};
+template <class T>
+struct owns_elements<T, std::void_t<typename T::value_type>>
+    : std::bool_constant<std::is_object_v<typename T::value_type> &&
+                         !std::is_same_v<std::remove_cv_t<typename T::value_type>, std::remove_cv_t<T>> &&
+                         !has_element_type<T>::value && !has_iterator_category<T>::value> {};
+// The elements decide, for what owns them (looked at only once T itself can be copied).
+template <class T, bool = owns_elements<T>::value>
+struct elements_copyable : std::true_type {};
+template <class T>
+struct elements_copyable<T, true> : is_copyable<std::remove_cv_t<typename T::value_type>> {};
+
+template <class T>
+struct is_copyable : std::conjunction<std::is_copy_constructible<T>, elements_copyable<T>> {};
 template <class A, class B>
 struct is_copyable<std::pair<A, B>> : std::bool_constant<is_copyable_v<A> && is_copyable_v<B>> {};
 template <class... T>
