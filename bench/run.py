@@ -673,7 +673,7 @@ def main():
     write_plots(report, backends, args.out)
     print(md)
     if args.update_readme:
-        update_readme(md)
+        update_readme(md, headline(report))
     if missing:
         print("missing figures: " + ", ".join(missing), file=sys.stderr)
     if args.check and missing:
@@ -819,10 +819,41 @@ def write_plots(rep, backends, out):
                           "tasks/s, percent of ideal", series, logx=True, logy=False, subtitle=subtitle))
 
 
-def update_readme(md):
-    """Puts the table between the bench-table markers of bench/README.md and the top README.md."""
-    begin, end = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
-    for path in (os.path.join(HERE, "README.md"), os.path.join(HERE, os.pardir, "README.md")):
+def headline(rep):
+    """Three lines for the top README: the run, the tiny-task throughput and the round trip of each
+    backend beside its floor."""
+    m, b, fl = rep["machine"], rep["backends"], rep["floor"]
+
+    def med(d, k):
+        v = d.get(k, {}).get("median") if isinstance(d.get(k), dict) else None
+        return v if isinstance(v, (int, float)) else None
+
+    def rate(v):
+        return "%.2fM" % (v / 1e6) if v >= 1e5 else fmt(v)
+
+    names = sorted(b)
+    tput = ["%s %s" % (n, rate(med(b[n]["metrics"], "throughput"))) for n in names
+            if med(b[n]["metrics"], "throughput") is not None]
+    rt = ["%s %s" % (n, fmt(med(b[n]["metrics"], "rt_median"))) for n in names
+          if med(b[n]["metrics"], "rt_median") is not None]
+    floors = [(label, med(fl, k)) for label, k in (("thread pool", "pool_rt_median"), ("pipe ping-pong", "pipe_rt_median"),
+                                                   ("MPI", "mpi_rt_median"), ("ZeroMQ", "zmq_rt_median"))]
+    pool = med(fl, "pool_throughput")
+    return ("Last run: %s, %s cores, %s, commit %s (`make bench`; every figure against its floor: "
+            "[bench/README.md](bench/README.md)).  \n"
+            "Tiny tasks per second: %s (a std::thread pool of futures: %s).  \n"
+            "Round trip, median, us: %s (floors: %s).\n" % (
+                m["cpu_model"], m["nproc"], rep["date"][:10], rep["commit"], ", ".join(tput),
+                rate(pool) if pool is not None else "n/a", ", ".join(rt),
+                ", ".join("%s %s" % (label, fmt(v)) for label, v in floors if v is not None)))
+
+
+def update_readme(md, head):
+    """Puts the table between the bench-table markers of bench/README.md, and the headline between
+    the bench-headline markers of the top README.md."""
+    for path, name, text_in in ((os.path.join(HERE, "README.md"), "bench-table", md),
+                                (os.path.join(HERE, os.pardir, "README.md"), "bench-headline", head)):
+        begin, end = "<!-- %s:begin -->" % name, "<!-- %s:end -->" % name
         try:
             with open(path) as f:
                 text = f.read()
@@ -830,10 +861,10 @@ def update_readme(md):
             continue
         if begin not in text or end not in text:
             continue
-        head, rest = text.split(begin, 1)
+        before, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
         with open(path, "w") as f:
-            f.write(head + begin + "\n" + md + end + tail)
+            f.write(before + begin + "\n" + text_in + end + tail)
 
 
 if __name__ == "__main__":

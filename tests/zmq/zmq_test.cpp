@@ -490,8 +490,15 @@ TEST_F(Zmq, StoppedNodeIsDeclaredSilentAndLeavesWhenContinued) {
   auto& wm = two_nodes_of_one_worker();
   auto f = long_task(wm, worker, victim);
   ASSERT_GT(victim, 0);
+  const auto stopped = std::chrono::steady_clock::now();
   kill(static_cast<pid_t>(victim), SIGSTOP);  // silence, not death: its connections stay open
   ASSERT_TRUE(f.wait_for(20s)) << "a silent node's task must fail after the heartbeat timeout";
+  // The README's bound is interval + timeout + 0.25 s (1.45 s here); the time is recorded, not
+  // asserted (machines here are shared: bench/NOTES.md has the measured spread).
+  RecordProperty("silence_detected_ms",
+                 static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::steady_clock::now() - stopped)
+                                      .count()));
   EXPECT_TRUE(fails_with<wm::WorkerLostError>(f)) << failure_of(f);
   EXPECT_NE(failure_of(f).find("went silent"), std::string::npos) << failure_of(f);
   EXPECT_NE(failure_of(f).find("pid " + std::to_string(victim)), std::string::npos) << failure_of(f);
