@@ -3,6 +3,8 @@
 // and prints "RESULT ok" when every check passed ("RESULT failed" and the failures otherwise).
 // The exit code says the same, but with mpirun --enable-recovery Open MPI 4.1 exits 0 whatever
 // the ranks return, so the tests read the line.
+#include "test_support.hpp"
+
 #include <wm/task.hpp>
 #include <wm/wm.hpp>
 
@@ -180,24 +182,7 @@ int result() {
   return g_failures == 0 ? 0 : 1;
 }
 
-std::string failure_of(const wm::WMFuture& f) {
-  try {
-    f.get_result_any(false);
-    return "(no failure)";
-  } catch (const wm::WorkerLostError& e) {
-    return std::string("WorkerLostError: ") + e.what();
-  } catch (const wm::ProtocolError& e) {
-    return std::string("ProtocolError: ") + e.what();
-  } catch (const wm::TaskTimeoutError& e) {
-    return std::string("TaskTimeoutError: ") + e.what();
-  } catch (const wm::ShutdownError& e) {
-    return std::string("ShutdownError: ") + e.what();
-  } catch (const wm::TaskError& e) {
-    return std::string("TaskError: ") + e.what();
-  } catch (const std::exception& e) {
-    return std::string("other: ") + e.what();
-  }
-}
+using wmtest::failure_of;
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 

@@ -4,6 +4,7 @@
 #include <wm/task.hpp>
 #include <wm/wm.hpp>
 
+#include "test_support.hpp"
 #include "byte_ring.hpp"  // the layout of a worker's rings, to corrupt them
 
 #include <gtest/gtest.h>
@@ -222,37 +223,8 @@ std::unique_ptr<wm::WorkManager> make_processes(int workers, std::map<std::strin
   return wm;
 }
 
-// The failure of a finished future as text "Type: what()" for diagnostics.
-std::string failure_of(const wm::WMFuture& f) {
-  try {
-    f.get_result_any(false);
-    return "(no failure)";
-  } catch (const wm::WorkerLostError& e) {
-    return std::string("WorkerLostError: ") + e.what();
-  } catch (const wm::ProtocolError& e) {
-    return std::string("ProtocolError: ") + e.what();
-  } catch (const wm::TaskError& e) {
-    return std::string("TaskError: ") + e.what();
-  } catch (const wm::TaskTimeoutError& e) {
-    return std::string("TaskTimeoutError: ") + e.what();
-  } catch (const wm::ShutdownError& e) {
-    return std::string("ShutdownError: ") + e.what();
-  } catch (const std::exception& e) {
-    return std::string("other: ") + e.what();
-  }
-}
-
-template <class E>
-bool fails_with(const wm::WMFuture& f) {
-  try {
-    f.get_result_any(false);
-  } catch (const E&) {
-    return true;
-  } catch (...) {
-    return false;
-  }
-  return false;
-}
+using wmtest::fails_with;
+using wmtest::failure_of;
 
 // Starts this test program as a helper (see helper_main) with its own process group; its
 // standard output is a pipe whose read end is returned.

@@ -6,6 +6,7 @@
 // This program is its own node (WMTEST_ZMQ_ROLE=node: it makes its work manager, which serves) and its
 // own helper master (WMTEST_ZMQ_ROLE=master). Every process a test starts is bounded in time and ended;
 // the program is the subreaper of its orphans, so the fixture sees every process that is left over.
+#include "test_support.hpp"
 #include "zmq_test_support.hpp"
 
 #include <wm/task.hpp>
@@ -122,26 +123,9 @@ WM_TASK(sleep_ms);
 
 namespace {
 
-template <class E>
-bool fails_with(const wm::WMFuture& f) {
-  try {
-    f.get_result_any(false);
-  } catch (const E&) {
-    return true;
-  } catch (...) {
-    return false;
-  }
-  return false;
-}
-
-std::string failure_of(const wm::WMFuture& f) {
-  try {
-    f.get_result_any(false);
-    return "(no failure)";
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-}
+using wmtest::fails_with;
+using wmtest::failure_of;
+using wmtest::within;
 
 // "pid ppid" from a report file, once it is there.
 bool read_report(const std::string& path, long& pid, long& ppid, std::chrono::milliseconds limit) {
@@ -189,20 +173,6 @@ class wmtest_env {
   bool had_ = false;
 };
 
-// Runs fn on a thread: a hang ends the program with a message instead of never ending.
-void within(std::chrono::seconds limit, const char* what, const std::function<void()>& fn) {
-  std::promise<void> done;
-  std::thread t([&] {
-    fn();
-    done.set_value();
-  });
-  if (done.get_future().wait_for(limit) != std::future_status::ready) {
-    std::fprintf(stderr, "HANG: %s did not return within %lld s\n", what, static_cast<long long>(limit.count()));
-    std::fflush(stderr);
-    std::_Exit(3);
-  }
-  t.join();
-}
 
 class Zmq : public testing::Test {
  protected:

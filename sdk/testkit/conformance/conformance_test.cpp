@@ -1,6 +1,7 @@
 // conformance_test.cpp: the behaviour every backend must have, run on each backend by name through
 // the real WM_WORK_MANAGER variable (after WESTPA's CommonWorkManagerTests). A parameter is
 // "name" or "name:workers" (then WM_N_WORKERS is set too).
+#include "test_support.hpp"
 #include "test_tasks.hpp"
 
 #include <wm/task.hpp>
@@ -59,20 +60,8 @@ class Conformance : public testing::TestWithParam<std::string> {
     within(60s, "the work manager's destructor", [&] { wm_.reset(); });
   }
 
-  // Runs fn on a thread: a hang is a failure with a message, not a test that never ends (the
-  // process ends: nothing after a hang can be trusted).
   static void within(std::chrono::seconds limit, const char* what, const std::function<void()>& fn) {
-    std::promise<void> done;
-    std::thread t([&] {
-      fn();
-      done.set_value();
-    });
-    if (done.get_future().wait_for(limit) != std::future_status::ready) {
-      std::fprintf(stderr, "HANG: %s did not return within %lld s\n", what, static_cast<long long>(limit.count()));
-      std::fflush(stderr);
-      std::_Exit(3);
-    }
-    t.join();
+    wmtest::within(limit, what, fn);
   }
 
   // Every future finished: with its result, or with ShutdownError.

@@ -4,6 +4,7 @@
 // work manager keeps working. Run on every backend of WM_CRASH_MATRIX_BACKENDS ("name" or
 // "name:workers"); a backend whose tasks run in the host process is skipped (a crash would end the
 // test program).
+#include "test_support.hpp"
 #include "test_tasks.hpp"
 
 #include <wm/task.hpp>
@@ -132,25 +133,8 @@ std::vector<std::string> backends() {
   return out;
 }
 
-template <class E>
-bool fails_with(const wm::WMFuture& f) {
-  try {
-    f.get_result_any(false);
-  } catch (const E&) {
-    return true;
-  } catch (...) {
-  }
-  return false;
-}
-
-std::string failure_of(const wm::WMFuture& f) {
-  try {
-    f.get_result_any(false);
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no failure)";
-}
+using wmtest::fails_with;
+using wmtest::failure_of;
 
 class CrashMatrix : public testing::TestWithParam<std::tuple<std::string, Case>> {
  protected:
