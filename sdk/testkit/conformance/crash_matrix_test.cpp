@@ -173,6 +173,13 @@ TEST_P(CrashMatrix, EndsWithItsErrorAndTheWorkManagerKeepsWorking) {
       EXPECT_EQ(info->kind, wm::FailureKind::worker_lost);
       EXPECT_NE(what.find("worker "), std::string::npos) << what;
       EXPECT_NE(what.find("wm_crash_"), std::string::npos) << "names the task: " << what;
+      // The worker that died, as the record and the message name it: its pid, and its rank where
+      // it has one (MPI).
+      EXPECT_GT(info->pid, 0) << what;
+      EXPECT_NE(what.find("pid " + std::to_string(info->pid)), std::string::npos) << "names the pid: " << what;
+      if (info->rank >= 0) {
+        EXPECT_NE(what.find("rank " + std::to_string(info->rank)), std::string::npos) << "names the rank: " << what;
+      }
       break;
     }
     case Case::protocol: EXPECT_TRUE(fails_with<wm::ProtocolError>(f)) << what; break;
