@@ -242,6 +242,12 @@ class MpiBackend final : public remote::RemoteBackend {
     }
     MPI_Comm_rank(MPI_COMM_WORLD, &g_job.rank);  // the same in its duplicate
     MPI_Comm_size(MPI_COMM_WORLD, &g_job.size);
+    // srun without a PMI this MPI can use starts every task as a job of one rank: each a master.
+    const char* tasks = std::getenv("SLURM_STEP_NUM_TASKS");
+    if (g_job.size == 1 && tasks != nullptr && std::atoi(tasks) > 1 && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr)
+      throw std::runtime_error(std::string("srun started ") + tasks + " tasks, and MPI sees each as a job of one rank " +
+                               "(it found no PMI it can use), so each would run every task itself: start the job " +
+                               "with srun --mpi=pmix (srun --mpi=list shows what this Slurm offers), or with mpirun");
     MPI_Request r = MPI_REQUEST_NULL;
     wait_for_everyone(MPI_Comm_idup(MPI_COMM_WORLD, &g_job.comm, &r), r, "MPI_Comm_idup", "duplicating MPI_COMM_WORLD",
                       engine_options().startup_limit);
@@ -274,8 +280,6 @@ class MpiBackend final : public remote::RemoteBackend {
       throw std::runtime_error((g_job.rank == 0 ? "" : "rank 0 could not start the mpi work manager: ") +
                                std::string(setup.error));
     if (g_job.rank == 0) return;
-    // What this rank is, for the program before it serves (the engine's setup says it again).
-    setenv(WM_ENV_PROCESS_INDEX, std::to_string(g_job.rank - 1).c_str(), 1);
     const std::vector<std::uint32_t> addresses(
         setup.addresses, setup.addresses + std::min<std::size_t>(setup.n_addresses, std::size(setup.addresses)));
     const doorbell::Hail hail{setup.nonce, g_job.rank, static_cast<std::int32_t>(getpid())};
@@ -285,9 +289,9 @@ class MpiBackend final : public remote::RemoteBackend {
       throw std::runtime_error("rank " + std::to_string(g_job.rank) + " cannot reach rank 0 (" + setup.host +
                                ") on its doorbell port: " + why + "; set WM_MPI_DOORBELL_ADDRESS to an address of " +
                                "rank 0's host the other ranks can reach");
-    // What this rank is, for the program and for diagnostics (as a processes worker has it).
-    const std::string arg = "rank=" + std::to_string(g_job.rank) + ",doorbell=" + std::to_string(doorbell_);
-    setenv(WM_ENV_WORKER_ARG, arg.c_str(), 1);
+    // What this rank is, for the program before it serves and for diagnostics (as a processes worker has it).
+    setenv(WM_ENV_PROCESS_INDEX, std::to_string(g_job.rank - 1).c_str(), 1);
+    setenv(WM_ENV_WORKER_ARG, ("rank=" + std::to_string(g_job.rank) + ",doorbell=" + std::to_string(doorbell_)).c_str(), 1);
   }
 
   bool recovery_ = false, prepared_ = false, master_ok_ = false;

@@ -1,6 +1,6 @@
 // mpi_port.hpp: a worker rank's side of the mpi backend, a Port of the remote engine: its bytes come
 // and go as MPI messages; a watcher thread owns the doorbell: it wakes the loop when rank 0 rings,
-// and ends the process when rank 0 stops this rank by force or is gone (see README.md, "Transport").
+// and ends the process when rank 0 stops this rank by force or is gone (see README.md, "How it works").
 #pragma once
 
 #include "mpi_wire.hpp"
@@ -257,7 +257,8 @@ class MpiPort final : public remote::Port {
       return fail(send ? "cannot send a reply's payload to rank 0" : "cannot receive a task's payload", rc);
     if (!send) doorbell::ring(fd_, kPull);  // rank 0 may need to push it (and may be asleep)
     if (wait_all(reqs)) return true;
-    for (auto& r : reqs) send ? release_send(r) : (void)cancel_receive(r);  // the rank leaves: nothing reuses it
+    for (auto& r : reqs)  // the rank leaves: nothing reuses it
+      if (!send) (void)cancel_receive(r); else if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
     return false;
   }
 

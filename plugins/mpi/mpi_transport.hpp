@@ -1,6 +1,6 @@
 // mpi_transport.hpp: rank 0's side of the mpi backend, a transport of the remote engine: the engine's
 // bytes go to and from the worker ranks as MPI messages; it sleeps in poll() on one doorbell per
-// worker rank, whose end of file shows the rank's death (see README.md, "Transport").
+// worker rank, whose end of file shows the rank's death (see README.md, "How it works").
 #pragma once
 
 #include "mpi_wire.hpp"
@@ -66,10 +66,7 @@ class MpiTransport final : public remote::Transport {
   void flush(remote::WorkerId id) override {
     Slot& s = slots_.at(id);
     if (s.ch.out.size == 0) return;
-    if (!in_service(s)) {
-      s.ch.out.size = 0;
-      return;
-    }
+    if (!in_service(s)) return void(s.ch.out.size = 0);  // dropped: the rank serves no more
     // (On an error the tasks in it wait for that rank's end, which the doorbell shows.)
     if (const int rc = s.ch.send(); rc != MPI_SUCCESS)
       log_(WM_LOG_ERROR, "cannot send to " + who(s) + ": " + mpi_error_text(rc));
@@ -218,10 +215,7 @@ class MpiTransport final : public remote::Transport {
     if (s.state == State::forced) ::shutdown(s.fd, SHUT_WR);
   }
   void drop_all() {
-    for (Slot& s : slots_) {
-      drop_receives(s);
-      s.ch.abandon();
-    }
+    for (Slot& s : slots_) drop_receives(s), s.ch.abandon();
   }
   void drop_receives(Slot& s) {  // and the message that came
     s.ch.cancel();
@@ -315,10 +309,8 @@ class MpiTransport final : public remote::Transport {
     if (s.pid == 0) s.pid = hail.pid;
     // What was sent before it connected went unrung. (This ring may carry no message; the rank says
     // when it sleeps again, and is rung for the next one then.)
-    if (!in_service(s))
-      tell_stopped(s);
-    else
-      doorbell::ring(s.fd, doorbell::kRing);
+    if (in_service(s)) doorbell::ring(s.fd, doorbell::kRing);
+    else tell_stopped(s);
     take_bytes(id, after, events);
   }
 
@@ -354,9 +346,11 @@ class MpiTransport final : public remote::Transport {
     for (const Slot& s : slots_) fds_.push_back(pollfd{s.state == State::parked ? -1 : s.fd, POLLIN, 0});
     last_look_ = Clock::now();
     int events = 0;
-    if (poll(fds_.data(), fds_.size(), timeout_ms) <= 0) return 0;
+    const int n = poll(fds_.data(), fds_.size(), timeout_ms);
+    if (n < 0) return 0;
     if (fds_[0].revents != 0) waker_.drain();
-    if (acceptor_ && fixed > 1 && acceptor_->take([&](const doorbell::Hail& h, int fd, const std::string& after) {
+    // A connection that said nothing is closed at its deadline, which no event announces.
+    if (acceptor_ && fixed > 1 && (n > 0 || acceptor_->timeout_ms(Clock::now()) == 0) && acceptor_->take([&](const doorbell::Hail& h, int fd, const std::string& after) {
           connected(h, fd, after, events);
         }) > 0)
       log_(WM_LOG_WARNING, "a connection to the doorbell port was not from a rank of this job; closed");

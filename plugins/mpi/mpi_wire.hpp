@@ -1,5 +1,5 @@
 // mpi_wire.hpp: how rank 0 and the worker ranks of the mpi backend move the engine's bytes: MPI tags,
-// doorbell bytes, the start-up broadcast, and one peer's messages (see README.md, "Transport").
+// doorbell bytes, the start-up broadcast, and one peer's messages (see README.md, "How it works").
 #pragma once
 
 #include <wm/sdk/remote/buffer.hpp>
@@ -97,11 +97,6 @@ inline bool cancel_receive(MPI_Request& r) {
   return false;
 }
 
-/** Lets go of a send that may never finish (to a rank that is gone); its buffer must be kept. */
-inline void release_send(MPI_Request& r) {
-  if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
-}
-
 /** One peer's bytes messages: a receive always posted into one of two buffers, reposted into the
  *  other as soon as a message came (a message never waits in MPI's unexpected queue while the
  *  previous one is read), and the sends MPI has not finished (on rank 0, payloads too). Message
@@ -168,7 +163,8 @@ struct Channel {
   void abandon() {
     test_sends();
     for (auto& m : sending) {
-      for (auto& r : m.reqs) release_send(r);
+      for (auto& r : m.reqs)
+        if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
       keep_for_mpi(std::move(m.buf));
     }
     sending.clear();

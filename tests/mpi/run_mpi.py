@@ -188,6 +188,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--np", type=int, default=3)
     ap.add_argument("--recovery", action="store_true", help="mpirun --enable-recovery")
+    ap.add_argument("--direct", action="store_true",
+                    help="run the program alone, without mpirun (as srun does without a PMI MPI can use)")
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--expect-rc", default=None)
@@ -218,6 +220,8 @@ def main():
         k, _, v = kv.partition("=")
         env[k] = v
     cmd = [mpirun, "--oversubscribe", "-np", str(args.np)] + (["--enable-recovery"] if args.recovery else []) + command
+    if args.direct:
+        cmd = command
     failed = 0
     times = []
     for i in range(args.repeat):
