@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Entry points: `make demo` and `make test` set up everything on a fresh Debian machine.
 BUILD ?= build
 JOBS ?= $(shell nproc)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // bench_common.hpp: helpers shared by the benchmark programs (wm_bench, wm_floor, wm_mpi_floor):
 // clocks, a CPU busy loop, statistics, /proc readers, and the JSON lines the driver (run.py) reads
 // (written with nlohmann-json).

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Benchmark driver: runs wm_bench for every installed backend (mpi under mpirun), the floor
 programs, and writes the report: JSON + Markdown table + SVG plots. Standard library only.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm_bench: measures the figures of ONE backend, chosen the usual way (--work-manager NAME,
 // WM_WORK_MANAGER, --n-workers, --wm-*), and prints them as JSON lines (see bench_common.hpp).
 // bench/run.py runs it once per backend and figure and writes the report.

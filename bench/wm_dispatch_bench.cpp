@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm_dispatch_bench: the remote engine's dispatcher at scale, without processes: a fake transport
 // simulates 2, 64 and 1,024 workers that answer at once, and the figure is the master's CPU time
 // per task (submit + dispatch + completion, the whole process). The dispatcher must not scan its

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm_floor: the hardware floor the backends are compared with, measured in the same run.
 // Prints JSON lines (see bench_common.hpp) with source "floor".
 //

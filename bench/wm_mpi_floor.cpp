@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm_mpi_floor: raw MPI floor, run as `mpirun -np 2 wm_mpi_floor [--bench-runs 5] [--bench-smoke]`.
 // Rank 0 prints JSON lines (see bench_common.hpp) with source "floor":
 //   mpi_rt_median / mpi_rt_p99   1-byte MPI_Send/MPI_Recv ping-pong between ranks 0 and 1 [us]

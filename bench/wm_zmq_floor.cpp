@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm_zmq_floor: raw ZeroMQ floor, `wm_zmq_floor [--bench-runs 5] [--bench-smoke]` (built only where
 // cppzmq is found). Two processes (this one and a child), a ROUTER and a DEALER over a Unix socket
 // (ipc), as a zmq master and a node on one host talk; prints JSON lines (bench_common.hpp) with

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # WMPackaging.cmake: what an install carries besides the targets (wm.pc, the license, the changelog)
 # and `make package` (CPack: a .deb of the whole install).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # man_page.cmake: writes the wm(1) man page with help2man, from `wm --help` and `wm --version`: the
 # synopsis from each command's usage line, the description from `wm --help` as it reads on a
 # terminal, a COMMANDS section of each command's own --help, and the hand-written sections of wm.h2m.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // demo.cpp: the demo host program: estimates pi by Monte Carlo on whichever backend the
 // environment or command line picks (WM_WORK_MANAGER=threads, --work-manager threads, ...).
 #include <wm/task.hpp>

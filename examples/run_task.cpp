@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // run_task.cpp: a host that runs a task from a task library it loads at run time: TASK(N) for each
 // number N, on the work manager the environment or the command line picks.
 //

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # install-deps.sh: installs the Debian packages the build and tests need, only those missing.
 set -euo pipefail
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # install_consumer.sh BUILD_DIR SOURCE_DIR: what a user of an installed wm does, in a temporary prefix.
 #  1. installs the build; builds the host examples against the package (find_package(wm)) and runs
 #     the demo on the installed plugins; the installed `wm` tool runs without LD_LIBRARY_PATH;

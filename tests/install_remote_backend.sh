@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # install_remote_backend.sh BUILD_DIR SOURCE_DIR: a third party's remote backend, as sdk/README.md
 # walks through it: the example (sdk/examples/remote_backend) configured and built out of tree against
 # the installed package (find_package(wm COMPONENTS sdk remote testkit)), then the installed test

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm_tool.cpp: the `wm` command: lists the backends and every plugin file (taken, shadowed or refused,
 // and why), shows a backend's options and the effective configuration, and checks a backend in a
 // child process. Plain text by default, JSON with --json.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // backend_link.cpp: loading the chosen backend plugin, the core's service table, and WorkManager.
 #include "backend_link.hpp"
 

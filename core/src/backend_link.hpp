@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // backend_link.hpp: a created backend instance behind a WorkManager, and plugin loading.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // codec.cpp: the out-of-line parts of the codec: its errors, and preparing large destinations.
 #include <wm/detail/codec.hpp>
 #include <wm/errors.hpp>

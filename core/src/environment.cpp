@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // environment.cpp: WMEnvironment: settings from the command line, WM_* variables and defaults;
 // backend options declared in plugin metadata; discovery as data; creating the chosen work
 // manager; the worker role.

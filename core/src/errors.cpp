@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // errors.cpp: failure records and the exception types built from them.
 #include <wm/detail/codec.hpp>
 #include <wm/errors.hpp>

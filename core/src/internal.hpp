@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // internal.hpp: helpers shared by the core's source files (not installed).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // log_level.hpp: WM_LOG_LEVEL's grammar, shared by the log (where.cpp) and the configuration check.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // option_value.cpp: the one grammar of option values, shared by configuration and discovery.
 #include "option_value.hpp"
 

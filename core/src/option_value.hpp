@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // option_value.hpp: the one grammar of option values (environment, command line, declared defaults).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // plugin_scan.cpp: reads backend metadata records from plugin files with libelf, never loading them.
 #include "plugin_scan.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // plugin_scan.hpp: plugin discovery that reads each file's metadata record without loading it.
 #ifndef WM_CORE_PLUGIN_SCAN_HPP
 #define WM_CORE_PLUGIN_SCAN_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // registry.cpp: the task registry, the wire format of requests and replies, and the worker-side
 // "execute this named task on these bytes".
 #include "internal.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // setup_errors.cpp: a configuration error the host does not catch ends the program with its message
 // and exit code 2 (not std::terminate's abort); which process of a parallel job speaks.
 #include "internal.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // sigint.cpp: Ctrl-C as users expect it (WorkManager::install_sigint_handler).
 //
 // The first SIGINT stops every work manager that asked for it at once (WM_SHUTDOWN_NOW: running

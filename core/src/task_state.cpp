@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // task_state.cpp: finishing, waiting on and listening to tasks; futures, completion queues and
 // FutureWatcher. Waiting spins for a few microseconds (short tasks end sooner than a sleeping
 // thread wakes), then sleeps on a futex; nothing polls.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // throw_hook.cpp: records where exceptions are thrown, for the stack traces of task errors.
 //
 // Where an exception was thrown is gone by the time a catch block runs, and C++17 offers no way to

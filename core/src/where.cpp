@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // where.cpp: host, pid, worker index and stack traces for error records, and the core's log.
 #include "internal.hpp"
 #include "log_level.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // mpi_backend.cpp: the "mpi" backend: every rank of an MPI job runs the host program; rank 0 is the
 // master, the other ranks serve tasks inside make_work_manager (one rank alone runs them on a thread).
 // Here: MPI's set-up and end (threading, the one broadcast, who finalizes and when), and the roles.

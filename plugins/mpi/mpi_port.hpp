@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // mpi_port.hpp: a worker rank's side of the mpi backend, a Port of the remote engine: its bytes come
 // and go as MPI messages; a watcher thread owns the doorbell: it wakes the loop when rank 0 rings,
 // and ends the process when rank 0 stops this rank by force or is gone (see README.md, "How it works").

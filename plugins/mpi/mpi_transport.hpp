@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // mpi_transport.hpp: rank 0's side of the mpi backend, a transport of the remote engine: the engine's
 // bytes go to and from the worker ranks as MPI messages; it sleeps in poll() on one doorbell per
 // worker rank, whose end of file shows the rank's death (see README.md, "How it works").

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // mpi_wire.hpp: how rank 0 and the worker ranks of the mpi backend move the engine's bytes: MPI tags,
 // doorbell bytes, the start-up broadcast, and one peer's messages (see README.md, "How it works").
 #pragma once

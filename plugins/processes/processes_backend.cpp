@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // processes_backend.cpp: the "processes" backend: worker processes of the host program on this
 // machine: the SDK's local-process transport on the remote engine, with its options. See README.md
 // beside this file.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // serial_backend.cpp: the "serial" backend: runs each task in the submitting thread, at submit.
 #include <wm/sdk/backend.hpp>
 

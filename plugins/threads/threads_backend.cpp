@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // threads_backend.cpp: the "threads" backend: a pool of threads in this process sharing one queue.
 #include <wm/sdk/backend.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // zmq_backend.cpp: the "zmq" backend, on the remote engine: a master (the host program) whose workers
 // are the local workers of nodes that join over ZeroMQ. Here: the options and the roles (master;
 // node, a relay of the engine; a node's workers). See README.md beside this file.

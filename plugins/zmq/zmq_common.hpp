@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // zmq_common.hpp: what the zmq master and its nodes share: the transport's messages, the link to a
 // peer (parts batched, payloads in chunks or in shared regions), the job key and what derives from
 // it, and small ZeroMQ helpers. See README.md beside this file.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // zmq_master.cpp: the zmq master, a transport of the remote engine: each local worker of each node
 // is one engine worker (a link). Two ROUTER sockets: data (the engine's bytes, the transport's
 // control, large payloads in chunks) and heartbeat (ZeroMQ's own heartbeats, so they never queue

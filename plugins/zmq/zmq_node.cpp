@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // zmq_node.cpp: a zmq node's link to its master. A node is a relay of the remote engine (which starts
 // and feeds its local workers); this is its Uplink: it joins the master, carries the engine's bytes
 // for each local worker, and says when the master ends the job (the relay returns) or is gone

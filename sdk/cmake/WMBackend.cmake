@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # wm_add_backend(<name> SOURCES <src>... [LINK_LIBRARIES <lib>...] [OUTPUT_DIRECTORY <dir>]
 #                [INSTALL_DIR <dir>] [NO_INSTALL])
 #

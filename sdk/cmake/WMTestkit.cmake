@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # wm_add_conformance_test(<target> BACKENDS <backend[:workers]>... [CRASH_MATRIX <backend[:workers]>...]
 #                         [PLUGIN_DIR <dir>] [TIMEOUT <seconds>])
 #

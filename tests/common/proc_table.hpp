@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // proc_table.hpp: what the tests ask the process table (/proc): which processes a test left
 // behind, and whether one still runs. Header-only, for every test program.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // test_discovery.cpp: plugin discovery reads metadata without running plugin code and survives any file.
 #include "plugin_scan.hpp"
 

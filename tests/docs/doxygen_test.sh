@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # doxygen_test.sh DOXYGEN DOXYFILE: `make docs` without a warning. Runs Doxygen with the project's
 # configuration (warnings are errors) into a scratch directory: it must exit 0, print nothing, and
 # write the pages a reader opens first (the index, the work manager, the backend base class).

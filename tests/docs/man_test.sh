@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # man_test.sh MAN_PAGE VERSION: the generated wm(1) reads as a man page: `man -l` formats it without
 # a warning, with its name, version, every command with its flags, the environment and exit status.
 set -euo pipefail

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // codec_fuzz.cpp: libFuzzer target for everything the core decodes from another process: task
 // arguments and results (decode_value), replies (complete_from_reply, master side) and requests
 // (execute_encoded_into, worker side). Untrusted bytes may fail to decode, never crash, hang,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // codec_fuzz.hpp: what the codec fuzz target decodes, shared by the fuzzer and its seed writer.
 // An input is one selector byte (which decoder runs) followed by the bytes it decodes.
 #pragma once

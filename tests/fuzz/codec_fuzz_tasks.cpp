@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // codec_fuzz_tasks.cpp: the tasks the codec fuzz target's requests call, registered by name.
 #include "codec_fuzz.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // codec_seeds.cpp: writes the seed corpus of the codec fuzz target into the directory given:
 // real encodings of values, requests, and the worker's replies to them, each behind its selector.
 #include "codec_fuzz.hpp"

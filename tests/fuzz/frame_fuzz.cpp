@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // frame_fuzz.cpp: libFuzzer target for the remote engine's readers of untrusted bytes: a link's
 // demultiplexer fed in pieces of every size, both ways a transport delivers them (read into the
 // engine's buffer, or a message read in place), with the master's and the worker's link protocol on

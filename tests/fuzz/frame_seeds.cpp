@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // frame_seeds.cpp: the seed corpus of frame_fuzz.cpp, written from real frames at build time into
 // the directory given: what a master sends a worker (setup, tasks, lent and payload tasks, stop)
 // and what a worker sends back (hello, replies of every kind, bye), a hello, a setup, a task

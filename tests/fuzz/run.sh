@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # run.sh: runs one fuzz target for a number of seconds on its corpus and seeds. Fails on any
 # finding (crash, hang of more than 10 s on one input, leak, sanitizer report, more than 2 GiB);
 # the input that caused it is kept next to the corpus, as crash-*, timeout-*, leak-* or oom-*.

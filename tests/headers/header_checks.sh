@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # header_checks.sh MODE CXX INCLUDE_DIR...: what the public headers cost a program that includes them.
 #  budget: <wm/wm.hpp>, and <wm/future.hpp> alone, preprocess (-std=c++20 -E) to at most 10% more
 #          lines than the standard headers they need on their own (<string> <vector> <memory>

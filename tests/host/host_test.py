@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """host_test.py: host programs run as a user runs them: the README's program asked for --help-wm and
 given bad configurations, hosts that catch wm's errors or have terminate handlers of their own, and
 the plugin ABI rule seen from `wm list --why`, `wm check` and a host at once.

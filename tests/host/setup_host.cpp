@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // setup_host.cpp: hosts that meet a configuration error in the ways a host program can: catching
 // it, catching it and then failing otherwise, with a terminate handler of their own. The mode is
 // the first argument; the rest goes to wm::make_work_manager.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // loopback_backend.cpp: test-only backend that sends every task through the remote path in one
 // process: encode -> execute by name on a worker thread -> decode. It tests everything a remote
 // backend relies on before any remote backend exists, and can corrupt replies on request.

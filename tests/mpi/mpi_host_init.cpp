@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // mpi_host_init.cpp: a host program that initialises MPI itself before it makes its work manager,
 // run under mpirun by run_mpi.py. argv[1]: "multiple" (MPI_Init_thread with MPI_THREAD_MULTIPLE:
 // the work manager works on its own communicator and leaves MPI_Finalize to the host, which also

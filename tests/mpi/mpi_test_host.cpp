@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // mpi_test_host.cpp: a host program for the mpi backend's tests, run under mpirun by run_mpi.py.
 // argv[1] picks what it does (the roles are listed in main); the master checks what a user would
 // and prints "RESULT ok" when every check passed ("RESULT failed" and the failures otherwise).

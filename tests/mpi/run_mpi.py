@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Runs one MPI job for a test, the way a user would, and checks what a user would check.
 
     run_mpi.py [--np N] [--recovery] [--timeout S] [--repeat K] [--expect-rc N|nonzero]

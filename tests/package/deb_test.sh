@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # deb_test.sh BUILD_DIR SOURCE_DIR VERSION LIBDIR CPACK: what a user of the .deb does, without installing it.
 #  1. builds the .deb as `make package` does (cpack -G DEB, into a scratch directory) and reads its
 #     control fields: name, version, dependencies;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // unresolved_backend.cpp: a plugin that needs a symbol nobody defines. Discovery lists it (its
 // metadata is fine); loading it must fail with a clear error, never kill the host later.
 #include <wm/sdk/backend.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // processes_test.cpp: the processes backend: crash matrix (after CPython's test_deadlock.py),
 // worker and master death, shutdown, Ctrl-C, retries, timeouts, WM_PROCESS_INDEX and seeds.
 // Every test checks that no process of ours is left: the fixture counts this process's children.

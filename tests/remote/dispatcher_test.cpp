@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dispatcher_test.cpp: the remote engine's dispatcher alone, over a fake transport (no core, no
 // processes): completion, windows, blame rules, retries, timeouts, the shutdown state machine,
 // slots given up, elastic workers, and done-callbacks that call back in.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # compile_checks.sh CXX SDK_INCLUDE EXAMPLE_BACKEND: the SDK's compile-time promises.
 #  - the example backend, and a backend with no options, compile without a warning under
 #    -Wall -Wextra -Wpedantic -Werror (C++17 and C++20);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // sigint_test.cpp: Ctrl-C as users expect it, on every backend whose tasks can run long: the host
 // (this program started again as a helper, in its own process group, as a terminal's foreground job)
 // is gone promptly after the first Ctrl-C whatever its tasks do, a second Ctrl-C ends it at once, the

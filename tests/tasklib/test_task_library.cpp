@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // test_task_library.cpp: a task library: tasks that exist only once the host loads this file.
 #include <wm/task.hpp>
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # completion_test.sh COMPLETION_FILE WM TEST_PLUGIN_DIR: completes `wm ...` command lines in a
 # scripted bash, as bash-completion does at a TAB: commands, backend names (the ones this wm finds,
 # WM_PLUGIN_PATH included), flags of each command, and what follows a flag or an operand.

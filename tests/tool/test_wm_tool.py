@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_wm_tool.py: the `wm` tool run as a user runs it: help, list, info, config, check, and the
 broken-plugin matrix, each case in an isolated plugin directory that `wm list --why` must explain.
 

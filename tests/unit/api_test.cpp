@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // api_test.cpp: small API promises: FutureWatcher's constructors.
 #include "test_tasks.hpp"
 

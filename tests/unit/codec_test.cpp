@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The codec: what travels between processes. Large strings and vectors take a faster path on
 // decode; these tests check it reads exactly what cereal itself writes and reads, and that bad
 // lengths fail cleanly.

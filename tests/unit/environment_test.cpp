@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // environment_test.cpp: precedence (command line > WM_* environment > default), typed values,
 // backend options and the errors for bad input.
 #include "test_tasks.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // plugin_dir_test.cpp: discovery and loading through the real WM_PLUGIN_PATH, with broken plugin
 // files beside good ones: each broken file is listed with its reason, the good ones stay usable.
 #include "test_tasks.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // task_test.cpp: the task registry, task libraries, argument checks and error records.
 #include "test_tasks.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // conformance_nodes.cpp: linked into the conformance suite for zmq. A test's master (made by the
 // suite's fixture, WM_WORK_MANAGER=zmq) needs nodes: before each test this listener starts them as
 // helper processes (the node host program, whose tasks are the suite's), and after the test checks

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // zmq_test.cpp: the zmq backend as its users meet it, on loopback: nodes that join, late or early;
 // nodes killed (SIGKILL, SIGTERM) or stopped (SIGSTOP) while they run tasks; workers dying inside a
 // node; a master killed or stopped; a node with another job's key; garbage on the master's port; 64 MiB

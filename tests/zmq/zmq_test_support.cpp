@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // zmq_test_support.cpp: processes and files of the zmq tests (see zmq_test_support.hpp).
 #include "zmq_test_support.hpp"
 

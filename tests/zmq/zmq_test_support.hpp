@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // zmq_test_support.hpp: starting, watching and ending the processes of zmq tests (nodes, a helper
 // master): every one is bounded in time and ended, and what is left over is found.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/environment.hpp: WMEnvironment: picks and configures the work manager from the command line,
 // the environment and defaults, in that order of precedence; plugin discovery as data.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/errors.hpp: the exceptions the library throws, and ErrorInfo, the record of a task's failure.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/future.hpp: WMFuture and Future<T>, the pending result of a submitted task.
 //
 // @code

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/future_watcher.hpp: FutureWatcher, one wait for many futures.
 //
 // @code

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/fwd.hpp: forward declarations of the public types.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/task.hpp: tasks: registering functions by name (WM_TASK), and binding a call (wm::task).
 //
 // @code

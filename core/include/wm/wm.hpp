@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/wm.hpp: work managers, futures, waiting, environment, errors and version, in one include.
 //
 // Light on purpose: it includes no serialization library. Where tasks are declared (WM_TASK) or

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/work_manager.hpp: WorkManager, the one interface to every backend.
 //
 // @code

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // example_backend.cpp: an example work-manager backend, the whole of it: runs each task in the thread
 // that submits it. Built by the CMakeLists.txt beside it against an installed wm (sdk/README.md).
 #include <wm/sdk/backend.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pipes_backend.cpp: a complete remote backend, "pipes": worker processes of the host program, each
 // talking to the master over a pair of pipes. It is what a remote backend writes on the engine: how
 // workers start (posix_spawn of the host program in the worker role) and how bytes move (pipes);

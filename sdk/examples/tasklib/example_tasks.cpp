@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // example_tasks.cpp: an example task library, the whole of it: functions registered by name with
 // WM_TASK, for a host that loads this file with wm::load_task_library() and submits them by name.
 #include <wm/task.hpp>

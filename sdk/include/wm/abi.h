@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* wm/abi.h: the versioned C ABI between the work-manager core (libwm_core) and backend plugins.
  *
  * C at this boundary keeps third-party backends working across compilers and standard libraries.

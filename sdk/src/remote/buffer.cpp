@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // buffer.cpp: the transports' byte buffer (see wm/sdk/remote/buffer.hpp).
 #include <wm/sdk/remote/buffer.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // byte_ring.hpp: the bytes between the master and one local worker process go through shared
 // memory, not the socket: a memfd with two single-producer single-consumer byte rings, master -> worker and
 // worker -> master. A system call costs 1.2-1.7 us on the VMs measured; a look at a ring is a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // contact_file.cpp: contact files written atomically and waited for (contact_file.hpp).
 #include <wm/sdk/remote/contact_file.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dispatcher.cpp: the master side of the remote engine (see wm/sdk/remote/dispatcher.hpp).
 #include <wm/sdk/remote/dispatcher.hpp>
 

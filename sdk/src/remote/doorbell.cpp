@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // doorbell.cpp: doorbell connections (see wm/sdk/remote/doorbell.hpp).
 #include <wm/sdk/remote/doorbell.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // frame.cpp: the frame format's checks, the hello and the setup, and the demultiplexer.
 #include "frame.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // frame.hpp: the engine's wire format, private to the engine: every remote backend's master and
 // workers speak it, whatever moves the bytes (a shared-memory ring, MPI messages, ZeroMQ), and no
 // transport reads it. A 24-byte header with a wire version, then the payload:

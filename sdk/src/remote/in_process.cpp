@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // in_process.cpp: one worker that is a thread of this process (see in_process.hpp).
 #include <wm/sdk/remote/in_process.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // link.cpp: one link's protocol on each side (see link.hpp).
 #include "link.hpp"
 

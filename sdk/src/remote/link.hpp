@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // link.hpp: the protocol of one link, on each side, over whatever the transport can do: frames in
 // the transport's byte stream, large requests and replies in shared storage or as payloads of their
 // own where it can, inline where it cannot. The master's side (MasterLink) serves the dispatcher and

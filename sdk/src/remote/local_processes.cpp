@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // local_processes.cpp: worker processes on this machine, both sides (see local_processes.hpp).
 #include <wm/sdk/remote/local_processes.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // parting.cpp: a last word and a last line (see wm/sdk/remote/parting.hpp).
 #include <wm/sdk/remote/doorbell.hpp>
 #include <wm/sdk/remote/parting.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // registry.cpp: the registry handshake (see registry.hpp).
 #include "registry.hpp"
 #include <wm/sdk/remote/record.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/registry.hpp: the registry handshake. Every worker sends, with its hello, the tasks
 // it knows (name, signature fingerprint, and the build of the task library that registered each);
 // the master compares them with its own before it sends the worker anything. A worker that differs

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // relay.cpp: a relay between a master and local workers of its own (see relay.hpp).
 #include <wm/sdk/remote/relay.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // remote_backend.cpp: the lifecycle of every remote backend's roles (see remote_backend.hpp).
 #include <wm/sdk/remote/remote_backend.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // util.cpp: small helpers of the engine and its transports (transport.hpp, waker.hpp).
 #include <wm/sdk/remote/transport.hpp>
 #include <wm/sdk/remote/waker.hpp>

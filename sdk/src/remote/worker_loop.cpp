@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // worker_loop.cpp: the worker side of the remote engine (see worker_loop.hpp).
 #include <wm/sdk/remote/worker_loop.hpp>
 

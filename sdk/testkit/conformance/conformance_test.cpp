@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // conformance_test.cpp: the behaviour every backend must have, run on each backend by name through
 // the real WM_WORK_MANAGER variable (after WESTPA's CommonWorkManagerTests). A parameter is
 // "name" or "name:workers" (then WM_N_WORKERS is set too).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // crash_matrix_test.cpp: what happens when a task, or the encoding of its argument or result,
 // crashes, exits or throws on a worker of a remote backend (after CPython's test_deadlock.py): the
 // task ends with its own error within a deadline, the tasks around it are not touched, and the

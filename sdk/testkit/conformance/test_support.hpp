@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // test_support.hpp: small helpers of the tests, header only (no task is registered here): how a
 // future failed, and a bound on code that could hang.
 #pragma once

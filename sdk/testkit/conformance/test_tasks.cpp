@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // test_tasks.cpp: the tasks the tests submit. Registered by name, so every backend can run them.
 #include "test_tasks.hpp"
 

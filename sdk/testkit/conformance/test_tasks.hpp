@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // test_tasks.hpp: tasks registered with WM_TASK, shared by the tests, and small test helpers.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fake_transport.cpp: the test kit's fake transport (see wm/sdk/testkit/fake.hpp). Its workers
 // speak the engine's wire format, read and written with the engine's own frame code.
 #include <wm/sdk/testkit/fake.hpp>

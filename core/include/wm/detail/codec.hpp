@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/detail/codec.hpp: cereal binary encoding into and out of plain byte buffers, through the
 // codec's own archive types (cereal's binary wire format, wm's faster loads; nothing else changed).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/detail/task_decl.hpp: the light half of <wm/task.hpp>, which <wm/wm.hpp> includes: TaskSpec,
 // and wm::task, wm::task_by_name and WM_TASK as calls into what <wm/task.hpp> defines.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/detail/task_state.hpp: the shared state behind a future; owned by the core, one per task.
 //
 // Kept small on purpose (a host may hold hundreds of thousands of outstanding futures): no mutex,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/abi_version.hpp: the ABI version (wm/abi.h) as text, for messages that name both sides' versions.
 #pragma once
 

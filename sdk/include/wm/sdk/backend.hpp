@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/backend.hpp: write a work-manager backend in C++: derive from wm::sdk::Backend, declare it
 // with WM_DECLARE_BACKEND, build it with wm_add_backend() from CMake.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/metadata.hpp: compile-time builders for the plugin metadata record (wm_plugin_metadata).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/buffer.hpp: the byte buffer every remote transport moves bytes in and out of.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/contact_file.hpp: a contact file, how a master tells the processes that join it
 // where it listens and how they prove they belong (endpoints, a key): "name value" lines, written
 // atomically with mode 0600 (a reader never sees half a file, other users never the key), waited

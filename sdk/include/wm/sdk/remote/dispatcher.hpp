@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/dispatcher.hpp: the master side of every remote backend, written once: the ready
 // queue, each worker's tasks in flight, adaptive windows and batching, retries, per-task timeouts,
 // the shutdown state machine (drain, ask to stop, force), the blame rules and the link protocol

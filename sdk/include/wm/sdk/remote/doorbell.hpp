@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/doorbell.hpp: a part for transports whose own waits cannot sleep or do not show a
 // peer's death (MPI's waits spin, and no MPI call reports a dead rank): one small TCP connection
 // between the master and each worker. A side with nothing to do sleeps in poll() on it; a sender

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/in_process.hpp: a transport any remote backend can compose: one worker that is a
 // thread of this process, served through the same engine as remote workers (tasks encoded,
 // executed by name, replies decoded; the same errors, windows and shutdown). Bytes go from thread to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/local_processes.hpp: a transport any remote backend can compose: worker processes
 // on this machine. A worker is the host program started again in the worker role (posix_spawn, safe
 // in a threaded host); each has one Unix stream socket (doorbell and life line: its end of file and

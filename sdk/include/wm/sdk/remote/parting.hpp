@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/parting.hpp: how a remote backend's processes part: a last word on connections that
 // the peer must read before they close, and a last line when a launcher's signal ends a worker.
 #pragma once

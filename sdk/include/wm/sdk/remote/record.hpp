@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/record.hpp: the small fixed-layout records a remote backend exchanges besides task
 // bytes (the engine's hello and task listing, a transport's own handshakes): numbers in host byte
 // order (both ends run the same program), texts as a 32-bit length and the bytes. The reader checks

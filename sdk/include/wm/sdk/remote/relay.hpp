@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/relay.hpp: a relay is a process between a master and local workers of its own (a
 // node of a multi-level backend such as zmq). Toward its master it is the worker side of one link
 // per local worker, through an Uplink the backend writes; toward its workers it is their master,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/remote_backend.hpp: a backend whose tasks run in other processes, on the remote
 // engine. Derive from RemoteBackend, say how workers start and how bytes move (a Transport for the
 // master, a Port for a worker; both may be the SDK's parts), declare WM_REMOTE_ENGINE_OPTIONS. The

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/shared_region.hpp: a memfd shared by a master and a worker (or a node), for large
 // arguments and results: the writer puts a payload at offset 0 and the engine announces its length;
 // the reader decodes it in place. Compared with a socket (copy in, copy out) this is one copy on

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/transport.hpp: what a remote backend writes: how workers start and how bytes move.
 //
 // The remote engine (remote_backend.hpp) owns everything else: the frames and what they mean, the

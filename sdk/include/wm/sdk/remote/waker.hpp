@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/waker.hpp: an eventfd to wake a thread that sleeps in poll(), from any thread.
 #pragma once
 

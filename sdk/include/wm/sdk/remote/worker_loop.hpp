@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/remote/worker_loop.hpp: the one loop every remote worker runs: take the setup, say hello,
 // then execute each task by name through the core and reply, until the master says stop or is
 // gone. Replies are batched while more tasks are waiting and they are short; the loop spins briefly

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wm/sdk/testkit/fake.hpp: the remote engine driven without the core and without processes: fake
 // core services (tasks that know what they should return, a record of every completion and
 // failure) and a fake transport whose workers answer in progress() and can be told to misbehave:
