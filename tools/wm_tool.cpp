@@ -5,6 +5,7 @@
 #include <wm/task.hpp>
 #include <wm/wm.hpp>
 
+#include <boost/dll/shared_library.hpp>
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
@@ -582,15 +583,20 @@ int check_child(const std::string& name, wm::WMEnvironment& env) {
     if (p == nullptr) throw wm::PluginError("work manager '" + name + "' is no longer in the plugin scan");
     // The core loads the plugin again in `create`; doing it here first tells loading (missing
     // library, unresolved symbol) and the entry symbol apart from what create does.
-    void* handle = ::dlopen(p->path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (handle == nullptr) {
+    // As the core loads it (Boost.DLL, rtld_now | rtld_local); static: never unloaded (a library
+    // that links Open MPI must stay loaded until the process ends).
+    static auto& library = *new boost::dll::shared_library;
+    std::error_code ec;
+    library.load(p->path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
+    if (ec) {
+      // Boost.DLL's error_code says only "bad file descriptor"; the loader's message says what is missing.
       const char* e = ::dlerror();
       throw wm::PluginError("cannot load " + p->path + ": " + (e != nullptr ? e : "unknown loader error"));
     }
     report("ok", stage, p->path);
     stage = "entry symbol";
     report("begin", stage);
-    if (::dlsym(handle, p->entry_symbol.c_str()) == nullptr)
+    if (!library.has(p->entry_symbol))
       throw wm::PluginError(p->path + " does not export its entry symbol " + p->entry_symbol +
                             ": rebuild it with WM_DECLARE_BACKEND");
     report("ok", stage, p->entry_symbol);
