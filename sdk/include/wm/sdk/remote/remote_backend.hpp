@@ -57,7 +57,8 @@ class RemoteBackend : public Backend {
   virtual std::unique_ptr<Transport> make_transport() = 0;
   /** Worker: the port to the master. Default: the port of a process LocalProcesses started. */
   virtual std::unique_ptr<Port> make_port();
-  /** Relay: its link to its master. Default: none (a backend without a relay role never decides one). */
+  /** Relay: its link to its master. Only a backend whose decide_role() returns Role::relay needs it;
+   *  the default throws std::logic_error, naming the backend (a role decided without its link). */
   virtual std::unique_ptr<Uplink> make_uplink();
   /** Master: the dispatcher runs (its workers are ready, unless elastic). */
   virtual void started() {}
