@@ -23,7 +23,7 @@ function(wm_add_conformance_test target)
   include(GoogleTest)
   set(dir ${WM_TESTKIT_DIR})
   add_executable(${target} ${dir}/conformance_test.cpp ${dir}/crash_matrix_test.cpp ${dir}/test_tasks.cpp
-                           ${dir}/test_main.cpp)
+                           ${dir}/test_main.cpp ${dir}/backend_lists.cpp)
   target_include_directories(${target} PRIVATE ${dir})
   target_link_libraries(${target} PRIVATE WM::core GTest::gtest)
   list(JOIN ARG_BACKENDS "," backends)

@@ -23,21 +23,12 @@
 #include <numeric>
 #include <regex>
 #include <set>
-#include <sstream>
 #include <thread>
 
 using namespace std::chrono_literals;
 using wmtest::ScopedEnv;
 
 namespace {
-
-std::vector<std::string> backend_params() {
-  std::vector<std::string> out;
-  std::stringstream ss(WM_CONFORMANCE_BACKENDS);
-  std::string item;
-  while (std::getline(ss, item, ',')) if (!item.empty()) out.push_back(item);
-  return out;
-}
 
 std::string param_name(const testing::TestParamInfo<std::string>& info) {
   std::string s = info.param;
@@ -734,6 +725,6 @@ TEST_P(Conformance, DestroyedFromATask) {
   EXPECT_EQ(f.get_result(), 3);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Conformance, testing::ValuesIn(backend_params()), param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, Conformance, testing::ValuesIn(wmtest::split_backends(wmtest::conformance_backends())), param_name);
 
 }  // namespace

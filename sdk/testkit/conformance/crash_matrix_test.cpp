@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -126,14 +125,6 @@ const Case kCases[] = {
     {"result_decode_throw", Case::result_decode, kThrow, Case::protocol},
 };
 
-std::vector<std::string> backends() {
-  std::vector<std::string> out;
-  std::stringstream ss(WM_CRASH_MATRIX_BACKENDS);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 using wmtest::fails_with;
 using wmtest::failure_of;
 
@@ -199,7 +190,7 @@ TEST_P(CrashMatrix, EndsWithItsErrorAndTheWorkManagerKeepsWorking) {
 }
 
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CrashMatrix);  // WM_CRASH_MATRIX_BACKENDS may be empty
-INSTANTIATE_TEST_SUITE_P(Backends, CrashMatrix, testing::Combine(testing::ValuesIn(backends()), testing::ValuesIn(kCases)),
+INSTANTIATE_TEST_SUITE_P(Backends, CrashMatrix, testing::Combine(testing::ValuesIn(wmtest::split_backends(wmtest::crash_matrix_backends())), testing::ValuesIn(kCases)),
                          [](const testing::TestParamInfo<std::tuple<std::string, Case>>& i) {
                            std::string b = std::get<0>(i.param);
                            std::replace(b.begin(), b.end(), ':', '_');

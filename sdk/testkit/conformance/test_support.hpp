@@ -10,10 +10,28 @@
 #include <cstdlib>
 #include <functional>
 #include <future>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace wmtest {
+
+/** The backends this test program runs the suites on, each "name" or "name:workers", as the
+ *  comma-separated lists it was built with (backend_lists.cpp, compiled with the program's
+ *  WM_CONFORMANCE_BACKENDS and WM_CRASH_MATRIX_BACKENDS: the suites themselves compile once for
+ *  every program). */
+const char* conformance_backends();
+const char* crash_matrix_backends();
+
+/** "a,b:2,,c" -> {"a", "b:2", "c"}. */
+inline std::vector<std::string> split_backends(const char* list) {
+  std::vector<std::string> out;
+  std::stringstream ss(list);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
 
 /** True if the finished future failed with an exception of type E. */
 template <class E>
