@@ -117,7 +117,7 @@ class NodeUplink final : public remote::Uplink {
   }
 
   // The master's endpoint and key from its host-info file; false with why if it is not (yet) there.
-  bool from_host_info(std::string& endpoint, JobKey& key, std::string& why) const {
+  bool from_host_info(std::string& endpoint, JobKey& key, std::string& why) {
     std::map<std::string, std::string> f;
     if (!remote::read_contact_file(o_.host_info, f, why)) return false;
     if (f["version"] != "1" || f["key"].empty() || (f["tcp"].empty() && f["ipc"].empty())) {
@@ -133,13 +133,16 @@ class NodeUplink final : public remote::Uplink {
       return false;
     }
     key.curve = f["curve"] == "1";
-    if (o_.curve && !key.curve)
-      log_(WM_LOG_WARNING, "--wm-zmq-curve is set but the master's host-info file says it does not use CURVE; "
-                           "following the master");
-    struct stat st {};
-    if (stat(o_.host_info.c_str(), &st) == 0 && (st.st_mode & 077) != 0)
-      log_(WM_LOG_WARNING, "the host-info file " + o_.host_info + " can be read by other users: it holds the job's "
-                               "key (the master writes it with mode 0600)");
+    if (key.hex() != warned_key_) {
+      warned_key_ = key.hex();
+      if (o_.curve && !key.curve)
+        log_(WM_LOG_WARNING, "--wm-zmq-curve is set but the master's host-info file says it does not use CURVE; "
+                             "following the master");
+      struct stat st {};
+      if (stat(o_.host_info.c_str(), &st) == 0 && (st.st_mode & 077) != 0)
+        log_(WM_LOG_WARNING, "the host-info file " + o_.host_info + " can be read by other users: it holds the "
+                                 "job's key (the master writes it with mode 0600)");
+    }
     // A node on the master's host takes its Unix socket (no TCP stack on the way), if it is there.
     const std::string &ipc = f["ipc"], &tcp = f["tcp"];
     const bool here =
@@ -296,6 +299,7 @@ class NodeUplink final : public remote::Uplink {
   Bytes32 nonce_{};
   std::string endpoint_;  // the master's, and its key, as this node joins it
   JobKey key_;
+  std::string warned_key_;  // whose host-info file was warned about (it is read every second while joining)
   std::string master_;      // "the master at ENDPOINT (host, pid)", for messages
   int sockets_opened_ = 0;  // names the monitors apart
   LargeSender large_out_;   // before the context: its buffers outlive every message ZeroMQ holds

@@ -379,6 +379,24 @@ TEST_F(Zmq, NodeStartedBeforeItsMasterWaitsForIt) {
   EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0) << zmqtest::status_text(status);
 }
 
+// A node waiting for a master that does not answer reads its host-info file again every second (a
+// master started again writes a new one): what is wrong with the file is said once, not each time.
+TEST_F(Zmq, NodeWaitingForItsMasterWarnsOnceAboutItsHostInfoFile) {
+  master();
+  const std::string copy = dir_.file("readable-host-info");
+  ASSERT_EQ(std::system(("cp " + hi_ + " " + copy + " && chmod 0644 " + copy).c_str()), 0);
+  masters_.clear();  // its endpoint answers no more
+  const pid_t a = node(1, {{"WM_ZMQ_READ_HOST_INFO", copy}, {"WM_ZMQ_STARTUP_TIMEOUT", "3.5"}});
+  const int status = node_exit(a, 20s);
+  EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1) << zmqtest::status_text(status);
+  const std::string log = node_log(a);
+  const std::string warning = "can be read by other users";
+  const auto first = log.find(warning);
+  EXPECT_NE(first, std::string::npos) << log;
+  EXPECT_EQ(log.find(warning, first + 1), std::string::npos) << "said more than once:\n" << log;
+  EXPECT_NE(log.find("no master answered"), std::string::npos) << log;
+}
+
 TEST_F(Zmq, NodeWithoutAMasterGivesUpAfterItsStartupTimeout) {
   const pid_t a = node(1, {{"WM_ZMQ_STARTUP_TIMEOUT", "0.5"}});
   const int status = node_exit(a, 15s);
