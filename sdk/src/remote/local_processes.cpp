@@ -72,6 +72,24 @@ void set_cloexec(int fd) {
   if (flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
 }
 
+// While the rings carry the bytes, a socket carries doorbell bytes only, and end of file.
+enum class Doorbells { taken, end, foreign };
+// Reads what waits on such a socket without waiting, dropping the doorbell bytes: end at end of
+// file or a broken connection, foreign if anything else came.
+Doorbells take_doorbells(int fd) {
+  for (;;) {
+    unsigned char b[256];
+    const ssize_t r = recv(fd, b, sizeof b, MSG_DONTWAIT);
+    if (r > 0) {
+      if (std::any_of(b, b + r, [](unsigned char c) { return c != kDoorbellByte; })) return Doorbells::foreign;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Doorbells::taken;
+    return Doorbells::end;
+  }
+}
+
 }  // namespace
 
 // One worker slot: a stable WM_PROCESS_INDEX and the process currently serving it.
@@ -348,22 +366,13 @@ void LocalProcesses::idle(WorkerId id) {
 
 void LocalProcesses::read_worker(WorkerId id, Slot& s, bool drain, int& events) {
   if (s.use_ring) {
-    // The socket carries doorbell bytes only (discarded: the rings are looked at anyway) and end of file.
-    bool eof = false;
-    while (s.fd >= 0) {
-      unsigned char b[256];
-      const ssize_t r = recv(s.fd, b, sizeof b, MSG_DONTWAIT);
-      if (r > 0) {
-        if (std::any_of(b, b + r, [](unsigned char c) { return c != kDoorbellByte; })) {
-          ++events;
-          return host_->broken(id, "bytes that are not a doorbell came on its socket");
-        }
-        continue;
-      }
-      if (r < 0 && errno == EINTR) continue;
-      eof = !(r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
-      break;
+    // The doorbell bytes are dropped: the rings are looked at anyway.
+    const Doorbells bells = s.fd >= 0 ? take_doorbells(s.fd) : Doorbells::taken;
+    if (bells == Doorbells::foreign) {
+      ++events;
+      return host_->broken(id, "bytes that are not a doorbell came on its socket");
     }
+    const bool eof = bells == Doorbells::end;
     // End of file or reset: the worker wrote its ring before it ended, so that is read first.
     bool corrupt = false;
     for (int round = 0; s.fd >= 0 && (eof || drain) && round < 1024 && s.from_ring.available(corrupt) != 0; ++round)
@@ -692,22 +701,17 @@ class LocalProcessPort final : public Port {
 // Reads what waits on the socket: doorbell bytes (dropped) and end of file (eof_seen_). False if
 // the master sent anything else (why says so).
 bool LocalProcessPort::take_doorbells(std::string& why) {
-  for (;;) {
-    unsigned char b[256];
-    const ssize_t r = recv(fd_, b, sizeof b, MSG_DONTWAIT);
-    if (r > 0) {
-      for (ssize_t i = 0; i < r; ++i)
-        if (b[i] != kDoorbellByte) {
-          why = "bytes that are not a doorbell came on the socket";
-          return false;
-        }
-      continue;
-    }
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
-    eof_seen_ = true;  // end of file, or the connection is gone
-    return true;
+  switch (remote::take_doorbells(fd_)) {
+    case Doorbells::foreign:
+      why = "bytes that are not a doorbell came on the socket";
+      return false;
+    case Doorbells::end:
+      eof_seen_ = true;  // end of file, or the connection is gone
+      return true;
+    case Doorbells::taken:
+      return true;
   }
+  return true;
 }
 
 // The ring is full: sleeps until the master has made room. False if the master is gone.
