@@ -35,6 +35,12 @@ bool as_payload(const Capabilities& caps, std::size_t size, std::size_t large) {
   return caps.payloads && (size >= large || (caps.batch_limit != 0 && size + sizeof(FrameHeader) > caps.batch_limit));
 }
 
+// True if a frame of this payload would grow a message transport's batch past its limit: the batch
+// goes out first.
+bool ends_batch(const Capabilities& caps, const Buffer& out, std::size_t size) {
+  return caps.batch_limit != 0 && out.size != 0 && out.size + sizeof(FrameHeader) + size > caps.batch_limit;
+}
+
 }  // namespace
 
 void TaskEncoder::operator()(wm_byte_buffer& out) const {
@@ -91,10 +97,7 @@ void MasterLink::send_request(std::uint64_t seq, std::size_t size, const Encoder
     sent = true;
   }
   if (!sent) {
-    Buffer& out = t_.outbox(id_);
-    if (caps_.batch_limit != 0 && out.size != 0 && out.size + sizeof(FrameHeader) + size > caps_.batch_limit) {
-      t_.flush(id_);
-    }
+    if (ends_batch(caps_, t_.outbox(id_), size)) t_.flush(id_);
     Buffer& o = t_.outbox(id_);
     const std::size_t at = o.size;
     const FrameHeader h = make_header(kFrameTask, seq, size, flags);
@@ -372,9 +375,7 @@ bool WorkerLink::send_unlent(std::uint64_t seq, const char* data, std::size_t si
     out.append(&h, sizeof h);
     return port_.write(data, size);
   }
-  if (caps_.batch_limit != 0 && out.size != 0 && out.size + sizeof(FrameHeader) + size > caps_.batch_limit &&
-      !port_.flush())
-    return false;
+  if (ends_batch(caps_, out, size) && !port_.flush()) return false;
   put_frame(port_.outbox(), kFrameReply, seq, data, size);
   return true;
 }
