@@ -27,8 +27,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kIdleRelease = std::chrono::seconds(2);  // large buffers and storage go back after this much idling
-
 const wm_option_value& declared(const wm_backend_config& c, const char* option, const char* backend) {
   for (std::size_t i = 0; i < c.n_options; ++i)
     if (std::strcmp(c.options[i].name, option) == 0) return c.options[i];

@@ -10,11 +10,16 @@
 
 #include <wm/sdk/remote/transport.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 namespace wm::sdk::remote {
+
+/** A link idle this long with nothing of it in storage or under way gives its large buffers and
+ *  storage back (on every side: dispatcher, worker loop, relay). */
+constexpr std::chrono::milliseconds kIdleRelease{2000};
 
 /** Appends exactly the announced number of bytes (an encoded request) to out, or throws. */
 class Encoder {

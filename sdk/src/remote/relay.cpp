@@ -29,8 +29,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kIdleRelease = std::chrono::seconds(2);
-
 class Relay;
 
 // One link to the master (one local worker), as the Port the engine's worker side writes through.

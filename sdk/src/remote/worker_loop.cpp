@@ -21,8 +21,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr int kIdleReleaseMs = 2000;  // large buffers go back after this much idling
-
 // Sets an environment variable unless it has that value already.
 void set_variable(const char* name, const std::string& value) {
   const char* now = std::getenv(name);
@@ -77,8 +75,8 @@ class Serving final : private PortHost, private WorkerLinkEvents {
     }
     for (;;) {
       const bool big = link_.holds_big() || payload_.capacity != 0;
-      if (port_.progress(big ? kIdleReleaseMs : -1) > 0 || done_) return;
-      if (big && Clock::now() - idle_since_ >= std::chrono::milliseconds(kIdleReleaseMs)) {
+      if (port_.progress(big ? static_cast<int>(kIdleRelease.count()) : -1) > 0 || done_) return;
+      if (big && Clock::now() - idle_since_ >= kIdleRelease) {
         link_.release_idle();
         payload_.release();
       }
