@@ -41,6 +41,16 @@ void Buffer::release() noexcept {
   mapped = false;
 }
 
+bool Buffer::clear_for(std::size_t n) noexcept {
+  size = 0;
+  try {
+    reserve(n);
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  return true;
+}
+
 int BufferWriter::grow(wm_byte_buffer* self, std::size_t need) noexcept {
   auto* w = static_cast<BufferWriter*>(self);
   w->buf_->size = w->size;

@@ -5,7 +5,6 @@
 #include <wm/sdk/remote/record.hpp>
 
 #include <algorithm>
-#include <new>
 
 namespace wm::sdk::remote {
 
@@ -218,10 +217,7 @@ Demux::Status Demux::next(Frame& f, std::string& why) {
   if (!why.empty()) return Status::bad;
   if (h.len > kSmallLimit) {
     // A large frame: what arrived already moves to a buffer of its own; the rest is read there.
-    try {
-      big_.size = 0;
-      big_.reserve(static_cast<std::size_t>(h.len));
-    } catch (const std::bad_alloc&) {
+    if (!big_.clear_for(static_cast<std::size_t>(h.len))) {
       why = "no memory for a frame of " + std::to_string(h.len) + " bytes";
       return Status::bad;
     }

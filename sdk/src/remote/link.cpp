@@ -188,12 +188,8 @@ void MasterLink::read() {
         if (!f.length(len) || len == 0)
           return fail("a reply announces a payload of a size that is not valid (" + std::to_string(len) + " bytes)");
         Buffer into = std::move(payload_in_);
-        try {
-          into.size = 0;
-          into.reserve(static_cast<std::size_t>(len));
-        } catch (const std::bad_alloc&) {
+        if (!into.clear_for(static_cast<std::size_t>(len)))
           return fail("no memory for a reply of " + std::to_string(len) + " bytes");
-        }
         into.size = static_cast<std::size_t>(len);
         paused_ = true;
         paused_seq_ = f.seq;

@@ -11,7 +11,6 @@
 #include <chrono>
 #include <deque>
 #include <memory>
-#include <new>
 #include <stdexcept>
 
 namespace wm::sdk::remote {
@@ -281,12 +280,7 @@ void Relay::task(WorkerId w, const Incoming& t) {
 void Relay::task_payload(WorkerId w, const Incoming& t) {
   UpLink& u = *up_.at(w);
   Buffer into = std::move(u.incoming);
-  try {
-    into.size = 0;
-    into.reserve(t.size);
-  } catch (const std::bad_alloc&) {
-    master_broke(w, "no memory for a request of " + std::to_string(t.size) + " bytes");
-  }
+  if (!into.clear_for(t.size)) master_broke(w, "no memory for a request of " + std::to_string(t.size) + " bytes");
   into.size = t.size;
   u.due = t;
   u.receiving = true;

@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <new>
 #include <string>
 
 namespace wm::sdk::remote {
@@ -149,10 +148,7 @@ class Serving final : private PortHost, private WorkerLinkEvents {
   }
   void task_payload(const Incoming& t) override {
     if (done_) return;
-    try {
-      payload_.size = 0;
-      payload_.reserve(t.size);
-    } catch (const std::bad_alloc&) {
+    if (!payload_.clear_for(t.size)) {
       end("no memory for a request of " + std::to_string(t.size) + " bytes");
       return;
     }

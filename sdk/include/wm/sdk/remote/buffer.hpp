@@ -46,6 +46,8 @@ struct Buffer {
   }
   /** Room for n bytes in all, keeping the first size; throws std::bad_alloc. */
   void reserve(std::size_t n);
+  /** Empties it, with room for n bytes (what it held is dropped); false if that memory cannot be had. */
+  bool clear_for(std::size_t n) noexcept;
   void append(const void* p, std::size_t n) {
     reserve(size + n);
     if (n != 0) std::memcpy(data + size, p, n);
