@@ -296,7 +296,7 @@ class AbiMinor(HostTest):
             self.assertIsNotNone(m, line)
             reason = m.group(1)
             self.assertIn("built for ABI version 1.3 and needs a wm core of ABI version 1.3 or a later 1.x, this "
-                          "core speaks ABI version 1.0", reason)
+                          "core speaks ABI version 1.1", reason)
 
             check = run([WM, "check", "fixture_abi_1_3"], env={"WM_PLUGIN_PATH": d}, timeout=90)
             self.assert_ran(check, 1, "wm check")

@@ -240,13 +240,13 @@ class Matrix(ToolTest):
 
     def test_wrong_abi_major_older(self):
         self.case({"wrong_abi.so": fixture("wrong_abi.so")}, "refused",
-                  "built for ABI version 0.999, this core speaks ABI version 1.0", "fixture_wrong_abi")
+                  "built for ABI version 0.999, this core speaks ABI version 1.1", "fixture_wrong_abi")
         self.case({"wrong_abi.so": fixture("wrong_abi.so")}, "refused",
                   "the plugin is older than this wm; rebuild the plugin against this SDK", "fixture_wrong_abi")
 
     def test_wrong_abi_major_newer(self):
         self.case({"abi_major2.so": fixture("abi_major2.so")}, "refused",
-                  "built for ABI version 2.0, this core speaks ABI version 1.0", "fixture_abi_major2")
+                  "built for ABI version 2.0, this core speaks ABI version 1.1", "fixture_abi_major2")
         self.case({"abi_major2.so": fixture("abi_major2.so")}, "refused",
                   "the plugin is newer than this wm; rebuild it against the SDK installed with this wm (ABI 1.x), "
                   "or use a wm that speaks ABI 2.x", "fixture_abi_major2", selected=False)
@@ -256,7 +256,7 @@ class Matrix(ToolTest):
         # its record says it runs on this one. (tests/host checks `wm check` and a host agree too.)
         self.case({"newer_minor.so": fixture("newer_minor.so")}, "refused",
                   "built for ABI version 1.5 and needs a wm core of ABI version 1.5 or a later 1.x, this core "
-                  "speaks ABI version 1.0", "fixture_newer_minor")
+                  "speaks ABI version 1.1", "fixture_newer_minor")
         self.case({"newer_minor_runs_here.so": fixture("newer_minor_runs_here.so")}, "taken",
                   "built for ABI version 1.5, newer than this core's 1.0; it runs on cores of ABI 1.0 and later",
                   "fixture_newer_minor_runs_here")
@@ -471,7 +471,7 @@ class Json(ToolTest):
                 self.assertTrue(typed(f["capabilities"], list) and typed(f["options"], list), f)
 
         info = self.wm_json(["info", "threads"])
-        self.assertEqual(info["core_abi_version"], "1.0")
+        self.assertEqual(info["core_abi_version"], "1.1")
         spin = next(o for o in info["work_manager"]["options"] if o["name"] == "spin-us")
         self.assert_types(spin, {"default": int, "min": int, "max": int, "help": str}, "info threads spin-us")
         self.assertEqual(spin["default"], 50)

@@ -53,7 +53,7 @@ extern "C" {
  * The core refuses plugins of another major at discovery (metadata) and at load (descriptor).
  */
 #define WM_ABI_MAJOR 1u
-#define WM_ABI_MINOR 0u
+#define WM_ABI_MINOR 1u
 #define WM_ABI_VERSION ((WM_ABI_MAJOR << 16) | WM_ABI_MINOR)
 #define WM_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
 #define WM_ABI_MINOR_OF(v) ((uint32_t)(v)&0xffffu)
@@ -138,7 +138,10 @@ enum wm_failure_kind {
   WM_FAIL_TIMEOUT = 2,     /* it ran past the backend's per-task timeout */
   WM_FAIL_SHUTDOWN = 3,    /* the work manager shut down before it ran */
   WM_FAIL_PROTOCOL = 4,    /* bytes did not decode (corrupt message, other build) */
-  WM_FAIL_BACKEND = 5      /* any other backend failure */
+  WM_FAIL_BACKEND = 5,     /* any other backend failure */
+  /* ABI 1.1 */
+  WM_FAIL_CANCELLED = 6,   /* stopped on request while it ran (wm::kill_running; wm_backend_descriptor.cancel) */
+  WM_FAIL_RESOURCES = 7    /* it needs more of a resource than any worker has */
 };
 
 /** A resolved option value handed to create(); `type` tells which field is meaningful. */
@@ -209,6 +212,14 @@ typedef struct wm_worker_identity {
   const char* host; /* host name, NULL: this host */
 } wm_worker_identity;
 
+/** An amount of a named resource: what a task needs, or what a worker has (ABI 1.1). Names are
+ *  lower case letters, digits, '_' and '-'; "gpu" counts devices, "cpu" cores; any other name is
+ *  an abstract resource the user declared (WM_RESOURCES). */
+typedef struct wm_resource_amount {
+  const char* name;
+  double amount;
+} wm_resource_amount;
+
 /** What a backend may know about a task it accepted (wm_core_services.task_info). */
 typedef struct wm_task_info {
   uint32_t struct_size; /* set by the caller to sizeof(wm_task_info); the core fills what fits */
@@ -216,6 +227,14 @@ typedef struct wm_task_info {
   const char* name;      /* registered name; "" for unregistered callables (in-process only) */
   uint64_t sequence;     /* process-unique, increasing in submit order */
   uint64_t encoded_size; /* bytes encode() will append (remote backends; 0 for in-process ones) */
+  /* ---- ABI 1.1 ---- */
+  /** What the task needs of a worker (wm::TaskSpec::needs): n_needs amounts, each > 0, names
+   *  distinct, in name order; valid while the backend holds the task. 0 / NULL: nothing. A backend
+   *  sends the task only to a worker that has at least that much of each, and fails it at once
+   *  (WM_FAIL_RESOURCES) when none of its workers could ever run it. */
+  uint32_t n_needs;
+  uint32_t reserved1;
+  const wm_resource_amount* needs;
 } wm_task_info;
 
 /** One registered task (wm_core_services.list_tasks). Pointers valid during the visit only. */
@@ -276,7 +295,24 @@ typedef struct wm_core_services {
   /* ---- misc ---- */
   void (*log)(int32_t level, const char* backend, const char* message);
 
-  void* reserved[16];
+  /* ---- ABI 1.1: binding and resources (WM_GPUS_PER_WORKER, WM_BIND, WM_RESOURCES, ...) ---- */
+  /** A backend that starts worker processes itself: calls visit(context, name, value) for each
+   *  variable to set in the environment of worker `index` of `n_workers` it starts from this
+   *  process (its devices, its cores, its thread counts). None when no binding was asked for.
+   *  Throws nothing; a plan that cannot be made (more GPUs asked for than there are) was refused
+   *  when the work manager was created. */
+  void (*worker_environment)(int32_t index, uint32_t n_workers,
+                             void (*visit)(void* context, const char* name, const char* value), void* context);
+  /** A backend whose workers are threads of this process: binds the calling thread to worker
+   *  `index` of `n_workers` (its cores) and makes wm::this_worker() on this thread describe it. */
+  void (*bind_worker_thread)(int32_t index, uint32_t n_workers);
+  /** What worker `index` of `n_workers` has ("gpu", "cpu" and the declared resources), written to
+   *  out (at most capacity entries; names valid for the life of the process); returns how many
+   *  there are. In a process that serves as one worker (a spawned worker, an MPI rank, a node's
+   *  worker) index and n_workers are ignored: it reports itself. */
+  size_t (*worker_resources)(int32_t index, uint32_t n_workers, wm_resource_amount* out, size_t capacity);
+
+  void* reserved[13];
 } wm_core_services;
 
 /** shutdown() flags. */
@@ -317,8 +353,12 @@ typedef struct wm_backend_descriptor {
   int (*run)(wm_backend* backend, wm_error* err);
   int (*is_master)(wm_backend* backend);
   uint32_t (*n_workers)(wm_backend* backend);
-  /** Reserved for cancelling a task not yet started (returns 1 if it did, then it has failed the
-   *  task). NULL: the backend cannot cancel; cores of ABI 1.0 never call it. */
+  /** ABI 1.1: stops a task that has started (wm::kill_running): its worker is stopped as for a
+   *  timeout and replaced, and the task fails with WM_FAIL_CANCELLED. Returns 1 if it will, 0 if
+   *  it cannot (the task is not running on a worker this backend can stop; in-process backends).
+   *  A task that has not started is cancelled by the core alone: encode() and execute() refuse it
+   *  and the backend then drops it (fail() on it only releases it). NULL: cannot stop running
+   *  tasks; cores of ABI 1.0 never call it. */
   int (*cancel)(wm_backend* backend, wm_task* task);
 
   void* reserved[15];
