@@ -45,9 +45,11 @@ void set_error(wm_error* err, const std::string& message) {
 
 // ---- services: every call that finishes a task drops the reference the backend held ----
 
+// A task cancelled before its backend started it is finished already (Future::cancel): the backend
+// drops it, and these calls only release the backend's reference.
 void svc_execute(wm_task* t) {
   TaskState* s = state_of(t);
-  execute_local(s);
+  if (claim_start(s)) execute_local(s);
   intrusive_ptr_release(s);
 }
 
@@ -89,6 +91,10 @@ void svc_task_info(wm_task* t, wm_task_info* info) {
   full.name = s->registered != nullptr ? s->registered->name : "";
   full.sequence = s->sequence;
   full.encoded_size = s->encoded_size;
+  if (s->needs != nullptr) {
+    full.n_needs = static_cast<std::uint32_t>(s->needs->amounts.size());
+    full.needs = s->needs->amounts.data();
+  }
   // A backend of an older minor passes a shorter record: fill what it has room for.
   std::memcpy(info, &full, std::min<std::size_t>(info->struct_size, sizeof full));
 }
@@ -101,6 +107,8 @@ int svc_encode(wm_task* t, wm_byte_buffer* out, wm_error* err) {
     set_error(err, "encoding task '" + s->display_name() + "' failed: " + what);
     return 1;
   };
+  // Encoding it to send it starts it: from here on it cannot be cancelled without a kill.
+  if (!claim_start(s)) return failed("it was cancelled before it was sent");
   try {
     if (!prepare_request(s)) return failed("it cannot run by name: register it with WM_TASK");
     BufferSink sink(*out);
@@ -117,7 +125,7 @@ int svc_encode(wm_task* t, wm_byte_buffer* out, wm_error* err) {
 
 void svc_complete_encoded(wm_task* t, const void* reply, std::size_t size, const wm_worker_identity* where) {
   TaskState* s = state_of(t);
-  complete_from_reply(s, static_cast<const char*>(reply), size, where);
+  if (claim_start(s)) complete_from_reply(s, static_cast<const char*>(reply), size, where);
   intrusive_ptr_release(s);
 }
 
@@ -127,6 +135,8 @@ FailureKind kind_of(std::int32_t kind) {
     case WM_FAIL_TIMEOUT: return FailureKind::timeout;
     case WM_FAIL_SHUTDOWN: return FailureKind::shutdown;
     case WM_FAIL_PROTOCOL: return FailureKind::protocol;
+    case WM_FAIL_CANCELLED: return FailureKind::cancelled;
+    case WM_FAIL_RESOURCES: return FailureKind::resources;
     default: return FailureKind::backend;
   }
 }
@@ -134,7 +144,7 @@ FailureKind kind_of(std::int32_t kind) {
 void svc_fail(wm_task* t, std::int32_t kind, const char* message, const wm_worker_identity* where,
               std::uint32_t attempts) {
   TaskState* s = state_of(t);
-  finish_with(s, kind_of(kind), message != nullptr ? message : "", where, attempts);
+  if (claim_start(s)) finish_with(s, kind_of(kind), message != nullptr ? message : "", where, attempts);
   intrusive_ptr_release(s);
 }
 
@@ -203,6 +213,18 @@ auto call_plugin(const std::string& backend, const char* entry, Fn&& fn) -> decl
 }
 
 std::atomic<int> g_remote_links{0};  // remote_work_managers()
+
+// Links by number, for cancel(kill_running), which comes with a task only: the task names its link
+// by number (4 bytes a task, no reference counting per submit), and a link that is gone is not found.
+struct LinkRegistry {
+  std::mutex mutex;
+  std::map<std::uint32_t, std::weak_ptr<BackendLink>> links;
+  std::uint32_t next = 1;
+};
+LinkRegistry& link_registry() {
+  static auto* r = new LinkRegistry;  // never destroyed: used by futures that outlive main
+  return *r;
+}
 
 // Threads that finish a work manager destroyed inside user code. The process waits for them at exit
 // (a bounded time), so that none is still stopping workers while the process's statics go.
@@ -369,11 +391,21 @@ BackendLink::BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendCon
     throw PluginError("work manager '" + *name_ + "' could not be created: " +
                       (err.code != 0 ? err.message : "its create() returned NULL without saying why"));
   set_process_backend(*name_);
+  {
+    LinkRegistry& r = link_registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    id_ = r.next++;
+  }
   counted_remote_ = !in_process() && config_->config.worker_role == 0;
   if (counted_remote_) g_remote_links.fetch_add(1);
 }
 
 BackendLink::~BackendLink() {
+  if (registered_.load()) {
+    LinkRegistry& r = link_registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    r.links.erase(id_);
+  }
   if (counted_remote_) g_remote_links.fetch_sub(1);
   if (in_user_code()) {
     // A task or a done-callback let go of the last reference: it may be running on a thread of this
@@ -454,6 +486,7 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
       throw Error("task '" + s->display_name() + "' was submitted already; make a new wm::task for each run");
     }
     s->backend_name = name_;
+    s->link_id = id_;
     s->wait_spin_us = in_process() ? kLocalWaitSpinMicros : kRemoteWaitSpinMicros;
   }
   auto unmark = [&] { unmark_first(n); };
@@ -480,6 +513,11 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
       }
     }
   }
+  if (!registered_.load(std::memory_order_relaxed) && !registered_.exchange(true)) {
+    LinkRegistry& r = link_registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    r.links[id_] = weak_from_this();
+  }
   std::vector<wm_task*> tasks(n);
   for (std::size_t i = 0; i < n; ++i) {
     intrusive_ptr_add_ref(states[i].get());  // the backend's reference, dropped when it finishes the task
@@ -503,6 +541,24 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
     if (stopping_.load()) throw shutdown_error();
     throw PluginError("work manager '" + *name_ + "' refused the tasks: " + err.message);
   }
+}
+
+bool BackendLink::stop_running(TaskState* s) {
+  // Cores of ABI 1.0 never called cancel(): a plugin built for 1.0 may hold anything there.
+  if (stopping_.load() || desc_->cancel == nullptr || WM_ABI_MINOR_OF(desc_->abi_version) < 1) return false;
+  return call_plugin(*name_, "cancel()", [&] { return desc_->cancel(instance_, task_of(s)); }) == 1;
+}
+
+bool stop_running_task(TaskState* s) {
+  std::shared_ptr<BackendLink> link;
+  {
+    LinkRegistry& r = link_registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    auto it = r.links.find(s->link_id);
+    if (it != r.links.end()) link = it->second.lock();
+  }
+  // No lock held while the backend is asked: it may run callbacks that cancel too.
+  return link != nullptr && link->stop_running(s);
 }
 
 void serve_and_exit(std::shared_ptr<BackendLink> link) {

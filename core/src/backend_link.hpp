@@ -41,7 +41,7 @@ struct BackendConfigStorage {
  * done-callbacks, which may call back in (submit, shutdown, even destroy the work manager). The
  * backend itself makes startup and shutdown idempotent and safe to call concurrently (wm/abi.h).
  */
-class BackendLink {
+class BackendLink : public std::enable_shared_from_this<BackendLink> {
  public:
   BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendConfigStorage> config);
   /** Shuts down (waiting) and destroys the backend; from inside a task or done-callback, where it
@@ -64,6 +64,11 @@ class BackendLink {
   unsigned n_workers() const;
   void submit(const StatePtr* states, std::size_t n);
   bool is_shut_down() const noexcept { return stopping_.load(); }
+  /** cancel(kill_running): asks the backend to stop a task of its that is running (its worker is
+   *  replaced); true if the task will fail with CancelledError. */
+  bool stop_running(TaskState* s);
+  /** Number by which tasks name this link (TaskState::link_id; link_registry). */
+  std::uint32_t id() const noexcept { return id_; }
 
  private:
   const std::string* name_;
@@ -74,6 +79,8 @@ class BackendLink {
   bool counted_remote_ = false;  // counted in remote_work_managers()
   std::atomic<bool> started_{false};
   std::atomic<bool> stopping_{false};
+  std::uint32_t id_ = 0;
+  std::atomic<bool> registered_{false};  // in the link registry (at its first submit)
 };
 
 /** The core's service table handed to every backend. */

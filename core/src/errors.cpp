@@ -21,6 +21,8 @@ const char* to_string(FailureKind kind) noexcept {
     case FailureKind::backend: return "backend";
     case FailureKind::unknown_task: return "unknown_task";
     case FailureKind::signature_mismatch: return "signature_mismatch";
+    case FailureKind::cancelled: return "cancelled";
+    case FailureKind::resources: return "resources";
   }
   return "unknown";
 }
@@ -36,6 +38,8 @@ std::string ErrorInfo::describe() const {
     case FailureKind::backend: s += " failed in the backend: " + message; break;
     case FailureKind::unknown_task: s += " is unknown to the worker: " + message; break;
     case FailureKind::signature_mismatch: s += " was called with the wrong types: " + message; break;
+    case FailureKind::cancelled: s += " was cancelled: " + message; break;
+    case FailureKind::resources: s += " cannot run on any worker: " + message; break;
   }
   std::string where;
   if (!backend.empty()) where += "work manager " + backend;
@@ -65,6 +69,8 @@ std::exception_ptr make_failure(ErrorInfo info, std::exception_ptr original) {
     case FailureKind::unknown_task: return std::make_exception_ptr(UnknownTaskError(std::move(info)));
     case FailureKind::signature_mismatch:
       return std::make_exception_ptr(SignatureMismatchError(std::move(info)));
+    case FailureKind::cancelled: return std::make_exception_ptr(CancelledError(std::move(info)));
+    case FailureKind::resources: return std::make_exception_ptr(ResourceError(std::move(info)));
   }
   return std::make_exception_ptr(BackendError(std::move(info)));
 }

@@ -14,6 +14,17 @@ namespace wm::detail {
 
 struct TaskState;
 
+/** What a task needs of a worker (TaskSpec::needs): amounts > 0, names distinct and sorted. */
+struct Needs {
+  std::vector<std::string> names;
+  std::vector<wm_resource_amount> amounts;  // name pointers into names
+  /** "gpu=1, mem=2e+09" */
+  std::string text() const;
+};
+
+/** cancel(kill_running) on a task that started: asks the backend it was submitted to to stop it. */
+bool stop_running_task(TaskState* s);
+
 // ---- where code runs (for error records) ----
 const std::string& host_name();
 /** Which worker this thread is (index -1: none), for the records of failures that happen here. */

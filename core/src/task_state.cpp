@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
@@ -104,6 +105,7 @@ TaskState::TaskState() noexcept : sequence(next_sequence()) {}
 
 TaskState::~TaskState() {
   if (failure != &kUnrecordedFailure) delete failure;
+  delete needs;
   ListenerNode* list = listeners.load(std::memory_order_acquire);
   while (list != nullptr && list != closed_list()) delete std::exchange(list, list->next);
 }
@@ -114,6 +116,72 @@ std::uint64_t next_sequence() noexcept {
 }
 
 void finish_success(TaskState* s) noexcept { finish(s, TaskState::succeeded); }
+
+bool claim_start(TaskState* s) noexcept {
+  std::uint8_t v = s->run_state.load(std::memory_order_acquire);
+  while (v == TaskState::run_queued)
+    if (s->run_state.compare_exchange_weak(v, TaskState::run_started, std::memory_order_acq_rel)) return true;
+  return v == TaskState::run_started;
+}
+
+bool cancel(TaskState* s, bool kill_running) {
+  if (!s->submitted.load(std::memory_order_acquire)) return false;  // a task not submitted is not queued
+  std::uint8_t v = TaskState::run_queued;
+  if (s->run_state.compare_exchange_strong(v, TaskState::run_cancelled, std::memory_order_acq_rel)) {
+    // No backend will start it now: its reference is dropped when the backend comes to it.
+    finish_with(s, FailureKind::cancelled, "cancelled before it started (Future::cancel)");
+    return true;
+  }
+  if (v == TaskState::run_cancelled) return true;
+  if (!kill_running || s->done()) return false;
+  return stop_running_task(s);
+}
+
+namespace {
+bool valid_resource_name(std::string_view n) {
+  if (n.empty() || n.size() > 64) return false;
+  for (char c : n)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
+  return true;
+}
+}  // namespace
+
+void set_needs(TaskState* s, const std::pair<std::string_view, double>* amounts, std::size_t n) {
+  if (s->submitted.load(std::memory_order_acquire))
+    throw Error("needs(): task '" + s->display_name() + "' was submitted already; set its needs before submitting it");
+  auto needs = std::make_unique<Needs>();
+  std::vector<std::pair<std::string, double>> sorted;
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& [name, amount] = amounts[i];
+    if (!valid_resource_name(name))
+      throw Error("needs(): '" + std::string(name) + "' is not a resource name (lower case letters, digits, '_' and "
+                  "'-', e.g. gpu, cpu, mem)");
+    if (!std::isfinite(amount) || amount <= 0)
+      throw Error("needs(): " + std::string(name) + "=" + std::to_string(amount) +
+                  " is not an amount (a finite number > 0; leave the resource out to need none)");
+    sorted.emplace_back(std::string(name), amount);
+  }
+  std::sort(sorted.begin(), sorted.end());
+  for (std::size_t i = 1; i < sorted.size(); ++i)
+    if (sorted[i].first == sorted[i - 1].first)
+      throw Error("needs(): resource '" + sorted[i].first + "' is given twice");
+  needs->names.reserve(sorted.size());
+  for (auto& e : sorted) needs->names.push_back(std::move(e.first));
+  for (std::size_t i = 0; i < sorted.size(); ++i)
+    needs->amounts.push_back(wm_resource_amount{needs->names[i].c_str(), sorted[i].second});
+  delete s->needs;
+  s->needs = sorted.empty() ? nullptr : needs.release();
+}
+
+std::string Needs::text() const {
+  std::string out;
+  for (const wm_resource_amount& a : amounts) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.15g", a.amount);
+    out += (out.empty() ? "" : ", ") + std::string(a.name) + "=" + buf;
+  }
+  return out;
+}
 
 void finish_failure(TaskState* s, std::exception_ptr error, std::optional<ErrorInfo> info) noexcept {
   if (s->done()) {

@@ -15,7 +15,12 @@ class SerialBackend final : public wm::sdk::Backend {
     // Tasks run as worker 0 (for error reports), in the order given.
     const wm_worker_identity me{sizeof(wm_worker_identity), 0, static_cast<std::int64_t>(getpid()), -1, 0, nullptr};
     services().set_worker(&me, 0);
-    for (std::size_t i = 0; i < n; ++i) execute(tasks[i]);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (workers_cover(tasks[i]))
+        execute(tasks[i]);
+      else
+        fail_unfit(tasks[i]);
+    }
     services().set_worker(nullptr, 0);
   }
   unsigned do_n_workers() const override { return 1; }

@@ -41,12 +41,20 @@ class ThreadsBackend final : public wm::sdk::Backend {
   }
 
   void do_submit(wm_task* const* tasks, std::size_t n) override {
+    std::vector<wm_task*> unfit;
     bool wake_all;
     bool wake_one;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stopping_) throw std::runtime_error("the threads work manager is shut down");
-      queue_.insert(queue_.end(), tasks, tasks + n);
+      // Accepted; one that needs more than a worker has fails below, without the lock (a failure
+      // runs callbacks).
+      for (std::size_t i = 0; i < n; ++i) {
+        if (workers_cover(tasks[i]))
+          queue_.push_back(tasks[i]);
+        else
+          unfit.push_back(tasks[i]);
+      }
       queued_.store(queue_.size(), std::memory_order_release);
       // A worker that spins takes the task without a wake-up; waking a sleeper as well would only
       // take a core from it (and from the host) to find the queue empty.
@@ -58,6 +66,7 @@ class ThreadsBackend final : public wm::sdk::Backend {
       cv_.notify_all();
     else if (wake_one)
       cv_.notify_one();
+    for (wm_task* t : unfit) fail_unfit(t);
   }
 
   // Tasks not started fail at once; running ones finish (a thread cannot be stopped safely, so

@@ -32,20 +32,19 @@ class LoopbackBackend final : public wm::sdk::Backend {
   }
 
   void do_submit(wm_task* const* tasks, std::size_t n) override {
-    std::vector<Job> jobs;
-    jobs.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      // A private copy of the request, as a transport would have; throws for tasks that cannot travel.
-      Bytes request;
-      encode(tasks[i], request);
-      jobs.push_back(Job{tasks[i], request.str()});
-    }
+    std::vector<wm_task*> unfit;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stopping_) throw std::runtime_error("the loopback work manager is shut down");
-      for (auto& j : jobs) queue_.push_back(std::move(j));
+      for (std::size_t i = 0; i < n; ++i) {
+        if (workers_cover(tasks[i]))
+          queue_.push_back(Job{tasks[i], {}});
+        else
+          unfit.push_back(tasks[i]);
+      }
     }
     cv_.notify_all();
+    for (wm_task* t : unfit) fail_unfit(t);
   }
 
   void do_stop(bool) override {
@@ -104,6 +103,17 @@ class LoopbackBackend final : public wm::sdk::Backend {
         if (queue_.empty()) return;
         job = std::move(queue_.front());
         queue_.pop_front();
+      }
+      // A private copy of the request, made when it is "sent", as a transport would (a task
+      // cancelled before is refused here, and dropped).
+      {
+        Bytes request;
+        wm_error err{};
+        if (services().encode(job.task, &request, &err) != 0) {
+          fail(job.task, WM_FAIL_BACKEND, err.message);
+          continue;
+        }
+        job.request = request.str();
       }
       if (corrupt_ == "request" && !job.request.empty()) job.request[0] ^= 0x5a;
       Bytes out;

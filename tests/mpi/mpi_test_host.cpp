@@ -302,6 +302,27 @@ int timeout(wm::WorkManager& wm) {
   return result();
 }
 
+// cancel(wm::kill_running) on a running task: it fails with CancelledError, its rank is stopped
+// (ranks cannot be replaced), the other rank runs what comes next; a queued task is cancelled
+// without a rank; map keeps input order; a task that needs what no rank has fails at submit.
+int cancel(wm::WorkManager& wm) {
+  auto slow = wm.submit(sleep_ms, 60000);
+  std::this_thread::sleep_for(500ms);  // it runs on a rank now
+  check(slow.cancel(wm::kill_running), "cancel(kill_running) says it stops the running task");
+  check(slow.wait_for(20s), "the cancelled task ended");
+  check(slow.cancelled() && contains(failure_of(slow), "CancelledError"), "it failed as cancelled: " + failure_of(slow));
+  auto squares = wm.map(square, std::vector<int>{1, 2, 3, 4});
+  for (int i = 0; i < 4; ++i) check(squares[i].get_result() == (i + 1) * (i + 1), "map keeps input order");
+  std::vector<wm::Future<void>> busy;
+  for (int i = 0; i < 3; ++i) busy.push_back(wm.submit(sleep_ms, 300));
+  auto queued = wm.submit(square, 9);
+  const bool cancelled = queued.cancel();
+  check(cancelled == queued.cancelled(), "cancel() says what happened");
+  for (auto& b : busy) b.wait();
+  check(wm.submit(wm::task(square, 2).needs({{"license", 1}})).failed(), "a task that needs what no rank has fails at submit");
+  return result();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -329,6 +350,7 @@ int main(int argc, char** argv) {
     if (role == "pending") return pending(*wm);
     if (role == "interrupted") return interrupted(*wm);
     if (role == "timeout") return timeout(*wm);
+    if (role == "cancel") return cancel(*wm);
     if (role == "where") {
       where(*wm, size);
       // While it lives, a second one is refused; once it is gone, the next one has every rank again.

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <set>
 #include <thread>
 
 using namespace std::chrono_literals;
@@ -361,4 +363,125 @@ TEST(Dispatcher, SingleTasksOneAtATimeStayOnTheWorkerThatIsAwake) {
   EXPECT_EQ(workers.size(), 1u) << "single tasks alternated between the workers";
   r.dispatcher->stop(false);
   r.dispatcher->join();
+}
+
+// ---------------------------------------------------------------- placement and cancel
+
+TEST(Dispatcher, TasksThatNeedAResourceRunOnlyOnWorkersThatHaveIt) {
+  Rig r(3);
+  r.transport->worker_resources(1, {{"cpu", 4}, {"gpu", 1}});
+  r.transport->worker_resources(0, {{"cpu", 4}});
+  r.transport->worker_resources(2, {{"cpu", 4}});
+  r.dispatcher->start();
+  // Interleaved: every other task needs the GPU; the others need nothing.
+  auto tasks = r.core.make(600);
+  for (std::size_t i = 0; i < tasks.size(); i += 2) r.core.needs(tasks[i], {{"gpu", 1}});
+  r.dispatcher->submit(tasks.data(), tasks.size());
+  ASSERT_TRUE(r.core.wait_finished(600));
+  std::set<std::int32_t> plain_workers;
+  for (std::uint64_t id = 0; id < 600; ++id) {
+    const Outcome o = r.core.outcome(id);
+    ASSERT_EQ(o.kind, Outcome::completed) << id;
+    if (id % 2 == 0)
+      EXPECT_EQ(o.worker_index, 1) << "task " << id << " needs a GPU and ran on worker " << o.worker_index;
+    else
+      plain_workers.insert(o.worker_index);
+  }
+  EXPECT_GE(plain_workers.size(), 2u) << "tasks that need nothing run on every worker";
+  EXPECT_EQ(r.core.finished_twice(), 0);
+}
+
+TEST(Dispatcher, ATaskNoWorkerCouldRunFailsAtSubmitSayingWhatItNeedsAndWhatThereIs) {
+  Rig r(2);
+  r.transport->worker_resources(0, {{"gpu", 1}});
+  r.transport->worker_resources(1, {{"mem", 8e9}});
+  r.dispatcher->start();
+  auto tasks = r.core.make(3);
+  r.core.needs(tasks[0], {{"gpu", 2}});
+  r.core.needs(tasks[1], {{"gpu", 1}, {"mem", 1e9}});  // each has one, none has both
+  r.core.needs(tasks[2], {{"mem", 4e9}});               // fits worker 1
+  r.dispatcher->submit(tasks.data(), tasks.size());
+  // Failed before submit returned: no waiting on the dispatcher's thread.
+  const Outcome two = r.core.outcome(0);
+  ASSERT_EQ(two.kind, Outcome::failed);
+  EXPECT_EQ(two.failure, WM_FAIL_RESOURCES);
+  EXPECT_NE(two.message.find("it needs gpu=2"), std::string::npos) << two.message;
+  EXPECT_NE(two.message.find("gpu=1"), std::string::npos) << two.message;
+  EXPECT_NE(two.message.find("mem=8000000000"), std::string::npos) << two.message;
+  EXPECT_EQ(r.core.outcome(1).failure, WM_FAIL_RESOURCES);
+  ASSERT_TRUE(r.core.wait_finished(3));
+  EXPECT_EQ(r.core.outcome(2).kind, Outcome::completed);
+  EXPECT_EQ(r.core.outcome(2).worker_index, 1);
+}
+
+TEST(Dispatcher, TasksWaitWhileTheWorkerTheyNeedIsBusyAndNoneIsLost) {
+  Rig r(2);
+  r.transport->worker_resources(0, {{"license", 1}});
+  r.transport->act(0, fake::FakeTransport::Act::hold);  // the licensed worker is busy with task 0
+  r.dispatcher->start();
+  auto tasks = r.core.make(50);
+  for (std::size_t i = 0; i < 10; ++i) r.core.needs(tasks[i], {{"license", 1}});
+  r.dispatcher->submit(tasks.data(), tasks.size());
+  ASSERT_TRUE(r.core.wait_finished(40)) << "the tasks that need nothing run on the other worker meanwhile";
+  for (std::uint64_t id = 10; id < 50; ++id) EXPECT_EQ(r.core.outcome(id).kind, Outcome::completed) << id;
+  r.transport->release_held();
+  ASSERT_TRUE(r.core.wait_finished(50));
+  for (std::uint64_t id = 0; id < 10; ++id) {
+    EXPECT_EQ(r.core.outcome(id).kind, Outcome::completed) << id;
+    EXPECT_EQ(r.core.outcome(id).worker_index, 0) << id;
+  }
+}
+
+TEST(Dispatcher, ElasticTasksWithNeedsWaitForAWorkerThatHasThemToJoin) {
+  remote::EngineOptions o;
+  o.elastic = true;
+  Rig r(1, o);
+  r.dispatcher->start();
+  ASSERT_TRUE(r.dispatcher->wait_for_workers(1, 10));
+  auto tasks = r.core.make(5);
+  for (wm_task* t : tasks) r.core.needs(t, {{"gpu", 1}});
+  r.dispatcher->submit(tasks.data(), tasks.size());
+  // Worker 0 has no GPU: with workers that come and go, a node that has one may still join.
+  EXPECT_FALSE(r.core.wait_finished(1, 300ms)) << "a task failed although a GPU node may join";
+  r.transport->worker_resources(1, {{"gpu", 1}});
+  r.transport->add_worker();
+  ASSERT_TRUE(r.core.wait_finished(5));
+  for (std::uint64_t id = 0; id < 5; ++id) {
+    EXPECT_EQ(r.core.outcome(id).kind, Outcome::completed) << id;
+    EXPECT_EQ(r.core.outcome(id).worker_index, 1) << id;
+  }
+}
+
+TEST(Dispatcher, StopRunningStopsTheWorkerFailsTheTaskAsCancelledAndRunsTheOthersElsewhere) {
+  Rig r(1);
+  r.transport->act(3, fake::FakeTransport::Act::hold);
+  r.dispatcher->start();
+  auto tasks = r.submit(10);
+  ASSERT_TRUE(r.core.wait_finished(3));  // tasks 0-2 done; 3 is running (held), 4.. behind it
+  EXPECT_FALSE(r.dispatcher->stop_running(12345)) << "no worker holds that task";
+  EXPECT_TRUE(r.dispatcher->stop_running(4));  // sequence = id + 1
+  ASSERT_TRUE(r.core.wait_finished(10));
+  const Outcome c = r.core.outcome(3);
+  ASSERT_EQ(c.kind, Outcome::failed);
+  EXPECT_EQ(c.failure, WM_FAIL_CANCELLED);
+  EXPECT_NE(c.message.find("stopped while it ran (cancel(wm::kill_running))"), std::string::npos) << c.message;
+  for (std::uint64_t id = 4; id < 10; ++id) EXPECT_EQ(r.core.outcome(id).kind, Outcome::completed) << id;
+  EXPECT_EQ(r.transport->stats().forced_stops, 1u);
+  EXPECT_EQ(r.transport->stats().restarts, 1u);
+  EXPECT_EQ(r.core.finished_twice(), 0);
+  (void)tasks;
+}
+
+TEST(Dispatcher, StopRunningFromADoneCallbackOnTheDispatchersThreadDoesNotWaitForItself) {
+  Rig r(1);
+  r.transport->act(1, fake::FakeTransport::Act::hold);
+  std::atomic<int> answer{-1};
+  r.core.on_done = [&](std::uint64_t id, const Outcome&) {
+    if (id == 0) answer = r.dispatcher->stop_running(2) ? 1 : 0;  // task 1, held on the worker
+  };
+  r.dispatcher->start();
+  r.submit(2);
+  ASSERT_TRUE(r.core.wait_finished(2));
+  EXPECT_EQ(answer.load(), 1);
+  EXPECT_EQ(r.core.outcome(1).failure, WM_FAIL_CANCELLED);
 }

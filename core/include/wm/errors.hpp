@@ -43,7 +43,9 @@ enum class FailureKind : std::int32_t {
   protocol = 4,           // bytes did not decode
   backend = 5,            // another backend failure
   unknown_task = 6,       // the worker does not know the task's name
-  signature_mismatch = 7  // the task was called with other argument types than it was registered with
+  signature_mismatch = 7, // the task was called with other argument types than it was registered with
+  cancelled = 8,          // Future::cancel() removed it before it started, or stopped it (kill_running)
+  resources = 9           // it needs more of a resource (TaskSpec::needs) than any worker has
 };
 
 /** Name of a failure kind ("worker_lost", ...). */
@@ -130,6 +132,19 @@ class UnknownTaskError : public TaskFailure {
 };
 /** The task's name is known but it was called with other argument or result types. */
 class SignatureMismatchError : public TaskFailure {
+ public:
+  using TaskFailure::TaskFailure;
+};
+
+/** Future::cancel() removed the task before it started, or stopped it while it ran (wm::kill_running). */
+class CancelledError : public TaskFailure {
+ public:
+  using TaskFailure::TaskFailure;
+};
+/** The task needs more of a resource (TaskSpec::needs) than any worker of the work manager has: it
+ *  could never run, so it failed when it was submitted. The message names what it asked for and
+ *  what the workers have. */
+class ResourceError : public TaskFailure {
  public:
   using TaskFailure::TaskFailure;
 };

@@ -26,6 +26,12 @@
 
 namespace wm {
 
+/** Tag for WMFuture::cancel(wm::kill_running): also stop a task that is running. */
+struct KillRunning {
+  explicit KillRunning() = default;
+};
+inline constexpr KillRunning kill_running{};
+
 /** Untyped future: everything but the typed result.
  *
  * A default-constructed (or moved-from) future refers to no task: valid() is false, done() and
@@ -60,6 +66,28 @@ class WMFuture {
   /** Blocks until the task finishes or the deadline passes; returns done(). */
   bool wait_until(std::chrono::steady_clock::time_point deadline) const {
     return detail::wait_until(checked(), deadline);
+  }
+
+  /**
+   * Cancels the task if no worker has started it: it is never run, get_result() throws
+   * wm::CancelledError, and its done-callbacks run once, in this thread, before cancel() returns.
+   * Returns true if the task is cancelled (also if it was already), false if it started or
+   * finished. A task counts as started once a worker runs it or, on a remote backend, once it was
+   * sent to a worker (workers take a few tasks ahead).
+   */
+  bool cancel() const { return detail::cancel(checked(), false); }
+  /**
+   * As cancel(), and a task that started is stopped too where its worker can be: on processes, mpi
+   * and zmq its worker is stopped as for a timeout and replaced (tasks sent to it behind this one
+   * run elsewhere), and the task fails with wm::CancelledError once the worker is gone (wait on the
+   * future to know when). False on threads and serial (a thread cannot be stopped) and for a task
+   * that finished.
+   */
+  bool cancel(KillRunning) const { return detail::cancel(checked(), true); }
+  /** True once the task failed because it was cancelled. Never blocks. */
+  bool cancelled() const noexcept {
+    return failed() && state_->failure != nullptr && state_->failure->info &&
+           state_->failure->info->kind == FailureKind::cancelled;
   }
 
   /** Blocks, then returns the failure the result would throw (a wm::TaskFailure), or null. */

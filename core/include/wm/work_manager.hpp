@@ -66,6 +66,11 @@ void submit_states_to(const std::weak_ptr<BackendLink>& link, const std::string&
 /** Fails (with the reason `error` gives) every unfinished task of a batch that could not be submitted. */
 void fail_unsubmitted(const StatePtr* states, std::size_t n, std::exception_ptr error) noexcept;
 
+template <class T, class = void>
+struct has_size : std::false_type {};
+template <class T>
+struct has_size<T, std::void_t<decltype(std::size(std::declval<const T&>()))>> : std::true_type {};
+
 template <class T>
 struct is_task_spec : std::false_type {};
 template <class R>
@@ -200,6 +205,28 @@ class WorkManager {
       return submit_many(std::move(specs));
     } else {
       return std::vector<Future<detail::bound_result_t<F, const Args&...>>>();
+    }
+  }
+
+  /**
+   * Submits fn(input) for every element of inputs (any range: a vector, an array, ...) in one
+   * hand-over, and returns the futures in input order (concurrent.futures' Executor.map). For
+   * several arguments per call, use submit_many(fn, argument tuples).
+   */
+  template <class F, class Range>
+  auto map(F fn, const Range& inputs) {
+    static_assert(detail::task_header_included<F>::value,
+                  "wm::WorkManager::map(fn, inputs) needs #include <wm/task.hpp>: binding a call "
+                  "encodes its arguments with cereal, which <wm/wm.hpp> leaves out");
+    using Input = decltype(*std::begin(inputs));
+    if constexpr (detail::task_header_included<F>::value) {
+      using Spec = decltype(wm::task(fn, std::declval<Input>()));
+      std::vector<Spec> specs;
+      if constexpr (detail::has_size<Range>::value) specs.reserve(static_cast<std::size_t>(std::size(inputs)));
+      for (auto&& input : inputs) specs.push_back(wm::task(fn, input));
+      return submit_many(std::move(specs));
+    } else {
+      return std::vector<Future<detail::bound_result_t<F, Input>>>();
     }
   }
 

@@ -34,6 +34,14 @@ const wm_option_value& declared(const wm_backend_config& c, const char* option, 
                          option + "': add WM_REMOTE_ENGINE_OPTIONS to its WM_DECLARE_BACKEND");
 }
 
+// Resource names of placements: the core's copies go with their tasks; these stay.
+const char* intern(const char* name) {
+  static std::mutex mutex;
+  static auto* names = new std::set<std::string>;  // never destroyed: dispatchers may outlive main
+  std::lock_guard<std::mutex> lock(mutex);
+  return names->insert(name).first->c_str();
+}
+
 double thread_cpu_seconds() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -70,13 +78,24 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
     std::uint64_t seq;
     std::size_t size;
     std::uint32_t attempts;  // runs lost to worker deaths so far
+    std::uint32_t n_needs;   // what it needs of a worker (wm_task_info.needs), kept by the core
+    const wm_resource_amount* needs;
+    std::uint32_t placement; // its Placement (1 + index in placements_), 0: it needs nothing
+  };
+  /** Tasks that need the same resources wait in one queue of their own; which kinds of worker
+   *  cover them is worked out once per kind. */
+  struct Placement {
+    std::vector<wm_resource_amount> needs;
+    std::deque<Job> jobs;
+    std::vector<std::int8_t> covers;  // by worker kind: -1 not known yet, 0 no, 1 yes
+    bool warned = false;              // elastic: said that no worker so far has what it needs
   };
   struct InFlight {
     Job job;
     Clock::time_point sent_at;
   };
   enum class State { none, starting, ready, lost, disabled };
-  enum class Kill { none, timeout, protocol, shutdown, refused };
+  enum class Kill { none, timeout, protocol, shutdown, refused, cancelled };
   struct Worker {
     State state = State::none;
     WorkerIdentity identity;
@@ -92,6 +111,13 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
     bool dirty = false, stop_sent = false, force_sent = false, busy = false, fast = false;
     bool has_timeout = false;
     Clock::time_point timeout_at{};
+    std::uint32_t kind = 0;                  // index in kinds_: what it has (from its hello)
+    std::vector<std::uint64_t> cancel_seqs;  // Kill::cancelled: the tasks it was stopped for
+  };
+  /** cancel(kill_running) from another thread, answered by the dispatcher's. */
+  struct CancelRequest {
+    std::uint64_t seq;
+    bool answered = false, stopping = false;
   };
 
   // ---- the thread ----
@@ -102,6 +128,13 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
   void force_all(Kill reason);
   void force(WorkerId id, Worker& w);
   void dispatch();
+  void dispatch_placed(Clock::time_point now);
+  bool next_for(const Worker& w, Job& out);
+  bool covers(Placement& p, std::uint32_t kind);
+  void enqueue(Job j, bool front);
+  std::size_t ready_total() const { return ready_.size() + placed_waiting_; }
+  bool stop_running(std::uint64_t seq);
+  void answer_cancels();
   void send(WorkerId id, Worker& w, const Job& job, Clock::time_point now);
   void mark_dirty(WorkerId id, Worker& w);
   void flush_dirty();
@@ -159,6 +192,8 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::vector<Job> submitted_;
+  std::vector<CancelRequest*> cancels_;  // waiting for the dispatcher's thread
+  std::vector<Resources> kinds_shared_;  // kinds_, for submit()
   std::atomic<std::size_t> queued_{0};
   std::atomic<bool> sleeping_{false};
   std::atomic<bool> stop_flag_{false};
@@ -175,7 +210,12 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
   // the dispatcher's thread only
   std::vector<Worker> workers_;
   std::vector<std::unique_ptr<MasterLink>> links_;
-  std::deque<Job> ready_;
+  std::deque<Job> ready_;            // tasks that need nothing, in order
+  std::vector<Placement> placements_; // tasks that need resources, by what they need
+  std::size_t placed_waiting_ = 0;    // tasks in placements_
+  bool placed_stale_ = false;         // room or tasks came since dispatch_placed last looked
+  std::vector<Resources> kinds_;      // each distinct set of resources a worker said it has
+  std::vector<WorkerId> skipped_;     // dispatch_placed: workers nothing fitted, given their place back
   std::deque<WorkerId> room_;       // ready workers that may have room, in the order they got it
   std::vector<WorkerId> dirty_;     // workers with frames queued since the last flush
   std::set<std::pair<Clock::time_point, WorkerId>> timeouts_;  // per-task timeouts, one per worker
@@ -210,6 +250,22 @@ unsigned Dispatcher::n_workers() const noexcept { return impl_->n_workers_.load(
 bool Dispatcher::wait_for_workers(unsigned n, double seconds) { return impl_->wait_for_workers(n, seconds); }
 bool Dispatcher::on_own_thread() const noexcept { return impl_->on_own_thread(); }
 Transport& Dispatcher::transport() { return *impl_->transport_; }
+bool Dispatcher::stop_running(std::uint64_t seq) {
+  if (impl_->on_own_thread()) return impl_->stop_running(seq);
+  Impl::CancelRequest request{seq};
+  {
+    std::unique_lock<std::mutex> lock(impl_->mutex_);
+    if (impl_->finished_ || impl_->stop_requested_) return false;
+    impl_->cancels_.push_back(&request);
+    impl_->queued_.fetch_add(1, std::memory_order_seq_cst);  // the loop looks at what came
+  }
+  impl_->transport_->wake();
+  std::unique_lock<std::mutex> lock(impl_->mutex_);
+  impl_->cv_.wait(lock, [&] { return request.answered || impl_->finished_; });
+  if (!request.answered) impl_->cancels_.erase(std::remove(impl_->cancels_.begin(), impl_->cancels_.end(), &request),
+                                               impl_->cancels_.end());
+  return request.stopping;
+}
 Dispatcher::Stats Dispatcher::stats() const { return impl_->stats_; }
 
 // ---------------------------------------------------------------- from other threads
@@ -244,25 +300,43 @@ void Dispatcher::Impl::start() {
 }
 
 void Dispatcher::Impl::submit(wm_task* const* tasks, std::size_t n) {
+  bool any_needs = false;
   std::vector<Job> jobs;
   jobs.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
     wm_task_info info{};
     info.struct_size = sizeof info;
     services_.task_info(tasks[i], &info);
-    jobs.push_back(Job{tasks[i], info.sequence, static_cast<std::size_t>(info.encoded_size), 0});
+    jobs.push_back(Job{tasks[i], info.sequence, static_cast<std::size_t>(info.encoded_size), 0, info.n_needs,
+                       info.needs, 0});
+    any_needs = any_needs || info.n_needs != 0;
   }
+  std::vector<Job> unfit;
+  std::vector<Resources> kinds;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stop_requested_) throw std::runtime_error("the " + name_ + " work manager is shut down");
     if (!dead_reason_.empty()) throw std::runtime_error(dead_reason_);
+    if (any_needs && !options_.elastic) {
+      // Accepted, but no worker could ever run it: it fails below, at once (without the lock: a
+      // failure runs callbacks). With elastic workers, one that has it may join later: it waits.
+      kinds = kinds_shared_;
+      auto fits = [&](const Job& j) {
+        return j.n_needs == 0 || std::any_of(kinds.begin(), kinds.end(),
+                                             [&](const Resources& k) { return k.covers(j.needs, j.n_needs); });
+      };
+      auto split = std::stable_partition(jobs.begin(), jobs.end(), fits);
+      unfit.assign(split, jobs.end());
+      jobs.erase(split, jobs.end());
+    }
     if (submitted_.empty())
       submitted_.swap(jobs);
     else
       submitted_.insert(submitted_.end(), jobs.begin(), jobs.end());
-    queued_.store(submitted_.size(), std::memory_order_seq_cst);
+    queued_.store(submitted_.size() + cancels_.size(), std::memory_order_seq_cst);
   }
   if (sleeping_.load(std::memory_order_seq_cst)) transport_->wake();
+  for (const Job& j : unfit) fail(j, WM_FAIL_RESOURCES, unfit_message(j.needs, j.n_needs, kinds, name_));
 }
 
 void Dispatcher::Impl::stop(bool now) {
@@ -356,10 +430,11 @@ void Dispatcher::Impl::loop() {
 void Dispatcher::Impl::take_submitted() {
   if (queued_.load(std::memory_order_seq_cst) == 0 && !stop_flag_.load(std::memory_order_seq_cst)) return;
   std::vector<Job> got;
-  bool stop, now;
+  bool stop, now, cancels;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     got.swap(submitted_);
+    cancels = !cancels_.empty();
     queued_.store(0, std::memory_order_relaxed);
     stop = stop_requested_;
     now = stop_now_;
@@ -367,10 +442,16 @@ void Dispatcher::Impl::take_submitted() {
   }
   if (!got.empty()) {
     last_activity_ = Clock::now();
+    placed_stale_ = true;
     // Tasks wait for a worker at most no_worker_timeout from when they began to wait for one.
-    if (ready_.empty() && alive_ == 0) no_worker_since_ = last_activity_;
-    ready_.insert(ready_.end(), got.begin(), got.end());
+    if (ready_total() == 0 && alive_ == 0) no_worker_since_ = last_activity_;
+    if (std::none_of(got.begin(), got.end(), [](const Job& j) { return j.n_needs != 0; })) {
+      ready_.insert(ready_.end(), got.begin(), got.end());
+    } else {
+      for (const Job& j : got) enqueue(j, false);
+    }
   }
+  if (cancels) answer_cancels();
   if (stop && !stopping_) {
     begin_stopping(now);
   } else if (stop && now && !stopping_now_) {
@@ -424,11 +505,13 @@ std::size_t Dispatcher::Impl::prefetch() const {
   // While the queue is deep, every worker also gets one task more than its window: it starts that
   // one as soon as it replies, without waiting for the dispatcher to send it. Near the end, none:
   // the last tasks go to whichever worker is free.
-  return ready_.size() >= ready_count_ ? 1 : 0;
+  return ready_total() >= ready_count_ ? 1 : 0;
 }
 
 void Dispatcher::Impl::dispatch() {
-  if (dead_ || ready_.empty()) return;
+  if (dead_) return;
+  if (placed_waiting_ != 0) return dispatch_placed(Clock::now());
+  if (ready_.empty()) return;
   const std::size_t pf = prefetch();
   const auto now = Clock::now();
   while (!ready_.empty() && !room_.empty()) {
@@ -450,6 +533,137 @@ void Dispatcher::Impl::dispatch() {
     }
     if (usable(id, w) && w.inflight.size() <= w.window) offer_room(id, w);
   }
+}
+
+// With tasks that need resources waiting: each worker with room takes, in submit order, the tasks
+// it covers (those that need nothing included); a worker none fits keeps its place in the room.
+// Looked at again only once room or tasks came (a task waiting for a busy GPU worker costs no turn
+// of the loop a scan).
+void Dispatcher::Impl::dispatch_placed(Clock::time_point now) {
+  if (!placed_stale_) return;
+  placed_stale_ = false;
+  const std::size_t pf = prefetch();
+  skipped_.clear();
+  while (ready_total() != 0 && !room_.empty()) {
+    const WorkerId id = room_.front();
+    room_.pop_front();
+    Worker& w = workers_[id];
+    --w.room_places;
+    if (!usable(id, w)) continue;
+    const std::size_t limit = w.window + pf;
+    if (w.inflight.size() >= limit) continue;
+    const std::size_t share = std::max<std::size_t>(1, ready_total() / std::max<std::size_t>(1, ready_count_));
+    const std::size_t take = std::min(limit - w.inflight.size(), share);
+    std::size_t sent = 0;
+    Job j{};
+    while (sent < take && usable(id, w) && next_for(w, j)) {
+      send(id, w, j, now);
+      ++sent;
+    }
+    if (sent == 0) {
+      skipped_.push_back(id);
+      continue;
+    }
+    if (usable(id, w) && w.inflight.size() <= w.window) offer_room(id, w);
+  }
+  for (WorkerId id : skipped_) offer_room(id, workers_[id]);
+  placed_stale_ = false;  // the places given back above bring nothing new
+}
+
+// Takes the oldest task w covers: the front of the queue of tasks that need nothing, or of a
+// placement w's kind covers.
+bool Dispatcher::Impl::next_for(const Worker& w, Job& out) {
+  std::deque<Job>* best = ready_.empty() ? nullptr : &ready_;
+  Placement* from = nullptr;
+  for (Placement& p : placements_) {
+    if (p.jobs.empty() || (best != nullptr && best->front().seq < p.jobs.front().seq) || !covers(p, w.kind)) continue;
+    best = &p.jobs;
+    from = &p;
+  }
+  if (best == nullptr) return false;
+  out = best->front();
+  best->pop_front();
+  if (from != nullptr) --placed_waiting_;
+  return true;
+}
+
+bool Dispatcher::Impl::covers(Placement& p, std::uint32_t kind) {
+  if (p.covers.size() <= kind) p.covers.resize(kinds_.size(), -1);
+  if (p.covers[kind] < 0) p.covers[kind] = kinds_[kind].covers(p.needs.data(), p.needs.size()) ? 1 : 0;
+  return p.covers[kind] == 1;
+}
+
+// Queues a task: at the back (new), or at the front (it ran on a worker that was lost).
+void Dispatcher::Impl::enqueue(Job j, bool front) {
+  placed_stale_ = true;
+  if (j.n_needs == 0) {
+    front ? ready_.push_front(j) : ready_.push_back(j);
+    return;
+  }
+  if (j.placement == 0) {
+    for (std::size_t i = 0; i < placements_.size() && j.placement == 0; ++i) {
+      const auto& have = placements_[i].needs;
+      if (have.size() == j.n_needs &&
+          std::equal(have.begin(), have.end(), j.needs, [](const wm_resource_amount& a, const wm_resource_amount& b) {
+            return a.amount == b.amount && std::strcmp(a.name, b.name) == 0;
+          }))
+        j.placement = static_cast<std::uint32_t>(i + 1);
+    }
+    if (j.placement == 0) {
+      // The names are the core's, valid while it holds a task: this placement keeps its own.
+      Placement p;
+      p.needs.assign(j.needs, j.needs + j.n_needs);
+      for (auto& a : p.needs) a.name = intern(a.name);
+      placements_.push_back(std::move(p));
+      j.placement = static_cast<std::uint32_t>(placements_.size());
+    }
+  }
+  Placement& p = placements_[j.placement - 1];
+  if (!p.warned && options_.elastic) {
+    bool any = false;
+    for (std::uint32_t k = 0; k < kinds_.size() && !any; ++k) any = covers(p, k);
+    if (!any) {
+      p.warned = true;
+      services_.log(WM_LOG_WARNING, name_.c_str(),
+                    ("tasks that need " + needs_text(p.needs.data(), p.needs.size()) +
+                     " wait: no worker that joined so far has that much (they have: " + kinds_text(kinds_) +
+                     "); they run once one that has it joins")
+                        .c_str());
+    }
+  }
+  front ? p.jobs.push_front(j) : p.jobs.push_back(j);
+  ++placed_waiting_;
+  placed_stale_ = true;
+}
+
+// cancel(kill_running): the worker running or holding task seq is stopped as for a timeout; the
+// task fails as cancelled, the others it held run elsewhere. False if no worker holds it.
+bool Dispatcher::Impl::stop_running(std::uint64_t seq) {
+  for (WorkerId id = 0; id < workers_.size(); ++id) {
+    Worker& w = workers_[id];
+    if (w.state != State::ready || (w.kill != Kill::none && w.kill != Kill::cancelled)) continue;
+    if (std::none_of(w.inflight.begin(), w.inflight.end(), [&](const InFlight& e) { return e.job.seq == seq; }))
+      continue;
+    w.kill = Kill::cancelled;
+    w.cancel_seqs.push_back(seq);
+    if (!w.force_sent) force(id, w);
+    return true;
+  }
+  return false;
+}
+
+void Dispatcher::Impl::answer_cancels() {
+  std::vector<CancelRequest*> got;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    got.swap(cancels_);
+  }
+  for (CancelRequest* r : got) r->stopping = !stopping_ && stop_running(r->seq);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (CancelRequest* r : got) r->answered = true;
+  }
+  cv_.notify_all();
 }
 
 void Dispatcher::Impl::send(WorkerId id, Worker& w, const Job& job, Clock::time_point now) {
@@ -501,7 +715,7 @@ void Dispatcher::Impl::run_timers(Clock::time_point now) {
     deadline_forced_ = true;
     force_all(Kill::shutdown);
   }
-  if (options_.elastic && options_.no_worker_timeout > 0 && alive_ == 0 && !ready_.empty() &&
+  if (options_.elastic && options_.no_worker_timeout > 0 && alive_ == 0 && ready_total() != 0 &&
       now - no_worker_since_ >= std::chrono::duration<double>(options_.no_worker_timeout))
     fail_ready(WM_FAIL_BACKEND, "no worker joined the " + name_ + " work manager within " +
                                     seconds_text(options_.no_worker_timeout) +
@@ -531,7 +745,7 @@ int Dispatcher::Impl::wait_ms(Clock::time_point now) {
   auto next = Clock::time_point::max();
   if (!timeouts_.empty()) next = timeouts_.begin()->first;
   if (stopping_ && !deadline_forced_) next = std::min(next, stop_deadline_);
-  if (options_.elastic && options_.no_worker_timeout > 0 && alive_ == 0 && !ready_.empty())
+  if (options_.elastic && options_.no_worker_timeout > 0 && alive_ == 0 && ready_total() != 0)
     next = std::min(next, no_worker_since_ + std::chrono::duration_cast<Clock::duration>(
                                                   std::chrono::duration<double>(options_.no_worker_timeout)));
   if (big_held_) next = std::min(next, last_large_ + kIdleRelease);
@@ -578,6 +792,7 @@ void Dispatcher::Impl::offer_room(WorkerId id, Worker& w) {
   const bool idle = w.inflight.empty();
   if (w.room_places >= 2 || (w.room_places == 1 && !idle)) return;
   ++w.room_places;
+  placed_stale_ = true;
   if (idle)
     room_.push_front(id);
   else
@@ -720,6 +935,11 @@ void Dispatcher::Impl::fail(const Job& j, wm_failure_kind kind, const std::strin
 void Dispatcher::Impl::fail_ready(wm_failure_kind kind, const std::string& message) {
   std::deque<Job> left;
   left.swap(ready_);
+  for (Placement& p : placements_) {
+    left.insert(left.end(), p.jobs.begin(), p.jobs.end());
+    p.jobs.clear();
+  }
+  placed_waiting_ = 0;
   for (const Job& j : left) fail(j, kind, message);
 }
 
@@ -780,10 +1000,17 @@ void Dispatcher::Impl::hello(WorkerId id, const char* data, std::size_t size) {
       return;
     }
   }
+  Resources has;
+  for (const auto& [resource, amount] : h.resources) has.set(resource, amount);
+  const auto known = std::find(kinds_.begin(), kinds_.end(), has);
+  w.kind = static_cast<std::uint32_t>(known - kinds_.begin());
+  const bool new_kind = known == kinds_.end();
+  if (new_kind) kinds_.push_back(std::move(has));
   ++ready_count_;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ready_shared_ = static_cast<unsigned>(ready_count_);
+    if (new_kind) kinds_shared_ = kinds_;
   }
   cv_.notify_all();
   if (stopping_) {
@@ -821,6 +1048,13 @@ void Dispatcher::Impl::reply(WorkerId id, std::uint64_t seq, const char* data, s
     big_held_ = true;
     last_large_ = Clock::now();
   }
+  if (w.kill == Kill::cancelled &&
+      std::find(w.cancel_seqs.begin(), w.cancel_seqs.end(), seq) != w.cancel_seqs.end()) {
+    // Its reply came before the stop took effect: cancel() said it would fail as cancelled.
+    w.cancel_seqs.erase(std::find(w.cancel_seqs.begin(), w.cancel_seqs.end(), seq));
+    fail(done.job, WM_FAIL_CANCELLED, "stopped while it ran (cancel(wm::kill_running)); it ended before the stop", &w);
+    return;
+  }
   ++stats_.completed;
   const wm_worker_identity where = w.identity.c();
   // Done-callbacks run inside: they may submit (a queue under mutex_, not held here) or stop.
@@ -851,6 +1085,8 @@ void Dispatcher::Impl::worker_lost(WorkerId id, const std::string& status) {
     options_.on_worker_lost(who, status, lost.empty() ? std::string() : task_label(lost.front().job));
   const Kill kill = w.kill;
   const std::string kill_note = w.kill_note;
+  std::vector<std::uint64_t> cancelled;
+  cancelled.swap(w.cancel_seqs);
   w.kill = Kill::none;
   w.kill_note.clear();
   w.stop_sent = w.force_sent = false;
@@ -878,7 +1114,17 @@ void Dispatcher::Impl::worker_lost(WorkerId id, const std::string& status) {
   for (std::size_t i = 0; i < lost.size(); ++i) {
     Job j = lost[i].job;
     const bool running = i == 0;  // a worker runs its tasks in order: the first one was running
-    if (kill == Kill::shutdown) {
+    if (kill == Kill::cancelled && std::find(cancelled.begin(), cancelled.end(), j.seq) != cancelled.end()) {
+      fail(j, WM_FAIL_CANCELLED,
+           std::string(running ? "stopped while it ran" : "stopped while it waited behind another task") +
+               " (cancel(wm::kill_running)); " + who + " was stopped",
+           &w);
+    } else if (kill == Kill::cancelled && !stopping_) {
+      requeue.push_back(j);  // stopped for another task: it runs again elsewhere, no attempt counted
+    } else if (kill == Kill::cancelled) {
+      fail(j, WM_FAIL_SHUTDOWN, task_label(j) + " was on " + who + ", stopped for a cancelled task while the " + name_ +
+                                    " work manager shut down");
+    } else if (kill == Kill::shutdown) {
       fail(j, WM_FAIL_SHUTDOWN,
            task_label(j) + (stopping_now_ ? " was stopped with the " + name_ + " work manager (shut down at once)"
                                           : " did not finish within the shutdown timeout of " +
@@ -914,7 +1160,7 @@ void Dispatcher::Impl::worker_lost(WorkerId id, const std::string& status) {
       requeue.push_back(j);  // it had not started: it runs elsewhere
     }
   }
-  for (auto it = requeue.rbegin(); it != requeue.rend(); ++it) ready_.push_front(*it);
+  for (auto it = requeue.rbegin(); it != requeue.rend(); ++it) enqueue(*it, true);
   if (dead_) fail_ready(WM_FAIL_BACKEND, dead_text_);
   check_startup();
 }

@@ -5,6 +5,7 @@
 #include <wm/sdk/remote/record.hpp>
 
 #include <algorithm>
+#include <cmath>
 
 namespace wm::sdk::remote {
 
@@ -22,10 +23,12 @@ std::string check_header(const FrameHeader& h) {
 
 namespace {
 
-constexpr std::uint16_t kHelloVersion = 1;
+constexpr std::uint16_t kHelloVersion = 2;
 constexpr std::uint16_t kSetupVersion = 1;
 constexpr std::uint32_t kMaxHost = 4096;
 constexpr std::uint32_t kMaxExtension = 1u << 20;
+constexpr std::uint32_t kMaxResources = 64;
+constexpr std::uint32_t kMaxResourceName = 64;
 
 // A record starts with its version and a reserved zero; false (with why) if it is not `version`.
 bool record_version(RecordReader& in, std::uint16_t version, const char* what, std::string& why) {
@@ -58,6 +61,9 @@ std::string encode_hello(const Hello& h) {
   RecordWriter w;
   w.put(kHelloVersion).put(std::uint16_t(0)).put(h.index).put(h.pid).put(h.rank).text(h.host, kMaxHost);
   w.put(h.registry_digest).put(h.n_tasks).text(h.extension);
+  w.put(static_cast<std::uint32_t>(std::min<std::size_t>(h.resources.size(), kMaxResources)));
+  for (std::size_t i = 0; i < h.resources.size() && i < kMaxResources; ++i)
+    w.text(h.resources[i].first, kMaxResourceName).put(h.resources[i].second);
   return std::move(w.bytes);
 }
 
@@ -69,6 +75,26 @@ bool parse_hello(const char* data, std::size_t size, Hello& out, std::string& wh
       !in.get(h.registry_digest) || !in.get(h.n_tasks) || !in.text(h.extension, kMaxExtension)) {
     why = "a truncated or malformed hello";
     return false;
+  }
+  std::uint32_t n_resources = 0;
+  if (!in.get(n_resources) || n_resources > kMaxResources) {
+    why = "a hello without a valid resource count";
+    return false;
+  }
+  for (std::uint32_t i = 0; i < n_resources; ++i) {
+    std::string name;
+    double amount = 0;
+    if (!in.text(name, kMaxResourceName) || !in.get(amount)) {
+      why = "a hello with a truncated resource";
+      return false;
+    }
+    // Sorted, distinct, finite and not negative: what the master compares tasks' needs with.
+    if (name.empty() || !std::isfinite(amount) || amount < 0 ||
+        (!h.resources.empty() && h.resources.back().first >= name)) {
+      why = "a hello with a malformed resource list";
+      return false;
+    }
+    h.resources.emplace_back(std::move(name), amount);
   }
   if (!record_done(in, "hello", why)) return false;
   out = std::move(h);

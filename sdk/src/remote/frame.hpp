@@ -21,12 +21,13 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace wm::sdk::remote {
 
 constexpr std::uint32_t kFrameMagic = 0x31464d57;  // "WMF1" little-endian
 /** Bumped on any change of the frame format, the hello or the setup; both sides must speak the same. */
-constexpr std::uint8_t kWireVersion = 2;
+constexpr std::uint8_t kWireVersion = 3;
 
 enum FrameType : std::uint8_t {
   kFrameHello = 1,         // worker -> master: who it is (encode_hello)
@@ -109,6 +110,8 @@ struct Hello {
   std::uint64_t registry_digest = 0;  // TaskListing::digest of the worker's process
   std::uint32_t n_tasks = 0;          // tasks registered there
   std::string extension;              // the worker's TaskListing::encode()
+  /** What the worker has (wm::sdk::Resources: "gpu", "cpu", declared ones), sorted by name. */
+  std::vector<std::pair<std::string, double>> resources;
 };
 
 std::string encode_hello(const Hello& hello);

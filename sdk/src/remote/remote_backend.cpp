@@ -106,6 +106,11 @@ void RemoteBackend::do_run() {
   served(*port, end);
 }
 
+bool RemoteBackend::do_cancel_running(wm_task* task) {
+  auto d = role_ == Role::master ? current() : nullptr;
+  return d && d->stop_running(task_info(task).sequence);
+}
+
 bool RemoteBackend::do_is_master() const { return decided_ ? role_ == Role::master : !worker_role(); }
 
 unsigned RemoteBackend::do_n_workers() const {

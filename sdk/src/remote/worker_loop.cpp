@@ -6,6 +6,7 @@
 #include "registry.hpp"
 
 #include <wm/sdk/remote/relay.hpp>
+#include <wm/sdk/resources.hpp>
 
 #include <sched.h>
 #include <unistd.h>
@@ -140,6 +141,9 @@ class Serving final : private PortHost, private WorkerLinkEvents {
     hello.registry_digest = tasks.digest;
     hello.n_tasks = static_cast<std::uint32_t>(tasks.tasks.size());
     hello.extension = tasks.encode();
+    // What this worker has: a worker process reports itself (the arguments are ignored there); the
+    // one worker of an in-process transport is worker 0 of 1 of this process's plan.
+    hello.resources = Resources::of_worker(services_, 0, 1).amounts();
     link_.send_hello(encode_hello(hello));
     if (!port_.flush()) end("");
   }

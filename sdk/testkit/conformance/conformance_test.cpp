@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -728,3 +729,175 @@ TEST_P(Conformance, DestroyedFromATask) {
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, testing::ValuesIn(wmtest::split_backends(wmtest::conformance_backends())), param_name);
 
 }  // namespace
+
+// ---------------------------------------------------------------- map, cancel, needs
+
+TEST_P(Conformance, MapReturnsOneFuturePerInputInInputOrder) {
+  std::vector<int> inputs(200);
+  std::iota(inputs.begin(), inputs.end(), 0);
+  auto futures = wm_->map(wmtest::square, inputs);
+  ASSERT_EQ(futures.size(), inputs.size());
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(futures[i].get_result(), i * i) << i;
+  const std::array<std::string, 3> words{"a", "bb", "ccc"};  // any range
+  auto echoed = wm_->map(wmtest::echo, words);
+  ASSERT_EQ(echoed.size(), 3u);
+  EXPECT_EQ(echoed[2].get_result(), "ccc");
+  EXPECT_TRUE(wm_->map(wmtest::square, std::vector<int>{}).empty());
+}
+
+TEST_P(Conformance, CancelledBeforeItStartsATaskNeverRunsAndItsCallbacksRunOnce) {
+  char dir[] = "/tmp/wm_cancel_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string gate = std::string(dir) + "/open";
+  // Every worker busy until the gate opens (remote workers also take a task or two ahead), then
+  // tasks that leave a file when they run.
+  std::vector<wm::Future<int>> blockers;
+  if (backend_ != "serial")
+    for (unsigned i = 0; i < wm_->n_workers(); ++i) blockers.push_back(wm_->submit(wmtest::wait_for_file, gate, 30000));
+  const int n = static_cast<int>(4 * wm_->n_workers() + 40);
+  std::vector<wm::Future<int>> futures;
+  std::vector<std::shared_ptr<std::atomic<int>>> calls;
+  for (int i = 0; i < n; ++i) {
+    futures.push_back(wm_->submit(wmtest::touch_then_sleep, std::string(dir) + "/ran" + std::to_string(i), 0));
+    calls.push_back(std::make_shared<std::atomic<int>>(0));
+    futures.back().add_done_callback([c = calls.back()](const wm::WMFuture&) { ++*c; });
+  }
+  std::vector<bool> cancelled(n, false);
+  for (int i = n - 20; i < n; ++i) {
+    cancelled[i] = futures[i].cancel();
+    if (backend_ == "serial") {
+      EXPECT_FALSE(cancelled[i]) << "serial ran it inside submit(): it cannot be cancelled";
+      continue;
+    }
+    ASSERT_TRUE(cancelled[i]) << "task " << i << " of " << n << " had not started";
+    EXPECT_TRUE(futures[i].done());
+    EXPECT_TRUE(futures[i].cancelled());
+    EXPECT_EQ(calls[i]->load(), 1) << "its callbacks ran before cancel() returned";
+    EXPECT_TRUE(futures[i].cancel()) << "cancelling it again says it is cancelled";
+    EXPECT_THROW(futures[i].get_result(false), wm::CancelledError);
+    const auto info = futures[i].error_info();
+    ASSERT_TRUE(info.has_value());
+    EXPECT_EQ(info->kind, wm::FailureKind::cancelled);
+  }
+  { std::ofstream(gate) << "open\n"; }
+  for (auto& b : blockers) expect_done(b);
+  for (int i = 0; i < n; ++i) {
+    expect_done(futures[i]);
+    if (!cancelled[i]) {
+      EXPECT_EQ(futures[i].get_result(false), 1) << i;
+    }
+  }
+  EXPECT_FALSE(futures[0].cancel()) << "a finished task cannot be cancelled";
+  within(60s, "the work manager's shutdown", [&] { wm_->shutdown(); });  // every task that ran has ended
+  for (int i = 0; i < n; ++i) {
+    EXPECT_EQ(calls[i]->load(), 1) << "task " << i << ": callbacks run exactly once";
+    const std::string ran = std::string(dir) + "/ran" + std::to_string(i);
+    EXPECT_EQ(access(ran.c_str(), F_OK) == 0, !cancelled[i]) << "task " << i << (cancelled[i] ? " was cancelled and ran" : " did not run");
+    std::remove(ran.c_str());
+  }
+  std::remove(gate.c_str());
+  rmdir(dir);
+}
+
+TEST_P(Conformance, CancelsRacingWithStartsResolveEveryFutureExactlyOnce) {
+  constexpr int kTasks = 10000;
+  std::vector<wm::Future<int>> futures;
+  std::vector<std::atomic<int>> calls(kTasks);
+  // In-process backends run lambdas: they count runs too, so "cancelled and ran" would show.
+  std::vector<std::atomic<int>> runs(kTasks);
+  const bool local = wm_->runs_in_process();
+  std::vector<wm::TaskSpec<int>> specs;
+  for (int i = 0; i < kTasks; ++i) {
+    if (local)
+      specs.push_back(wm::task([&runs, i] { return ++runs[i], i * i; }));
+    else
+      specs.push_back(wm::task(wmtest::square, i));
+  }
+  futures = wm_->submit_many(std::move(specs));
+  for (int i = 0; i < kTasks; ++i) futures[i].add_done_callback([&calls, i](const wm::WMFuture&) { ++calls[i]; });
+  futures.front().wait();  // the workers are at it: the cancels below race with their starts
+  // Two threads cancel every future (odd and even) while the workers start them.
+  std::vector<char> said(kTasks, 0);
+  auto cancel_every = [&](int from) {
+    for (int i = from; i < kTasks; i += 2) said[i] = futures[i].cancel() ? 1 : 0;
+  };
+  std::thread other(cancel_every, 1);
+  cancel_every(0);
+  other.join();
+  int cancelled = 0;
+  for (int i = 0; i < kTasks; ++i) {
+    expect_done(futures[i]);
+    if (said[i]) {
+      ++cancelled;
+      ASSERT_TRUE(futures[i].cancelled()) << i;
+      EXPECT_THROW(futures[i].get_result(false), wm::CancelledError) << i;
+    } else {
+      ASSERT_FALSE(futures[i].failed()) << i << ": " << futures[i].error_info()->describe();
+      EXPECT_EQ(futures[i].get_result(false), i * i) << i;
+    }
+  }
+  within(60s, "the work manager's shutdown", [&] { wm_->shutdown(); });
+  for (int i = 0; i < kTasks; ++i) {
+    EXPECT_EQ(calls[i].load(), 1) << "task " << i << ": callbacks run exactly once";
+    if (local) {
+      EXPECT_EQ(runs[i].load(), said[i] ? 0 : 1) << "task " << i << (said[i] ? " was cancelled and ran" : " ran not once");
+    }
+  }
+  std::printf("[          ] %d of %d cancelled before they started\n", cancelled, kTasks);
+}
+
+TEST_P(Conformance, KillRunningStopsARunningTaskWhereItsWorkerCanBeStopped) {
+  if (backend_ == "mpi") GTEST_SKIP() << "a stopped rank is not replaced: test mpi.cancel_running has its own job";
+  // This project's backends whose workers are processes must stop it; another backend may say no,
+  // and then the task runs to its end.
+  const bool must_stop = backend_ == "processes" || backend_ == "zmq";
+  char dir[] = "/tmp/wm_kill_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string started = std::string(dir) + "/started";
+  auto f = wm_->submit(wmtest::touch_then_sleep, started, must_stop ? 60000 : 300);
+  const auto limit = std::chrono::steady_clock::now() + 30s;
+  while (access(started.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < limit)
+    std::this_thread::sleep_for(2ms);
+  ASSERT_EQ(access(started.c_str(), F_OK), 0) << "the task did not start within 30 s";
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool stopping = f.cancel(wm::kill_running);
+  if (must_stop) {
+    EXPECT_TRUE(stopping);
+  }
+  if (wm_->runs_in_process()) {
+    EXPECT_FALSE(stopping) << "a thread cannot be stopped";
+  }
+  expect_done(f);
+  if (stopping) {
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 20s);
+    EXPECT_TRUE(f.cancelled());
+    try {
+      f.get_result(false);
+      ADD_FAILURE() << "no CancelledError";
+    } catch (const wm::CancelledError& e) {
+      EXPECT_NE(std::string(e.what()).find("stopped while it ran (cancel(wm::kill_running))"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(wm_->submit(wmtest::square, 7).get_result(), 49) << "its worker was replaced";
+  } else {
+    EXPECT_EQ(f.get_result(), 1);
+  }
+  std::remove(started.c_str());
+  rmdir(dir);
+}
+
+TEST_P(Conformance, ATaskThatNeedsWhatNoWorkerHasFailsAtSubmitWithResourceError) {
+  if (backend_ == "zmq") GTEST_SKIP() << "zmq nodes come and go: such a task waits for one (test zmq.placement)";
+  auto f = wm_->submit(wm::task(wmtest::square, 3).needs({{"conformance-license", 1}}));
+  ASSERT_TRUE(f.done()) << "it failed inside submit()";
+  try {
+    f.get_result();
+    ADD_FAILURE() << "no ResourceError";
+  } catch (const wm::ResourceError& e) {
+    EXPECT_NE(std::string(e.what()).find("it needs conformance-license=1"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(wm_->submit(wmtest::square, 4).get_result(), 16) << "the others are not affected";
+  // Bad needs are refused where they are written.
+  EXPECT_THROW(wm::task(wmtest::square, 1).needs({{"GPU", 1}}), wm::Error);
+  EXPECT_THROW(wm::task(wmtest::square, 1).needs({{"gpu", 0}}), wm::Error);
+  EXPECT_THROW(wm::task(wmtest::square, 1).needs({{"gpu", 1}, {"gpu", 2}}), wm::Error);
+}

@@ -58,6 +58,10 @@ inline std::string failure_of(const wm::WMFuture& f) {
     return std::string("TaskTimeoutError: ") + e.what();
   } catch (const wm::ShutdownError& e) {
     return std::string("ShutdownError: ") + e.what();
+  } catch (const wm::CancelledError& e) {
+    return std::string("CancelledError: ") + e.what();
+  } catch (const wm::ResourceError& e) {
+    return std::string("ResourceError: ") + e.what();
   } catch (const wm::TaskError& e) {
     return std::string("TaskError: ") + e.what();
   } catch (const std::exception& e) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
@@ -28,6 +29,11 @@ int wait_for_file(std::string path, int limit_ms) {
     if (std::chrono::steady_clock::now() >= until) return 0;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  return 1;
+}
+int touch_then_sleep(std::string path, int ms) {
+  { std::ofstream(path) << "started\n"; }
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return 1;
 }
 int throw_runtime(std::string message) { throw std::runtime_error(message); }
@@ -77,6 +83,7 @@ WM_TASK(wmtest::nothing);
 WM_TASK(wmtest::echo);
 WM_TASK(wmtest::sleep_then);
 WM_TASK(wmtest::wait_for_file);
+WM_TASK(wmtest::touch_then_sleep);
 WM_TASK(wmtest::throw_runtime);
 WM_TASK(wmtest::throw_int);
 WM_TASK(wmtest::where_pid);

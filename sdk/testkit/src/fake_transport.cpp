@@ -58,6 +58,7 @@ struct FakeTransport::State {
   long delay = 0;
   bool refuse_restarts = false;
   int early_deaths = 0;
+  std::map<remote::WorkerId, std::vector<std::pair<std::string, double>>> resources;  // said in hellos
   std::string extra_task;
   int to_add = 0;
   std::int64_t next_pid = 1000;
@@ -98,6 +99,7 @@ struct FakeTransport::State {
       h.index = w.index;
       h.pid = w.pid;
       h.host = "fakehost";
+      if (auto r = resources.find(id); r != resources.end()) h.resources = r->second;
       // The fake core registers no task; a worker may know one more.
       remote::TaskListing tasks;
       if (!extra_task.empty()) tasks.tasks.push_back({extra_task, 42, "int (int)", ""});
@@ -177,6 +179,11 @@ void FakeTransport::die_before_hello(int times) {
 void FakeTransport::extra_task(const std::string& name) {
   std::lock_guard<std::mutex> lock(s_->mutex);
   s_->extra_task = name;
+}
+void FakeTransport::worker_resources(remote::WorkerId id, std::vector<std::pair<std::string, double>> amounts) {
+  std::sort(amounts.begin(), amounts.end());
+  std::lock_guard<std::mutex> lock(s_->mutex);
+  s_->resources[id] = std::move(amounts);
 }
 void FakeTransport::add_worker() {
   std::lock_guard<std::mutex> lock(s_->mutex);

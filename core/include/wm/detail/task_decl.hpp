@@ -10,6 +10,7 @@
 
 #include <wm/detail/task_state.hpp>
 
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -77,6 +78,23 @@ class TaskSpec {
   const detail::StatePtr& state() const noexcept { return state_; }
   /** Name of the task (registered name, or the callable's type). */
   std::string name() const { return state_ ? state_->display_name() : std::string(); }
+
+  /**
+   * What the task needs of a worker, e.g. `wm::task(md_segment, seg).needs({{"gpu", 1}})`: it runs
+   * only on a worker that has at least that much of each ("gpu": its devices, "cpu": its cores,
+   * any other name: what --wm-resources / WM_RESOURCES declared). It waits while every such worker
+   * is busy, and fails at submit with wm::ResourceError if no worker has that much. Names are lower
+   * case letters, digits, '_' and '-'; amounts finite and > 0. Throws wm::Error on a bad name or
+   * amount, a name given twice, or a task already submitted.
+   */
+  TaskSpec& needs(std::initializer_list<std::pair<std::string_view, double>> amounts) & {
+    if (!state_) detail::throw_no_task();
+    detail::set_needs(state_.get(), amounts.begin(), amounts.size());
+    return *this;
+  }
+  TaskSpec&& needs(std::initializer_list<std::pair<std::string_view, double>> amounts) && {
+    return std::move(needs(amounts));
+  }
 
  private:
   detail::StatePtr state_;

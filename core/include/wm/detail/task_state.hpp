@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <typeinfo>
@@ -33,6 +34,7 @@ namespace wm::detail {
 
 struct RegisteredTask;
 struct TaskState;
+struct Needs;  // what a task needs of a worker (TaskSpec::needs); core/src/internal.hpp
 
 /** Something told once when a task finishes (watchers, as_completed, callbacks). */
 class Listener {
@@ -88,6 +90,10 @@ struct TaskState {
   std::atomic<std::uint32_t> word{pending};      // status bits | waiters bit (futex word)
   std::atomic<std::uint32_t> result_guard{0};    // result_taken | number of copies in progress
   std::atomic<bool> submitted{false};
+  // Whether the task may still be cancelled: queued until a backend starts it (runs it, encodes it
+  // to send it, or finishes it); cancelled by Future::cancel(). One exchange decides (claim_start).
+  enum : std::uint8_t { run_queued = 0, run_started = 1, run_cancelled = 2 };
+  std::atomic<std::uint8_t> run_state{run_queued};
   // How long a waiter spins before it sleeps, in microseconds, set at submit: a result made in this
   // process comes within microseconds; one from another process needs the cores that a spinning
   // waiter would take (the dispatcher's and the worker's), so their waiters sleep at once.
@@ -101,6 +107,9 @@ struct TaskState {
   // travel fails, in the caller's thread); the request itself is encoded when it is sent, straight
   // into the backend's storage. 0: not measured yet.
   std::uint64_t encoded_size = 0;
+  // Backend link the task was submitted to (link_registry), for cancel(kill_running); 0: none.
+  std::uint32_t link_id = 0;
+  Needs* needs = nullptr;  // owned; null: needs nothing
 
   std::uint32_t status() const noexcept { return word.load(std::memory_order_acquire) & status_mask; }
   bool done() const noexcept { return status() != pending; }
@@ -245,5 +254,15 @@ void add_listener(TaskState* s, std::shared_ptr<Listener> listener);
 std::string task_uuid(const TaskState* s);
 /** Next process-unique task sequence number. */
 std::uint64_t next_sequence() noexcept;
+
+/** A backend starts the task (runs it, sends it, or finishes it): true, or false if it was
+ *  cancelled (the backend then drops it). */
+bool claim_start(TaskState* s) noexcept;
+/** Future::cancel(): fails the task with CancelledError if no backend started it; true if so.
+ *  kill_running: a task that started is stopped by its backend if it can (its worker is replaced). */
+bool cancel(TaskState* s, bool kill_running);
+/** TaskSpec::needs(): sets what the task needs of a worker; throws wm::Error on a bad name or
+ *  amount, or once the task was submitted. */
+void set_needs(TaskState* s, const std::pair<std::string_view, double>* amounts, std::size_t n);
 
 }  // namespace wm::detail

@@ -30,6 +30,7 @@
 #include <wm/abi.h>
 #include <wm/sdk/abi_version.hpp>
 #include <wm/sdk/metadata.hpp>
+#include <wm/sdk/resources.hpp>
 
 #include <condition_variable>
 #include <cstddef>
@@ -39,6 +40,7 @@
 #include <mutex>
 #include <new>
 #include <stdexcept>
+#include <vector>
 #include <string>
 #include <utility>
 
@@ -139,6 +141,8 @@ class Backend {
   }
 
   void submit(wm_task* const* tasks, std::size_t n) { do_submit(tasks, n); }
+  /** cancel(wm::kill_running) on a task that started: true if the backend will stop it. */
+  bool cancel_running(wm_task* task) { return do_cancel_running(task); }
   void run() { do_run(); }
   bool is_master() const { return do_is_master(); }
   unsigned n_workers() const { return do_n_workers(); }
@@ -162,6 +166,14 @@ class Backend {
   virtual void do_run() {}
   virtual bool do_is_master() const { return true; }
   virtual unsigned do_n_workers() const = 0;
+  /** Stop `task`, which may be running on a worker (wm::kill_running), so that it fails with
+   *  WM_FAIL_CANCELLED: true if it will. The task may have finished meanwhile (the core keeps it
+   *  alive during the call): identify it by its sequence number, never by using it. The default
+   *  (threads cannot be stopped) says no. */
+  virtual bool do_cancel_running(wm_task* task) {
+    (void)task;
+    return false;
+  }
 
   // ---- services ----
   const wm_core_services& services() const { return *services_; }
@@ -206,6 +218,19 @@ class Backend {
   }
   void log(wm_log_level level, const std::string& message) const {
     services_->log(level, name_, message.c_str());
+  }
+
+  /** Backends whose workers are all alike (in-process ones): true if a worker covers what the task
+   *  needs (wm::TaskSpec::needs). Takes no lock and runs no user code. */
+  bool workers_cover(wm_task* task) const {
+    const wm_task_info info = task_info(task);
+    return info.n_needs == 0 || worker_resources().covers(info.needs, info.n_needs);
+  }
+  /** Fails, with WM_FAIL_RESOURCES, a task accepted that workers_cover() refused, saying what it
+   *  asked for and what the workers have. Runs its callbacks: call it without a lock held. */
+  void fail_unfit(wm_task* task) const {
+    const wm_task_info info = task_info(task);
+    fail(task, WM_FAIL_RESOURCES, unfit_message(info.needs, info.n_needs, {worker_resources()}, name_));
   }
 
   /** The resolved value of a declared option (the core validated type and range already). */
@@ -254,6 +279,13 @@ class Backend {
   bool stop_begun_ = false, stop_now_ = false;
   int stops_running_ = 0;
   Join join_state_ = Join::not_yet;
+  // What a worker has (workers_cover), read from the core once.
+  const Resources& worker_resources() const {
+    std::call_once(resources_once_, [this] { resources_ = Resources::of_worker(*services_, 0, do_n_workers()); });
+    return resources_;
+  }
+  mutable std::once_flag resources_once_;
+  mutable Resources resources_;
 };
 
 namespace detail {
@@ -335,7 +367,12 @@ wm_backend_descriptor make_descriptor(const char* name, const char* version, std
   d.run = [](wm_backend* b, wm_error* err) { return guarded(err, [&] { self(b)->run(); }); };
   d.is_master = [](wm_backend* b) -> int { return self(b)->is_master() ? 1 : 0; };
   d.n_workers = [](wm_backend* b) -> std::uint32_t { return self(b)->n_workers(); };
-  d.cancel = nullptr;
+  d.cancel = [](wm_backend* b, wm_task* t) -> int {
+    bool stopping = false;
+    wm_error ignored{};
+    guarded(&ignored, [&] { stopping = self(b)->cancel_running(t); });
+    return stopping ? 1 : 0;
+  };
   return d;
 }
 

@@ -12,6 +12,7 @@
 
 #include <wm/abi.h>
 #include <wm/sdk/backend.hpp>
+#include <wm/sdk/resources.hpp>
 #include <wm/sdk/remote/transport.hpp>
 
 #include <cstddef>
@@ -83,6 +84,10 @@ class Dispatcher {
    *  they are. */
   bool wait_for_workers(unsigned n, double seconds);
   bool on_own_thread() const noexcept;
+  /** cancel(wm::kill_running): stops the worker that holds task `seq` (running it, or with it
+   *  queued) as for a timeout; the task fails with WM_FAIL_CANCELLED, the worker's other tasks run
+   *  elsewhere. True if a worker held it. From any thread; waits for the dispatcher's answer. */
+  bool stop_running(std::uint64_t seq);
   /** The transport, for the thread that owns it once the dispatcher's thread is gone (after join()). */
   Transport& transport();
 

@@ -95,6 +95,7 @@ class RemoteBackend : public Backend {
   void do_run() final;
   bool do_is_master() const final;
   unsigned do_n_workers() const final;
+  bool do_cancel_running(wm_task* task) final;
 
  private:
   std::shared_ptr<Dispatcher> current() const;

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -33,6 +34,9 @@ struct Task {
   std::uint64_t id = 0;
   std::string name = "fake_task";
   bool encode_throws = false;
+  /** What it needs of a worker (wm_task_info.needs), sorted by name: set with FakeCore::needs. */
+  std::vector<std::string> need_names;
+  std::vector<wm_resource_amount> needs;
 };
 
 /** What happened to a task. */
@@ -84,6 +88,15 @@ class FakeCore {
     return out;
   }
   Task& task(wm_task* t) { return *reinterpret_cast<Task*>(t); }
+  /** Says what the task needs of a worker (before it is submitted). */
+  void needs(wm_task* t, std::vector<std::pair<std::string, double>> amounts) {
+    std::sort(amounts.begin(), amounts.end());
+    Task& k = task(t);
+    k.need_names.clear();
+    k.needs.clear();
+    for (auto& a : amounts) k.need_names.push_back(a.first);
+    for (std::size_t i = 0; i < amounts.size(); ++i) k.needs.push_back({k.need_names[i].c_str(), amounts[i].second});
+  }
 
   /** Called (outside any lock of the fake) each time a task finishes: done-callbacks. */
   std::function<void(std::uint64_t id, const Outcome&)> on_done;
@@ -121,6 +134,10 @@ class FakeCore {
     info->name = task->name.c_str();
     info->sequence = task->id + 1;
     info->encoded_size = request_of(task->id).size();
+    if (info->struct_size >= offsetof(wm_task_info, needs) + sizeof info->needs) {
+      info->n_needs = static_cast<std::uint32_t>(task->needs.size());
+      info->needs = task->needs.empty() ? nullptr : task->needs.data();
+    }
   }
   static int encode(wm_task* t, wm_byte_buffer* out, wm_error* err) {
     auto* task = reinterpret_cast<Task*>(t);
@@ -209,6 +226,8 @@ class FakeTransport final : public remote::Transport {
   void die_before_hello(int times);
   /** Workers say in their hello that they know this task too (the master does not). */
   void extra_task(const std::string& name);
+  /** What worker slot id says it has in its hellos (none by default). */
+  void worker_resources(remote::WorkerId id, std::vector<std::pair<std::string, double>> amounts);
   /** A new worker joins (elastic), with hello on the next progress(). */
   void add_worker();
   /** Releases the tasks held with Act::hold: they are answered now. */
