@@ -53,7 +53,9 @@ FLOOR_EXPECTED = ["pool_throughput", "pool_rt_median", "pool_rt_p99", "pipe_rt_m
 MPI_FLOOR_EXPECTED = ["mpi_rt_median", "mpi_rt_p99", "mpi_bandwidth"]
 # The remote engine's dispatcher over a fake transport (wm_dispatch_bench): master's CPU per task.
 DISPATCH_WORKERS = [2, 64, 1024]
-DISPATCH_EXPECTED = ["dispatch_ns_%d" % w for w in DISPATCH_WORKERS]
+DISPATCH_NEEDS_WORKERS = [2, 1024]
+DISPATCH_EXPECTED = ["dispatch_ns_%d" % w for w in DISPATCH_WORKERS] + \
+    ["dispatch_needs_ns_%d" % w for w in DISPATCH_NEEDS_WORKERS]
 ZMQ_FLOOR_EXPECTED = ["zmq_rt_median", "zmq_rt_p99"]
 # Table rows, in order: metric, label.
 ROWS = [
@@ -644,6 +646,16 @@ def main():
         if t:
             ratio["target"], ratio["met"] = t, check_target(t, top / base)
         dispatch["dispatch_ratio_%d" % DISPATCH_WORKERS[-1]] = ratio
+    # Placement: tasks that need resources against tasks that do not, same run, same worker count.
+    for w in DISPATCH_NEEDS_WORKERS:
+        plain = dispatch.get("dispatch_ns_%d" % w, {}).get("median")
+        placed = dispatch.get("dispatch_needs_ns_%d" % w, {}).get("median")
+        if plain and placed:
+            ratio = {"values": [placed / plain], "unit": "x", "median": placed / plain}
+            t = targets.get("dispatcher", {}).get("needs_ratio_%d" % w)
+            if t:
+                ratio["target"], ratio["met"] = t, check_target(t, placed / plain)
+            dispatch["needs_ratio_%d" % w] = ratio
 
     commit, dirty = git_commit()
     now = datetime.datetime.now().astimezone()
@@ -717,6 +729,21 @@ def markdown(rep, backends):
             o.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 "{:,}".format(w), fmt(d["median"]), fmt(d["min"]), fmt(d["max"]), d["unit"], ratio_s, tgt_s, met))
         o.append("")
+        if any(("dispatch_needs_ns_%d" % w) in disp for w in DISPATCH_NEEDS_WORKERS):
+            o.append("Every task needing a resource every worker has (placement), against no needs, same run:")
+            o.append("")
+            o.append("| simulated workers | median with needs | median without | ratio | target | met |")
+            o.append("|---:|---:|---:|---:|---|---|")
+            for w in DISPATCH_NEEDS_WORKERS:
+                d, p, r = disp.get("dispatch_needs_ns_%d" % w), disp.get("dispatch_ns_%d" % w), disp.get("needs_ratio_%d" % w)
+                if not d or not p or not r:
+                    continue
+                tgt = r.get("target")
+                tgt_s = ("%s %sx" % (tgt[0].replace(">=", "≥").replace("<=", "≤"), fmt(tgt[1]))) if tgt else ""
+                met = {True: "yes", False: "**no**", None: ""}[r.get("met")]
+                o.append("| %s | %s | %s | %s× | %s | %s |" % ("{:,}".format(w), fmt(d["median"]), fmt(p["median"]),
+                                                              fmt(r["median"]), tgt_s, met))
+            o.append("")
     o.append("| backend | figure | median | min | max | unit | floor | ratio to floor | target | met |")
     o.append("|---|---|---:|---:|---:|---|---:|---:|---|---|")
     for b in backends:

@@ -37,6 +37,7 @@ struct Task {
   /** What it needs of a worker (wm_task_info.needs), sorted by name: set with FakeCore::needs. */
   std::vector<std::string> need_names;
   std::vector<wm_resource_amount> needs;
+  const std::vector<wm_resource_amount>* shared_needs = nullptr;  // FakeCore::make(n, needs)
 };
 
 /** What happened to a task. */
@@ -88,6 +89,19 @@ class FakeCore {
     return out;
   }
   Task& task(wm_task* t) { return *reinterpret_cast<Task*>(t); }
+  /** Makes n tasks that all need `amounts` (sorted by name; one copy for all of them). */
+  std::vector<wm_task*> make(std::size_t n, const std::vector<std::pair<std::string, double>>& amounts) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      shared_needs_.emplace_back();
+      auto& [names, needs] = shared_needs_.back();
+      for (const auto& a : amounts) names.push_back(a.first);
+      for (std::size_t i = 0; i < amounts.size(); ++i) needs.push_back({names[i].c_str(), amounts[i].second});
+    }
+    auto out = make(n);
+    for (wm_task* t : out) task(t).shared_needs = &shared_needs_.back().second;
+    return out;
+  }
   /** Says what the task needs of a worker (before it is submitted). */
   void needs(wm_task* t, std::vector<std::pair<std::string, double>> amounts) {
     std::sort(amounts.begin(), amounts.end());
@@ -135,8 +149,9 @@ class FakeCore {
     info->sequence = task->id + 1;
     info->encoded_size = request_of(task->id).size();
     if (info->struct_size >= offsetof(wm_task_info, needs) + sizeof info->needs) {
-      info->n_needs = static_cast<std::uint32_t>(task->needs.size());
-      info->needs = task->needs.empty() ? nullptr : task->needs.data();
+      const auto& needs = task->shared_needs != nullptr ? *task->shared_needs : task->needs;
+      info->n_needs = static_cast<std::uint32_t>(needs.size());
+      info->needs = needs.empty() ? nullptr : needs.data();
     }
   }
   static int encode(wm_task* t, wm_byte_buffer* out, wm_error* err) {
@@ -195,6 +210,7 @@ class FakeCore {
   std::condition_variable cv_;
   std::vector<std::unique_ptr<Task>> tasks_;
   std::vector<Outcome> outcomes_;
+  std::deque<std::pair<std::vector<std::string>, std::vector<wm_resource_amount>>> shared_needs_;
   std::size_t finished_ = 0;
 };
 
