@@ -321,6 +321,36 @@ TEST_F(Zmq, NodesJoinAndShareTheWork) {
   EXPECT_NE(access(ipc.c_str(), F_OK), 0) << "the master's Unix socket is removed at shutdown";
 }
 
+// Heterogeneous nodes: tasks that need what one node declares (--wm-resources, per node) all run
+// there, none is lost, and the others run everywhere; a task no node has enough for waits until
+// one that has joins (nodes come and go: it does not fail at submit here).
+TEST_F(Zmq, TasksThatNeedWhatOneNodeHasRunOnlyThere) {
+  const pid_t licensed = node(1, {{"WM_RESOURCES", "license=1"}});
+  const pid_t plain = node(2);
+  auto& wm = master({{"--n-workers", "3"}});
+  ASSERT_TRUE(eventually([&] { return wm.n_workers() == 3; }, 20s)) << wm.n_workers();
+  std::vector<wm::Future<Where>> needy, any;
+  for (int i = 0; i < 30; ++i) {
+    needy.push_back(wm.submit(wm::task(where_am_i, 2).needs({{"license", 1}})));
+    any.push_back(wm.submit(where_am_i, 2));
+  }
+  std::set<long> any_nodes;
+  for (auto& f : needy) {
+    ASSERT_TRUE(f.wait_for(60s));
+    EXPECT_EQ(f.get_result().ppid, licensed) << "a task that needs the license ran on a node without it";
+  }
+  for (auto& f : any) {
+    ASSERT_TRUE(f.wait_for(60s));
+    any_nodes.insert(f.get_result().ppid);
+  }
+  EXPECT_EQ(any_nodes.count(plain), 1u) << "tasks that need nothing ran on the plain node too";
+  auto big = wm.submit(wm::task(where_am_i, 0).needs({{"license", 2}}));
+  EXPECT_FALSE(big.wait_for(500ms)) << "no node has 2 licenses yet: it waits";
+  const pid_t two = node(1, {{"WM_RESOURCES", "license=2"}});
+  ASSERT_TRUE(big.wait_for(60s));
+  EXPECT_EQ(big.get_result().ppid, two);
+}
+
 TEST_F(Zmq, HostInfoFileIsPrivateAndWrittenWhole) {
   master();
   struct stat st {};
