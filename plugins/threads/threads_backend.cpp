@@ -41,19 +41,22 @@ class ThreadsBackend final : public wm::sdk::Backend {
   }
 
   void do_submit(wm_task* const* tasks, std::size_t n) override {
+    // What a task needs is looked at before the lock (the queue's lock is the pool's hot spot); one
+    // that needs more than a worker has fails below, once accepted, without the lock (a failure
+    // runs callbacks).
     std::vector<wm_task*> unfit;
+    for (std::size_t i = 0; i < n; ++i)
+      if (!workers_cover(tasks[i])) unfit.push_back(tasks[i]);
     bool wake_all;
     bool wake_one;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stopping_) throw std::runtime_error("the threads work manager is shut down");
-      // Accepted; one that needs more than a worker has fails below, without the lock (a failure
-      // runs callbacks).
-      for (std::size_t i = 0; i < n; ++i) {
-        if (workers_cover(tasks[i]))
-          queue_.push_back(tasks[i]);
-        else
-          unfit.push_back(tasks[i]);
+      if (unfit.empty()) {
+        queue_.insert(queue_.end(), tasks, tasks + n);
+      } else {
+        for (std::size_t i = 0; i < n; ++i)
+          if (workers_cover(tasks[i])) queue_.push_back(tasks[i]);
       }
       queued_.store(queue_.size(), std::memory_order_release);
       // A worker that spins takes the task without a wake-up; waking a sleeper as well would only
