@@ -214,12 +214,13 @@ auto call_plugin(const std::string& backend, const char* entry, Fn&& fn) -> decl
 
 std::atomic<int> g_remote_links{0};  // remote_work_managers()
 
-// Links by number, for cancel(kill_running), which comes with a task only: the task names its link
-// by number (4 bytes a task, no reference counting per submit), and a link that is gone is not found.
+// Links by backend name, for cancel(kill_running), which comes with a task only: a task keeps the
+// interned name of its backend (no more bytes a task, no reference counting per submit); the links
+// of that name are asked in turn, and only the one holding the task (by its sequence number) stops
+// it. A link that is gone is not found.
 struct LinkRegistry {
   std::mutex mutex;
-  std::map<std::uint32_t, std::weak_ptr<BackendLink>> links;
-  std::uint32_t next = 1;
+  std::multimap<const std::string*, std::pair<const BackendLink*, std::weak_ptr<BackendLink>>> links;
 };
 LinkRegistry& link_registry() {
   static auto* r = new LinkRegistry;  // never destroyed: used by futures that outlive main
@@ -391,11 +392,6 @@ BackendLink::BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendCon
     throw PluginError("work manager '" + *name_ + "' could not be created: " +
                       (err.code != 0 ? err.message : "its create() returned NULL without saying why"));
   set_process_backend(*name_);
-  {
-    LinkRegistry& r = link_registry();
-    std::lock_guard<std::mutex> lock(r.mutex);
-    id_ = r.next++;
-  }
   counted_remote_ = !in_process() && config_->config.worker_role == 0;
   if (counted_remote_) g_remote_links.fetch_add(1);
 }
@@ -404,7 +400,11 @@ BackendLink::~BackendLink() {
   if (registered_.load()) {
     LinkRegistry& r = link_registry();
     std::lock_guard<std::mutex> lock(r.mutex);
-    r.links.erase(id_);
+    for (auto [it, end] = r.links.equal_range(name_); it != end; ++it)
+      if (it->second.first == this) {
+        r.links.erase(it);
+        break;
+      }
   }
   if (counted_remote_) g_remote_links.fetch_sub(1);
   if (in_user_code()) {
@@ -486,7 +486,6 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
       throw Error("task '" + s->display_name() + "' was submitted already; make a new wm::task for each run");
     }
     s->backend_name = name_;
-    s->link_id = id_;
     s->wait_spin_us = in_process() ? kLocalWaitSpinMicros : kRemoteWaitSpinMicros;
   }
   auto unmark = [&] { unmark_first(n); };
@@ -516,7 +515,7 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
   if (!registered_.load(std::memory_order_relaxed) && !registered_.exchange(true)) {
     LinkRegistry& r = link_registry();
     std::lock_guard<std::mutex> lock(r.mutex);
-    r.links[id_] = weak_from_this();
+    r.links.emplace(name_, std::make_pair(this, weak_from_this()));
   }
   std::vector<wm_task*> tasks(n);
   for (std::size_t i = 0; i < n; ++i) {
@@ -550,15 +549,17 @@ bool BackendLink::stop_running(TaskState* s) {
 }
 
 bool stop_running_task(TaskState* s) {
-  std::shared_ptr<BackendLink> link;
+  std::vector<std::shared_ptr<BackendLink>> links;
   {
     LinkRegistry& r = link_registry();
     std::lock_guard<std::mutex> lock(r.mutex);
-    auto it = r.links.find(s->link_id);
-    if (it != r.links.end()) link = it->second.lock();
+    for (auto [it, end] = r.links.equal_range(s->backend_name); it != end; ++it)
+      if (auto link = it->second.second.lock()) links.push_back(std::move(link));
   }
-  // No lock held while the backend is asked: it may run callbacks that cancel too.
-  return link != nullptr && link->stop_running(s);
+  // No lock held while the backends are asked: they may run callbacks that cancel too.
+  for (const auto& link : links)
+    if (link->stop_running(s)) return true;
+  return false;
 }
 
 void serve_and_exit(std::shared_ptr<BackendLink> link) {

@@ -67,8 +67,6 @@ class BackendLink : public std::enable_shared_from_this<BackendLink> {
   /** cancel(kill_running): asks the backend to stop a task of its that is running (its worker is
    *  replaced); true if the task will fail with CancelledError. */
   bool stop_running(TaskState* s);
-  /** Number by which tasks name this link (TaskState::link_id; link_registry). */
-  std::uint32_t id() const noexcept { return id_; }
 
  private:
   const std::string* name_;
@@ -79,7 +77,6 @@ class BackendLink : public std::enable_shared_from_this<BackendLink> {
   bool counted_remote_ = false;  // counted in remote_work_managers()
   std::atomic<bool> started_{false};
   std::atomic<bool> stopping_{false};
-  std::uint32_t id_ = 0;
   std::atomic<bool> registered_{false};  // in the link registry (at its first submit)
 };
 

@@ -107,8 +107,6 @@ struct TaskState {
   // travel fails, in the caller's thread); the request itself is encoded when it is sent, straight
   // into the backend's storage. 0: not measured yet.
   std::uint64_t encoded_size = 0;
-  // Backend link the task was submitted to (link_registry), for cancel(kill_running); 0: none.
-  std::uint32_t link_id = 0;
   Needs* needs = nullptr;  // owned; null: needs nothing
 
   std::uint32_t status() const noexcept { return word.load(std::memory_order_acquire) & status_mask; }
