@@ -78,10 +78,11 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
     std::uint64_t seq;
     std::size_t size;
     std::uint32_t attempts;  // runs lost to worker deaths so far
-    std::uint32_t n_needs;   // what it needs of a worker (wm_task_info.needs), kept by the core
-    const wm_resource_amount* needs;
-    std::uint32_t placement; // its Placement (1 + index in placements_), 0: it needs nothing
+    // What it needs of a worker: 0 nothing, kUnplaced needs (wm_task_info.needs) not yet looked
+    // up, else 1 + its index in placements_. (32 bytes a job, as without needs.)
+    std::uint32_t placement;
   };
+  static constexpr std::uint32_t kUnplaced = ~std::uint32_t(0);
   /** Tasks that need the same resources wait in one queue of their own; which kinds of worker
    *  cover them is worked out once per kind. */
   struct Placement {
@@ -160,6 +161,12 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
             std::uint32_t attempts = 1);
   void fail_ready(wm_failure_kind kind, const std::string& message);
   std::string task_label(const Job& j) const;
+  wm_task_info task_info(wm_task* t) const {
+    wm_task_info info{};
+    info.struct_size = sizeof info;
+    services_.task_info(t, &info);
+    return info;
+  }
   std::string worker_label(WorkerId id, const Worker& w) const;
   Worker& worker(WorkerId id);
   MasterLink& link(WorkerId id) { return *links_[id]; }
@@ -304,11 +311,9 @@ void Dispatcher::Impl::submit(wm_task* const* tasks, std::size_t n) {
   std::vector<Job> jobs;
   jobs.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
-    wm_task_info info{};
-    info.struct_size = sizeof info;
-    services_.task_info(tasks[i], &info);
-    jobs.push_back(Job{tasks[i], info.sequence, static_cast<std::size_t>(info.encoded_size), 0, info.n_needs,
-                       info.needs, 0});
+    const wm_task_info info = task_info(tasks[i]);
+    jobs.push_back(Job{tasks[i], info.sequence, static_cast<std::size_t>(info.encoded_size), 0,
+                       info.n_needs != 0 ? kUnplaced : 0});
     any_needs = any_needs || info.n_needs != 0;
   }
   std::vector<Job> unfit;
@@ -322,8 +327,10 @@ void Dispatcher::Impl::submit(wm_task* const* tasks, std::size_t n) {
       // failure runs callbacks). With elastic workers, one that has it may join later: it waits.
       kinds = kinds_shared_;
       auto fits = [&](const Job& j) {
-        return j.n_needs == 0 || std::any_of(kinds.begin(), kinds.end(),
-                                             [&](const Resources& k) { return k.covers(j.needs, j.n_needs); });
+        if (j.placement == 0) return true;
+        const wm_task_info info = task_info(j.task);
+        return std::any_of(kinds.begin(), kinds.end(),
+                           [&](const Resources& k) { return k.covers(info.needs, info.n_needs); });
       };
       auto split = std::stable_partition(jobs.begin(), jobs.end(), fits);
       unfit.assign(split, jobs.end());
@@ -336,7 +343,10 @@ void Dispatcher::Impl::submit(wm_task* const* tasks, std::size_t n) {
     queued_.store(submitted_.size() + cancels_.size(), std::memory_order_seq_cst);
   }
   if (sleeping_.load(std::memory_order_seq_cst)) transport_->wake();
-  for (const Job& j : unfit) fail(j, WM_FAIL_RESOURCES, unfit_message(j.needs, j.n_needs, kinds, name_));
+  for (const Job& j : unfit) {
+    const wm_task_info info = task_info(j.task);
+    fail(j, WM_FAIL_RESOURCES, unfit_message(info.needs, info.n_needs, kinds, name_));
+  }
 }
 
 void Dispatcher::Impl::stop(bool now) {
@@ -445,7 +455,7 @@ void Dispatcher::Impl::take_submitted() {
     placed_stale_ = true;
     // Tasks wait for a worker at most no_worker_timeout from when they began to wait for one.
     if (ready_total() == 0 && alive_ == 0) no_worker_since_ = last_activity_;
-    if (std::none_of(got.begin(), got.end(), [](const Job& j) { return j.n_needs != 0; })) {
+    if (std::none_of(got.begin(), got.end(), [](const Job& j) { return j.placement != 0; })) {
       ready_.insert(ready_.end(), got.begin(), got.end());
     } else {
       for (const Job& j : got) enqueue(j, false);
@@ -596,23 +606,24 @@ bool Dispatcher::Impl::covers(Placement& p, std::uint32_t kind) {
 // Queues a task: at the back (new), or at the front (it ran on a worker that was lost).
 void Dispatcher::Impl::enqueue(Job j, bool front) {
   placed_stale_ = true;
-  if (j.n_needs == 0) {
+  if (j.placement == 0) {
     front ? ready_.push_front(j) : ready_.push_back(j);
     return;
   }
-  if (j.placement == 0) {
-    for (std::size_t i = 0; i < placements_.size() && j.placement == 0; ++i) {
+  if (j.placement == kUnplaced) {
+    const wm_task_info info = task_info(j.task);
+    for (std::size_t i = 0; i < placements_.size() && j.placement == kUnplaced; ++i) {
       const auto& have = placements_[i].needs;
-      if (have.size() == j.n_needs &&
-          std::equal(have.begin(), have.end(), j.needs, [](const wm_resource_amount& a, const wm_resource_amount& b) {
+      if (have.size() == info.n_needs &&
+          std::equal(have.begin(), have.end(), info.needs, [](const wm_resource_amount& a, const wm_resource_amount& b) {
             return a.amount == b.amount && std::strcmp(a.name, b.name) == 0;
           }))
         j.placement = static_cast<std::uint32_t>(i + 1);
     }
-    if (j.placement == 0) {
+    if (j.placement == kUnplaced) {
       // The names are the core's, valid while it holds a task: this placement keeps its own.
       Placement p;
-      p.needs.assign(j.needs, j.needs + j.n_needs);
+      p.needs.assign(info.needs, info.needs + info.n_needs);
       for (auto& a : p.needs) a.name = intern(a.name);
       placements_.push_back(std::move(p));
       j.placement = static_cast<std::uint32_t>(placements_.size());
@@ -944,9 +955,7 @@ void Dispatcher::Impl::fail_ready(wm_failure_kind kind, const std::string& messa
 }
 
 std::string Dispatcher::Impl::task_label(const Job& j) const {
-  wm_task_info info{};
-  info.struct_size = sizeof info;
-  services_.task_info(j.task, &info);
+  const wm_task_info info = task_info(j.task);
   return std::string("task '") + (info.name != nullptr && *info.name ? info.name : "?") + "'";
 }
 
