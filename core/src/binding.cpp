@@ -668,6 +668,11 @@ void bind_this_process(int index, unsigned n_workers, int rank) {
     std::lock_guard<std::mutex> lock(g_mutex);
     return g_request;
   }();
+  bool mpi_rank;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    mpi_rank = g_request_mpi;
+  }
   if (r.any()) {
     p = plan_for(n_workers);
     info = info_of(*p, static_cast<unsigned>(index));
@@ -681,6 +686,9 @@ void bind_this_process(int index, unsigned n_workers, int rank) {
     info.index = index;
     info.resources = default_resources();
   }
+  // An MPI rank's worker index (WM_PROCESS_INDEX) is not its local rank: the worker loop says it
+  // once the rank serves (and rank 0 is the master).
+  if (mpi_rank) info.index = -1;
   info.rank = rank;
   set_process_info(std::move(info));
   g_self_worker.store(true);
