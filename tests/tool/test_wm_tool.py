@@ -148,7 +148,7 @@ class Cli(ToolTest):
 
     def test_info(self):
         out = self.wm_ok(["info", "threads"]).stdout
-        for text in ("threads 1.0.0: ", "ABI version   1.0", "capabilities  in-process", "entry symbol  wm_backend_entry_threads",
+        for text in ("threads 1.0.0: ", "ABI version   1.1", "capabilities  in-process", "entry symbol  wm_backend_entry_threads",
                      "spin-us  int, default '50', range 0..", "WM_THREADS_SPIN_US / --wm-threads-spin-us"):
             self.assertIn(text, out)
         info = self.wm_json(["info", "Threads"])["work_manager"]
@@ -202,7 +202,7 @@ class Cli(ToolTest):
         self.assertRegex(r.stderr, r"\[wm core\] debug: .*/wm_backend_serial\.so: taken 'serial' version 1\.0\.0")
         r = self.wm_ok(["check", "threads"], env={"WM_LOG_LEVEL": "info"})
         self.assertRegex(r.stdout, r"\[wm core\] info: work manager 'threads': loading /.*wm_backend_threads\.so "
-                                   r"\(version 1\.0\.0, ABI 1\.0\)")
+                                   r"\(version 1\.0\.0, ABI 1\.1\)")
         self.assertNotIn("debug:", r.stdout)
 
 
@@ -258,12 +258,12 @@ class Matrix(ToolTest):
                   "built for ABI version 1.5 and needs a wm core of ABI version 1.5 or a later 1.x, this core "
                   "speaks ABI version 1.1", "fixture_newer_minor")
         self.case({"newer_minor_runs_here.so": fixture("newer_minor_runs_here.so")}, "taken",
-                  "built for ABI version 1.5, newer than this core's 1.0; it runs on cores of ABI 1.0 and later",
+                  "built for ABI version 1.5, newer than this core's 1.1; it runs on cores of ABI 1.0 and later",
                   "fixture_newer_minor_runs_here")
         with PluginDir() as d:
             d.copy(fixture("newer_minor_runs_here.so"))
             out = self.wm_ok(["info", "fixture_newer_minor_runs_here"], plugin_path=d.path).stdout
-            self.assertIn("ABI version   1.5 (this wm: 1.0)", out)
+            self.assertIn("ABI version   1.5 (this wm: 1.1)", out)
             self.assertIn("note          built for ABI version 1.5", out)
 
     def test_no_metadata_record(self):
