@@ -233,9 +233,9 @@ CpuLayout job_layout(bool mpi_rank) {
   if (l.numa.empty()) l.numa.push_back(l.cpus);
   std::vector<int> sorted = l.cpus;
   std::sort(sorted.begin(), sorted.end());
-  l.text = (l.cores.size() == 1 ? "1 core" : std::to_string(l.cores.size()) + " cores") +
-           (l.cpus.size() != l.cores.size() ? " (" + std::to_string(l.cpus.size()) + " hardware threads)" : "") +
-           ": CPUs " + ranges_text(sorted);
+  l.text = (l.cores.size() == 1 ? "1 core" : std::to_string(l.cores.size()) + " cores") + " (" +
+           (l.cpus.size() != l.cores.size() ? std::to_string(l.cpus.size()) + " hardware threads, " : "") + "CPUs " +
+           ranges_text(sorted) + ")";
   cache[mpi_rank] = l;
   return l;
 }
