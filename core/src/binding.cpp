@@ -333,6 +333,34 @@ Devices hwloc_devices() {
   return d;
 }
 
+// Visible-device variables this process set on itself (bind_this_process): name -> {the value it
+// set, the value before}. A later work manager of the process (an MPI job makes one after another)
+// shares out the devices the process was given, not the share it took of them.
+std::mutex g_own_mutex;
+std::map<std::string, std::pair<std::string, std::optional<std::string>>> g_own_variables;
+
+// A variable's value, as the process was given it.
+const char* given_value(const char* name) {
+  const char* now = std::getenv(name);
+  std::lock_guard<std::mutex> lock(g_own_mutex);
+  auto it = g_own_variables.find(name);
+  if (it == g_own_variables.end() || now == nullptr || it->second.first != now) return now;
+  return it->second.second ? it->second.second->c_str() : nullptr;
+}
+
+void set_own_variable(const std::string& name, const std::string& value) {
+  {
+    std::lock_guard<std::mutex> lock(g_own_mutex);
+    if (g_own_variables.count(name) == 0 || std::getenv(name.c_str()) == nullptr ||
+        g_own_variables[name].first != std::getenv(name.c_str())) {
+      const char* before = std::getenv(name.c_str());
+      g_own_variables[name].second = before != nullptr ? std::optional<std::string>(before) : std::nullopt;
+    }
+    g_own_variables[name].first = value;
+  }
+  setenv(name.c_str(), value.c_str(), 1);
+}
+
 std::string duplicate_of(const std::vector<std::string>& list) {
   std::set<std::string> seen;
   for (const auto& e : list)
@@ -353,7 +381,7 @@ Devices find_devices(const BindingRequest& r) {
     d.from_option = true;
     d.variable = "CUDA_VISIBLE_DEVICES";
     for (const char* v : kVisibleVariables)
-      if (std::getenv(v) != nullptr) {
+      if (given_value(v) != nullptr) {
         d.variable = v;
         break;
       }
@@ -361,7 +389,7 @@ Devices find_devices(const BindingRequest& r) {
     return d;
   }
   for (const char* v : kVisibleVariables) {
-    const char* value = std::getenv(v);
+    const char* value = given_value(v);
     if (value == nullptr) continue;
     d.variable = v;
     d.from = std::string("environment variable ") + v;
@@ -481,7 +509,7 @@ Plan make_plan(const BindingRequest& r, unsigned n, bool mpi_rank) {
         s.env.emplace_back(kWorkerCpus, cpu_list_text(s.cpus));
       }
       for (const char* v : kThreadVariables)
-        if (std::getenv(v) == nullptr) s.env.emplace_back(v, std::to_string(share));
+        if (given_value(v) == nullptr) s.env.emplace_back(v, std::to_string(share));
     }
   }
   // Resources: the counted ones, the declared ones (which give "gpu" and "cpu" when wm counts none).
@@ -676,8 +704,10 @@ void bind_this_process(int index, unsigned n_workers, int rank) {
   if (r.any()) {
     p = plan_for(n_workers);
     info = info_of(*p, static_cast<unsigned>(index));
+    // Its device variable and thread counts; not WM_GPUS (its devices stay what it was given, for
+    // the next work manager it makes), nor what a spawned worker's master tells it (WM_WORKER_*).
     for (const auto& [name, value] : p->workers.at(static_cast<unsigned>(index)).env)
-      if (std::strncmp(name.c_str(), "WM_WORKER_", 10) != 0) setenv(name.c_str(), value.c_str(), 1);
+      if (name != "WM_GPUS" && name.compare(0, 10, "WM_WORKER_") != 0) set_own_variable(name, value);
     if (!info.cores.empty() && !bind_to(info.cores, true)) {
       warn_unbound(info.cores, "this process");
       info.cores.clear();

@@ -735,9 +735,11 @@ int devices_role(int argc, char** argv) {
 }
 
 // mpi (under mpirun, one host): every rank makes the work manager (ranks > 0 serve in there); rank 0
-// checks each rank's devices (WMTEST_ALL_GPUS, entry by node-local rank), its own included.
-int mpi_role(int argc, char** argv) {
-  auto wm = wm::make_work_manager(&argc, argv);
+// checks each rank's devices (WMTEST_ALL_GPUS, entry by node-local rank), its own included; then
+// again with a second work manager (the ranks serve one after another), which shares out the same
+// devices though rank 0 has taken its own share of them since.
+bool mpi_check(int argc, char** argv) {
+  auto wm = wm::make_work_manager(argc, argv);
   const char* all = std::getenv("WMTEST_ALL_GPUS");
   std::vector<std::string> devices;
   std::stringstream in(all != nullptr ? all : "");
@@ -756,7 +758,13 @@ int mpi_role(int argc, char** argv) {
     ok = ok && r.cuda == want && r.gpus == std::vector<std::string>{want} && r.rank == rank &&
          r.gpu_variable == "CUDA_VISIBLE_DEVICES";
   }
-  std::printf("RESULT %s\n", ok ? "ok" : "bad");
+  return ok;
+}
+
+int mpi_role(int argc, char** argv) {
+  const bool first = mpi_check(argc, argv);
+  const bool second = mpi_check(argc, argv);
+  std::printf("RESULT %s\n", first && second ? "ok" : "bad");
   std::fflush(stdout);
   return 0;
 }
