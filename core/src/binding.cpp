@@ -611,12 +611,16 @@ void warn_unbound(const std::vector<int>& cpus, const char* who) {
 BindingRequest parse_binding_request(const std::function<std::optional<SettingText>(const std::string&)>& lookup) {
   BindingRequest r;
   std::string problem;
-  if (auto s = lookup("gpus-per-worker")) {
-    r.gpus_per_worker_given = *s;
-    auto v = parse_integer_text(s->text, 0, kMaxGpusPerWorker, problem);
-    if (!v) bad(*s, problem);
-    r.gpus_per_worker = static_cast<unsigned>(*v);
-  }
+  // A count per worker: 0 (none, the default) up to max.
+  auto count = [&](const char* name, long long max, SettingText& given, unsigned& out) {
+    if (auto s = lookup(name)) {
+      given = *s;
+      auto v = parse_integer_text(s->text, 0, max, problem);
+      if (!v) bad(*s, problem);
+      out = static_cast<unsigned>(*v);
+    }
+  };
+  count("gpus-per-worker", kMaxGpusPerWorker, r.gpus_per_worker_given, r.gpus_per_worker);
   if (auto s = lookup("gpus")) {
     r.gpus_given = *s;
     std::vector<std::string> list = split_list(s->text);
@@ -628,12 +632,7 @@ BindingRequest parse_binding_request(const std::function<std::optional<SettingTe
                   "' asks for GPUs");
     r.gpus = std::move(list);
   }
-  if (auto s = lookup("cpus-per-worker")) {
-    r.cpus_per_worker_given = *s;
-    auto v = parse_integer_text(s->text, 0, kMaxCpusPerWorker, problem);
-    if (!v) bad(*s, problem);
-    r.cpus_per_worker = static_cast<unsigned>(*v);
-  }
+  count("cpus-per-worker", kMaxCpusPerWorker, r.cpus_per_worker_given, r.cpus_per_worker);
   if (auto s = lookup("bind")) {
     r.bind_given = *s;
     std::string v = trim(s->text);

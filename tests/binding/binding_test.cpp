@@ -4,7 +4,8 @@
 // serial and zmq nodes (mpi: binding.mpi runs this program under mpirun); the devices found in the
 // variables and by hwloc (a synthetic topology); each worker's cores and thread counts; every
 // malformed value refused with its option; the core's worker_resources service. No GPU is needed:
-// the devices are the variables' entries. Every process a test starts is bounded in time and ended.
+// the devices are the variables' entries. Every process a test starts is bounded in time and ended
+// (tests/zmq's support: spawn, wait, kill).
 #include <wm/task.hpp>
 #include <wm/wm.hpp>
 #include <wm/worker.hpp>
@@ -16,6 +17,8 @@
 #include <cereal/types/vector.hpp>
 
 #include <gtest/gtest.h>
+
+#include "../zmq/zmq_test_support.hpp"  // starting and ending this program's child processes
 
 #include <fcntl.h>
 #include <sched.h>
@@ -148,80 +151,11 @@ std::string self_exe() {
   return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string("/proc/self/exe");
 }
 
-/** A directory of its own, removed with its files at the end. */
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char t[] = "/tmp/wm-binding-test-XXXXXX";
-    path = mkdtemp(t) != nullptr ? t : "/tmp";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string sub(const std::string& name) const {
-    const std::string p = path + "/" + name;
-    mkdir(p.c_str(), 0700);
-    return p;
-  }
-};
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-// Starts this program with the environment changed by env ("" values are set empty; nullopt
-// removes), its output (stdout and stderr) in out_path. -1 on failure.
-pid_t spawn_self(const std::map<std::string, std::optional<std::string>>& env, const std::vector<std::string>& args,
-                 const std::string& out_path) {
-  std::vector<std::string> e;
-  for (char** p = environ; *p != nullptr; ++p) {
-    const std::string kv = *p;
-    if (env.count(kv.substr(0, kv.find('='))) == 0) e.push_back(kv);
-  }
-  for (const auto& [k, v] : env)
-    if (v) e.push_back(k + "=" + *v);
-  std::vector<char*> envp;
-  for (auto& s : e) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::string exe = self_exe();
-  std::vector<std::string> a = {exe};
-  a.insert(a.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& s : a) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setpgroup(&attr, 0);  // a group of its own: ended with everything it started
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, exe.c_str(), &fa, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  return rc == 0 ? pid : -1;
-}
-
-// Waits up to limit for a child; its wait status, or -1 (it is then killed with its group and reaped).
-int wait_or_kill(pid_t pid, std::chrono::milliseconds limit) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  int status = 0;
-  while (std::chrono::steady_clock::now() < until) {
-    const pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) return status;
-    if (r < 0) return -1;
-    std::this_thread::sleep_for(10ms);
-  }
-  kill(-pid, SIGKILL);
-  kill(pid, SIGKILL);
-  waitpid(pid, &status, 0);
-  return -1;
+// A directory for a meeting of workers (meet), inside a test's directory.
+std::string meeting_dir(const zmqtest::TempDir& dir) {
+  const std::string p = dir.file("meet");
+  mkdir(p.c_str(), 0700);
+  return p;
 }
 
 struct ChildResult {
@@ -230,17 +164,19 @@ struct ChildResult {
   bool ok() const { return status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
 };
 
-// Runs this program in a role (WMTEST_BIND_ROLE) and waits for it (at most 60 s).
-ChildResult run_role(const std::string& role, std::map<std::string, std::optional<std::string>> env,
+// Runs this program in a role (WMTEST_BIND_ROLE; zmqtest::kUnset removes a variable) and waits for
+// it, at most 60 s; what it said on stderr.
+ChildResult run_role(const std::string& role, std::map<std::string, std::string> env,
                      const std::vector<std::string>& args = {}) {
-  TempDir dir;
-  const std::string out = dir.path + "/out";
+  zmqtest::TempDir dir;
+  const std::string out = dir.file("out");
   env["WMTEST_BIND_ROLE"] = role;
-  const pid_t pid = spawn_self(env, args, out);
+  const pid_t pid = zmqtest::spawn(self_exe(), env, out, args);
   ChildResult r;
   if (pid < 0) return r;
-  r.status = wait_or_kill(pid, 60s);
-  r.out = read_file(out);
+  r.status = zmqtest::wait_for_exit(pid, 60s);
+  if (r.status == -1) zmqtest::kill_and_reap(pid);
+  r.out = zmqtest::read_file(out);
   return r;
 }
 
@@ -414,11 +350,11 @@ TEST_F(Binding, FewerDevicesThanAskedForIsRefusedWithTheCountsAndTheList) {
 // ---------------------------------------------------------------- which devices: hwloc
 
 // A synthetic machine (HWLOC_XMLFILE) in a process of its own: the plan's devices, or its error.
-ChildResult devices_on(const std::string& topology, std::map<std::string, std::optional<std::string>> env = {}) {
+ChildResult devices_on(const std::string& topology, std::map<std::string, std::string> env = {}) {
   env["HWLOC_XMLFILE"] = std::string(WM_TEST_TOPOLOGY_DIR) + "/" + topology;
   for (const char* v : {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK",
                         "WM_GPUS", "CUDA_DEVICE_ORDER"})
-    if (env.count(v) == 0) env[v] = std::nullopt;
+    if (env.count(v) == 0) env[v] = zmqtest::kUnset;
   return run_role("devices", env, {"--wm-gpus-per-worker", "1"});
 }
 
@@ -524,11 +460,11 @@ TEST_F(Binding, MoreCoresThanTheJobHasIsRefusedSayingHowManyItHas) {
 
 TEST_F(Binding, ProcessesEachWorkerSeesItsOwnDevice) {
   set("CUDA_VISIBLE_DEVICES", "GPU-aaa,MIG-bbb");
-  TempDir dir;
+  zmqtest::TempDir dir;
   {
     auto wm = make({"--work-manager", "processes", "--n-workers", "2", "--wm-gpus-per-worker", "1",
                     "--wm-processes-max-window", "1"});
-    const auto reports = one_report_per_worker(*wm, 2, dir.sub("meet"));
+    const auto reports = one_report_per_worker(*wm, 2, meeting_dir(dir));
     ASSERT_EQ(reports.size(), 2u);
     const Report& w0 = reports.at(0);
     const Report& w1 = reports.at(1);
@@ -552,10 +488,10 @@ TEST_F(Binding, ProcessesEachWorkerSeesItsOwnDevice) {
 TEST_F(Binding, ProcessesEachWorkerOnItsOwnCoreWithItsThreadCounts) {
   if (affinity().size() < 2) GTEST_SKIP() << "needs 2 CPUs";
   set("MKL_NUM_THREADS", "3");  // the user's own is kept
-  TempDir dir;
+  zmqtest::TempDir dir;
   auto wm = make({"--work-manager", "processes", "--n-workers", "2", "--wm-cpus-per-worker", "1",
                   "--wm-resources", "mem=64e9,license=1", "--wm-processes-max-window", "1"});
-  const auto reports = one_report_per_worker(*wm, 2, dir.sub("meet"));
+  const auto reports = one_report_per_worker(*wm, 2, meeting_dir(dir));
   ASSERT_EQ(reports.size(), 2u);
   const Report& w0 = reports.at(0);
   const Report& w1 = reports.at(1);
@@ -575,9 +511,9 @@ TEST_F(Binding, ProcessesEachWorkerOnItsOwnCoreWithItsThreadCounts) {
 
 TEST_F(Binding, ProcessesWithNothingAskedGetTheHostsEnvironmentAsItIs) {
   set("CUDA_VISIBLE_DEVICES", "GPU-aaa,MIG-bbb");
-  TempDir dir;
+  zmqtest::TempDir dir;
   auto wm = make({"--work-manager", "processes", "--n-workers", "2", "--wm-processes-max-window", "1"});
-  const auto reports = one_report_per_worker(*wm, 2, dir.sub("meet"));
+  const auto reports = one_report_per_worker(*wm, 2, meeting_dir(dir));
   for (const auto& [index, r] : reports) {
     EXPECT_EQ(r.cuda, "GPU-aaa,MIG-bbb");
     EXPECT_EQ(r.omp, "(unset)");
@@ -595,8 +531,8 @@ TEST_F(Binding, ThreadsEachWorkerThreadHasItsOwnDeviceAndCore) {
   const bool two_cpus = affinity().size() >= 2;
   std::vector<std::string> args = {"--work-manager", "threads", "--n-workers", "2", "--wm-gpus-per-worker", "1"};
   if (two_cpus) args.insert(args.end(), {"--wm-cpus-per-worker", "1"});
-  TempDir dir;
-  const std::string meeting = dir.sub("meet");
+  zmqtest::TempDir dir;
+  const std::string meeting = meeting_dir(dir);
   std::map<int, Report> reports;
   {
     auto wm = make(args);
@@ -649,8 +585,8 @@ TEST_F(Binding, WorkerResourcesServiceInTheMasterReportsThePlan) {
 // ---------------------------------------------------------------- serial: this process is worker 0
 
 TEST(BindingSerial, TheProcessIsWorkerZeroOfOne) {
-  std::map<std::string, std::optional<std::string>> env = {{"CUDA_VISIBLE_DEVICES", "GPU-aaa,MIG-bbb"},
-                                                           {"OMP_NUM_THREADS", std::nullopt}};
+  std::map<std::string, std::string> env = {{"CUDA_VISIBLE_DEVICES", "GPU-aaa,MIG-bbb"},
+                                            {"OMP_NUM_THREADS", zmqtest::kUnset}};
   std::vector<std::string> args = {"--serial", "--wm-gpus-per-worker", "1"};
   if (affinity().size() >= 2) args.insert(args.end(), {"--wm-cpus-per-worker", "1"});
   const ChildResult r = run_role("serial", env, args);
@@ -665,32 +601,35 @@ TEST(BindingSerial, TheProcessIsWorkerZeroOfOne) {
 
 #ifdef WM_TEST_HAVE_ZMQ
 TEST_F(Binding, ZmqNodeSharesItsOwnDevicesAmongItsWorkers) {
-  TempDir dir;
-  const std::string host_info = dir.path + "/host-info", log = dir.path + "/node.log";
+  zmqtest::TempDir dir;
+  const std::string host_info = dir.file("host-info"), log = dir.file("node.log");
   // The node's own devices (WM_GPUS) and settings; the master has none.
-  const pid_t node = spawn_self({{"WMTEST_BIND_ROLE", "node"},
-                                 {"WM_WORK_MANAGER", "zmq"},
-                                 {"WM_ZMQ_MODE", "node"},
-                                 {"WM_ZMQ_READ_HOST_INFO", host_info},
-                                 {"WM_ZMQ_STARTUP_TIMEOUT", "30"},
-                                 {"WM_N_WORKERS", "2"},
-                                 {"WM_GPUS", "node-gpu-0,node-gpu-1"},
-                                 {"WM_GPUS_PER_WORKER", "1"},
-                                 {"CUDA_VISIBLE_DEVICES", std::nullopt},
-                                 {"TMPDIR", dir.path}},
-                                {}, log);
+  const pid_t node = zmqtest::spawn(self_exe(),
+                                    {{"WMTEST_BIND_ROLE", "node"},
+                                     {"WM_WORK_MANAGER", "zmq"},
+                                     {"WM_ZMQ_MODE", "node"},
+                                     {"WM_ZMQ_READ_HOST_INFO", host_info},
+                                     {"WM_ZMQ_STARTUP_TIMEOUT", "30"},
+                                     {"WM_N_WORKERS", "2"},
+                                     {"WM_GPUS", "node-gpu-0,node-gpu-1"},
+                                     {"WM_GPUS_PER_WORKER", "1"},
+                                     {"CUDA_VISIBLE_DEVICES", zmqtest::kUnset},
+                                     {"TMPDIR", dir.path()}},
+                                    log);
   ASSERT_GT(node, 0);
   std::map<int, Report> reports;
   {
-    set("TMPDIR", dir.path);
+    set("TMPDIR", dir.path());  // where the master makes its Unix socket's directory
     auto wm = make({"--work-manager", "zmq", "--wm-zmq-write-host-info", host_info, "--wm-zmq-endpoint",
                     "tcp://127.0.0.1:*", "--n-workers", "2", "--wm-zmq-max-window", "1"});
-    reports = one_report_per_worker(*wm, 2, dir.sub("meet"));
+    reports = one_report_per_worker(*wm, 2, meeting_dir(dir));
   }
   unsetenv("TMPDIR");
-  const int status = wait_or_kill(node, 20s);
-  EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0) << read_file(log);
-  ASSERT_EQ(reports.size(), 2u) << read_file(log);
+  int status = zmqtest::wait_for_exit(node, 20s);  // it ends with its master
+  if (status == -1) zmqtest::kill_and_reap(node);
+  EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << zmqtest::status_text(status) << "\n" << zmqtest::read_file(log);
+  ASSERT_EQ(reports.size(), 2u) << zmqtest::read_file(log);
   std::set<std::string> seen;
   for (const auto& [index, r] : reports) {
     ASSERT_EQ(r.gpus.size(), 1u);
@@ -713,8 +652,8 @@ int serial_role(int argc, char** argv) {
   const Report r = f.get_result();
   std::string gpus;
   for (const auto& g : r.gpus) gpus += g;
-  std::printf("index=%d cuda=%s gpus=%s\n", r.index, r.cuda.c_str(), gpus.c_str());
-  std::printf("affinity=%zu omp=%s\n", r.affinity.size(), r.omp.c_str());
+  std::fprintf(stderr, "index=%d cuda=%s gpus=%s\n", r.index, r.cuda.c_str(), gpus.c_str());
+  std::fprintf(stderr, "affinity=%zu omp=%s\n", r.affinity.size(), r.omp.c_str());
   return 0;
 }
 
@@ -724,12 +663,12 @@ int devices_role(int argc, char** argv) {
     wm::WMEnvironment env;
     env.parse_args(argc, argv);
     const wm::BindingPlan p = wm::binding_plan(env, 2);
-    std::printf("from %s\n", p.gpus_from.c_str());
+    std::fprintf(stderr, "from %s\n", p.gpus_from.c_str());
     for (unsigned i = 0; i < p.workers.size(); ++i)
-      std::printf("worker %u: %s=%s\n", i, p.gpu_variable.c_str(), env_of(p, i)[p.gpu_variable].c_str());
+      std::fprintf(stderr, "worker %u: %s=%s\n", i, p.gpu_variable.c_str(), env_of(p, i)[p.gpu_variable].c_str());
     return 0;
   } catch (const wm::ConfigError& e) {
-    std::printf("ConfigError: %s\n", e.what());
+    std::fprintf(stderr, "ConfigError: %s\n", e.what());
     return 3;
   }
 }
@@ -745,8 +684,8 @@ bool mpi_check(int argc, char** argv) {
   std::stringstream in(all != nullptr ? all : "");
   for (std::string d; std::getline(in, d, ',');) devices.push_back(d);
   const int n = static_cast<int>(wm->n_workers());
-  TempDir dir;
-  std::map<int, Report> reports = one_report_per_worker(*wm, n, dir.sub("meet"));
+  zmqtest::TempDir dir;
+  std::map<int, Report> reports = one_report_per_worker(*wm, n, meeting_dir(dir));
   reports[-1] = report_here();  // rank 0 itself
   bool ok = reports.size() == static_cast<std::size_t>(n) + 1;
   for (const auto& [index, r] : reports) {
