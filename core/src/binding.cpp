@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <map>
 #include <memory>
@@ -127,6 +128,7 @@ struct Topology {
 };
 std::mutex g_topology_mutex;
 Topology* g_topology = nullptr;
+std::deque<Topology>* g_topologies = new std::deque<Topology>;  // every one loaded, kept (stable addresses)
 
 hwloc_topology_t topology(bool io) {
   std::lock_guard<std::mutex> lock(g_topology_mutex);
@@ -139,7 +141,8 @@ hwloc_topology_t topology(bool io) {
     hwloc_topology_destroy(t);
     return g_topology != nullptr ? g_topology->t : nullptr;
   }
-  g_topology = new Topology{t, io};
+  g_topologies->push_back(Topology{t, io});
+  g_topology = &g_topologies->back();
   return t;
 }
 
@@ -555,8 +558,11 @@ std::shared_ptr<const Plan> plan_for(unsigned n) {
 // What this process is, as a worker (never freed: this_worker() hands out references to copies,
 // and a later work manager replaces it while tasks may be reading the old one).
 std::atomic<const WorkerInfo*> g_process{nullptr};
-// A process that serves as one worker (a spawned worker, an MPI rank, serial): worker_resources
-// reports it, whatever index it is asked about.
+std::mutex g_process_mutex;
+std::vector<std::unique_ptr<const WorkerInfo>>* g_process_infos = new std::vector<std::unique_ptr<const WorkerInfo>>;
+// A process that serves as one worker: worker_resources reports it, whatever index it is asked
+// about. For good in a spawned worker; an MPI rank or a serial process, for its work manager.
+std::atomic<bool> g_spawned_worker{false};
 std::atomic<bool> g_self_worker{false};
 // A threads worker: its own.
 thread_local std::unique_ptr<WorkerInfo> t_thread;
@@ -582,7 +588,9 @@ WorkerInfo info_of(const Plan& p, unsigned index) {
 }
 
 void set_process_info(WorkerInfo info) {
-  g_process.store(new WorkerInfo(std::move(info)));
+  std::lock_guard<std::mutex> lock(g_process_mutex);
+  g_process_infos->push_back(std::make_unique<const WorkerInfo>(std::move(info)));
+  g_process.store(g_process_infos->back().get());
 }
 
 // "cpu=1,gpu=2" as the master wrote it.
@@ -686,6 +694,7 @@ void configure_binding(const BindingRequest& request, unsigned n_workers, bool m
   g_request_mpi = mpi_rank;
   g_plans.clear();
   if (plan) g_plans.emplace(n_workers, std::move(plan));
+  g_self_worker.store(false);  // until bind_this_process says this process is the worker
 }
 
 void bind_this_process(int index, unsigned n_workers, int rank) {
@@ -761,7 +770,7 @@ void bind_spawned_worker() {
     info.resources = default_resources();
   for (const char* v : {kWorkerCpus, kWorkerGpuVariable, kWorkerResources}) unsetenv(v);
   set_process_info(std::move(info));
-  g_self_worker.store(true);
+  g_spawned_worker.store(true);
 }
 
 namespace {
@@ -881,7 +890,7 @@ std::size_t svc_worker_resources(std::int32_t index, std::uint32_t n_workers, wm
       std::lock_guard<std::mutex> lock(g_mutex);
       any = g_request.any();
     }
-    if (g_self_worker.load() && self != nullptr)
+    if ((g_spawned_worker.load() || g_self_worker.load()) && self != nullptr)
       res = self->resources;
     else if (any && index >= 0 && static_cast<std::uint32_t>(index) < n_workers)
       res = plan_for(n_workers)->workers[static_cast<unsigned>(index)].resources;
