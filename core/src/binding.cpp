@@ -18,7 +18,6 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -30,8 +29,6 @@
 #include <set>
 
 namespace wm::detail {
-
-const char* const kBindingSettings[5] = {"gpus-per-worker", "gpus", "cpus-per-worker", "bind", "resources"};
 
 namespace {
 

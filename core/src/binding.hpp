@@ -1,6 +1,14 @@
 // SPDX-License-Identifier: MIT
 // binding.hpp: GPUs, cores and declared resources per worker (WM_GPUS_PER_WORKER, WM_BIND, ...):
 // the settings, the plan over n workers, and applying a worker's share (not installed).
+//
+// make_work_manager checks the settings and plans over the backend's workers (configure_binding);
+// then each worker takes its share where it starts: a spawned worker process from the variables its
+// master's LocalProcesses put in its environment (worker_environment, then bind_spawned_worker in
+// serve_if_worker), a threads worker on its thread (bind_worker_thread), an MPI rank or a serial
+// process in make_work_manager itself (bind_this_process). Worker i of n gets devices [i*N, (i+1)*N)
+// of the list, in the variable the list came from: --wm-gpus / WM_GPUS go into the visible-device
+// variable already set, else CUDA_VISIBLE_DEVICES; hwloc's devices into the variable of their kind.
 #pragma once
 
 #include <wm/abi.h>
@@ -41,20 +49,10 @@ struct BindingRequest {
   bool plans_cpus() const { return cpus_per_worker > 0 || bind == BindMode::cores || bind == BindMode::numa; }
 };
 
-/** The binding settings by name ("gpus-per-worker", "gpus", "cpus-per-worker", "bind",
- *  "resources"): where the core's configuration keeps them. */
-extern const char* const kBindingSettings[5];
-
 /** Checks the settings' syntax (numbers, names, lists); throws ConfigError naming the option or
- *  variable and the value. lookup(name) returns a setting's text and how to name it, or nullopt. */
+ *  variable and the value. lookup(name) returns a setting's text and how to name it, or nullopt;
+ *  the names are "gpus-per-worker", "gpus", "cpus-per-worker", "bind" and "resources". */
 BindingRequest parse_binding_request(const std::function<std::optional<SettingText>(const std::string&)>& lookup);
-
-/** Which way the work manager's workers relate to this process. */
-enum class BindingScope {
-  spawned,  // worker processes started from here (processes, zmq nodes): worker_environment
-  threads,  // threads of this process: bind_worker_thread
-  process,  // this process is the worker (serial; an MPI rank by its node-local rank)
-};
 
 /** Makes `request` the one this process's services plan with (the work manager made last), and
  *  checks that a plan over n_workers can be made (devices and cores enough, no duplicate device):
