@@ -266,8 +266,9 @@ struct Devices {
 
 // The GPUs hwloc reports on this machine (OS devices of type GPU or co-processor): its CUDA or NVML
 // devices (NVIDIA), else RSMI (AMD), else Level Zero (Intel), each by its ordinal; else the DRM
-// cards of those vendors in PCI order (an NVIDIA card then also gets CUDA_DEVICE_ORDER=PCI_BUS_ID,
-// so that CUDA numbers them in the same order). OpenCL devices are the same cards again: ignored.
+// cards of those vendors in PCI order. NVIDIA cards numbered in PCI order (NVML, DRM) also get
+// CUDA_DEVICE_ORDER=PCI_BUS_ID, so that CUDA numbers them the same. OpenCL devices are the same
+// cards again: ignored.
 Devices hwloc_devices() {
   Devices d;
   hwloc_topology_t t = topology(true);
@@ -283,6 +284,7 @@ Devices hwloc_devices() {
                                {"ze", "ZE_AFFINITY_MASK", "Intel"}};
   std::map<std::string, std::set<std::string>> by_kind;         // variable -> ordinals
   std::map<unsigned, std::map<std::string, bool>> drm_by_vendor;  // PCI vendor -> bus ids
+  bool cuda_seen = false;  // CUDA's own ordinals (hwloc's CUDA plugin), not only NVML's
   for (hwloc_obj_t o = hwloc_get_next_osdev(t, nullptr); o != nullptr; o = hwloc_get_next_osdev(t, o)) {
     if (o->attr->osdev.type != HWLOC_OBJ_OSDEV_GPU && o->attr->osdev.type != HWLOC_OBJ_OSDEV_COPROC) continue;
     const std::string name = o->name != nullptr ? o->name : "";
@@ -292,6 +294,7 @@ Devices hwloc_devices() {
       if (name.compare(0, n, k.prefix) == 0 && name.size() > n && std::isdigit(static_cast<unsigned char>(name[n]))) {
         by_kind[k.variable].insert(name.substr(n));
         known = true;
+        cuda_seen = cuda_seen || &k == &kinds[0];
       }
     }
     if (known || (name.compare(0, 4, "card") != 0 && name.compare(0, 7, "renderD") != 0)) continue;
@@ -316,6 +319,9 @@ Devices hwloc_devices() {
     d.list = numeric_order(it->second);
     d.variable = k.variable;
     d.from = std::string("hwloc (") + k.vendor + ")";
+    // NVML numbers the cards in PCI order; CUDA does so only when asked.
+    if (k.variable == kinds[0].variable && !cuda_seen && std::getenv("CUDA_DEVICE_ORDER") == nullptr)
+      d.extra.emplace_back("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
     return d;
   }
   static const std::pair<unsigned, const Kind*> vendors[] = {

@@ -366,6 +366,15 @@ TEST(BindingHwloc, NvidiaDevicesByTheirCudaOrdinals) {
   EXPECT_NE(r.out.find("worker 1: CUDA_VISIBLE_DEVICES=1\n"), std::string::npos) << r.out;
 }
 
+TEST(BindingHwloc, NvmlNumbersInPciOrderSoCudaIsToldTo) {
+  ChildResult r = devices_on("nvml_only.xml");
+  ASSERT_TRUE(r.ok()) << r.out;
+  EXPECT_NE(r.out.find("worker 1: CUDA_VISIBLE_DEVICES=1\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("env CUDA_DEVICE_ORDER=PCI_BUS_ID\n"), std::string::npos) << r.out;
+  r = devices_on("nvidia.xml");  // CUDA's own ordinals: its order is left alone
+  EXPECT_EQ(r.out.find("CUDA_DEVICE_ORDER"), std::string::npos) << r.out;
+}
+
 TEST(BindingHwloc, AmdCardsInPciOrderWithoutTheBmcDisplay) {
   const ChildResult r = devices_on("amd_drm.xml");
   ASSERT_TRUE(r.ok()) << r.out;
@@ -666,6 +675,7 @@ int devices_role(int argc, char** argv) {
     std::fprintf(stderr, "from %s\n", p.gpus_from.c_str());
     for (unsigned i = 0; i < p.workers.size(); ++i)
       std::fprintf(stderr, "worker %u: %s=%s\n", i, p.gpu_variable.c_str(), env_of(p, i)[p.gpu_variable].c_str());
+    for (const auto& [name, value] : p.environment.at(0)) std::fprintf(stderr, "env %s=%s\n", name.c_str(), value.c_str());
     return 0;
   } catch (const wm::ConfigError& e) {
     std::fprintf(stderr, "ConfigError: %s\n", e.what());
