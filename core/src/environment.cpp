@@ -106,17 +106,13 @@ struct BindingOption {
   const char* default_text;
 };
 const BindingOption kBindingOptions[] = {
-    {"gpus-per-worker", "N", "GPUs each worker gets, set in its CUDA_VISIBLE_DEVICES (or the variable they came from)",
-     "0: none, nothing is touched"},
-    {"gpus", "LIST", "the devices to share out, comma-separated, kept as written (ordinals, GPU-/MIG- UUIDs)",
-     "CUDA_VISIBLE_DEVICES, ROCR_VISIBLE_DEVICES, HIP_VISIBLE_DEVICES or ZE_AFFINITY_MASK if set, else the GPUs "
-     "hwloc finds"},
-    {"cpus-per-worker", "N", "cores each worker gets; also its OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS",
-     "0: not counted"},
-    {"bind", "MODE", "none, cores (each worker bound to cores of its own) or numa (to the NUMA node of its cores)",
-     "cores when cores are counted, else none"},
-    {"resources", "LIST", "what each worker has besides its GPUs and cores: NAME=AMOUNT,... (mem=64e9,license=1)",
-     "none"},
+    {"gpus-per-worker", "N", "GPUs each worker gets, in its CUDA_VISIBLE_DEVICES or the like", "0: none"},
+    {"gpus", "LIST", "the devices to share out, comma-separated, kept as written",
+     "CUDA_VISIBLE_DEVICES or the like if set, else the GPUs hwloc finds"},
+    {"cpus-per-worker", "N", "cores each worker gets, and its OMP_NUM_THREADS", "0: not counted"},
+    {"bind", "MODE", "none, cores or numa: bind each worker to its cores, or to their NUMA node",
+     "cores when cores are counted"},
+    {"resources", "LIST", "what else each worker has: NAME=AMOUNT,... (mem=64e9,license=1)", "none"},
 };
 
 // Runs a step of wm's configuration for the host (parsing, choosing, validating; not loading or
@@ -642,7 +638,7 @@ std::string WMEnvironment::help_text() const {
   out += "\nGPUs, cores and resources of each worker:\n";
   for (const BindingOption& b : kBindingOptions)
     short_entry(out, "--" + arg_prefix + "-" + b.name + " " + b.value_name,
-                std::string(b.help) + " (" + env_name(b.name) + "; default " + b.default_text + ")");
+                std::string(b.help) + " (default " + b.default_text + ")");
   // Each backend's options, one entry each: what it does without the asides, and the default.
   const FullScan& scan = impl_->get_scan(*this);
   std::string example;  // a backend option and its variable, for the closing line
