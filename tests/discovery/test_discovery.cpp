@@ -552,7 +552,7 @@ TEST(Discovery, NewerMinorThatNeedsANewerCoreIsRefusedWithTheReason) {
                                  "this core speaks ABI version 1.1 (wm " WM_VERSION_STRING "): upgrade wm, or "
                                  "rebuild the plugin against the SDK installed with this wm"))
       << p.reason;
-  EXPECT_TRUE(contains(p.reason, "WM_SDK_MIN_CORE_MINOR 0")) << p.reason;
+  EXPECT_TRUE(contains(p.reason, "WM_SDK_MIN_CORE_MINOR 1")) << p.reason;
 }
 
 TEST(Discovery, NewerMinorThatRunsHereIsTakenAndNoted) {
@@ -564,7 +564,7 @@ TEST(Discovery, NewerMinorThatRunsHereIsTakenAndNoted) {
   EXPECT_EQ(p.meta.min_core_abi_version, WM_ABI_MAJOR << 16);
   ASSERT_EQ(p.meta.n_options, 2u);
   EXPECT_STREQ(p.meta.options[1].name, "spin-us");
-  EXPECT_TRUE(contains(p.note, "built for ABI version 1.5, newer than this core's 1.0; it runs on cores of ABI 1.0 "
+  EXPECT_TRUE(contains(p.note, "built for ABI version 1.5, newer than this core's 1.1; it runs on cores of ABI 1.0 "
                                "and later: what the newer minor added is not used"))
       << p.note;
   EXPECT_TRUE(timed_read(WM_FIXTURE_GOOD).note.empty());
@@ -587,7 +587,7 @@ TEST(Discovery, DiscoveryDecidesWhatTheSdkCreateWouldDecide) {
     EXPECT_EQ(p.meta.abi_version, (WM_ABI_MAJOR << 16) | 3u);
     EXPECT_EQ(p.usable, c.runs_here) << p.reason;
     if (c.runs_here) {
-      EXPECT_TRUE(contains(p.note, "built for ABI version 1.3, newer than this core's 1.0; it runs on cores of ABI "
+      EXPECT_TRUE(contains(p.note, "built for ABI version 1.3, newer than this core's 1.1; it runs on cores of ABI "
                                    "1.0 and later"))
           << p.note;
     } else {

@@ -315,7 +315,7 @@ class AbiMinor(HostTest):
             name = "fixture_abi_1_3_runs_on_1_0"
             line = self.why_line(d, "abi_1_3_runs_on_1_0.so")
             self.assertRegex(line, rf"^  taken +{name} +abi_1_3_runs_on_1_0\.so \(version 1\.3\.0\) \(note: built for "
-                                   r"ABI version 1\.3, newer than this core's 1\.0; it runs on cores of ABI 1\.0 and later")
+                                   r"ABI version 1\.3, newer than this core's 1\.1; it runs on cores of ABI 1\.0 and later")
 
             check = run([WM, "check", name], env={"WM_PLUGIN_PATH": d}, timeout=90)
             self.assert_ran(check, 0, "wm check")
