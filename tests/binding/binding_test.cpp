@@ -355,7 +355,7 @@ ChildResult devices_on(const std::string& topology, std::map<std::string, std::s
   for (const char* v : {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK",
                         "WM_GPUS", "CUDA_DEVICE_ORDER"})
     if (env.count(v) == 0) env[v] = zmqtest::kUnset;
-  return run_role("devices", env, {"--wm-gpus-per-worker", "1"});
+  return run_role("plan", env, {"--wm-gpus-per-worker", "1"});
 }
 
 TEST(BindingHwloc, NvidiaDevicesByTheirCudaOrdinals) {
@@ -395,6 +395,21 @@ TEST(BindingHwloc, AVariableThatIsSetWinsOverHwloc) {
   const ChildResult r = devices_on("nvidia.xml", {{"HIP_VISIBLE_DEVICES", "5,6"}});
   ASSERT_TRUE(r.ok()) << r.out;
   EXPECT_NE(r.out.find("worker 1: HIP_VISIBLE_DEVICES=6\n"), std::string::npos) << r.out;
+}
+
+// numa: a worker is bound to the NUMA node of its cores (the job's CPUs of it: this process's).
+TEST(BindingHwloc, NumaBindsToTheNodeOfTheWorkersCores) {
+  const std::vector<int> mine = affinity();
+  if (mine != std::vector<int>{0, 1} && mine != std::vector<int>{0, 1, 2, 3})
+    GTEST_SKIP() << "the synthetic machine's node 0 is CPUs 0-1; this process runs elsewhere";
+  const std::map<std::string, std::string> env = {
+      {"HWLOC_XMLFILE", std::string(WM_TEST_TOPOLOGY_DIR) + "/two_numa_nodes.xml"}, {"WMTEST_PLAN_WORKERS", "1"}};
+  ChildResult r = run_role("plan", env, {"--wm-cpus-per-worker", "1", "--wm-bind", "numa"});
+  ASSERT_TRUE(r.ok()) << r.out;
+  EXPECT_NE(r.out.find("worker 0 cores: 0,1\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("env OMP_NUM_THREADS=1\n"), std::string::npos) << r.out;  // its share, not the node's
+  r = run_role("plan", env, {"--wm-cpus-per-worker", "1"});
+  EXPECT_NE(r.out.find("worker 0 cores: 0\n"), std::string::npos) << r.out;
 }
 
 // ---------------------------------------------------------------- bad input
@@ -666,16 +681,23 @@ int serial_role(int argc, char** argv) {
   return 0;
 }
 
-// devices: the plan for two workers on this (synthetic) machine, or its error.
-int devices_role(int argc, char** argv) {
+// plan: the plan for WMTEST_PLAN_WORKERS workers (2 if unset) on this (synthetic) machine, or its
+// error.
+int plan_role(int argc, char** argv) {
   try {
     wm::WMEnvironment env;
     env.parse_args(argc, argv);
-    const wm::BindingPlan p = wm::binding_plan(env, 2);
+    const char* n = std::getenv("WMTEST_PLAN_WORKERS");
+    const wm::BindingPlan p = wm::binding_plan(env, n != nullptr ? static_cast<unsigned>(std::atoi(n)) : 2u);
     std::fprintf(stderr, "from %s\n", p.gpus_from.c_str());
     for (unsigned i = 0; i < p.workers.size(); ++i)
       std::fprintf(stderr, "worker %u: %s=%s\n", i, p.gpu_variable.c_str(), env_of(p, i)[p.gpu_variable].c_str());
     for (const auto& [name, value] : p.environment.at(0)) std::fprintf(stderr, "env %s=%s\n", name.c_str(), value.c_str());
+    for (const wm::WorkerInfo& w : p.workers) {
+      std::string cores;
+      for (int c : w.cores) cores += (cores.empty() ? "" : ",") + std::to_string(c);
+      std::fprintf(stderr, "worker %d cores: %s\n", w.index, cores.c_str());
+    }
     return 0;
   } catch (const wm::ConfigError& e) {
     std::fprintf(stderr, "ConfigError: %s\n", e.what());
@@ -726,7 +748,7 @@ int main(int argc, char** argv) {
     const std::string r = role;
     if (r != "mpi") unsetenv("WMTEST_BIND_ROLE");
     if (r == "serial") return serial_role(argc, argv);
-    if (r == "devices") return devices_role(argc, argv);
+    if (r == "plan") return plan_role(argc, argv);
     if (r == "mpi") return mpi_role(argc, argv);
     if (r == "node") {
       try {
