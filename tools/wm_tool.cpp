@@ -412,6 +412,19 @@ void require_work_manager(const std::string& name) {
   env.work_manager_name();
 }
 
+// The options every work manager takes besides its own (--n-workers, the GPU and core options), as
+// the core reports them: its settings that are neither the choice of backend nor the backend's.
+std::vector<wm::ConfigEntry> common_options(const std::string& name) {
+  wm::WMEnvironment env;
+  const std::string flag = "--work-manager=" + name;
+  const char* argv[] = {"wm", flag.c_str()};
+  env.parse_args(2, argv);
+  std::vector<wm::ConfigEntry> out;
+  for (auto& e : env.config_report())
+    if (!e.flag.empty() && e.name != "work-manager" && e.name.rfind(name + "-", 0) != 0) out.push_back(std::move(e));
+  return out;
+}
+
 int cmd_info(const Command& c, const std::vector<std::string>& args) {
   po::options_description desc = common_options();
   po::options_description hidden;
@@ -435,6 +448,9 @@ int cmd_info(const Command& c, const std::vector<std::string>& args) {
     Json j;
     j["work_manager"] = plugin_json(p);
     j["core_abi_version"] = abi_text(WM_ABI_VERSION);
+    j["common_options"] = Json::array();
+    for (const auto& e : common_options(p.name))
+      j["common_options"].push_back(Json{{"name", e.name}, {"variable", e.variable}, {"flag", e.flag}});
     j["other_copies"] = Json::array();
     for (const auto* q : others) j["other_copies"].push_back(plugin_json(*q));
     print_json(j);
@@ -456,6 +472,9 @@ int cmd_info(const Command& c, const std::vector<std::string>& args) {
   for (const auto* q : others)
     std::cout << "  other copy    " << escaped(q->path) << ": " << wm::to_string(q->status) << ": "
               << one_line(q->reason) << "\n";
+  std::vector<std::string> common;
+  for (const auto& e : common_options(p.name)) common.push_back(e.flag);
+  std::cout << "  common        " << join(common, ", ") << " (every backend takes them; `wm config --help`)\n";
   return 0;
 }
 

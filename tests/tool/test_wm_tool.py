@@ -161,6 +161,11 @@ class Cli(ToolTest):
                           "flag": "--wm-threads-spin-us", "min": 0})
         processes = self.wm_json(["info", "processes"])["work_manager"]
         self.assertIn("spawns-workers", processes["capabilities"])
+        # wm's own options, which every backend takes, are named too.
+        self.assertIn("--wm-gpus-per-worker", self.wm_ok(["info", "threads"]).stdout)
+        common = {o["name"]: o for o in self.wm_json(["info", "threads"])["common_options"]}
+        self.assertEqual(set(common), {"n-workers", "gpus-per-worker", "gpus", "cpus-per-worker", "bind", "resources"})
+        self.assertEqual(common["bind"]["variable"], "WM_BIND")
         r = run(["info", "thread"])
         self.assertEqual(r.returncode, 1)
         self.assertIn("unknown work manager 'thread'", r.stderr)
