@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   g++ make cmake pkg-config binutils python3
   libboost-dev libboost-program-options-dev libboost-stacktrace-dev
-  libcereal-dev libelf-dev libgtest-dev
+  libcereal-dev libelf-dev libgtest-dev libhwloc-dev
   openmpi-bin libopenmpi-dev
   clang
   libzmq3-dev cppzmq-dev libsodium-dev

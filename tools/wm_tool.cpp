@@ -38,6 +38,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -411,6 +412,19 @@ void require_work_manager(const std::string& name) {
   env.work_manager_name();
 }
 
+// The options every work manager takes besides its own (--n-workers, the GPU and core options), as
+// the core reports them: its settings that are neither the choice of backend nor the backend's.
+std::vector<wm::ConfigEntry> common_options(const std::string& name) {
+  wm::WMEnvironment env;
+  const std::string flag = "--work-manager=" + name;
+  const char* argv[] = {"wm", flag.c_str()};
+  env.parse_args(2, argv);
+  std::vector<wm::ConfigEntry> out;
+  for (auto& e : env.config_report())
+    if (!e.flag.empty() && e.name != "work-manager" && e.name.rfind(name + "-", 0) != 0) out.push_back(std::move(e));
+  return out;
+}
+
 int cmd_info(const Command& c, const std::vector<std::string>& args) {
   po::options_description desc = common_options();
   po::options_description hidden;
@@ -434,6 +448,9 @@ int cmd_info(const Command& c, const std::vector<std::string>& args) {
     Json j;
     j["work_manager"] = plugin_json(p);
     j["core_abi_version"] = abi_text(WM_ABI_VERSION);
+    j["common_options"] = Json::array();
+    for (const auto& e : common_options(p.name))
+      j["common_options"].push_back(Json{{"name", e.name}, {"variable", e.variable}, {"flag", e.flag}});
     j["other_copies"] = Json::array();
     for (const auto* q : others) j["other_copies"].push_back(plugin_json(*q));
     print_json(j);
@@ -455,10 +472,88 @@ int cmd_info(const Command& c, const std::vector<std::string>& args) {
   for (const auto* q : others)
     std::cout << "  other copy    " << escaped(q->path) << ": " << wm::to_string(q->status) << ": "
               << one_line(q->reason) << "\n";
+  std::vector<std::string> common;
+  for (const auto& e : common_options(p.name)) common.push_back(e.flag);
+  std::cout << "  common        " << join(common, ", ") << " (every backend takes them; `wm config --help`)\n";
   return 0;
 }
 
 // ---- wm config ----
+
+// The workers whose plan `wm config` shows, and what they are: --n-workers, else the backend's
+// default as its description says it (serial: one; the others: one per core). An SPMD backend whose
+// processes are its workers (mpi) plans per node: rank i of a node takes worker i's share.
+struct PlanScope {
+  unsigned n = 1;
+  std::string note;
+};
+PlanScope plan_scope(const wm::WMEnvironment& env, const std::string& backend, const wm::PluginInfo* plugin) {
+  PlanScope s;
+  const std::uint64_t caps = plugin != nullptr ? plugin->capabilities : 0;
+  const bool ranks = (caps & WM_CAP_SPMD) != 0 && (caps & WM_CAP_SPAWNS_WORKERS) == 0;
+  if (const unsigned n = env.n_workers(); n != 0) {
+    s.n = n;
+    s.note = "--n-workers";
+  } else if (backend == "serial" || ranks) {
+    s.n = 1;
+    s.note = backend == "serial" ? "serial: this process is worker 0" : "one rank alone (--n-workers N: N ranks a node)";
+  } else {
+    s.n = std::max(1u, std::thread::hardware_concurrency());
+    s.note = "the backend's default: one per core";
+  }
+  if (ranks) s.note += "; each rank takes the share of its node-local rank, itself, before MPI starts";
+  if ((caps & WM_CAP_SPMD) != 0 && !ranks)
+    s.note += "; each node shares out its own devices and cores among its own workers: this is a node's plan";
+  return s;
+}
+
+std::string amount_text(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+Json plan_json(const wm::BindingPlan& p, const PlanScope& scope) {
+  Json j;
+  j["n_workers"] = p.n_workers;
+  j["scope"] = scope.note;
+  j["gpus_from"] = p.gpus_from.empty() ? Json(nullptr) : Json(p.gpus_from);
+  j["gpu_variable"] = p.gpu_variable.empty() ? Json(nullptr) : Json(p.gpu_variable);
+  j["bind"] = p.bind;
+  j["workers"] = Json::array();
+  for (std::size_t i = 0; i < p.workers.size(); ++i) {
+    const wm::WorkerInfo& w = p.workers[i];
+    Json x;
+    x["index"] = w.index;
+    x["gpus"] = w.gpus;
+    x["cores"] = w.cores;
+    x["resources"] = Json::object();
+    for (const auto& r : w.resources) x["resources"][r.name] = r.amount;
+    x["environment"] = Json::object();
+    for (const auto& [name, value] : p.environment[i]) x["environment"][name] = value;
+    j["workers"].push_back(std::move(x));
+  }
+  return j;
+}
+
+void print_plan(const wm::BindingPlan& p, const PlanScope& scope) {
+  std::cout << "binding plan for " << p.n_workers << (p.n_workers == 1 ? " worker" : " workers") << " (" << scope.note
+            << "):\n";
+  if (!p.gpus_from.empty())
+    std::cout << "  devices from " << p.gpus_from << "; each worker's in " << p.gpu_variable << "\n";
+  std::cout << "  cores: " << (p.bind == "none" ? "not bound" : "bound to " + p.bind) << "\n";
+  for (std::size_t i = 0; i < p.workers.size(); ++i) {
+    const wm::WorkerInfo& w = p.workers[i];
+    std::string gpus, cores, resources;
+    for (const auto& g : w.gpus) gpus += (gpus.empty() ? "" : ",") + g;
+    for (int c : w.cores) cores += (cores.empty() ? "" : ",") + std::to_string(c);
+    for (const auto& r : w.resources) resources += (resources.empty() ? "" : " ") + r.name + "=" + amount_text(r.amount);
+    std::cout << "  worker " << w.index << ": gpus " << (gpus.empty() ? "-" : escaped(gpus)) << "; cores "
+              << (cores.empty() ? "-" : cores) << "; " << escaped(resources) << "\n";
+  }
+  if (p.environment.empty() || p.environment[0].empty())
+    std::cout << "  (nothing asked: workers start with this environment and these CPUs as they are)\n";
+}
 
 int cmd_config(const Command& c, const std::vector<std::string>& args) {
   wm::WMEnvironment env;
@@ -471,11 +566,13 @@ int cmd_config(const Command& c, const std::vector<std::string>& args) {
   if (wants_help(vm, c, desc, "\n" + env.help_text())) return 0;
   const auto report = env.config_report();
   const auto warnings = env.warnings();
+  const std::string backend = env.work_manager_name();
+  const wm::PluginInfo* plugin = env.plugin_scan().find(backend);
+  const PlanScope scope = plan_scope(env, backend, plugin);
+  const wm::BindingPlan plan = wm::binding_plan(env, scope.n);
   if (vm.count("json")) {
     // Each value typed as the option is: the common settings by what they are, a backend's options
     // by their declared type.
-    const std::string backend = env.work_manager_name();
-    const wm::PluginInfo* plugin = env.plugin_scan().find(backend);
     Json j;
     j["settings"] = Json::array();
     for (const auto& e : report) {
@@ -484,6 +581,10 @@ int cmd_config(const Command& c, const std::vector<std::string>& args) {
       if (e.name == "n-workers") {
         entry["value"] = e.source == wm::ValueSource::default_value ? Json(nullptr)
                                                                     : typed_value(wm::OptionType::integer, e.value);
+      } else if (e.name == "gpus-per-worker" || e.name == "cpus-per-worker") {
+        entry["value"] = typed_value(wm::OptionType::integer, e.value);
+      } else if (e.name == "gpus" || e.name == "bind" || e.name == "resources") {
+        entry["value"] = e.source == wm::ValueSource::default_value ? Json(nullptr) : Json(e.value);
       } else {
         wm::OptionType type = wm::OptionType::text;
         if (plugin != nullptr)
@@ -496,11 +597,13 @@ int cmd_config(const Command& c, const std::vector<std::string>& args) {
       entry["flag"] = e.flag.empty() ? Json(nullptr) : Json(e.flag);
       j["settings"].push_back(std::move(entry));
     }
+    j["binding"] = plan_json(plan, scope);
     j["warnings"] = text_list(warnings);
     print_json(j);
     return 0;
   }
   std::cout << "effective configuration (command line > environment > default):\n" << env.format_config_report();
+  print_plan(plan, scope);
   if (!warnings.empty()) std::cout << "warnings (a host prints these when it makes this work manager):\n";
   for (const auto& w : warnings) std::cout << "  " << one_line(w) << "\n";
   return 0;

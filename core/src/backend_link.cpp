@@ -183,6 +183,9 @@ const wm_core_services g_services = [] {
   s.set_worker = &svc_set_worker;
   s.list_tasks = &list_tasks;
   s.log = &svc_log;
+  s.worker_environment = &svc_worker_environment;
+  s.bind_worker_thread = &svc_bind_worker_thread;
+  s.worker_resources = &svc_worker_resources;
   return s;
 }();
 

@@ -3,6 +3,7 @@
 // backend options declared in plugin metadata; discovery as data; creating the chosen work
 // manager; the worker role.
 #include "backend_link.hpp"
+#include "binding.hpp"
 #include "internal.hpp"
 #include "log_level.hpp"
 #include "option_value.hpp"
@@ -10,6 +11,7 @@
 
 #include <wm/environment.hpp>
 #include <wm/sdk/abi_version.hpp>
+#include <wm/worker.hpp>
 
 #include <boost/program_options.hpp>
 
@@ -94,6 +96,24 @@ OptionType option_type(std::uint32_t type) {
 
 // Backend options are always prefixed: --wm-threads-spin-us / WM_THREADS_SPIN_US.
 std::string backend_setting(const std::string& backend, const char* option) { return backend + "-" + option; }
+
+// wm's options for GPUs, cores and resources per worker (binding.cpp). Always prefixed, as backend
+// options are (--wm-gpus, WM_GPUS): a host's own --gpus or --bind is left alone.
+struct BindingOption {
+  const char* name;
+  const char* value_name;
+  const char* help;
+  const char* default_text;
+};
+const BindingOption kBindingOptions[] = {
+    {"gpus-per-worker", "N", "GPUs each worker gets, in its CUDA_VISIBLE_DEVICES or the like", "0: none"},
+    {"gpus", "LIST", "the devices to share out, comma-separated, kept as written",
+     "CUDA_VISIBLE_DEVICES or the like if set, else the GPUs hwloc finds"},
+    {"cpus-per-worker", "N", "cores each worker gets, and its OMP_NUM_THREADS", "0: not counted"},
+    {"bind", "MODE", "none, cores or numa: bind each worker to its cores, or to their NUMA node",
+     "cores when cores are counted"},
+    {"resources", "LIST", "what else each worker has: NAME=AMOUNT,... (mem=64e9,license=1)", "none"},
+};
 
 // Runs a step of wm's configuration for the host (parsing, choosing, validating; not loading or
 // creating the backend): a ConfigError or PluginError it throws is marked on its way out, so that a
@@ -484,6 +504,9 @@ void WMEnvironment::add_wm_args(po::options_description& desc) const {
        "of cores)").c_str())(
       ("help-" + arg_prefix).c_str(), po::value<std::string>()->implicit_value("")->value_name("BACKEND"),
       "print wm's options (with =BACKEND, that backend's options in full) and exit");
+  for (const BindingOption& b : kBindingOptions)
+    group.add_options()((arg_prefix + "-" + b.name).c_str(), po::value<std::string>()->value_name(b.value_name),
+                        (std::string(b.help) + " (env " + env_name(b.name) + "; default " + b.default_text + ")").c_str());
   for (const auto& r : impl_->get_scan(*this).raw) {
     if (!r.usable || !impl_->is_allowed(r.meta.name)) continue;
     for (std::uint32_t i = 0; i < r.meta.n_options; ++i) {
@@ -612,6 +635,10 @@ std::string WMEnvironment::help_text() const {
   short_entry(out, arg_flag("n-workers") + " N",
               "number of workers (" + env_name("n-workers") + "; default: the backend's, usually the number of cores)");
   short_entry(out, help_flag + " [BACKEND]", "print this, or a backend's options in full, and exit");
+  out += "\nGPUs, cores and resources of each worker:\n";
+  for (const BindingOption& b : kBindingOptions)
+    short_entry(out, "--" + arg_prefix + "-" + b.name + " " + b.value_name,
+                std::string(b.help) + " (default " + b.default_text + ")");
   // Each backend's options, one entry each: what it does without the asides, and the default.
   const FullScan& scan = impl_->get_scan(*this);
   std::string example;  // a backend option and its variable, for the closing line
@@ -702,6 +729,26 @@ std::string describe_source(const WMEnvironment& env, const std::map<std::string
   return "environment variable " + env.env_name(name);
 }
 }  // namespace
+
+namespace {
+// The GPU, core and resource settings, checked (ConfigError naming the flag or variable and value).
+detail::BindingRequest binding_request(const WMEnvironment& env, const std::map<std::string, std::string>& cli) {
+  return configuration_step([&] {
+    return detail::parse_binding_request([&](const std::string& name) -> std::optional<detail::SettingText> {
+      if (auto it = cli.find(name); it != cli.end())
+        return detail::SettingText{it->second, "option --" + env.arg_prefix + "-" + name};
+      if (const char* v = std::getenv(env.env_name(name).c_str()))
+        return detail::SettingText{v, "environment variable " + env.env_name(name)};
+      return std::nullopt;
+    });
+  });
+}
+}  // namespace
+
+BindingPlan binding_plan(const WMEnvironment& env, unsigned n_workers) {
+  const detail::BindingRequest request = binding_request(env, env.impl_->cli);
+  return configuration_step([&] { return detail::public_plan(request, n_workers); });
+}
 
 template <class T>
 T WMEnvironment::get_val(const std::string& name, const T& default_value) const {
@@ -937,6 +984,13 @@ std::vector<ConfigEntry> WMEnvironment::config_report() const {
                             source_of("n-workers")});
   out.push_back(ConfigEntry{"log-level", kLogLevelVariable, "", checked_log_level(),
                             std::getenv(kLogLevelVariable) ? ValueSource::environment : ValueSource::default_value});
+  (void)binding_request(*this, impl_->cli);  // refuses a malformed value, as n_workers() does
+  for (const BindingOption& b : kBindingOptions) {
+    const auto v = get_val(b.name);
+    const bool count = std::strcmp(b.value_name, "N") == 0;
+    out.push_back(ConfigEntry{b.name, env_name(b.name), "--" + arg_prefix + "-" + b.name,
+                              v ? trim(*v) : count ? std::string("0") : std::string("(not set)"), source_of(b.name)});
+  }
   if (const detail::ScannedPlugin* p = impl_->find(*this, name)) {
     for (const auto& r : resolve_options(*this, impl_->cli, p->meta)) {
       const std::string setting = backend_setting(name, r.name.c_str());
@@ -995,10 +1049,12 @@ std::unique_ptr<WorkManager> WMEnvironment::make_work_manager(const std::string&
   std::string name;
   const detail::ScannedPlugin* p = nullptr;
   std::unique_ptr<detail::BackendConfigStorage> config;
+  detail::BindingRequest binding;
   configuration_step([&] {
     name = impl_->checked_name(*this, backend, "the program ('" + backend + "')");
     const unsigned workers = n_workers();
     checked_log_level();
+    binding = binding_request(*this, impl_->cli);
     p = impl_->find(*this, name);
     if (p == nullptr) throw PluginError("work manager '" + name + "' vanished from the plugin scan");
     for (const auto& w : impl_->warnings_for(*this, &name)) detail::log(WM_LOG_WARNING, "core", w);
@@ -1009,6 +1065,23 @@ std::unique_ptr<WorkManager> WMEnvironment::make_work_manager(const std::string&
                   sdk::abi_version_text(p->meta.abi_version) + ")");
   // Loading, creating and starting the backend: not configuration (their errors propagate as they are).
   auto link = std::make_shared<detail::BackendLink>(*p, std::move(config));
+  // GPUs, cores and resources per worker, planned over the backend's workers now that it says how
+  // many it has; before it starts, so before any of them runs (binding.hpp).
+  configuration_step([&] {
+    const std::uint64_t caps = link->capabilities();
+    if ((caps & WM_CAP_SPMD) != 0 && (caps & WM_CAP_SPAWNS_WORKERS) == 0) {
+      // Every process of the job is a worker (MPI ranks): each takes its node-local rank's share
+      // itself, before the backend starts, so before MPI or the program initialises a GPU.
+      const auto [local, ranks] = detail::node_local_rank();
+      detail::configure_binding(binding, ranks, true);
+      detail::bind_this_process(local, ranks, detail::launcher_rank());
+      return;
+    }
+    const unsigned workers = link->n_workers();
+    detail::configure_binding(binding, workers);
+    // An in-process backend of one worker (serial): this process is that worker.
+    if (link->in_process() && workers == 1) detail::bind_this_process(0, 1, -1);
+  });
   // SPMD backends (every process of the job runs the host program) learn their role as they start;
   // a process that is not the master (an MPI rank > 0, a node) serves here and never returns, as a
   // spawned worker does in serve_if_worker().
@@ -1066,6 +1139,9 @@ void serve_if_worker() {
   const std::string name = backend;
   // Programs this worker starts are not workers themselves.
   unsetenv(WM_ENV_WORKER_BACKEND);
+  // Its cores, devices and resources, from what its master put in its environment: first, so that
+  // everything after runs where it belongs.
+  detail::bind_spawned_worker();
   std::shared_ptr<detail::BackendLink> link;
   try {
     if (const char* libs = std::getenv(WM_ENV_TASK_LIBRARIES)) {

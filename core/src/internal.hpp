@@ -100,4 +100,11 @@ void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer*
 /** Calls visit for every registered task, in name order (wm_core_services.list_tasks). */
 void list_tasks(void (*visit)(void* context, const wm_task_entry* entry), void* context) noexcept;
 
+// ---- GPUs, cores and resources per worker (binding.cpp): the services of ABI 1.1 (wm/abi.h) ----
+void svc_worker_environment(std::int32_t index, std::uint32_t n_workers,
+                            void (*visit)(void* context, const char* name, const char* value), void* context);
+void svc_bind_worker_thread(std::int32_t index, std::uint32_t n_workers);
+std::size_t svc_worker_resources(std::int32_t index, std::uint32_t n_workers, wm_resource_amount* out,
+                                 std::size_t capacity);
+
 }  // namespace wm::detail

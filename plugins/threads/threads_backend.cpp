@@ -119,6 +119,9 @@ class ThreadsBackend final : public wm::sdk::Backend {
     const wm::sdk::WorkerIdentity me{index, static_cast<std::int64_t>(getpid()), -1, {}};
     const wm_worker_identity id = me.c();
     services().set_worker(&id, 0);
+    // Its cores and GPUs (WM_CPUS_PER_WORKER, WM_GPUS_PER_WORKER), and wm::this_worker() on this thread.
+    if (services().struct_size > offsetof(wm_core_services, bind_worker_thread) && services().bind_worker_thread)
+      services().bind_worker_thread(index, n_workers_);
     std::vector<wm_task*> batch;
     for (;;) {
       batch.clear();

@@ -124,7 +124,7 @@ WM_DECLARE_BACKEND(
     zmq, ZmqBackend, "1.0.0",
     "Runs registered tasks on nodes that join over ZeroMQ (TCP between hosts, IPC within one), each with local worker "
     "processes",
-    WM_CAP_REMOTE | WM_CAP_SPMD, WM_REMOTE_ENGINE_OPTIONS,
+    WM_CAP_REMOTE | WM_CAP_SPMD | WM_CAP_SPAWNS_WORKERS, WM_REMOTE_ENGINE_OPTIONS,
     option_string("mode", "master", "master: the host program that submits tasks; node: a process that serves a master "
                   "with --n-workers local workers"),
     option_string("endpoint", "", "master: where to listen (tcp://IFACE:PORT or ipc://PATH; default: every interface, "

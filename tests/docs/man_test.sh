@@ -23,5 +23,6 @@ for command in list info config check; do expect "^   wm $command$"; done
 for flag in --why --names --json --timeout --work-manager --n-workers; do expect "$flag"; done
 expect "^ENVIRONMENT$"
 expect "WM_PLUGIN_PATH"
+expect "WM_GPUS_PER_WORKER"
 expect "^EXIT STATUS$"
 echo "man test: ok"

@@ -74,6 +74,11 @@ expect_has "wm list --" --why --names --json --help
 expect_has "wm check --" --timeout --json --n-workers --work-manager
 expect "wm config --wm-threads-sp" "--wm-threads-spin-us"
 expect "wm check threads --ti" "--timeout"
+# wm's GPU and core options, and the values of --wm-bind.
+expect "wm config --wm-gpus" "--wm-gpus --wm-gpus-per-worker"
+expect "wm config --wm-cpus" "--wm-cpus-per-worker"
+expect "wm config --wm-bind " "cores none numa"
+expect "wm config --wm-bind n" "none numa"
 
 if ((failures > 0)); then
   echo "completion test: FAILED ($failures case(s))" >&2

@@ -161,6 +161,11 @@ class Cli(ToolTest):
                           "flag": "--wm-threads-spin-us", "min": 0})
         processes = self.wm_json(["info", "processes"])["work_manager"]
         self.assertIn("spawns-workers", processes["capabilities"])
+        # wm's own options, which every backend takes, are named too.
+        self.assertIn("--wm-gpus-per-worker", self.wm_ok(["info", "threads"]).stdout)
+        common = {o["name"]: o for o in self.wm_json(["info", "threads"])["common_options"]}
+        self.assertEqual(set(common), {"n-workers", "gpus-per-worker", "gpus", "cpus-per-worker", "bind", "resources"})
+        self.assertEqual(common["bind"]["variable"], "WM_BIND")
         r = run(["info", "thread"])
         self.assertEqual(r.returncode, 1)
         self.assertIn("unknown work manager 'thread'", r.stderr)
@@ -192,6 +197,41 @@ class Cli(ToolTest):
         r = run(["config", "--serial", "--work-manager", "threads"])
         self.assertEqual(r.returncode, 1)
         self.assertIn("(given: --serial, --work-manager threads)", r.stderr)
+
+    def test_config_shows_the_binding_plan(self):
+        env = {"WM_WORK_MANAGER": "processes", "WM_GPUS_PER_WORKER": "1", "CUDA_VISIBLE_DEVICES": "GPU-aaa,MIG-bbb"}
+        data = self.wm_json(["config", "--n-workers", "2", "--wm-resources", "mem=64e9,license=1"], env=env)
+        plan = data["binding"]
+        self.assertEqual(plan["n_workers"], 2)
+        self.assertEqual(plan["gpus_from"], "environment variable CUDA_VISIBLE_DEVICES")
+        self.assertEqual(plan["gpu_variable"], "CUDA_VISIBLE_DEVICES")
+        self.assertEqual([w["gpus"] for w in plan["workers"]], [["GPU-aaa"], ["MIG-bbb"]])
+        self.assertEqual(plan["workers"][1]["environment"]["CUDA_VISIBLE_DEVICES"], "MIG-bbb")
+        self.assertEqual({k: plan["workers"][0]["resources"][k] for k in ("gpu", "mem", "license")},
+                         {"gpu": 1, "mem": 64e9, "license": 1})
+        settings = {s["name"]: s for s in data["settings"]}
+        self.assertEqual(settings["gpus-per-worker"]["value"], 1)
+        self.assertEqual(settings["gpus-per-worker"]["source"], "environment")
+        self.assertEqual(settings["resources"]["flag"], "--wm-resources")
+        self.assertIsNone(settings["gpus"]["value"])
+        out = self.wm_ok(["config", "--n-workers", "2", "--wm-cpus-per-worker", "1"], env=env).stdout
+        self.assertIn("binding plan for 2 workers (--n-workers):", out)
+        self.assertIn("devices from environment variable CUDA_VISIBLE_DEVICES; each worker's in CUDA_VISIBLE_DEVICES",
+                      out)
+        self.assertRegex(out, r"worker 1: gpus MIG-bbb; cores \d+; cpu=1 gpu=1")
+        # A plan that cannot be made is the error a host would get.
+        r = run(["config", "--n-workers", "3"], env=env)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("environment variable WM_GPUS_PER_WORKER='1' for 3 workers needs 3 GPUs, and environment "
+                      "variable CUDA_VISIBLE_DEVICES='GPU-aaa,MIG-bbb' lists 2", r.stderr)
+        r = run(["config", "--wm-bind", "sockets"])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("option --wm-bind='sockets' is not a binding", r.stderr)
+        # Listed with wm's options.
+        for args in (["config", "--help"], ["config", "--help-wm"]):
+            out = self.wm_ok(args).stdout
+            for flag in ("--wm-gpus-per-worker", "--wm-gpus", "--wm-cpus-per-worker", "--wm-bind", "--wm-resources"):
+                self.assertIn(flag, out, args)
 
     def test_log_level(self):
         r = run(["config"], env={"WM_LOG_LEVEL": "bogus"})

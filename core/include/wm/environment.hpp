@@ -36,6 +36,8 @@ class variables_map;
 
 namespace wm {
 
+struct BindingPlan;  // <wm/worker.hpp>
+
 /** Where a configuration value came from. */
 enum class ValueSource { default_value, environment, command_line };
 const char* to_string(ValueSource source) noexcept;
@@ -225,6 +227,7 @@ class WMEnvironment {
 
  private:
   friend void serve_if_worker();
+  friend BindingPlan binding_plan(const WMEnvironment& env, unsigned n_workers);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// wm/wm.hpp: work managers, futures, waiting, environment, errors and version, in one include.
+// wm/wm.hpp: work managers, futures, waiting, environment, errors, version and this_worker(), in
+// one include.
 //
 // Light on purpose: it includes no serialization library. Where tasks are declared (WM_TASK) or
 // calls are bound (wm::task, submit(fn, args...), submit<R>("name", args...)), include
@@ -12,3 +13,4 @@
 #include <wm/future_watcher.hpp>
 #include <wm/version.hpp>
 #include <wm/work_manager.hpp>
+#include <wm/worker.hpp>

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -160,7 +161,7 @@ void LocalProcesses::start(TransportHost& host) {
 }
 
 bool LocalProcesses::launch(WorkerId id, const WorkerSetup& setup) {
-  spawn(*slots_.at(id), setup);
+  spawn(id, *slots_.at(id), setup);
   return true;
 }
 
@@ -177,9 +178,33 @@ void LocalProcesses::snapshot_environment() {
   if (!libs.empty()) env_base_.push_back(std::string(WM_ENV_TASK_LIBRARIES "=") + libs);
 }
 
+namespace {
+
+// What the core sets in the environment of worker `slot` of n (its GPUs, cores, thread counts),
+// as NAME=VALUE, in place of what the host's environment has for those names. The slot, not the
+// worker's index: a node's workers are indexed in the whole job, and the node shares out its own
+// devices among its own workers.
+std::vector<std::string> core_environment(const wm_core_services* services, WorkerId slot, unsigned n) {
+  std::vector<std::string> out;
+  if (services == nullptr ||
+      services->struct_size < offsetof(wm_core_services, worker_environment) + sizeof services->worker_environment ||
+      services->worker_environment == nullptr)
+    return out;
+  services->worker_environment(
+      static_cast<std::int32_t>(slot), n,
+      [](void* context, const char* name, const char* value) {
+        if (name != nullptr && *name != '\0' && std::strchr(name, '=') == nullptr && value != nullptr)
+          static_cast<std::vector<std::string>*>(context)->push_back(std::string(name) + "=" + value);
+      },
+      &out);
+  return out;
+}
+
+}  // namespace
+
 // Starts the process of a slot. Runs on the engine's thread only: the parent-death signal of a
 // worker follows the thread that created it, and that thread lives until every worker is reaped.
-void LocalProcesses::spawn(Slot& s, const WorkerSetup& setup) {
+void LocalProcesses::spawn(WorkerId id, Slot& s, const WorkerSetup& setup) {
   auto failed = [](const std::string& what) {
     return std::runtime_error("could not be started: " + what + ": " + std::strerror(errno));
   };
@@ -208,6 +233,20 @@ void LocalProcesses::spawn(Slot& s, const WorkerSetup& setup) {
                           "); its bytes go through the socket");
 
   std::vector<std::string> env = env_base_;
+  const std::vector<std::string> own = core_environment(options_.services, id, options_.n_workers);
+  if (!own.empty()) {
+    // The core's values replace the host's of the same names.
+    auto same_name = [](const std::string& a, const std::string& b) {
+      return a.compare(0, a.find('=') + 1, b, 0, b.find('=') + 1) == 0;
+    };
+    env.erase(std::remove_if(env.begin(), env.end(),
+                             [&](const std::string& e) {
+                               return std::any_of(own.begin(), own.end(),
+                                                  [&](const std::string& o) { return same_name(e, o); });
+                             }),
+              env.end());
+    env.insert(env.end(), own.begin(), own.end());
+  }
   env.push_back(std::string(WM_ENV_WORKER_ARG "=fd=") + std::to_string(kChannelFd) + ",ppid=" +
                 std::to_string(getpid()) + ",shm=" + (options_.shared_memory ? "1" : "0") +
                 ",ring=" + std::to_string(s.use_ring ? kRingFd : -1));

@@ -74,12 +74,18 @@ class UpLink final : public Port, public WorkerLinkEvents {
   void broken(const std::string& why) override;
 };
 
+// The node's own workers get their share of the node's own GPUs and cores (the core plans over them).
+LocalProcessOptions with_services(LocalProcessOptions o, const wm_core_services& services) {
+  if (o.services == nullptr) o.services = &services;
+  return o;
+}
+
 class Relay final : public MasterLinkEvents {
  public:
   Relay(Uplink& uplink, LocalProcessOptions local, const wm_core_services& services, const EngineOptions& options,
         Log log)
       : uplink_(uplink),
-        local_options_(std::move(local)),
+        local_options_(with_services(std::move(local), services)),
         options_(options),
         log_(std::move(log)),
         large_(static_cast<std::size_t>(services.large_payload_bytes)),

@@ -32,6 +32,7 @@ LocalProcessOptions RemoteBackend::local_processes(unsigned n) const {
   o.n_workers = n;
   o.host_program = config().host_program != nullptr ? config().host_program : "";
   o.worker_backend = name();
+  o.services = &services();
   for (std::size_t i = 0; i < config().n_task_libraries; ++i) o.task_libraries.emplace_back(config().task_libraries[i]);
   return o;
 }

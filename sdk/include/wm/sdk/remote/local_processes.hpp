@@ -29,6 +29,10 @@ struct LocalProcessOptions {
   std::string worker_backend;  // WM_WORKER_BACKEND of the workers: the backend that serves in them
   std::vector<std::string> task_libraries;
   bool shared_memory = true;  // large payloads through shared regions, bytes through rings
+  /** The core's services: each worker's environment gets what worker_environment says for it (its
+   *  GPUs, cores, thread counts: WM_GPUS_PER_WORKER, WM_CPUS_PER_WORKER, ...). nullptr, or a core
+   *  older than ABI 1.1: nothing is added. */
+  const wm_core_services* services = nullptr;
 };
 
 /** @brief The master side: worker processes of the host program (see the file comment). */
@@ -60,7 +64,7 @@ class LocalProcesses final : public Transport {
   struct Slot;
 
  private:
-  void spawn(Slot& s, const WorkerSetup& setup);
+  void spawn(WorkerId id, Slot& s, const WorkerSetup& setup);
   void read_worker(WorkerId id, Slot& s, bool drain, int& events);
   bool read_ring(WorkerId id, Slot& s, int& events);
   bool scan_rings(int& events, bool& all_rings);
