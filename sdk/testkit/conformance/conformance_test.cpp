@@ -896,6 +896,10 @@ TEST_P(Conformance, ATaskThatNeedsWhatNoWorkerHasFailsAtSubmitWithResourceError)
     EXPECT_NE(std::string(e.what()).find("it needs conformance-license=1"), std::string::npos) << e.what();
   }
   EXPECT_EQ(wm_->submit(wmtest::square, 4).get_result(), 16) << "the others are not affected";
+  // Every worker has at least one core it may run on ("cpu"), bound or not.
+  auto one_core = wm_->submit(wm::task(wmtest::square, 5).needs({{"cpu", 1}}));
+  expect_done(one_core);
+  EXPECT_EQ(one_core.get_result(), 25);
   // Bad needs are refused where they are written.
   EXPECT_THROW(wm::task(wmtest::square, 1).needs({{"GPU", 1}}), wm::Error);
   EXPECT_THROW(wm::task(wmtest::square, 1).needs({{"gpu", 0}}), wm::Error);
