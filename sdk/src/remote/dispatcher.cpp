@@ -130,6 +130,7 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
   void force(WorkerId id, Worker& w);
   void dispatch();
   void dispatch_placed(Clock::time_point now);
+  bool next_room(std::size_t pf, std::size_t waiting, WorkerId& id, std::size_t& take);
   bool next_for(const Worker& w, Job& out);
   bool covers(Placement& p, std::uint32_t kind);
   void enqueue(Job j, bool front);
@@ -524,18 +525,11 @@ void Dispatcher::Impl::dispatch() {
   if (ready_.empty()) return;
   const std::size_t pf = prefetch();
   const auto now = Clock::now();
-  while (!ready_.empty() && !room_.empty()) {
-    const WorkerId id = room_.front();
-    room_.pop_front();
+  WorkerId id;
+  std::size_t room;
+  while (!ready_.empty() && next_room(pf, ready_.size(), id, room)) {
     Worker& w = workers_[id];
-    --w.room_places;
-    if (!usable(id, w)) continue;
-    const std::size_t limit = w.window + pf;
-    if (w.inflight.size() >= limit) continue;
-    // A share: never more than the room, and near the end of the queue not more than a fair part
-    // of it, so no worker sits on a backlog while another idles.
-    const std::size_t share = std::max<std::size_t>(1, ready_.size() / std::max<std::size_t>(1, ready_count_));
-    const std::size_t take = std::min({limit - w.inflight.size(), share, ready_.size()});
+    const std::size_t take = std::min(room, ready_.size());
     for (std::size_t k = 0; k < take && usable(id, w); ++k) {
       const Job j = ready_.front();
       ready_.pop_front();
@@ -543,6 +537,25 @@ void Dispatcher::Impl::dispatch() {
     }
     if (usable(id, w) && w.inflight.size() <= w.window) offer_room(id, w);
   }
+}
+
+// The next worker in the room that can take tasks now, and how many: its room, and, near the end of
+// the `waiting` tasks, not more than a fair part of them (no worker sits on a backlog while another
+// idles). False once the room is empty.
+bool Dispatcher::Impl::next_room(std::size_t pf, std::size_t waiting, WorkerId& id, std::size_t& take) {
+  while (!room_.empty()) {
+    id = room_.front();
+    room_.pop_front();
+    Worker& w = workers_[id];
+    --w.room_places;
+    if (!usable(id, w)) continue;
+    const std::size_t limit = w.window + pf;
+    if (w.inflight.size() >= limit) continue;
+    const std::size_t share = std::max<std::size_t>(1, waiting / std::max<std::size_t>(1, ready_count_));
+    take = std::min(limit - w.inflight.size(), share);
+    return true;
+  }
+  return false;
 }
 
 // With tasks that need resources waiting: each worker with room takes, in submit order, the tasks
@@ -554,16 +567,10 @@ void Dispatcher::Impl::dispatch_placed(Clock::time_point now) {
   placed_stale_ = false;
   const std::size_t pf = prefetch();
   skipped_.clear();
-  while (ready_total() != 0 && !room_.empty()) {
-    const WorkerId id = room_.front();
-    room_.pop_front();
+  WorkerId id;
+  std::size_t take;
+  while (ready_total() != 0 && next_room(pf, ready_total(), id, take)) {
     Worker& w = workers_[id];
-    --w.room_places;
-    if (!usable(id, w)) continue;
-    const std::size_t limit = w.window + pf;
-    if (w.inflight.size() >= limit) continue;
-    const std::size_t share = std::max<std::size_t>(1, ready_total() / std::max<std::size_t>(1, ready_count_));
-    const std::size_t take = std::min(limit - w.inflight.size(), share);
     std::size_t sent = 0;
     Job j{};
     while (sent < take && usable(id, w) && next_for(w, j)) {
