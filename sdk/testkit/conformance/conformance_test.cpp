@@ -749,11 +749,28 @@ TEST_P(Conformance, CancelledBeforeItStartsATaskNeverRunsAndItsCallbacksRunOnce)
   char dir[] = "/tmp/wm_cancel_XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
   const std::string gate = std::string(dir) + "/open";
-  // Every worker busy until the gate opens (remote workers also take a task or two ahead), then
-  // tasks that leave a file when they run.
+  struct Opener {  // the gate opens however the test ends: no worker waits out its limit
+    std::string path;
+    bool open = false;
+    void operator()() {
+      if (!open) std::ofstream(path) << "open\n";
+      open = true;
+    }
+    ~Opener() { (*this)(); }
+  } opener{gate};
+  // Every worker busy until the gate opens, each blocker sent once the one before it runs (workers
+  // take tasks ahead: a threads worker a batch, a remote one its window), then tasks that leave a
+  // file when they run.
   std::vector<wm::Future<int>> blockers;
-  if (backend_ != "serial")
-    for (unsigned i = 0; i < wm_->n_workers(); ++i) blockers.push_back(wm_->submit(wmtest::wait_for_file, gate, 30000));
+  for (unsigned i = 0; backend_ != "serial" && i < wm_->n_workers(); ++i) {
+    const std::string started = std::string(dir) + "/blocker" + std::to_string(i);
+    blockers.push_back(wm_->submit(wmtest::touch_then_wait, started, gate, 30000));
+    const auto limit = std::chrono::steady_clock::now() + 30s;
+    while (access(started.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < limit)
+      std::this_thread::sleep_for(1ms);
+    ASSERT_EQ(access(started.c_str(), F_OK), 0) << "blocker " << i << " did not start within 30 s";
+    std::remove(started.c_str());
+  }
   const int n = static_cast<int>(4 * wm_->n_workers() + 40);
   std::vector<wm::Future<int>> futures;
   std::vector<std::shared_ptr<std::atomic<int>>> calls;
@@ -779,7 +796,7 @@ TEST_P(Conformance, CancelledBeforeItStartsATaskNeverRunsAndItsCallbacksRunOnce)
     ASSERT_TRUE(info.has_value());
     EXPECT_EQ(info->kind, wm::FailureKind::cancelled);
   }
-  { std::ofstream(gate) << "open\n"; }
+  opener();
   for (auto& b : blockers) expect_done(b);
   for (int i = 0; i < n; ++i) {
     expect_done(futures[i]);

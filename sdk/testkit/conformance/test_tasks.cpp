@@ -36,6 +36,10 @@ int touch_then_sleep(std::string path, int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return 1;
 }
+int touch_then_wait(std::string started, std::string gate, int limit_ms) {
+  { std::ofstream(started) << "started\n"; }
+  return wait_for_file(std::move(gate), limit_ms);
+}
 int throw_runtime(std::string message) { throw std::runtime_error(message); }
 int throw_int(int value) { throw value; }
 std::int64_t where_pid() { return static_cast<std::int64_t>(getpid()); }
@@ -84,6 +88,7 @@ WM_TASK(wmtest::echo);
 WM_TASK(wmtest::sleep_then);
 WM_TASK(wmtest::wait_for_file);
 WM_TASK(wmtest::touch_then_sleep);
+WM_TASK(wmtest::touch_then_wait);
 WM_TASK(wmtest::throw_runtime);
 WM_TASK(wmtest::throw_int);
 WM_TASK(wmtest::where_pid);

@@ -19,6 +19,7 @@ std::string echo(std::string s);
 int sleep_then(int ms, int value);          // sleeps ms milliseconds, returns value
 int wait_for_file(std::string path, int limit_ms);  // 1 once path exists, 0 if it did not within limit_ms
 int touch_then_sleep(std::string path, int ms);  // creates path (it started), sleeps ms, returns 1
+int touch_then_wait(std::string started, std::string gate, int limit_ms);  // creates started, then wait_for_file(gate)
 int throw_runtime(std::string message);     // throws std::runtime_error(message)
 int throw_int(int value);                   // throws value (not a std::exception)
 std::int64_t where_pid();                   // getpid() of the process running it
