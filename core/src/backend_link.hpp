@@ -6,6 +6,7 @@
 
 #include <wm/abi.h>
 #include <wm/environment.hpp>
+#include <wm/stats.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -69,6 +70,10 @@ class BackendLink : public std::enable_shared_from_this<BackendLink> {
   bool stop_running(TaskState* s);
   /** Number by which tasks name this link (TaskState::link_id; link_registry). */
   std::uint32_t id() const noexcept { return id_; }
+  /** A snapshot: the core's counts, and the backend's totals and workers (WorkManager::stats()). */
+  Stats stats();
+  /** What the core counts for this work manager. */
+  LinkStats& counters() noexcept { return *stats_; }
 
  private:
   const std::string* name_;
@@ -81,6 +86,9 @@ class BackendLink : public std::enable_shared_from_this<BackendLink> {
   std::atomic<bool> stopping_{false};
   std::uint32_t id_ = 0;
   std::atomic<bool> registered_{false};  // in the link registry (at its first submit)
+  // Tasks point at it until they finish, which is before the backend is destroyed; shared with the
+  // thread that destroys a backend let go of inside a task.
+  std::shared_ptr<LinkStats> stats_;
 };
 
 /** The core's service table handed to every backend. */

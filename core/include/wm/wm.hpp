@@ -10,5 +10,6 @@
 #include <wm/errors.hpp>
 #include <wm/future.hpp>
 #include <wm/future_watcher.hpp>
+#include <wm/stats.hpp>
 #include <wm/version.hpp>
 #include <wm/work_manager.hpp>

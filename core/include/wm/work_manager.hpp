@@ -39,6 +39,8 @@
 
 namespace wm {
 
+struct Stats;  // <wm/stats.hpp>
+
 namespace detail {
 class BackendLink;
 
@@ -152,6 +154,9 @@ class WorkManager {
   unsigned n_workers() const;
   /** True if tasks run in this process (so lambdas are accepted). */
   bool runs_in_process() const noexcept;
+  /** What it is doing: tasks by outcome, queue, rate, each worker and the task it runs
+   *  (<wm/stats.hpp>). Cheap enough to call ten times a second during a run; from any thread. */
+  Stats stats() const;
 
   /** Submits a bound call (see wm::task). */
   template <class R>

@@ -35,6 +35,7 @@ namespace wm::detail {
 struct RegisteredTask;
 struct TaskState;
 struct Needs;  // what a task needs of a worker (TaskSpec::needs); core/src/internal.hpp
+class LinkStats;  // what the core counts for a work manager; core/src/link_stats.hpp
 
 /** Something told once when a task finishes (watchers, as_completed, callbacks). */
 class Listener {
@@ -110,6 +111,9 @@ struct TaskState {
   // Backend link the task was submitted to (link_registry), for cancel(kill_running); 0: none.
   std::uint32_t link_id = 0;
   Needs* needs = nullptr;  // owned; null: needs nothing
+  // The counters of the work manager it was submitted to (set at submit; that work manager's
+  // backend finishes it before it is destroyed); null: not submitted.
+  LinkStats* link_stats = nullptr;
 
   std::uint32_t status() const noexcept { return word.load(std::memory_order_acquire) & status_mask; }
   bool done() const noexcept { return status() != pending; }

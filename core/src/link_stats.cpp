@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: MIT
+// link_stats.cpp: the core's counts for each work manager (see link_stats.hpp), and the text of a
+// snapshot (format_stats).
+#include "link_stats.hpp"
+
+#include "internal.hpp"
+
+#include <wm/task.hpp>
+
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+
+namespace wm::detail {
+
+std::int64_t coarse_ns() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+std::int64_t steady_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+namespace {
+constexpr auto relaxed = std::memory_order_relaxed;
+// A timed task at least this long is timed again at the next one: tasks are not tiny any more.
+constexpr std::int64_t kLongTaskNs = 20000;
+constexpr std::int32_t kMostUntimed = 64;
+// The rate is over this much of the past.
+constexpr std::int64_t kRateWindowNs = 10'000'000'000;
+constexpr std::size_t kRecentFailures = 20;
+constexpr std::size_t kMessageLimit = 500;
+
+std::atomic<unsigned> g_next_shard{0};
+}  // namespace
+
+// ---------------------------------------------------------------- WorkerMeter
+
+void WorkerMeter::begin(const char* name, std::uint64_t seq) noexcept {
+  task_name.store(name, relaxed);
+  task_seq.store(seq, relaxed);
+  const std::int32_t left = countdown.load(relaxed) - 1;
+  if (left > 0 && !reread.load(relaxed)) {
+    countdown.store(left, relaxed);
+    timed.store(false, relaxed);
+    task_start.store(last_read.load(relaxed), relaxed);
+    return;
+  }
+  if (reread.load(relaxed)) {
+    reread.store(false, relaxed);
+    every.store(1, relaxed);
+  }
+  const std::int64_t now = coarse_ns();
+  task_start.store(now, relaxed);
+  last_read.store(now, relaxed);
+  timed.store(true, relaxed);
+  countdown.store(every.load(relaxed), relaxed);
+  if (first.load(relaxed) == 0) first.store(now, relaxed);
+}
+
+void WorkerMeter::end() noexcept {
+  done.store(done.load(relaxed) + 1, relaxed);
+  if (timed.load(relaxed)) {
+    const std::int64_t now = coarse_ns();
+    const std::int64_t took = now - task_start.load(relaxed);
+    const std::int32_t stands_for = every.load(relaxed);
+    // The timed task stands for the untimed ones that follow it until the next reading.
+    busy.store(busy.load(relaxed) + took * stands_for, relaxed);
+    every.store(took >= kLongTaskNs ? 1 : std::min(2 * stands_for, kMostUntimed), relaxed);
+    last_read.store(now, relaxed);
+  }
+  task_seq.store(0, relaxed);
+}
+
+namespace {
+thread_local MeteredRun t_run;
+}  // namespace
+
+MeteredRun begin_metered(TaskState* s) noexcept {
+  const MeteredRun before = t_run;
+  WorkerMeter* m = s->link_stats != nullptr ? s->link_stats->meter(worker_index()) : nullptr;
+  if (m != nullptr) m->begin(s->registered != nullptr ? s->registered->name : nullptr, s->sequence);
+  t_run = MeteredRun{m, m != nullptr ? s : nullptr};
+  return before;
+}
+
+void finished_meter(const TaskState* s) noexcept {
+  if (t_run.task != s || s == nullptr) return;
+  t_run.meter->end();
+  t_run.task = nullptr;
+}
+
+void end_metered(const MeteredRun& before) noexcept {
+  if (t_run.task != nullptr) t_run.meter->end();
+  t_run = before;
+}
+
+// ---------------------------------------------------------------- LinkStats
+
+LinkStats::LinkStats(const std::string& backend)
+    : backend_(backend), started_ns_(steady_ns()), meters_(new std::atomic<WorkerMeter*>[kMeterChunks]) {
+  for (unsigned i = 0; i < kMeterChunks; ++i) meters_[i].store(nullptr, relaxed);
+  history_.emplace_back(started_ns_, 0);
+}
+
+LinkStats::~LinkStats() {
+  for (unsigned i = 0; i < kMeterChunks; ++i) delete[] meters_[i].load(std::memory_order_acquire);
+}
+
+LinkStats::Shard& LinkStats::shard() noexcept {
+  // Each thread counts in a shard of its own (while there are no more threads than shards): no
+  // cache line goes back and forth between workers finishing tasks at once.
+  thread_local const unsigned mine = g_next_shard.fetch_add(1, relaxed) % kShards;
+  return shards_[mine];
+}
+
+void LinkStats::finishing(const TaskState* s, std::uint32_t status, bool undo) noexcept {
+  Shard& sh = shard();
+  const std::int64_t one = undo ? -1 : 1;
+  if (status == TaskState::succeeded) {
+    sh.completed.fetch_add(one, relaxed);
+    return;
+  }
+  const ErrorInfo* info = s->failure != nullptr && s->failure->info ? &*s->failure->info : nullptr;
+  const FailureKind kind = info != nullptr ? info->kind : FailureKind::backend;
+  (kind == FailureKind::cancelled ? sh.cancelled : sh.failed).fetch_add(one, relaxed);
+  const auto k = static_cast<std::size_t>(kind);
+  if (k < kFailureKinds) by_kind_[k].fetch_add(one, relaxed);
+  if (undo) return;
+  try {
+    const std::int32_t worker = info != nullptr ? info->worker_index : -1;
+    Recent r{info != nullptr ? info->task_name : s->display_name(), s->sequence, kind,
+             info != nullptr ? info->message.substr(0, kMessageLimit) : std::string("(not recorded: out of memory)"),
+             worker, steady_ns()};
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (worker >= 0) ++failures_by_worker_[worker];
+    recent_.push_back(std::move(r));
+    if (recent_.size() > kRecentFailures) recent_.pop_front();
+  } catch (...) {
+    // Out of memory: the failure is counted, not described.
+  }
+}
+
+WorkerMeter* LinkStats::meter(std::int32_t index) noexcept {
+  if (index < 0) return nullptr;
+  const auto chunk = static_cast<unsigned>(index) / kMeterChunk;
+  if (chunk >= kMeterChunks) return nullptr;
+  WorkerMeter* p = meters_[chunk].load(std::memory_order_acquire);
+  if (p == nullptr) {
+    WorkerMeter* fresh = new (std::nothrow) WorkerMeter[kMeterChunk];
+    if (fresh == nullptr) return nullptr;
+    if (meters_[chunk].compare_exchange_strong(p, fresh, std::memory_order_acq_rel))
+      p = fresh;
+    else
+      delete[] fresh;  // another worker of the chunk made it first
+  }
+  return &p[static_cast<unsigned>(index) % kMeterChunk];
+}
+
+double LinkStats::uptime() const noexcept { return double(steady_ns() - started_ns_) * 1e-9; }
+
+void LinkStats::fill(Stats& out) {
+  std::int64_t submitted = 0, completed = 0, failed = 0, cancelled = 0;
+  for (const Shard& sh : shards_) {
+    submitted += sh.submitted.load(relaxed);
+    completed += sh.completed.load(relaxed);
+    failed += sh.failed.load(relaxed);
+    cancelled += sh.cancelled.load(relaxed);
+  }
+  auto count = [](std::int64_t v) { return static_cast<std::uint64_t>(std::max<std::int64_t>(v, 0)); };
+  out.backend = backend_;
+  out.pid = static_cast<std::int64_t>(getpid());
+  out.uptime_seconds = uptime();
+  out.submitted = count(submitted);
+  out.completed = count(completed);
+  out.failed = count(failed);
+  out.cancelled = count(cancelled);
+  for (std::size_t k = 0; k < kFailureKinds; ++k) out.failed_by_kind[k] = count(by_kind_[k].load(relaxed));
+
+  const std::int64_t now = steady_ns();
+  const std::uint64_t finished = out.finished();
+  std::lock_guard<std::mutex> lock(mutex_);
+  // The rate: from the newest snapshot at least 10 s old (or the oldest there is) to now. One
+  // sample older than the window is kept; samples come at most twice a second.
+  while (history_.size() > 1 && history_[1].first <= now - kRateWindowNs) history_.pop_front();
+  const auto& [then, finished_then] = history_.front();
+  out.rate_seconds = double(now - then) * 1e-9;
+  out.tasks_per_second =
+      out.rate_seconds > 0 ? double(finished - std::min(finished, finished_then)) / out.rate_seconds : 0;
+  if (now - history_.back().first >= 500'000'000) history_.emplace_back(now, finished);
+  out.recent_failures.clear();
+  for (const Recent& r : recent_) {
+    FailureNote n;
+    n.task_name = r.task_name;
+    n.task_id = task_uuid_of(r.sequence);
+    n.kind = r.kind;
+    n.message = r.message;
+    n.worker_index = r.worker;
+    n.seconds_ago = double(now - r.at_ns) * 1e-9;
+    out.recent_failures.push_back(std::move(n));
+  }
+}
+
+std::uint64_t LinkStats::failures_of(std::int32_t index) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = failures_by_worker_.find(index);
+  return it == failures_by_worker_.end() ? 0 : it->second;
+}
+
+void LinkStats::fill_meters(Stats& out, unsigned n_workers) {
+  const std::int64_t now = coarse_ns();
+  const std::int64_t pid = static_cast<std::int64_t>(getpid());
+  for (unsigned i = 0; i < n_workers; ++i) {
+    WorkerStats w;
+    w.index = static_cast<std::int32_t>(i);
+    w.pid = pid;
+    w.host = host_name();
+    w.state = WorkerState::idle;
+    if (WorkerMeter* m = meter(w.index)) {
+      const std::uint64_t seq = m->task_seq.load(relaxed);
+      const char* name = m->task_name.load(relaxed);
+      const std::int64_t start = m->task_start.load(relaxed);
+      w.tasks_done = m->done.load(relaxed);
+      const std::int64_t first = m->first.load(relaxed);
+      w.up_seconds = first != 0 ? double(now - first) * 1e-9 : 0;
+      w.busy_seconds = std::min(double(m->busy.load(relaxed)) * 1e-9, w.up_seconds);
+      if (seq != 0) {
+        w.state = WorkerState::busy;
+        w.in_flight = 1;
+        w.task_sequence = seq;
+        w.task_name = name != nullptr ? name : "<unregistered callable>";
+        w.task_id = task_uuid_of(seq);
+        w.task_seconds = std::max(0.0, double(now - start) * 1e-9);
+        // Seen running a while: its successor's start is read, not guessed from an earlier reading.
+        if (w.task_seconds > 0.01) m->reread.store(true, relaxed);
+        w.busy_seconds = std::min(w.busy_seconds + w.task_seconds, w.up_seconds);
+      }
+      w.busy_fraction = w.up_seconds > 0 ? w.busy_seconds / w.up_seconds : 0;
+    }
+    out.workers.push_back(std::move(w));
+  }
+}
+
+}  // namespace wm::detail
+
+namespace wm {
+
+const char* to_string(WorkerState state) noexcept {
+  switch (state) {
+    case WorkerState::starting: return "starting";
+    case WorkerState::idle: return "idle";
+    case WorkerState::busy: return "busy";
+    case WorkerState::lost: return "lost";
+  }
+  return "idle";
+}
+
+namespace {
+std::string seconds(double s) {
+  char buf[48];
+  if (s < 60)
+    std::snprintf(buf, sizeof buf, "%.1f s", s);
+  else if (s < 3600)
+    std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%dh%02dm", int(s) / 3600, int(s) / 60 % 60);
+  return buf;
+}
+std::string percent(double f) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%.0f%%", 100 * f);
+  return buf;
+}
+}  // namespace
+
+std::string format_stats(const Stats& s) {
+  std::string out = "work manager '" + s.backend + "' (pid " + std::to_string(s.pid) + "), up " +
+                    seconds(s.uptime_seconds) + ":\n";
+  char rate[32];
+  std::snprintf(rate, sizeof rate, "%.1f", s.tasks_per_second);
+  out += "  tasks: " + std::to_string(s.submitted) + " submitted, " + std::to_string(s.completed) + " completed, " +
+         std::to_string(s.failed) + " failed";
+  std::string kinds;
+  for (std::size_t k = 0; k < kFailureKinds; ++k)
+    if (s.failed_by_kind[k] != 0 && static_cast<FailureKind>(k) != FailureKind::cancelled)
+      kinds += (kinds.empty() ? "" : ", ") + std::to_string(s.failed_by_kind[k]) + " " +
+               to_string(static_cast<FailureKind>(k));
+  if (!kinds.empty()) out += " (" + kinds + ")";
+  out += ", " + std::to_string(s.cancelled) + " cancelled, " + std::to_string(s.retried) + " retried; " +
+         std::to_string(s.queued) + " queued, " + std::to_string(s.in_flight) + " in flight; " + rate + " tasks/s\n";
+  if (s.bytes_sent != 0 || s.bytes_received != 0)
+    out += "  bytes: " + std::to_string(s.bytes_sent) + " sent, " + std::to_string(s.bytes_received) + " received\n";
+  if (!s.workers_note.empty()) out += "  workers: " + s.workers_note + "\n";
+  for (const WorkerStats& w : s.workers) {
+    out += "  worker " + std::to_string(w.index);
+    std::string where;
+    if (w.rank >= 0) where += "rank " + std::to_string(w.rank) + ", ";
+    if (w.pid != 0) where += "pid " + std::to_string(w.pid);
+    if (!w.host.empty() && w.host != detail::host_name()) where += " on " + w.host;
+    if (!where.empty()) out += " (" + where + ")";
+    out += std::string(": ") + to_string(w.state) + ", " + std::to_string(w.tasks_done) + " done, " +
+           std::to_string(w.tasks_failed) + " failed, " + std::to_string(w.restarts) + " restarts, busy " +
+           percent(w.busy_fraction);
+    if (w.running())
+      out += "; running '" + w.task_name + "' (task " + w.task_id + ") for " + seconds(w.task_seconds);
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace wm
