@@ -2,6 +2,7 @@
 // backend_link.cpp: loading the chosen backend plugin, the core's service table, and WorkManager.
 #include "backend_link.hpp"
 
+#include "console.hpp"
 #include "internal.hpp"
 #include "link_stats.hpp"
 
@@ -53,9 +54,12 @@ void svc_execute(wm_task* t) {
   TaskState* s = state_of(t);
   if (claim_start(s)) {
     // On the meter of the worker this thread is (set_worker): the task it runs, for stats().
-    const MeteredRun before = begin_metered(s);
-    execute_local(s);
-    end_metered(before);
+    if (begin_metered(s)) {
+      execute_local(s);
+      end_metered();
+    } else {
+      execute_local(s);
+    }
   }
   intrusive_ptr_release(s);
 }
@@ -409,6 +413,8 @@ BackendLink::BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendCon
 }
 
 BackendLink::~BackendLink() {
+  // The dashboard's requests call into this link: they are over before it goes.
+  watch_.reset();
   if (registered_.load()) {
     LinkRegistry& r = link_registry();
     std::lock_guard<std::mutex> lock(r.mutex);
@@ -460,6 +466,17 @@ void BackendLink::shutdown(std::uint32_t flags) {
   wm_error err{};
   if (call_plugin(*name_, "shutdown()", [&] { return desc_->shutdown(instance_, flags, &err); }) != 0)
     throw PluginError("work manager '" + *name_ + "' failed to shut down cleanly: " + err.message);
+  if ((flags & WM_SHUTDOWN_WAIT) != 0) shut_down();
+}
+
+void BackendLink::start_watch(const WatchSettings& settings) { watch_ = std::make_unique<Watch>(shared_from_this(), settings); }
+
+void BackendLink::shut_down() {
+  if (summarized_.exchange(true)) return;
+  stats_->close();
+  if (watch_) watch_->stop();
+  // A master's summary, at level info: its tasks, failures, retries and each worker's busy time.
+  if (config_->config.worker_role == 0 && log_enabled(WM_LOG_INFO) && is_master()) log_shutdown_summary(stats());
 }
 
 void BackendLink::run() {
@@ -654,6 +671,16 @@ Stats BackendLink::stats() {
 
 void serve_and_exit(std::shared_ptr<BackendLink> link) {
   const std::string name = link->name();
+  // Its log lines say which worker, rank or node it is; a dump signal meant for the master does not
+  // end it.
+  std::int32_t index = -1;
+  if (const char* i = std::getenv(WM_ENV_PROCESS_INDEX)) {
+    char* end = nullptr;
+    const long v = std::strtol(i, &end, 10);
+    if (*i != '\0' && *end == '\0' && v >= 0 && v < (1L << 30)) index = static_cast<std::int32_t>(v);
+  }
+  set_serving(index);
+  ignore_dump_signal_in_worker();
   int code = 0;
   try {
     link->startup();

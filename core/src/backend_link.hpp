@@ -4,6 +4,8 @@
 
 #include "plugin_scan.hpp"
 
+#include "watch.hpp"
+
 #include <wm/abi.h>
 #include <wm/environment.hpp>
 #include <wm/stats.hpp>
@@ -74,6 +76,9 @@ class BackendLink : public std::enable_shared_from_this<BackendLink> {
   Stats stats();
   /** What the core counts for this work manager. */
   LinkStats& counters() noexcept { return *stats_; }
+  const std::shared_ptr<LinkStats>& shared_counters() const noexcept { return stats_; }
+  /** A master's: the status dump, the dashboard, its own progress (watch.hpp); until shutdown. */
+  void start_watch(const WatchSettings& settings);
 
  private:
   const std::string* name_;
@@ -89,6 +94,9 @@ class BackendLink : public std::enable_shared_from_this<BackendLink> {
   // Tasks point at it until they finish, which is before the backend is destroyed; shared with the
   // thread that destroys a backend let go of inside a task.
   std::shared_ptr<LinkStats> stats_;
+  std::unique_ptr<Watch> watch_;
+  std::atomic<bool> summarized_{false};  // the shutdown summary was given
+  void shut_down();                      // once a waiting shutdown returned
 };
 
 /** The core's service table handed to every backend. */

@@ -42,69 +42,57 @@ std::atomic<unsigned> g_next_shard{0};
 
 // ---------------------------------------------------------------- WorkerMeter
 
-void WorkerMeter::begin(const char* name, std::uint64_t seq) noexcept {
-  task_name.store(name, relaxed);
-  task_seq.store(seq, relaxed);
-  const std::int32_t left = countdown.load(relaxed) - 1;
-  if (left > 0 && !reread.load(relaxed)) {
-    countdown.store(left, relaxed);
-    timed.store(false, relaxed);
-    task_start.store(last_read.load(relaxed), relaxed);
-    return;
-  }
-  if (reread.load(relaxed)) {
-    reread.store(false, relaxed);
-    every.store(1, relaxed);
-  }
+void WorkerMeter::begin_timed() noexcept {
   const std::int64_t now = coarse_ns();
   task_start.store(now, relaxed);
-  last_read.store(now, relaxed);
   timed.store(true, relaxed);
   countdown.store(every.load(relaxed), relaxed);
   if (first.load(relaxed) == 0) first.store(now, relaxed);
 }
 
-void WorkerMeter::end() noexcept {
-  done.store(done.load(relaxed) + 1, relaxed);
-  if (timed.load(relaxed)) {
-    const std::int64_t now = coarse_ns();
-    const std::int64_t took = now - task_start.load(relaxed);
-    const std::int32_t stands_for = every.load(relaxed);
-    // The timed task stands for the untimed ones that follow it until the next reading.
-    busy.store(busy.load(relaxed) + took * stands_for, relaxed);
-    every.store(took >= kLongTaskNs ? 1 : std::min(2 * stands_for, kMostUntimed), relaxed);
-    last_read.store(now, relaxed);
-  }
-  task_seq.store(0, relaxed);
+void WorkerMeter::end_timed() noexcept {
+  timed.store(false, relaxed);
+  const std::int64_t now = coarse_ns();
+  const std::int64_t took = now - task_start.load(relaxed);
+  const std::int32_t stands_for = every.load(relaxed);
+  // The timed task stands for the untimed ones that follow it until the next reading, whose start
+  // is taken as this reading.
+  busy.store(busy.load(relaxed) + took * stands_for, relaxed);
+  every.store(took >= kLongTaskNs ? 1 : std::min(2 * stands_for, kMostUntimed), relaxed);
+  task_start.store(now, relaxed);
 }
+
+constinit thread_local ThreadObs t_obs [[gnu::tls_model("initial-exec")]];
 
 namespace {
-thread_local MeteredRun t_run;
+std::atomic<std::uint64_t> g_next_link_id{1};
 }  // namespace
 
-MeteredRun begin_metered(TaskState* s) noexcept {
-  const MeteredRun before = t_run;
-  WorkerMeter* m = s->link_stats != nullptr ? s->link_stats->meter(worker_index()) : nullptr;
-  if (m != nullptr) m->begin(s->registered != nullptr ? s->registered->name : nullptr, s->sequence);
-  t_run = MeteredRun{m, m != nullptr ? s : nullptr};
-  return before;
+unsigned shard_of(ThreadObs& t) noexcept {
+  // Each thread counts in a shard of its own (while there are no more threads than shards): no
+  // cache line goes back and forth between workers finishing tasks at once.
+  if (t.shard == ~0u) t.shard = g_next_shard.fetch_add(1, relaxed) % LinkStats::kShards;
+  return t.shard;
 }
 
-void finished_meter(const TaskState* s) noexcept {
-  if (t_run.task != s || s == nullptr) return;
-  t_run.meter->end();
-  t_run.task = nullptr;
+WorkerMeter* meter_of(ThreadObs& t, LinkStats& link) noexcept {
+  t.meter = link.meter(t.worker);
+  t.cached_link = link.id();
+  return t.meter;
 }
 
-void end_metered(const MeteredRun& before) noexcept {
-  if (t_run.task != nullptr) t_run.meter->end();
-  t_run = before;
+void note_worker(std::int32_t index) noexcept {
+  ThreadObs& t = t_obs;
+  if (t.running != nullptr) return;  // set_worker inside a metered task: that task keeps its meter
+  t.worker = index;
+  t.cached_link = 0;
+  t.meter = nullptr;
 }
 
 // ---------------------------------------------------------------- LinkStats
 
 LinkStats::LinkStats(const std::string& backend)
-    : backend_(backend), started_ns_(steady_ns()), meters_(new std::atomic<WorkerMeter*>[kMeterChunks]) {
+    : id_(g_next_link_id.fetch_add(1, relaxed)), backend_(backend), started_ns_(steady_ns()), meters_(new std::atomic<WorkerMeter*>[kMeterChunks]) {
   for (unsigned i = 0; i < kMeterChunks; ++i) meters_[i].store(nullptr, relaxed);
   history_.emplace_back(started_ns_, 0);
 }
@@ -113,15 +101,10 @@ LinkStats::~LinkStats() {
   for (unsigned i = 0; i < kMeterChunks; ++i) delete[] meters_[i].load(std::memory_order_acquire);
 }
 
-LinkStats::Shard& LinkStats::shard() noexcept {
-  // Each thread counts in a shard of its own (while there are no more threads than shards): no
-  // cache line goes back and forth between workers finishing tasks at once.
-  thread_local const unsigned mine = g_next_shard.fetch_add(1, relaxed) % kShards;
-  return shards_[mine];
-}
+void LinkStats::submitted(std::int64_t n) noexcept { shards_[shard_of(t_obs)].submitted.fetch_add(n, relaxed); }
 
-void LinkStats::finishing(const TaskState* s, std::uint32_t status, bool undo) noexcept {
-  Shard& sh = shard();
+void LinkStats::finishing(const TaskState* s, std::uint32_t status, unsigned shard, bool undo) noexcept {
+  Shard& sh = shards_[shard];
   const std::int64_t one = undo ? -1 : 1;
   if (status == TaskState::succeeded) {
     sh.completed.fetch_add(one, relaxed);
@@ -165,6 +148,20 @@ WorkerMeter* LinkStats::meter(std::int32_t index) noexcept {
 
 double LinkStats::uptime() const noexcept { return double(steady_ns() - started_ns_) * 1e-9; }
 
+void LinkStats::counts(std::uint64_t& submitted, std::uint64_t& finished, std::uint64_t& failed) const noexcept {
+  std::int64_t s = 0, c = 0, f = 0, x = 0;
+  for (const Shard& sh : shards_) {
+    s += sh.submitted.load(relaxed);
+    c += sh.completed.load(relaxed);
+    f += sh.failed.load(relaxed);
+    x += sh.cancelled.load(relaxed);
+  }
+  c += static_cast<std::int64_t>(metered_successes());
+  submitted = static_cast<std::uint64_t>(std::max<std::int64_t>(s, 0));
+  finished = static_cast<std::uint64_t>(std::max<std::int64_t>(c + f + x, 0));
+  failed = static_cast<std::uint64_t>(std::max<std::int64_t>(f, 0));
+}
+
 void LinkStats::fill(Stats& out) {
   std::int64_t submitted = 0, completed = 0, failed = 0, cancelled = 0;
   for (const Shard& sh : shards_) {
@@ -174,6 +171,7 @@ void LinkStats::fill(Stats& out) {
     cancelled += sh.cancelled.load(relaxed);
   }
   auto count = [](std::int64_t v) { return static_cast<std::uint64_t>(std::max<std::int64_t>(v, 0)); };
+  completed += static_cast<std::int64_t>(metered_successes());
   out.backend = backend_;
   out.pid = static_cast<std::int64_t>(getpid());
   out.uptime_seconds = uptime();
@@ -207,6 +205,14 @@ void LinkStats::fill(Stats& out) {
   }
 }
 
+std::uint64_t LinkStats::metered_successes() const noexcept {
+  std::uint64_t n = 0;
+  for (unsigned c = 0; c < kMeterChunks; ++c)
+    if (const WorkerMeter* chunk = meters_[c].load(std::memory_order_acquire))
+      for (unsigned i = 0; i < kMeterChunk; ++i) n += chunk[i].succeeded.load(relaxed);
+  return n;
+}
+
 std::uint64_t LinkStats::failures_of(std::int32_t index) const {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = failures_by_worker_.find(index);
@@ -226,7 +232,7 @@ void LinkStats::fill_meters(Stats& out, unsigned n_workers) {
       const std::uint64_t seq = m->task_seq.load(relaxed);
       const char* name = m->task_name.load(relaxed);
       const std::int64_t start = m->task_start.load(relaxed);
-      w.tasks_done = m->done.load(relaxed);
+      w.tasks_done = m->succeeded.load(relaxed) + failures_of(w.index);
       const std::int64_t first = m->first.load(relaxed);
       w.up_seconds = first != 0 ? double(now - first) * 1e-9 : 0;
       w.busy_seconds = std::min(double(m->busy.load(relaxed)) * 1e-9, w.up_seconds);
@@ -237,8 +243,11 @@ void LinkStats::fill_meters(Stats& out, unsigned n_workers) {
         w.task_name = name != nullptr ? name : "<unregistered callable>";
         w.task_id = task_uuid_of(seq);
         w.task_seconds = std::max(0.0, double(now - start) * 1e-9);
-        // Seen running a while: its successor's start is read, not guessed from an earlier reading.
-        if (w.task_seconds > 0.01) m->reread.store(true, relaxed);
+        // Seen running a while: the next task is timed, its start read, not taken from this one's.
+        if (w.task_seconds > 0.01) {
+          m->every.store(1, relaxed);
+          m->countdown.store(0, relaxed);
+        }
         w.busy_seconds = std::min(w.busy_seconds + w.task_seconds, w.up_seconds);
       }
       w.busy_fraction = w.up_seconds > 0 ? w.busy_seconds / w.up_seconds : 0;

@@ -63,12 +63,11 @@ const Failure kUnrecordedFailure{};
 
 void finish(TaskState* s, std::uint32_t status) noexcept {
   // Counted before it is published: a waiter that wakes and asks for the statistics sees it.
-  if (s->link_stats != nullptr) s->link_stats->finishing(s, status);
-  finished_meter(s);
+  count_finish(s, status);
   std::uint32_t old = s->word.load(std::memory_order_relaxed);
   do {
     if ((old & TaskState::status_mask) != TaskState::pending) {
-      if (s->link_stats != nullptr) s->link_stats->finishing(s, status, true);
+      count_finish(s, status, true);
       log(WM_LOG_ERROR, "core", "a backend finished task " + std::to_string(s->sequence) +
                                     " twice; the second outcome is ignored");
       return;

@@ -10,6 +10,8 @@
 #include <wm/errors.hpp>
 #include <wm/future.hpp>
 #include <wm/future_watcher.hpp>
+#include <wm/log.hpp>
+#include <wm/progress.hpp>
 #include <wm/stats.hpp>
 #include <wm/version.hpp>
 #include <wm/work_manager.hpp>

@@ -166,7 +166,7 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
   void start_slot(WorkerId id, Worker& w, const std::string& replacing);
   void check_startup();
   void check_dead();
-  void give_up(WorkerId id, Worker& w, const std::string& why);
+  void give_up(WorkerId id, Worker& w, const std::string& why, wm_log_level level = WM_LOG_ERROR);
   void protocol_error(WorkerId id, const std::string& why);
   void fail(const Job& j, wm_failure_kind kind, const std::string& message, Worker* on = nullptr,
             std::uint32_t attempts = 1);
@@ -1024,11 +1024,11 @@ void Dispatcher::Impl::check_dead() {
   fail_ready(WM_FAIL_BACKEND, reason);
 }
 
-void Dispatcher::Impl::give_up(WorkerId id, Worker& w, const std::string& why) {
+void Dispatcher::Impl::give_up(WorkerId id, Worker& w, const std::string& why, wm_log_level level) {
   (void)id;
   w.state = State::disabled;
   n_workers_.fetch_sub(1, std::memory_order_relaxed);
-  services_.log(WM_LOG_ERROR, name_.c_str(), why.c_str());
+  services_.log(level, name_.c_str(), why.c_str());
 }
 
 void Dispatcher::Impl::protocol_error(WorkerId id, const std::string& why) {
@@ -1110,7 +1110,11 @@ void Dispatcher::Impl::hello(WorkerId id, const char* data, std::size_t size) {
       return protocol_error(id, "its hello carries " + why);
     const std::string report = compare_listings(own_tasks_, theirs, worker_label(id, w));
     if (!report.empty()) {
-      services_.log(WM_LOG_ERROR, name_.c_str(), report.c_str());
+      // One event, one line: the first refusal is said once, and not at all where the startup
+      // fails with it (the host gets the report in the error); later workers refused alike (every
+      // worker, when the master loaded a task library after the work manager was made) at debug.
+      const bool thrown = !options_.elastic && !settled_seen_;
+      services_.log(registry_refusal_.empty() && !thrown ? WM_LOG_ERROR : WM_LOG_DEBUG, name_.c_str(), report.c_str());
       if (registry_refusal_.empty()) registry_refusal_ = report;
       w.state = State::starting;  // never counted ready
       w.kill = Kill::refused;
@@ -1218,7 +1222,7 @@ void Dispatcher::Impl::worker_lost(WorkerId id, const std::string& status) {
   // done-callback) sees the work manager as it now is.
   if (!stopping_) {
     if (kill == Kill::refused) {
-      give_up(id, w, kill_note + " It is not replaced (a replacement would be the same).");
+      give_up(id, w, kill_note + " It is not replaced (a replacement would be the same).", WM_LOG_DEBUG);
     } else if (!was_ready && ++w.early_deaths >= options_.early_death_limit) {
       give_up(id, w,
               "worker " + std::to_string(id) + " " + status + " before it was ready, " +
