@@ -394,7 +394,7 @@ void BackendConfigStorage::finalize() {
 
 BackendLink::BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendConfigStorage> config)
     : name_(intern_name(plugin.meta.name)), config_(std::move(config)),
-      stats_(std::make_shared<LinkStats>(plugin.meta.name)) {
+      stats_(std::make_shared<LinkStats>(plugin.meta.name)), tag_(make_link_tag(plugin.meta.name, stats_.get())) {
   desc_ = load_descriptor(plugin);
   caps_ = desc_->capabilities;
   wm_error err{};
@@ -428,11 +428,13 @@ BackendLink::~BackendLink() {
     try {
       shutdown(0);
       Finishers::begin();
-      std::thread([name = name_, desc = desc_, instance = instance_, config = std::move(config_), stats = stats_] {
+      std::thread([name = name_, desc = desc_, instance = instance_, config = std::move(config_), stats = stats_,
+                   tag = tag_] {
         wm_error err{};
         if (desc->shutdown(instance, WM_SHUTDOWN_WAIT, &err) != 0)
           log(WM_LOG_ERROR, *name, std::string("shutdown failed: ") + err.message);
         desc->destroy(instance);
+        tag->stats.store(nullptr);
         Finishers::end();
       }).detach();
       return;
@@ -447,6 +449,7 @@ BackendLink::~BackendLink() {
     log(WM_LOG_ERROR, *name_, std::string("shutdown failed: ") + e.what());
   }
   desc_->destroy(instance_);
+  tag_->stats.store(nullptr);  // every task of it has finished; its counters go with it
 }
 
 void BackendLink::startup() {
@@ -500,7 +503,7 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
   auto unmark_first = [&](std::size_t count) {
     for (std::size_t i = 0; i < count; ++i) {
       states[i]->submitted = false;
-      states[i]->link_stats = nullptr;  // not this work manager's: a later failure is not counted here
+      states[i]->backend_name = nullptr;  // not this work manager's: a later failure is not counted here
     }
   };
   for (std::size_t i = 0; i < n; ++i) {
@@ -513,9 +516,8 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
       unmark_first(i);
       throw Error("task '" + s->display_name() + "' was submitted already; make a new wm::task for each run");
     }
-    s->backend_name = name_;
+    s->backend_name = &tag_->name;  // the name, and the way to this work manager's counters
     s->link_id = id_;
-    s->link_stats = stats_.get();
     s->wait_spin_us = in_process() ? kLocalWaitSpinMicros : kRemoteWaitSpinMicros;
   }
   auto unmark = [&] { unmark_first(n); };

@@ -18,6 +18,9 @@
 
 namespace wm::detail {
 
+class LinkStats;
+struct LinkTag;
+
 /** Options and settings handed to a backend at creation; kept alive as long as the backend. */
 struct ResolvedOption {
   std::string name;    // option name as declared ("spin-us")
@@ -94,6 +97,7 @@ class BackendLink : public std::enable_shared_from_this<BackendLink> {
   // Tasks point at it until they finish, which is before the backend is destroyed; shared with the
   // thread that destroys a backend let go of inside a task.
   std::shared_ptr<LinkStats> stats_;
+  LinkTag* tag_;  // never freed (futures read the name); its counters are cleared at destruction
   std::unique_ptr<Watch> watch_;
   std::atomic<bool> summarized_{false};  // the shutdown summary was given
   void shut_down();                      // once a waiting shutdown returned

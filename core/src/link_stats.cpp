@@ -68,6 +68,13 @@ namespace {
 std::atomic<std::uint64_t> g_next_link_id{1};
 }  // namespace
 
+LinkTag* make_link_tag(const std::string& name, LinkStats* stats) {
+  auto* tag = new LinkTag;
+  tag->name = name;
+  tag->stats.store(stats, relaxed);
+  return tag;
+}
+
 unsigned shard_of(ThreadObs& t) noexcept {
   // Each thread counts in a shard of its own (while there are no more threads than shards): no
   // cache line goes back and forth between workers finishing tasks at once.

@@ -16,9 +16,12 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace wm::detail {
+
+class LinkStats;
 
 /** Nanoseconds of CLOCK_MONOTONIC_COARSE: a few ns to read where CLOCK_MONOTONIC costs a hundred
  *  on these VMs (bench/NOTES.md), at the tick's resolution (1-4 ms). */
@@ -68,6 +71,26 @@ struct alignas(64) WorkerMeter {
   void end_timed() noexcept;
 };
 
+/**
+ * A work manager's identity, for its tasks: its name and its counters. TaskState::backend_name
+ * points at `name` (the first member of a standard-layout record), so a task finds its counters
+ * without a field of its own (a future stays in its malloc class). Never freed: futures outlive
+ * their work manager and read the name; `stats` is cleared before the counters go.
+ */
+struct LinkTag {
+  std::string name;
+  std::atomic<LinkStats*> stats{nullptr};
+};
+/** A new tag (never freed). */
+LinkTag* make_link_tag(const std::string& name, LinkStats* stats);
+/** The counters of the work manager a task was submitted to (null: not submitted). */
+inline LinkStats* stats_of(const TaskState* s) noexcept {
+  static_assert(std::is_standard_layout_v<LinkTag>, "TaskState::backend_name points at the first member of a LinkTag");
+  return s->backend_name != nullptr
+             ? reinterpret_cast<const LinkTag*>(s->backend_name)->stats.load(std::memory_order_relaxed)
+             : nullptr;
+}
+
 /** What the core keeps per thread for the statistics, in one place. */
 struct ThreadObs {
   std::int32_t worker = -1;       // set_worker
@@ -97,8 +120,8 @@ inline void end_metered() noexcept;
  *  alone), else in the counters of its work manager. undo: it was finished already. */
 inline void count_finish(const TaskState* s, std::uint32_t status, bool undo = false) noexcept;
 
-/** Per work manager: owned by its BackendLink, pointed to by its tasks (TaskState::link_stats),
- *  which all finish before the backend is destroyed. */
+/** Per work manager: owned by its BackendLink, found by its tasks through their LinkTag; they all
+ *  finish before the backend is destroyed. */
 class LinkStats {
  public:
   explicit LinkStats(const std::string& backend);
@@ -167,7 +190,7 @@ class LinkStats {
 
 inline bool begin_metered(TaskState* s) noexcept {
   ThreadObs& t = t_obs;
-  LinkStats* link = s->link_stats;
+  LinkStats* link = stats_of(s);
   if (t.worker < 0 || link == nullptr || t.running != nullptr) return false;
   WorkerMeter* m = t.cached_link == link->id() ? t.meter : meter_of(t, *link);
   if (m == nullptr) return false;
@@ -195,7 +218,7 @@ inline void count_finish(const TaskState* s, std::uint32_t status, bool undo) no
       return;
     }
   }
-  if (s->link_stats != nullptr) s->link_stats->finishing(s, status, shard_of(t), undo);
+  if (LinkStats* link = stats_of(s)) link->finishing(s, status, shard_of(t), undo);
 }
 
 }  // namespace wm::detail

@@ -347,9 +347,10 @@ Watch::Watch(const std::shared_ptr<BackendLink>& link, const WatchSettings& sett
     return;
   }
   impl_->dashboard.reset(server);
-  const bool v6 = request.host.find(':') != std::string::npos;
-  const std::string base = "http://" + (v6 ? "[" + request.host + "]" : request.host) + ":" +
-                           std::to_string(server->port()) + "/";
+  // Every address: the URL names this host, which is what a browser elsewhere needs.
+  const std::string shown = request.host == "0.0.0.0" || request.host == "::" ? host_name() : request.host;
+  const bool v6 = shown.find(':') != std::string::npos;
+  const std::string base = "http://" + (v6 ? "[" + shown + "]" : shown) + ":" + std::to_string(server->port()) + "/";
   if (request.need_token)
     log_always(WM_LOG_WARNING, link->name(),
                "dashboard: " + base + "?token=" + request.token + " (" + base +

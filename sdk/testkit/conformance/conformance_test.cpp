@@ -965,6 +965,9 @@ TEST_P(Conformance, StatisticsCountAKnownRun) {
   for (const wm::WorkerStats& w : s.workers) {
     done += w.tasks_done;
     failed += w.tasks_failed;
+    // zmq with nodes joining while the tests run: a worker of a node that has just joined may still
+    // be starting (it has no pid yet, and no task).
+    if (backend_ == "zmq" && w.state == wm::WorkerState::starting) continue;
     EXPECT_EQ(w.state, wm::WorkerState::idle) << wm::format_stats(s);
     EXPECT_NE(w.pid, 0) << wm::format_stats(s);
     EXPECT_FALSE(w.running());

@@ -35,7 +35,6 @@ namespace wm::detail {
 struct RegisteredTask;
 struct TaskState;
 struct Needs;  // what a task needs of a worker (TaskSpec::needs); core/src/internal.hpp
-class LinkStats;  // what the core counts for a work manager; core/src/link_stats.hpp
 
 /** Something told once when a task finishes (watchers, as_completed, callbacks). */
 class Listener {
@@ -101,7 +100,9 @@ struct TaskState {
   std::uint8_t wait_spin_us = kLocalWaitSpinMicros;
   std::uint64_t sequence;                        // process-unique, from a counter
   const RegisteredTask* registered = nullptr;    // set for tasks that can run by name
-  const std::string* backend_name = nullptr;     // set at submit; interned, never freed
+  // Set at submit: the name of the work manager it was submitted to, in a record per work manager
+  // that is never freed (LinkTag, core/src/link_stats.hpp: also how its counts are found).
+  const std::string* backend_name = nullptr;
   std::atomic<ListenerNode*> listeners{nullptr}; // closed_list() once the task finished
   const Failure* failure = nullptr;              // written before the status says failed
   // Remote backends: the size of the encoded request, measured at submit (where a task that cannot
@@ -111,9 +112,6 @@ struct TaskState {
   // Backend link the task was submitted to (link_registry), for cancel(kill_running); 0: none.
   std::uint32_t link_id = 0;
   Needs* needs = nullptr;  // owned; null: needs nothing
-  // The counters of the work manager it was submitted to (set at submit; that work manager's
-  // backend finishes it before it is destroyed); null: not submitted.
-  LinkStats* link_stats = nullptr;
 
   std::uint32_t status() const noexcept { return word.load(std::memory_order_acquire) & status_mask; }
   bool done() const noexcept { return status() != pending; }
