@@ -477,6 +477,7 @@ void BackendLink::start_watch(const WatchSettings& settings) { watch_ = std::mak
 void BackendLink::shut_down() {
   if (summarized_.exchange(true)) return;
   stats_->close();
+  end_work_manager_progress(stats_.get());
   if (watch_) watch_->stop();
   // A master's summary, at level info: its tasks, failures, retries and each worker's busy time.
   if (config_->config.worker_role == 0 && log_enabled(WM_LOG_INFO) && is_master()) log_shutdown_summary(stats());
@@ -675,13 +676,7 @@ void serve_and_exit(std::shared_ptr<BackendLink> link) {
   const std::string name = link->name();
   // Its log lines say which worker, rank or node it is; a dump signal meant for the master does not
   // end it.
-  std::int32_t index = -1;
-  if (const char* i = std::getenv(WM_ENV_PROCESS_INDEX)) {
-    char* end = nullptr;
-    const long v = std::strtol(i, &end, 10);
-    if (*i != '\0' && *end == '\0' && v >= 0 && v < (1L << 30)) index = static_cast<std::int32_t>(v);
-  }
-  set_serving(index);
+  set_serving_worker();
   ignore_dump_signal_in_worker();
   int code = 0;
   try {

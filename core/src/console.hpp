@@ -17,6 +17,8 @@ void log_always(int level, const std::string& component, const std::string& mess
 /** This process serves a master (a spawned worker, an SPMD rank, a node) from now on; index: its
  *  worker index if known (-1). */
 void set_serving(std::int32_t index) noexcept;
+/** A spawned worker (WM_WORKER_BACKEND): serving, its index from WM_PROCESS_INDEX. */
+void set_serving_worker() noexcept;
 /** set_worker(): in a serving process, the worker it is (index, rank; -1 leaves one as it was). */
 void note_process_worker(std::int32_t index, std::int32_t rank) noexcept;
 /** "master", "worker N", "rank R" or "node host:pid". */

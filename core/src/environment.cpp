@@ -3,6 +3,7 @@
 // backend options declared in plugin metadata; discovery as data; creating the chosen work
 // manager; the worker role.
 #include "backend_link.hpp"
+#include "console.hpp"
 #include "internal.hpp"
 #include "log_level.hpp"
 #include "option_value.hpp"
@@ -1098,6 +1099,7 @@ std::unique_ptr<WorkManager> from_environ(const std::string& backend, const WMEn
 void serve_if_worker() {
   const char* backend = std::getenv(WM_ENV_WORKER_BACKEND);
   if (backend == nullptr || *backend == '\0') return;
+  detail::set_serving_worker();  // its log lines say "worker N" from the first one on
   const std::string name = backend;
   // Programs this worker starts are not workers themselves.
   unsetenv(WM_ENV_WORKER_BACKEND);

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <memory>
 #include <mutex>
@@ -152,10 +153,30 @@ void note_process_worker(std::int32_t index, std::int32_t rank) noexcept {
   if (rank >= 0) g_rank.store(rank);
 }
 
+void set_serving_worker() noexcept {
+  std::int32_t index = -1;
+  if (const char* i = std::getenv(WM_ENV_PROCESS_INDEX)) {
+    char* end = nullptr;
+    const long v = std::strtol(i, &end, 10);
+    if (*i != '\0' && *end == '\0' && v >= 0 && v < (1L << 30)) index = static_cast<std::int32_t>(v);
+  }
+  set_serving(index);
+}
+
+// A rank > 0 of a parallel job is never a master: so it is called from its first line on, before
+// its backend has said who it is (it decides that as it starts). 0: none or rank 0.
+const char* launcher_rank_above_0() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
+    if (const char* v = std::getenv(var); v != nullptr && *v != '\0') return std::strcmp(v, "0") != 0 ? v : nullptr;
+  return nullptr;
+}
+
 std::string process_role() {
-  if (!g_serving.load()) return "master";
+  const char* launcher = launcher_rank_above_0();
+  if (!g_serving.load()) return launcher != nullptr ? std::string("rank ") + launcher : "master";
   if (const std::int32_t rank = g_rank.load(); rank >= 0) return "rank " + std::to_string(rank);
   if (const std::int32_t index = g_index.load(); index >= 0) return "worker " + std::to_string(index);
+  if (launcher != nullptr) return std::string("rank ") + launcher;
   return "node " + host_name() + ":" + std::to_string(getpid());
 }
 

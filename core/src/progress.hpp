@@ -20,5 +20,7 @@ void set_progress_mode(ProgressMode mode) noexcept;
 ProgressMode progress_mode() noexcept;
 /** Mode on: shows a work manager's own tasks (done/submitted) until it is shut down. */
 void track_work_manager(const std::shared_ptr<LinkStats>& stats, const std::string& label);
+/** Its shutdown: the last line of its own progress, now. */
+void end_work_manager_progress(const LinkStats* stats) noexcept;
 
 }  // namespace wm::detail

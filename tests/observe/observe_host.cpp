@@ -12,12 +12,15 @@
 //   serve N MS           N tasks of MS ms, a few failing, while the dashboard serves; "done" on stdout
 //                        once they finished, then waits until stdin closes (or 60 s) before it ends
 //   snapshot             prints its statistics (format_stats) after a short known run
+//   retry FILE           10 tasks, 2 failing, and one that kills its worker the first time (FILE marks
+//                        it): with retries, it runs again; prints format_stats and a STATS line
 //
 // Progress and results go to stdout; wm writes to stderr.
 #include <wm/task.hpp>
 #include <wm/wm.hpp>
 
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -44,15 +47,24 @@ int hang(int ms, std::string file) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return 1;
 }
+// Kills the process it runs in the first time (it leaves FILE behind), returns 7 when run again.
+int die_once(std::string file) {
+  if (access(file.c_str(), F_OK) != 0) {
+    { std::ofstream(file) << "died\n"; }
+    raise(SIGKILL);
+  }
+  return 7;
+}
 }  // namespace observe
 WM_TASK(observe::work);
 WM_TASK(observe::failing);
 WM_TASK(observe::hang);
+WM_TASK(observe::die_once);
 
 namespace {
 
 int usage() {
-  std::fprintf(stderr, "usage: observe_host progress|run|sink|late|hang|serve|snapshot ARGS... [wm flags]\n");
+  std::fprintf(stderr, "usage: observe_host progress|run|sink|late|hang|serve|snapshot|retry ARGS... [wm flags]\n");
   return 2;
 }
 
@@ -78,8 +90,9 @@ std::vector<wm::TaskSpec<int>> tasks(int n, int ms, int failing = 0) {
 
 int main(int argc, char** argv) {
   const std::string role = argc > 1 ? argv[1] : "";
-  if (role == "sink") {
-    // Before make_work_manager: worker processes run this far too, and route their lines as well.
+  if (role == "sink" || std::getenv("OBSERVE_SINK") != nullptr) {
+    // Before make_work_manager: worker processes (started without the arguments, with the
+    // environment) run this far too, and route their lines as well.
     wm::set_log_sink([](const wm::LogRecord& r) {
       std::printf("SINK|%s|%lld|%s|%s|%s\n", r.role.c_str(), static_cast<long long>(r.pid), wm::to_string(r.level),
                   r.component.c_str(), r.message.c_str());
@@ -144,6 +157,26 @@ int main(int argc, char** argv) {
       std::printf("done\n");
       std::fflush(stdout);
       wait_for_stdin_to_close(60);
+    } else if (role == "retry" && args.size() >= 2) {
+      auto fs = wm->submit_many(tasks(10, 20, 2));
+      auto dies = wm->submit(observe::die_once, args[1]);
+      wm->wait_all(fs);
+      dies.wait();
+      const wm::Stats s = wm->stats();
+      std::uint32_t restarts = 0;
+      std::size_t lost = 0;
+      for (const wm::WorkerStats& w : s.workers) {
+        restarts += w.restarts;
+        lost += w.state == wm::WorkerState::lost ? 1 : 0;
+      }
+      std::printf("%sSTATS submitted=%llu completed=%llu failed=%llu task_exception=%llu worker_lost=%llu "
+                  "retried=%llu restarts=%u lost=%zu workers=%zu result=%s\n",
+                  wm::format_stats(s).c_str(), static_cast<unsigned long long>(s.submitted),
+                  static_cast<unsigned long long>(s.completed), static_cast<unsigned long long>(s.failed),
+                  static_cast<unsigned long long>(s.failures(wm::FailureKind::task_exception)),
+                  static_cast<unsigned long long>(s.failures(wm::FailureKind::worker_lost)),
+                  static_cast<unsigned long long>(s.retried), restarts, lost, s.workers.size(),
+                  dies.failed() ? "failed" : std::to_string(dies.get_result()).c_str());
     } else if (role == "snapshot") {
       wm->wait_all(wm->submit_many(tasks(10, 1, 2)));
       std::printf("%s", wm::format_stats(wm->stats()).c_str());
