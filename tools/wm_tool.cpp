@@ -10,7 +10,8 @@
 #include <httplib.h>  // wm status: the dashboard's client
 #include <nlohmann/json.hpp>
 
-#include "option_value.hpp"  // core/src: the core's grammar of option values
+#include "duration_text.hpp"  // core/src: durations written as the core writes them
+#include "option_value.hpp"   // core/src: the core's grammar of option values
 
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -776,17 +777,6 @@ void on_interrupt(int) { g_interrupted = 1; }
 
 // ---- wm status ----
 
-std::string seconds_text(double s) {
-  char buf[32];
-  if (s < 60)
-    std::snprintf(buf, sizeof buf, "%.1f s", s);
-  else if (s < 3600)
-    std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%dh%02dm", int(s) / 3600, int(s) / 60 % 60);
-  return buf;
-}
-
 // A running job's snapshot, from its dashboard (/status.json), as text or as the JSON it is.
 int cmd_status(const Command& c, const std::vector<std::string>& args) {
   po::options_description desc = common_options();
@@ -836,7 +826,7 @@ int cmd_status(const Command& c, const std::vector<std::string>& args) {
   const Json& t = s.at("tasks");
   std::ostringstream os;
   os << "work manager '" << one_line(s.value("backend", "?")) << "' (pid " << s.value("pid", 0) << "), up "
-     << seconds_text(s.value("uptime_seconds", 0.0)) << ", at " << escaped(origin) << "/\n";
+     << wm::detail::duration_text(s.value("uptime_seconds", 0.0)) << ", at " << escaped(origin) << "/\n";
   std::string kinds;
   for (const auto& [kind, n] : t.at("failed_by_kind").items())
     if (kind != "cancelled") kinds += (kinds.empty() ? "" : ", ") + n.dump() + " " + kind;
@@ -858,14 +848,14 @@ int cmd_status(const Command& c, const std::vector<std::string>& args) {
        << w.value("restarts", 0) << " restarts, busy " << std::lround(100 * w.value("busy_fraction", 0.0)) << "%";
     if (w.contains("task") && !w["task"].is_null())
       os << "; running '" << one_line(w["task"].value("name", "")) << "' (task " << w["task"].value("id", "")
-         << ") for " << seconds_text(w["task"].value("seconds", 0.0));
+         << ") for " << wm::detail::duration_text(w["task"].value("seconds", 0.0));
     os << "\n";
   }
   if (!s.value("workers_note", "").empty()) os << "  (" << one_line(s.value("workers_note", "")) << ")\n";
   if (!s.at("recent_failures").empty()) {
     os << "  last failures:\n";
     for (const Json& f : s.at("recent_failures"))
-      os << "    " << seconds_text(f.value("seconds_ago", 0.0)) << " ago, worker " << f.value("worker", -1) << ": "
+      os << "    " << wm::detail::duration_text(f.value("seconds_ago", 0.0)) << " ago, worker " << f.value("worker", -1) << ": "
          << one_line(f.value("task_name", "")) << " (" << f.value("kind", "") << "): " << one_line(f.value("message", ""))
          << "\n";
   }

@@ -112,10 +112,13 @@ std::string to_metrics(const Stats& s) {
   auto sample = [&](const std::string& name, const std::string& labels, double v) {
     out += name + "{" + labels + "} " + number(v) + "\n";
   };
-  family("wm_tasks_submitted_total", "counter", "Tasks submitted to the work manager.");
-  sample("wm_tasks_submitted_total", b, double(s.submitted));
-  family("wm_tasks_completed_total", "counter", "Tasks that finished with a result.");
-  sample("wm_tasks_completed_total", b, double(s.completed));
+  // A family of one sample, labelled with the backend alone.
+  auto one = [&](const char* name, const char* type, const char* help, double value) {
+    family(name, type, help);
+    sample(name, b, value);
+  };
+  one("wm_tasks_submitted_total", "counter", "Tasks submitted to the work manager.", double(s.submitted));
+  one("wm_tasks_completed_total", "counter", "Tasks that finished with a result.", double(s.completed));
   family("wm_tasks_failed_total", "counter", "Tasks that finished with an error (cancelled ones not counted), by kind.");
   for (std::size_t k = 0; k < kFailureKinds; ++k) {
     // Every kind once it happened; task_exception always, so that the family has a sample.
@@ -123,36 +126,28 @@ std::string to_metrics(const Stats& s) {
     if (kind == FailureKind::cancelled || (s.failed_by_kind[k] == 0 && kind != FailureKind::task_exception)) continue;
     sample("wm_tasks_failed_total", b + ",kind=\"" + to_string(kind) + "\"", double(s.failed_by_kind[k]));
   }
-  family("wm_tasks_cancelled_total", "counter", "Tasks cancelled before or while they ran.");
-  sample("wm_tasks_cancelled_total", b, double(s.cancelled));
-  family("wm_tasks_retried_total", "counter", "Runs again of tasks lost with a worker.");
-  sample("wm_tasks_retried_total", b, double(s.retried));
-  family("wm_tasks_queued", "gauge", "Tasks submitted and not on a worker yet.");
-  sample("wm_tasks_queued", b, double(s.queued));
-  family("wm_tasks_in_flight", "gauge", "Tasks on workers and not finished.");
-  sample("wm_tasks_in_flight", b, double(s.in_flight));
-  family("wm_tasks_running", "gauge", "Workers running a task now.");
-  sample("wm_tasks_running", b, double(s.running));
-  family("wm_tasks_per_second", "gauge", "Tasks finished per second over the last 10 seconds.");
-  sample("wm_tasks_per_second", b, s.tasks_per_second);
+  one("wm_tasks_cancelled_total", "counter", "Tasks cancelled before or while they ran.", double(s.cancelled));
+  one("wm_tasks_retried_total", "counter", "Runs again of tasks lost with a worker.", double(s.retried));
+  one("wm_tasks_queued", "gauge", "Tasks submitted and not on a worker yet.", double(s.queued));
+  one("wm_tasks_in_flight", "gauge", "Tasks on workers and not finished.", double(s.in_flight));
+  one("wm_tasks_running", "gauge", "Workers running a task now.", double(s.running));
+  one("wm_tasks_per_second", "gauge", "Tasks finished per second over the last 10 seconds.", s.tasks_per_second);
   family("wm_workers", "gauge", "Workers by state.");
   for (WorkerState st : {WorkerState::starting, WorkerState::idle, WorkerState::busy, WorkerState::lost})
     sample("wm_workers", b + ",state=\"" + to_string(st) + "\"", double(s.workers_in(st)));
-  family("wm_worker_tasks_done_total", "counter", "Tasks finished on each worker, failed ones included.");
-  for (const WorkerStats& w : s.workers)
-    sample("wm_worker_tasks_done_total", b + ",worker=\"" + std::to_string(w.index) + "\"", double(w.tasks_done));
-  family("wm_worker_busy_ratio", "gauge", "Each worker's time with a task, over its time since it first started.");
-  for (const WorkerStats& w : s.workers)
-    sample("wm_worker_busy_ratio", b + ",worker=\"" + std::to_string(w.index) + "\"", w.busy_fraction);
-  family("wm_worker_restarts_total", "counter", "Times each worker was started again after it was lost.");
-  for (const WorkerStats& w : s.workers)
-    sample("wm_worker_restarts_total", b + ",worker=\"" + std::to_string(w.index) + "\"", double(w.restarts));
-  family("wm_bytes_sent_total", "counter", "Bytes of requests sent to workers.");
-  sample("wm_bytes_sent_total", b, double(s.bytes_sent));
-  family("wm_bytes_received_total", "counter", "Bytes of replies received from workers.");
-  sample("wm_bytes_received_total", b, double(s.bytes_received));
-  family("wm_uptime_seconds", "gauge", "Seconds since the work manager was made.");
-  sample("wm_uptime_seconds", b, s.uptime_seconds);
+  auto per_worker = [&](const char* name, const char* type, const char* help, double (*value)(const WorkerStats&)) {
+    family(name, type, help);
+    for (const WorkerStats& w : s.workers) sample(name, b + ",worker=\"" + std::to_string(w.index) + "\"", value(w));
+  };
+  per_worker("wm_worker_tasks_done_total", "counter", "Tasks finished on each worker, failed ones included.",
+             [](const WorkerStats& w) { return double(w.tasks_done); });
+  per_worker("wm_worker_busy_ratio", "gauge", "Each worker's time with a task, over its time since it first started.",
+             [](const WorkerStats& w) { return w.busy_fraction; });
+  per_worker("wm_worker_restarts_total", "counter", "Times each worker was started again after it was lost.",
+             [](const WorkerStats& w) { return double(w.restarts); });
+  one("wm_bytes_sent_total", "counter", "Bytes of requests sent to workers.", double(s.bytes_sent));
+  one("wm_bytes_received_total", "counter", "Bytes of replies received from workers.", double(s.bytes_received));
+  one("wm_uptime_seconds", "gauge", "Seconds since the work manager was made.", s.uptime_seconds);
   return out;
 }
 

@@ -3,6 +3,7 @@
 // snapshot (format_stats).
 #include "link_stats.hpp"
 
+#include "duration_text.hpp"
 #include "internal.hpp"
 
 #include <wm/task.hpp>
@@ -39,6 +40,17 @@ constexpr std::size_t kMessageLimit = 500;
 
 std::atomic<unsigned> g_next_shard{0};
 }  // namespace
+
+std::string duration_text(double s) {
+  char buf[48];
+  if (s < 60)
+    std::snprintf(buf, sizeof buf, "%.1f s", s < 0 ? 0.0 : s);
+  else if (s < 3600)
+    std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%dh%02dm", int(s) / 3600, int(s) / 60 % 60);
+  return buf;
+}
 
 // ---------------------------------------------------------------- WorkerMeter
 
@@ -155,21 +167,12 @@ WorkerMeter* LinkStats::meter(std::int32_t index) noexcept {
 
 double LinkStats::uptime() const noexcept { return double(steady_ns() - started_ns_) * 1e-9; }
 
-void LinkStats::counts(std::uint64_t& submitted, std::uint64_t& finished, std::uint64_t& failed) const noexcept {
-  std::int64_t s = 0, c = 0, f = 0, x = 0;
-  for (const Shard& sh : shards_) {
-    s += sh.submitted.load(relaxed);
-    c += sh.completed.load(relaxed);
-    f += sh.failed.load(relaxed);
-    x += sh.cancelled.load(relaxed);
-  }
-  c += static_cast<std::int64_t>(metered_successes());
-  submitted = static_cast<std::uint64_t>(std::max<std::int64_t>(s, 0));
-  finished = static_cast<std::uint64_t>(std::max<std::int64_t>(c + f + x, 0));
-  failed = static_cast<std::uint64_t>(std::max<std::int64_t>(f, 0));
-}
+namespace {
+// A sum of shards (a shard may be negative: a task counted twice is taken back in another shard).
+std::uint64_t count(std::int64_t v) { return static_cast<std::uint64_t>(std::max<std::int64_t>(v, 0)); }
+}  // namespace
 
-void LinkStats::fill(Stats& out) {
+LinkStats::Totals LinkStats::totals() const noexcept {
   std::int64_t submitted = 0, completed = 0, failed = 0, cancelled = 0;
   for (const Shard& sh : shards_) {
     submitted += sh.submitted.load(relaxed);
@@ -177,15 +180,26 @@ void LinkStats::fill(Stats& out) {
     failed += sh.failed.load(relaxed);
     cancelled += sh.cancelled.load(relaxed);
   }
-  auto count = [](std::int64_t v) { return static_cast<std::uint64_t>(std::max<std::int64_t>(v, 0)); };
   completed += static_cast<std::int64_t>(metered_successes());
+  return Totals{count(submitted), count(completed), count(failed), count(cancelled)};
+}
+
+void LinkStats::counts(std::uint64_t& submitted, std::uint64_t& finished, std::uint64_t& failed) const noexcept {
+  const Totals t = totals();
+  submitted = t.submitted;
+  finished = t.completed + t.failed + t.cancelled;
+  failed = t.failed;
+}
+
+void LinkStats::fill(Stats& out) {
+  const Totals t = totals();
   out.backend = backend_;
   out.pid = static_cast<std::int64_t>(getpid());
   out.uptime_seconds = uptime();
-  out.submitted = count(submitted);
-  out.completed = count(completed);
-  out.failed = count(failed);
-  out.cancelled = count(cancelled);
+  out.submitted = t.submitted;
+  out.completed = t.completed;
+  out.failed = t.failed;
+  out.cancelled = t.cancelled;
   for (std::size_t k = 0; k < kFailureKinds; ++k) out.failed_by_kind[k] = count(by_kind_[k].load(relaxed));
 
   const std::int64_t now = steady_ns();
@@ -278,16 +292,6 @@ const char* to_string(WorkerState state) noexcept {
 }
 
 namespace {
-std::string seconds(double s) {
-  char buf[48];
-  if (s < 60)
-    std::snprintf(buf, sizeof buf, "%.1f s", s);
-  else if (s < 3600)
-    std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%dh%02dm", int(s) / 3600, int(s) / 60 % 60);
-  return buf;
-}
 std::string percent(double f) {
   char buf[16];
   std::snprintf(buf, sizeof buf, "%.0f%%", 100 * f);
@@ -297,7 +301,7 @@ std::string percent(double f) {
 
 std::string format_stats(const Stats& s) {
   std::string out = "work manager '" + s.backend + "' (pid " + std::to_string(s.pid) + "), up " +
-                    seconds(s.uptime_seconds) + ":\n";
+                    detail::duration_text(s.uptime_seconds) + ":\n";
   char rate[32];
   std::snprintf(rate, sizeof rate, "%.1f", s.tasks_per_second);
   out += "  tasks: " + std::to_string(s.submitted) + " submitted, " + std::to_string(s.completed) + " completed, " +
@@ -324,7 +328,7 @@ std::string format_stats(const Stats& s) {
            std::to_string(w.tasks_failed) + " failed, " + std::to_string(w.restarts) + " restarts, busy " +
            percent(w.busy_fraction);
     if (w.running())
-      out += "; running '" + w.task_name + "' (task " + w.task_id + ") for " + seconds(w.task_seconds);
+      out += "; running '" + w.task_name + "' (task " + w.task_id + ") for " + detail::duration_text(w.task_seconds);
     out += "\n";
   }
   return out;

@@ -148,6 +148,11 @@ class LinkStats {
   void fill_meters(Stats& out, unsigned n_workers);
   /** Tasks that succeeded on in-process workers (counted on their meters). */
   std::uint64_t metered_successes() const noexcept;
+  struct Totals {
+    std::uint64_t submitted, completed, failed, cancelled;
+  };
+  /** The counters summed over the shards and the in-process workers' meters. */
+  Totals totals() const noexcept;
   /** The counts alone, cheaply (the progress display). */
   void counts(std::uint64_t& submitted, std::uint64_t& finished, std::uint64_t& failed) const noexcept;
   /** The work manager was shut down: nothing more will be counted. */

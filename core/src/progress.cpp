@@ -6,6 +6,7 @@
 #include "progress.hpp"
 
 #include "console.hpp"
+#include "duration_text.hpp"
 #include "internal.hpp"
 #include "link_stats.hpp"
 
@@ -111,16 +112,6 @@ class ProgressTracker final : public Listener, public std::enable_shared_from_th
   Clock::time_point last_plain{};  // the drawer's: when its last plain line was written
 
  private:
-  static std::string duration_text(double s) {
-    char buf[32];
-    if (s < 60)
-      std::snprintf(buf, sizeof buf, "%.1fs", s);
-    else if (s < 3600)
-      std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
-    else
-      std::snprintf(buf, sizeof buf, "%dh%02dm", int(s) / 3600, int(s) / 60 % 60);
-    return buf;
-  }
 
   const Kind kind_;
   const std::string label_;

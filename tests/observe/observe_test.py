@@ -184,6 +184,14 @@ def dashboard_url(proc, seconds=60):
     return m.group(1), m.group(3)
 
 
+def wait_for_file(path, seconds=60):
+    """True once path exists (a task created it: it started), False after seconds."""
+    until = time.monotonic() + seconds
+    while not os.path.exists(path) and time.monotonic() < until:
+        time.sleep(0.02)
+    return os.path.exists(path)
+
+
 def cpu_seconds(pid):
     """User + system CPU seconds of a process, from /proc."""
     with open(f"/proc/{pid}/stat") as f:
@@ -225,8 +233,8 @@ class Progress(ObserveTest):
         self.assert_wm_lines(r.stderr, "progress on a pipe")
         lines = [m.group(6) for m in wm_lines(r.stderr)]
         self.assertGreaterEqual(len(lines), 2, r.stderr)
-        self.assertRegex(lines[0], r"^observe: \d+/24 done \(\d+%\), [0-9.]+/s, ETA [0-9.]+s, [0-9.]+s$")
-        self.assertRegex(lines[-1], r"^observe: 24/24 done \(100%\), [0-9.]+/s, [0-9.]+s$")
+        self.assertRegex(lines[0], r"^observe: \d+/24 done \(\d+%\), [0-9.]+/s, ETA [0-9.]+ s, [0-9.]+ s$")
+        self.assertRegex(lines[-1], r"^observe: 24/24 done \(100%\), [0-9.]+/s, [0-9.]+ s$")
 
     def test_every_way_of_waiting_ends_with_its_line(self):
         for how in ("vector", "wait_all", "as_completed", "submit_as_completed"):
@@ -330,10 +338,7 @@ class Dump(ObserveTest):
         marker = os.path.join(self.tmp, f"started-{backend}-{int(sig)}")
         p = self.start(["hang", "4000", marker, "--work-manager", backend, "--n-workers", "2", *flags], env)
         # (serial runs the task inside submit: the task's id is printed after it, read at the end)
-        until = time.monotonic() + 60
-        while not os.path.exists(marker) and time.monotonic() < until:
-            time.sleep(0.02)
-        self.assertTrue(os.path.exists(marker), "the task did not start within 60 s")
+        self.assertTrue(wait_for_file(marker), "the task did not start within 60 s")
         time.sleep(0.6)
         (os.killpg if group else os.kill)(p.p.pid, sig)
         return p
@@ -541,9 +546,7 @@ class Zmq(ObserveTest):
         master, node = self.master_and_node(["hang", "4000", marker, "--wm-dashboard", "127.0.0.1:0"],
                                             env={"WM_LOG_LEVEL": "debug"})
         url, _ = dashboard_url(master)
-        until = time.monotonic() + 60
-        while not os.path.exists(marker) and time.monotonic() < until:
-            time.sleep(0.05)
+        self.assertTrue(wait_for_file(marker), "the task did not start within 60 s")
         time.sleep(0.6)
         os.kill(master.p.pid, signal.SIGUSR1)
         m = master.wait_for(r"info:   worker (\d+) \(pid (\d+)\): busy, .*; running 'observe::hang' \(task \S+\) for "
@@ -594,9 +597,7 @@ class Mpi(ObserveTest):
         marker = os.path.join(self.tmp, "started")
         p = self.mpirun(3, ["hang", "4000", marker, "--wm-dashboard", "127.0.0.1:0"])
         url, _ = dashboard_url(p, 90)
-        until = time.monotonic() + 60
-        while not os.path.exists(marker) and time.monotonic() < until:
-            time.sleep(0.05)
+        self.assertTrue(wait_for_file(marker), "the task did not start within 60 s")
         time.sleep(0.6)
         # mpirun forwards SIGUSR1 to every rank: rank 0 dumps, the others take no notice.
         os.kill(p.p.pid, signal.SIGUSR1)

@@ -18,9 +18,9 @@
 #pragma once
 
 #include <wm/future.hpp>
+#include <wm/work_manager.hpp>  // detail::NextIterator
 
 #include <cstddef>
-#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -78,29 +78,7 @@ class ProgressRange {
     return f;
   }
 
-  class iterator {
-   public:
-    using iterator_category = std::input_iterator_tag;
-    using value_type = future_type;
-    using difference_type = std::ptrdiff_t;
-    using pointer = const future_type*;
-    using reference = const future_type&;
-    iterator() = default;
-    explicit iterator(ProgressRange* owner) : owner_(owner) { ++*this; }
-    reference operator*() const { return *current_; }
-    pointer operator->() const { return &*current_; }
-    iterator& operator++() {
-      current_ = owner_->next();
-      if (!current_) owner_ = nullptr;
-      return *this;
-    }
-    friend bool operator==(const iterator& a, const iterator& b) { return a.owner_ == b.owner_; }
-    friend bool operator!=(const iterator& a, const iterator& b) { return a.owner_ != b.owner_; }
-
-   private:
-    ProgressRange* owner_ = nullptr;
-    std::optional<future_type> current_;
-  };
+  using iterator = detail::NextIterator<ProgressRange, future_type>;
   iterator begin() { return iterator(this); }
   iterator end() { return iterator(); }
 
