@@ -393,8 +393,14 @@ void BackendConfigStorage::finalize() {
 }
 
 BackendLink::BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendConfigStorage> config)
-    : name_(intern_name(plugin.meta.name)), config_(std::move(config)),
-      stats_(std::make_shared<LinkStats>(plugin.meta.name)), tag_(make_link_tag(plugin.meta.name, stats_.get())) {
+    // The name is this work manager's own pointer (a LinkTag's): its tasks find their counters by
+    // it, and, as a name, it is never freed.
+    : name_(&make_link_tag(plugin.meta.name)->name), config_(std::move(config)),
+      stats_(std::make_shared<LinkStats>(plugin.meta.name)), tag_(tag_of(name_)),
+      // Only for the bench's measure of what the counting costs (bench/README.md, figure stats): a
+      // work manager made while WM_BENCH_NO_STATS is set counts nothing.
+      counting_(std::getenv("WM_BENCH_NO_STATS") == nullptr) {
+  if (counting_) tag_->stats.store(stats_.get());
   desc_ = load_descriptor(plugin);
   caps_ = desc_->capabilities;
   wm_error err{};
@@ -517,7 +523,7 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
       unmark_first(i);
       throw Error("task '" + s->display_name() + "' was submitted already; make a new wm::task for each run");
     }
-    s->backend_name = &tag_->name;  // the name, and the way to this work manager's counters
+    s->backend_name = name_;  // the name, and the way to this work manager's counters
     s->link_id = id_;
     s->wait_spin_us = in_process() ? kLocalWaitSpinMicros : kRemoteWaitSpinMicros;
   }
@@ -556,10 +562,10 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
     tasks[i] = task_of(states[i].get());
   }
   // Counted before the backend has them: it may finish them before submit returns (serial).
-  stats_->submitted(static_cast<std::int64_t>(n));
+  if (counting_) stats_->submitted(static_cast<std::int64_t>(n));
   // Refused: the tasks are the caller's again, not submitted, and the backend holds no reference.
   auto take_back = [&] {
-    stats_->submitted(-static_cast<std::int64_t>(n));
+    if (counting_) stats_->submitted(-static_cast<std::int64_t>(n));
     unmark();
     for (std::size_t i = 0; i < n; ++i) intrusive_ptr_release(states[i].get());
   };

@@ -97,7 +97,8 @@ class BackendLink : public std::enable_shared_from_this<BackendLink> {
   // Tasks point at it until they finish, which is before the backend is destroyed; shared with the
   // thread that destroys a backend let go of inside a task.
   std::shared_ptr<LinkStats> stats_;
-  LinkTag* tag_;  // never freed (futures read the name); its counters are cleared at destruction
+  LinkTag* tag_;  // name_'s; never freed (futures read the name); its counters cleared at destruction
+  bool counting_;  // false only under WM_BENCH_NO_STATS (the bench's measure of the counting's cost)
   std::unique_ptr<Watch> watch_;
   std::atomic<bool> summarized_{false};  // the shutdown summary was given
   void shut_down();                      // once a waiting shutdown returned

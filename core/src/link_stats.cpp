@@ -80,7 +80,7 @@ namespace {
 std::atomic<std::uint64_t> g_next_link_id{1};
 }  // namespace
 
-LinkTag* make_link_tag(const std::string& name, LinkStats* stats) {
+LinkTag* make_link_tag(const std::string& name) {
   // Kept in a list that is never destroyed (futures outlive main), so they stay reachable: about 50
   // bytes per work manager ever made.
   static std::mutex mutex;
@@ -88,7 +88,6 @@ LinkTag* make_link_tag(const std::string& name, LinkStats* stats) {
   std::lock_guard<std::mutex> lock(mutex);
   LinkTag& tag = tags->emplace_back();
   tag.name = name;
-  tag.stats.store(stats, relaxed);
   return &tag;
 }
 

@@ -81,14 +81,17 @@ struct LinkTag {
   std::string name;
   std::atomic<LinkStats*> stats{nullptr};
 };
-/** A new tag (never freed). */
-LinkTag* make_link_tag(const std::string& name, LinkStats* stats);
+/** A new tag (never freed), its counters not set yet; its name is the work manager's name, one
+ *  pointer per work manager (BackendLink::interned_name()). */
+LinkTag* make_link_tag(const std::string& name);
+/** The tag whose name this is (a name made by make_link_tag). */
+inline LinkTag* tag_of(const std::string* name) noexcept {
+  static_assert(std::is_standard_layout_v<LinkTag>, "TaskState::backend_name points at the first member of a LinkTag");
+  return reinterpret_cast<LinkTag*>(const_cast<std::string*>(name));
+}
 /** The counters of the work manager a task was submitted to (null: not submitted). */
 inline LinkStats* stats_of(const TaskState* s) noexcept {
-  static_assert(std::is_standard_layout_v<LinkTag>, "TaskState::backend_name points at the first member of a LinkTag");
-  return s->backend_name != nullptr
-             ? reinterpret_cast<const LinkTag*>(s->backend_name)->stats.load(std::memory_order_relaxed)
-             : nullptr;
+  return s->backend_name != nullptr ? tag_of(s->backend_name)->stats.load(std::memory_order_relaxed) : nullptr;
 }
 
 /** What the core keeps per thread for the statistics, in one place. */
