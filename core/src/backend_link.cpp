@@ -666,7 +666,7 @@ Stats BackendLink::stats() {
   } else if (in_process()) {
     stats_->fill_meters(out, n_workers());
   } else if (desc_->stats != nullptr) {
-    out.workers_note = "the backend gave no per-worker view (its thread did not answer in time)";
+    out.workers_note = "the backend gave no per-worker view (not started yet, or its thread did not answer within 0.5 s)";
   }
   for (WorkerStats& w : out.workers) {
     w.tasks_failed = stats_->failures_of(w.index);
