@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <strings.h>
 #include <unistd.h>
@@ -186,7 +187,7 @@ class Dumper {
 
   void run() {
     for (;;) {
-      pollfd_wait();
+      wait_for_the_handler();
       char buf[64];
       ssize_t n;
       int sig = 0;
@@ -222,13 +223,10 @@ class Dumper {
     }
   }
 
-  // Waits for the handler's byte (blocking read would do, but the pipe is non-blocking for the handler).
-  void pollfd_wait() {
-    fd_set set;
-    for (;;) {
-      FD_ZERO(&set);
-      FD_SET(pipe_[0], &set);
-      if (select(pipe_[0] + 1, &set, nullptr, nullptr, nullptr) > 0) return;
+  // Waits for the handler's byte (the pipe does not block: the handler must never wait on it).
+  void wait_for_the_handler() {
+    pollfd p{pipe_[0], POLLIN, 0};
+    while (poll(&p, 1, -1) <= 0) {
     }
   }
 
