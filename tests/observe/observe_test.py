@@ -369,6 +369,19 @@ class Dump(ObserveTest):
         self.assertEqual(r.returncode, 2)
         self.assertIn("option --wm-dump-signal='KILL' is not a signal for the status dump", r.stderr)
 
+    def test_a_killed_worker_and_its_retry_are_counted(self):
+        marker = os.path.join(self.tmp, "died")
+        r = run(["retry", marker, "--work-manager", "processes", "--n-workers", "2"], env={"WM_PROCESSES_RETRIES": "1"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = re.search(r"^STATS (.*)$", r.stdout, re.M)
+        self.assertIsNotNone(m, r.stdout + r.stderr)
+        stats = dict(kv.split("=") for kv in m.group(1).split())
+        self.assertEqual((stats["submitted"], stats["completed"], stats["failed"], stats["task_exception"],
+                          stats["worker_lost"], stats["retried"], stats["restarts"], stats["result"]),
+                         ("11", "9", "2", "2", "0", "1", "1", "7"), r.stdout)
+        self.assertRegex(r.stderr, r"master pid \d+ \[wm processes\] warning: worker \d \(pid \d+\) was killed by "
+                                   r"signal 9 .* running task 'observe::die_once'; running it again")
+
     def test_workers_are_not_ended_by_a_signal_to_the_whole_group(self):
         p = self.hang_and_signal("processes", group=True)
         self.assertIsNotNone(p.wait_for(r"running 'observe::hang'", 30), p.stderr)
@@ -500,13 +513,15 @@ def find_chromium():
 
 class Browser(ObserveTest):
     def dump_dom(self, url):
-        chromium = find_chromium()
+        """The page's DOM after 2.5 s of its own time (its script ran, its timers fired)."""
         profile = tempfile.mkdtemp(prefix="profile-", dir=self.tmp)
-        r = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                            "--disable-extensions", "--user-data-dir=" + profile, "--virtual-time-budget=2500",
-                            "--dump-dom", url], capture_output=True, text=True, timeout=90, start_new_session=True)
-        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
-        return r.stdout
+        browser = self.start([], stdin_open=False, cmd=[
+            find_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-extensions", "--user-data-dir=" + profile, "--virtual-time-budget=2500", "--dump-dom", url])
+        status = browser.finish(90)  # Chromium and its helpers are a session of their own, ended in any case
+        browser.end()
+        self.assertEqual(status, 0, browser.stderr[-2000:])
+        return browser.stdout
 
     def test_the_page_in_headless_chromium_shows_the_workers_and_a_rising_done_count(self):
         if find_chromium() is None:
