@@ -27,7 +27,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-FIGURES = ["throughput", "roundtrip", "bandwidth", "idle", "efficiency", "death", "memory", "sweep", "node_death"]
+FIGURES = ["throughput", "roundtrip", "bandwidth", "idle", "efficiency", "death", "memory", "sweep", "node_death",
+           "stats", "idle_dashboard"]
 # Figures run in a fresh process per run: VmHWM only grows, an MPI job cannot replace a rank, a
 # killed zmq node is gone.
 ONE_RUN_PER_PROCESS = {"death", "memory", "node_death"}
@@ -46,7 +47,11 @@ EXPECTED = {
     "memory": ["mem_master_hwm", "mem_per_future", "mem_worker_hwm"],
     "sweep": ["sweep_%dus" % us for us in SWEEP_US],
     "node_death": ["node_death_ms"],
+    "stats": ["stats_ratio", "stats_call_us"],
+    "idle_dashboard": ["idle_cpu_dashboard"],
 }
+# The idle figure again with the dashboard listening (WM_DASHBOARD): fewer runs, 3 s each.
+DASHBOARD_IDLE_RUNS = 3
 NA_OK_IN_PROCESS = {"death_ms", "mem_worker_hwm"}
 FLOOR_EXPECTED = ["pool_throughput", "pool_rt_median", "pool_rt_p99", "pipe_rt_median", "pipe_rt_p99",
                   "memcpy", "fresh_echo", "pool_mem_master_hwm", "pool_mem_per_future"]
@@ -65,6 +70,11 @@ ROWS = [
     ("bandwidth", "64 MiB echo bandwidth"),
     ("bandwidth_keep", "64 MiB echo bandwidth, host malloc keeps freed memory"),
     ("idle_cpu", "idle CPU, 3 s, whole tree"),
+    ("idle_cpu_dashboard", "idle CPU, 3 s, whole tree, dashboard listening"),
+    ("dashboard_idle_extra", "the idle dashboard's CPU over 3 s (difference of medians)"),
+    ("stats_counting_ratio", "throughput with statistics counted, to without (same process)"),
+    ("stats_ratio", "throughput with stats() read 10×/s, to without"),
+    ("stats_call_us", "one stats() call during a run"),
     ("efficiency", "submit_as_completed efficiency"),
     ("death_ms", "worker-death detection"),
     ("node_death_ms", "node-death detection (SIGKILL)"),
@@ -73,7 +83,8 @@ ROWS = [
     ("mem_per_future", "memory per outstanding future"),
 ]
 # Rows measured for some backends only (remote ones): left out where absent.
-OPTIONAL_ROWS = {"bandwidth_keep", "node_death_ms"}
+OPTIONAL_ROWS = {"bandwidth_keep", "node_death_ms", "idle_cpu_dashboard", "dashboard_idle_extra", "stats_ratio",
+                 "stats_call_us", "stats_counting_ratio"}
 FLOOR_ROWS = [
     ("pool_throughput", "std::thread pool + packaged_task throughput"),
     ("pool_rt_median", "std::thread pool round trip, median"),
@@ -555,9 +566,13 @@ def main():
                 continue
             passes = runs if fig in ONE_RUN_PER_PROCESS else 1
             per_pass_runs = 1 if fig in ONE_RUN_PER_PROCESS else runs
+            if fig == "idle_dashboard":
+                per_pass_runs = min(runs, DASHBOARD_IDLE_RUNS)
             for _ in range(passes):
                 bargs = ["--bench-figure", fig, "--bench-runs", str(per_pass_runs)] + smoke_flags
                 cmd, e = backend_command(b, bench_bin, bargs, env, mpi_env, mpirun, fig, tmpdir)
+                if fig == "idle_dashboard":
+                    e = dict(e, WM_DASHBOARD="127.0.0.1:0")
                 r, err = run_program(cmd, e, timeout, log)
                 store.add(r)
                 if err:
@@ -621,6 +636,14 @@ def main():
                 if d and "na" in d and m in NA_OK_IN_PROCESS and info.get("in_process", False):
                     continue  # no worker process to kill or measure
                 missing.append("%s/%s" % (b, m))
+        # What the idle dashboard adds to the idle figure (medians of runs in separate processes).
+        if out.get("idle_cpu", {}).get("median") is not None and out.get("idle_cpu_dashboard", {}).get("median") is not None:
+            extra = out["idle_cpu_dashboard"]["median"] - out["idle_cpu"]["median"]
+            out["dashboard_idle_extra"] = dict(summary([extra]), values=[extra], unit="CPU-s",
+                                               note="median of idle_cpu_dashboard minus median of idle_cpu")
+            t = targets.get(b, {}).get("dashboard_idle_extra")
+            if t:
+                out["dashboard_idle_extra"]["target"] = t
         results[b] = {"info": info, "metrics": out, "hists": store.hists.get(b, {})}
     # Targets once every backend is in: a target may be relative to another backend of this run.
     for b in backends:
@@ -764,7 +787,7 @@ def markdown(rep, backends):
                 if len(tgt) > 2:
                     tgt_s = "%s%s× %s (%s)" % (tgt_s[:2], fmt(tgt[1]), tgt[2], fmt(d.get("target_bound")))
             met = {True: "yes", False: "**no**", None: ""}[d.get("met")]
-            if "na" in d:
+            if "na" in d or d.get("median") is None:
                 o.append("| %s | %s | n/a | | | | | | %s | %s |" % (name, label, tgt_s, met))
                 continue
             floor_s = ""

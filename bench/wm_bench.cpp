@@ -7,7 +7,7 @@
 //   wm_bench --work-manager threads --bench-figure throughput [--bench-runs 5] [--bench-smoke]
 //   mpirun -np 3 wm_bench --work-manager mpi --bench-figure roundtrip
 //
-// Figures: throughput roundtrip bandwidth idle efficiency death memory sweep node_death.
+// Figures: throughput roundtrip bandwidth idle efficiency death memory sweep node_death stats idle_dashboard.
 // The program's own flags start with --bench- so that Boost.Program_options (which accepts
 // unambiguous prefixes of the work manager's flags) never mistakes one for a --wm-/--n-... flag.
 #include "bench_common.hpp"
@@ -20,11 +20,13 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -201,7 +203,7 @@ pid_t tree_root() {
   return getpid();
 }
 
-void fig_idle(Ctx& c) {
+void fig_idle(Ctx& c, const std::string& metric = "idle_cpu", const std::string& aside = "") {
   const double idle_s = c.smoke ? 0.3 : 3.0;
   const pid_t root = tree_root();
   std::vector<double> v;
@@ -216,9 +218,97 @@ void fig_idle(Ctx& c) {
     const double b = bench::tree_cpu_s(tree);
     v.push_back((b - a) * (3.0 / idle_s));  // scaled to 3 s (no-op unless smoke)
   }
-  bench::emit_metric(c.src, "idle_cpu", "CPU-s", v,
+  bench::emit_metric(c.src, metric, "CPU-s", v,
                      "CPU of the process tree (" + std::to_string(nproc) + " processes) over " +
-                         bench::short_number(idle_s) + " s idle after a task" + (idle_s != 3.0 ? ", scaled to 3 s" : ""));
+                         bench::short_number(idle_s) + " s idle after a task" + (idle_s != 3.0 ? ", scaled to 3 s" : "") +
+                         (aside.empty() ? "" : ", " + aside));
+}
+
+// What the statistics cost. (1) The counting, always on: where a second work manager of the backend
+// can run beside the first (serial, threads, processes), one made with WM_BENCH_NO_STATS counts
+// nothing; throughput runs alternate between the two in this process, and each pair gives a ratio.
+// (2) Reading them: throughput runs with a thread calling stats() ten times a second, each paired
+// with a run without it (alternating which goes first); and how long one call takes.
+void fig_stats(Ctx& c) {
+  // Throughput varies from run to run on these VMs by more than what is measured here: many short
+  // pairs, and the median of their ratios.
+  const int n = c.smoke ? 2000 : 200000;
+  const int pairs = c.smoke ? 1 : 4 * c.runs;
+  run_throughput_once(*c.wm, n / 10);  // warm-up
+  if (c.src == "serial" || c.src == "threads" || c.src == "processes") {
+    setenv("WM_BENCH_NO_STATS", "1", 1);
+    auto quiet = wm::from_environ(c.src);
+    unsetenv("WM_BENCH_NO_STATS");
+    run_throughput_once(*quiet, n / 10);
+    std::vector<double> counting;
+    for (int r = 0; r < pairs; ++r) {
+      double on = 0, off = 0;
+      if (r % 2 == 0) {
+        on = run_throughput_once(*c.wm, n);
+        off = run_throughput_once(*quiet, n);
+      } else {
+        off = run_throughput_once(*quiet, n);
+        on = run_throughput_once(*c.wm, n);
+      }
+      counting.push_back(on / off);
+    }
+    bench::emit_metric(c.src, "stats_counting_ratio", "ratio", counting,
+                       std::to_string(n) + " no-op tasks on a work manager that counts, against one made with "
+                       "WM_BENCH_NO_STATS, in this process (" + std::to_string(pairs) + " pairs, alternating order)");
+  }
+  std::vector<double> ratio, with_reader, call_us;
+  for (int r = 0; r < pairs; ++r) {
+    auto read_while_running = [&] {
+      std::mutex m;
+      std::condition_variable cv;
+      bool stop = false;
+      std::vector<double> calls;
+      std::thread reader([&] {
+        std::unique_lock<std::mutex> lock(m);
+        do {  // at least once, however short the run
+          lock.unlock();
+          const double t0 = bench::now_s();
+          const wm::Stats s = c.wm->stats();
+          calls.push_back((bench::now_s() - t0) * 1e6);
+          if (s.submitted == 0 && s.finished() != 0) throw std::logic_error("stats: finished without submitted");
+          lock.lock();
+          cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop; });
+        } while (!stop);
+      });
+      const double v = run_throughput_once(*c.wm, n);
+      {
+        std::lock_guard<std::mutex> lock(m);
+        stop = true;
+      }
+      cv.notify_all();
+      reader.join();
+      if (!calls.empty()) call_us.push_back(bench::quantile(calls, 0.5));
+      return v;
+    };
+    double plain = 0, read = 0;
+    if (r % 2 == 0) {
+      plain = run_throughput_once(*c.wm, n);
+      read = read_while_running();
+    } else {
+      read = read_while_running();
+      plain = run_throughput_once(*c.wm, n);
+    }
+    with_reader.push_back(read);
+    ratio.push_back(read / plain);
+  }
+  const std::string note = std::to_string(n) + " no-op tasks, stats() called every 100 ms during the run, against a run "
+                           "without (" + std::to_string(pairs) + " pairs, alternating order)";
+  bench::emit_metric(c.src, "stats_ratio", "ratio", ratio, note);
+  bench::emit_metric(c.src, "throughput_stats", "tasks/s", with_reader, note);
+  bench::emit_metric(c.src, "stats_call_us", "us", call_us, "one stats() call during the run, median per run");
+}
+
+// The idle figure with the dashboard on (run.py sets WM_DASHBOARD=127.0.0.1:0): it listens, nobody
+// asks.
+void fig_idle_dashboard(Ctx& c) {
+  const char* d = std::getenv("WM_DASHBOARD");
+  if (d == nullptr || *d == '\0') throw std::runtime_error("idle_dashboard: set WM_DASHBOARD (run.py does)");
+  fig_idle(c, "idle_cpu_dashboard", "with the dashboard listening (WM_DASHBOARD=" + std::string(d) + ")");
 }
 
 void fig_efficiency(Ctx& c) {
@@ -440,8 +530,9 @@ int main(int argc, char** argv) {
         .boolean("in_process", wm->runs_in_process()).integer("pid", getpid()).emit();
     const std::vector<std::pair<std::string, void (*)(Ctx&)>> figures{
         {"throughput", fig_throughput}, {"roundtrip", fig_roundtrip}, {"bandwidth", fig_bandwidth},
-        {"idle", fig_idle},             {"efficiency", fig_efficiency}, {"death", fig_death},
-        {"memory", fig_memory},         {"sweep", fig_sweep},           {"node_death", fig_node_death}};
+        {"idle", [](Ctx& x) { fig_idle(x); }}, {"efficiency", fig_efficiency}, {"death", fig_death},
+        {"memory", fig_memory},         {"sweep", fig_sweep},           {"node_death", fig_node_death},
+        {"stats", fig_stats},           {"idle_dashboard", fig_idle_dashboard}};
     bool found = false;
     for (const auto& [name, fn] : figures) {
       if (figure != "all" && figure != name) continue;

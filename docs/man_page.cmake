@@ -46,7 +46,7 @@ file(READ "${INCLUDE}" hand_written)
 # COMMANDS: each command's own --help.
 set(synopsis "[SYNOPSIS]\n")
 set(commands "[COMMANDS]\nEach command's own \\fB\\-\\-help\\fR:\n")
-foreach(command list info config check)
+foreach(command list info config check status)
   run_wm(help ${command} --help)
   string(REGEX MATCH "^usage: ([^\n]*)" usage "${help}")
   roff_verbatim("${CMAKE_MATCH_1}" usage)

@@ -11,6 +11,7 @@ packages=(
   clang
   libzmq3-dev cppzmq-dev libsodium-dev
   nlohmann-json3-dev
+  libcpp-httplib-dev chromium
   doxygen help2man man-db bash-completion
   dpkg-dev file
 )

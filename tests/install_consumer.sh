@@ -44,6 +44,15 @@ cmake -S "$src/examples" -B "$work/hosts" -DCMAKE_PREFIX_PATH="$prefix" > "$work
 cmake --build "$work/hosts" -j 2 > "$work/build.log"
 timeout 60 "$work/hosts/wm_demo"
 WM_WORK_MANAGER=threads timeout 60 "$work/hosts/wm_demo"
+# Watching it comes with the package: the dashboard module (loaded from the prefix), the progress
+# line, the summary, `wm status`.
+WM_WORK_MANAGER=threads WM_DASHBOARD=127.0.0.1:0 WM_PROGRESS=on WM_LOG_LEVEL=info timeout 60 "$work/hosts/wm_demo" \
+  > "$work/watch.out" 2> "$work/watch.err" || fail "the demo, watched: $(cat "$work/watch.err")"
+grep -q "\[wm threads\] info: dashboard: http://127.0.0.1:[0-9]*/" "$work/watch.err" \
+  || fail "the installed dashboard did not start: $(cat "$work/watch.err")"
+grep -q "\[wm progress\] info: threads: [0-9]*/[0-9]* done (100%)" "$work/watch.err" || fail "no progress line: $(cat "$work/watch.err")"
+grep -q "\[wm threads\] info: summary after" "$work/watch.err" || fail "no summary: $(cat "$work/watch.err")"
+"$wm" status --help | grep -q "wm status URL" || fail "the installed wm has no status command"
 expect "^threads .*$plugin_dir/wm_backend_threads.so" "$wm" list
 
 # 2. A third-party backend: one file and its CMakeLists.txt; the SDK component alone needs nothing else.

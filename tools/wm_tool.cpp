@@ -7,9 +7,11 @@
 
 #include <boost/dll/shared_library.hpp>
 #include <boost/program_options.hpp>
+#include <httplib.h>  // wm status: the dashboard's client
 #include <nlohmann/json.hpp>
 
-#include "option_value.hpp"  // core/src: the core's grammar of option values
+#include "duration_text.hpp"  // core/src: durations written as the core writes them
+#include "option_value.hpp"   // core/src: the core's grammar of option values
 
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -265,6 +267,11 @@ const Command kCommands[] = {
      "stage reported, the first failing one with the error (a missing entry symbol, an unresolved\n"
      "symbol, a create or startup failure, a crash, a hang past the timeout). Exit status 0 if\n"
      "every stage passed."},
+    {"status", "wm status URL [--json] [--token TOKEN] [--timeout SECONDS]",
+     "A running job's statistics, from the dashboard its master serves (--wm-dashboard HOST:PORT):\n"
+     "tasks, queue, rate, each worker and the task it runs, the last failures. URL is the address\n"
+     "the master printed (http://HOST:PORT/, with ?token=... off loopback; or the token in --token or\n"
+     "WM_DASHBOARD_TOKEN). --json: the snapshot as the dashboard's /status.json gives it."},
 };
 
 void print_general_help(std::ostream& os) {
@@ -871,6 +878,94 @@ ChildOutcome run_check_child(const CheckArgs& a) {
 
 void on_interrupt(int) { g_interrupted = 1; }
 
+// ---- wm status ----
+
+// A running job's snapshot, from its dashboard (/status.json), as text or as the JSON it is.
+int cmd_status(const Command& c, const std::vector<std::string>& args) {
+  po::options_description desc = common_options();
+  desc.add_options()("url", po::value<std::string>()->value_name("URL"), "the dashboard's address")(
+      "token", po::value<std::string>()->value_name("TOKEN"), "its token (default: ?token= in URL, or WM_DASHBOARD_TOKEN)")(
+      "timeout", po::value<double>()->default_value(10)->value_name("SECONDS"), "how long to wait for the answer");
+  po::positional_options_description positional;
+  positional.add("url", 1);
+  const po::variables_map vm = parse_command(args, desc, positional);
+  if (wants_help(vm, c, desc)) return 0;
+  if (!vm.count("url")) throw UsageError("wm status needs the dashboard's URL (what the master printed)");
+  std::string url = vm["url"].as<std::string>();
+  // http://HOST:PORT[/...][?token=T]: the client is given scheme, host and port; the token goes as
+  // a bearer token (it stays out of logs of the path).
+  std::string token;
+  if (const auto q = url.find("?token="); q != std::string::npos) {
+    token = url.substr(q + 7);
+    token = token.substr(0, token.find('&'));
+    url.erase(q);
+  }
+  if (vm.count("token")) token = vm["token"].as<std::string>();
+  else if (const char* t = std::getenv("WM_DASHBOARD_TOKEN"); token.empty() && t != nullptr) token = t;
+  if (url.find("://") == std::string::npos) url = "http://" + url;
+  if (url.rfind("http://", 0) != 0) throw UsageError("wm status: '" + escaped(url) + "' is not an http:// address");
+  const auto path_at = url.find('/', 7);
+  const std::string origin = url.substr(0, path_at);
+  const double timeout = vm["timeout"].as<double>();
+  httplib::Client client(origin);
+  client.set_connection_timeout(static_cast<time_t>(timeout), 0);
+  client.set_read_timeout(static_cast<time_t>(timeout), 0);
+  httplib::Headers headers;
+  if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+  auto reply = client.Get("/status.json", headers);
+  if (!reply)
+    throw std::runtime_error("no answer from " + escaped(origin) + ": " + httplib::to_string(reply.error()) +
+                             " (is the job running, with --wm-dashboard?)");
+  if (reply->status == 401)
+    throw std::runtime_error(escaped(origin) + " refused the request: it needs the token its master printed "
+                             "(?token=... in the URL, --token or WM_DASHBOARD_TOKEN)");
+  if (reply->status != 200)
+    throw std::runtime_error(escaped(origin) + "/status.json answered HTTP " + std::to_string(reply->status));
+  const Json s = Json::parse(reply->body);
+  if (vm.count("json")) {
+    print_json(s);
+    return 0;
+  }
+  const Json& t = s.at("tasks");
+  std::ostringstream os;
+  os << "work manager '" << one_line(s.value("backend", "?")) << "' (pid " << s.value("pid", 0) << "), up "
+     << wm::detail::duration_text(s.value("uptime_seconds", 0.0)) << ", at " << escaped(origin) << "/\n";
+  std::string kinds;
+  for (const auto& [kind, n] : t.at("failed_by_kind").items())
+    if (kind != "cancelled") kinds += (kinds.empty() ? "" : ", ") + n.dump() + " " + kind;
+  char rate[32];
+  std::snprintf(rate, sizeof rate, "%.1f", t.value("per_second", 0.0));
+  os << "  tasks: " << t.value("submitted", 0) << " submitted, " << t.value("completed", 0) << " completed, "
+     << t.value("failed", 0) << " failed" << (kinds.empty() ? "" : " (" + kinds + ")") << ", " << t.value("cancelled", 0)
+     << " cancelled, " << t.value("retried", 0) << " retried; " << t.value("queued", 0) << " queued, "
+     << t.value("in_flight", 0) << " in flight; " << rate << " tasks/s\n";
+  std::string states;
+  for (const auto& [state, n] : s.at("workers_by_state").items())
+    if (n.get<int>() != 0) states += (states.empty() ? "" : ", ") + n.dump() + " " + state;
+  os << "  workers: " << s.at("workers").size() << (states.empty() ? "" : " (" + states + ")") << "\n";
+  for (const Json& w : s.at("workers")) {
+    os << "  worker " << w.value("index", -1) << " (";
+    if (w.value("rank", -1) >= 0) os << "rank " << w.value("rank", -1) << ", ";
+    os << "pid " << w.value("pid", 0) << " on " << one_line(w.value("host", "")) << "): " << w.value("state", "")
+       << ", " << w.value("tasks_done", 0) << " done, " << w.value("tasks_failed", 0) << " failed, "
+       << w.value("restarts", 0) << " restarts, busy " << std::lround(100 * w.value("busy_fraction", 0.0)) << "%";
+    if (w.contains("task") && !w["task"].is_null())
+      os << "; running '" << one_line(w["task"].value("name", "")) << "' (task " << w["task"].value("id", "")
+         << ") for " << wm::detail::duration_text(w["task"].value("seconds", 0.0));
+    os << "\n";
+  }
+  if (!s.value("workers_note", "").empty()) os << "  (" << one_line(s.value("workers_note", "")) << ")\n";
+  if (!s.at("recent_failures").empty()) {
+    os << "  last failures:\n";
+    for (const Json& f : s.at("recent_failures"))
+      os << "    " << wm::detail::duration_text(f.value("seconds_ago", 0.0)) << " ago, worker " << f.value("worker", -1) << ": "
+         << one_line(f.value("task_name", "")) << " (" << f.value("kind", "") << "): " << one_line(f.value("message", ""))
+         << "\n";
+  }
+  std::cout << os.str();
+  return 0;
+}
+
 int cmd_check(const Command& c, const std::vector<std::string>& args, bool child) {
   wm::WMEnvironment env;
   std::vector<const char*> argv{"wm check"};
@@ -1030,6 +1125,7 @@ int run(int argc, char** argv) {
     throw UsageError("unknown command '" + escaped(verb) + "'" + (near.empty() ? "" : "; did you mean '" + near + "'?"));
   }
   const std::string name = c->name;
+  if (name == "status") return cmd_status(*c, args);
   if (name == "list" || name == "plugins") return cmd_list(*c, args);
   if (name == "info") return cmd_info(*c, args);
   if (name == "config") return cmd_config(*c, args);

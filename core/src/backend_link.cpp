@@ -2,8 +2,11 @@
 // backend_link.cpp: loading the chosen backend plugin, the core's service table, and WorkManager.
 #include "backend_link.hpp"
 
+#include "console.hpp"
 #include "internal.hpp"
+#include "link_stats.hpp"
 
+#include <wm/stats.hpp>
 #include <wm/task.hpp>
 #include <wm/work_manager.hpp>
 
@@ -49,7 +52,15 @@ void set_error(wm_error* err, const std::string& message) {
 // drops it, and these calls only release the backend's reference.
 void svc_execute(wm_task* t) {
   TaskState* s = state_of(t);
-  if (claim_start(s)) execute_local(s);
+  if (claim_start(s)) {
+    // On the meter of the worker this thread is (set_worker): the task it runs, for stats().
+    if (begin_metered(s)) {
+      execute_local(s);
+      end_metered();
+    } else {
+      execute_local(s);
+    }
+  }
   intrusive_ptr_release(s);
 }
 
@@ -386,7 +397,14 @@ void BackendConfigStorage::finalize() {
 }
 
 BackendLink::BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendConfigStorage> config)
-    : name_(intern_name(plugin.meta.name)), config_(std::move(config)) {
+    // The name is this work manager's own pointer (a LinkTag's): its tasks find their counters by
+    // it, and, as a name, it is never freed.
+    : name_(&make_link_tag(plugin.meta.name)->name), config_(std::move(config)),
+      stats_(std::make_shared<LinkStats>(plugin.meta.name)), tag_(tag_of(name_)),
+      // Only for the bench's measure of what the counting costs (bench/README.md, figure stats): a
+      // work manager made while WM_BENCH_NO_STATS is set counts nothing.
+      counting_(std::getenv("WM_BENCH_NO_STATS") == nullptr) {
+  if (counting_) tag_->stats.store(stats_.get());
   desc_ = load_descriptor(plugin);
   caps_ = desc_->capabilities;
   wm_error err{};
@@ -400,6 +418,8 @@ BackendLink::BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendCon
 }
 
 BackendLink::~BackendLink() {
+  // The dashboard's requests call into this link: they are over before it goes.
+  watch_.reset();
   if (registered_.load()) {
     LinkRegistry& r = link_registry();
     std::lock_guard<std::mutex> lock(r.mutex);
@@ -417,11 +437,13 @@ BackendLink::~BackendLink() {
     try {
       shutdown(0);
       Finishers::begin();
-      std::thread([name = name_, desc = desc_, instance = instance_, config = std::move(config_)] {
+      std::thread([name = name_, desc = desc_, instance = instance_, config = std::move(config_), stats = stats_,
+                   tag = tag_] {
         wm_error err{};
         if (desc->shutdown(instance, WM_SHUTDOWN_WAIT, &err) != 0)
           log(WM_LOG_ERROR, *name, std::string("shutdown failed: ") + err.message);
         desc->destroy(instance);
+        tag->stats.store(nullptr);
         Finishers::end();
       }).detach();
       return;
@@ -436,6 +458,7 @@ BackendLink::~BackendLink() {
     log(WM_LOG_ERROR, *name_, std::string("shutdown failed: ") + e.what());
   }
   desc_->destroy(instance_);
+  tag_->stats.store(nullptr);  // every task of it has finished; its counters go with it
 }
 
 void BackendLink::startup() {
@@ -455,6 +478,18 @@ void BackendLink::shutdown(std::uint32_t flags) {
   wm_error err{};
   if (call_plugin(*name_, "shutdown()", [&] { return desc_->shutdown(instance_, flags, &err); }) != 0)
     throw PluginError("work manager '" + *name_ + "' failed to shut down cleanly: " + err.message);
+  if ((flags & WM_SHUTDOWN_WAIT) != 0) shut_down();
+}
+
+void BackendLink::start_watch(const WatchSettings& settings) { watch_ = std::make_unique<Watch>(shared_from_this(), settings); }
+
+void BackendLink::shut_down() {
+  if (summarized_.exchange(true)) return;
+  stats_->close();
+  end_work_manager_progress(stats_.get());
+  if (watch_) watch_->stop();
+  // A master's summary, at level info: its tasks, failures, retries and each worker's busy time.
+  if (config_->config.worker_role == 0 && log_enabled(WM_LOG_INFO) && is_master()) log_shutdown_summary(stats());
 }
 
 void BackendLink::run() {
@@ -476,7 +511,10 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
   // Claim every task of the batch, or none: a task of the batch that is empty or was submitted
   // already leaves the others as they were.
   auto unmark_first = [&](std::size_t count) {
-    for (std::size_t i = 0; i < count; ++i) states[i]->submitted = false;
+    for (std::size_t i = 0; i < count; ++i) {
+      states[i]->submitted = false;
+      states[i]->backend_name = nullptr;  // not this work manager's: a later failure is not counted here
+    }
   };
   for (std::size_t i = 0; i < n; ++i) {
     TaskState* s = states[i].get();
@@ -488,7 +526,7 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
       unmark_first(i);
       throw Error("task '" + s->display_name() + "' was submitted already; make a new wm::task for each run");
     }
-    s->backend_name = name_;
+    s->backend_name = name_;  // the name, and the way to this work manager's counters
     s->wait_spin_us = in_process() ? kLocalWaitSpinMicros : kRemoteWaitSpinMicros;
   }
   auto unmark = [&] { unmark_first(n); };
@@ -525,8 +563,11 @@ void BackendLink::submit(const StatePtr* states, std::size_t n) {
     intrusive_ptr_add_ref(states[i].get());  // the backend's reference, dropped when it finishes the task
     tasks[i] = task_of(states[i].get());
   }
+  // Counted before the backend has them: it may finish them before submit returns (serial).
+  if (counting_) stats_->submitted(static_cast<std::int64_t>(n));
   // Refused: the tasks are the caller's again, not submitted, and the backend holds no reference.
   auto take_back = [&] {
+    if (counting_) stats_->submitted(-static_cast<std::int64_t>(n));
     unmark();
     for (std::size_t i = 0; i < n; ++i) intrusive_ptr_release(states[i].get());
   };
@@ -565,8 +606,88 @@ bool stop_running_task(TaskState* s) {
   return false;
 }
 
+namespace {
+WorkerState worker_state(std::int32_t state) {
+  switch (state) {
+    case WM_WORKER_STARTING: return WorkerState::starting;
+    case WM_WORKER_BUSY: return WorkerState::busy;
+    case WM_WORKER_LOST: return WorkerState::lost;
+    default: return WorkerState::idle;
+  }
+}
+
+// wm_backend_descriptor.stats's visitor: one worker, copied (its strings live during the call only).
+void visit_worker(void* context, const wm_worker_stats* in) {
+  if (in == nullptr) return;
+  try {
+    // A backend of another minor may pass a shorter or longer record: what both know is read.
+    wm_worker_stats w{};
+    std::memcpy(&w, in, std::min<std::size_t>(in->struct_size, sizeof w));
+    WorkerStats out;
+    out.index = w.where.index;
+    out.pid = w.where.pid;
+    out.rank = w.where.rank;
+    out.host = w.where.host != nullptr && *w.where.host != '\0' ? w.where.host : host_name();
+    out.state = worker_state(w.state);
+    if (w.task_sequence != 0) {
+      out.task_sequence = w.task_sequence;
+      out.task_name = w.task_name != nullptr && *w.task_name != '\0' ? w.task_name : "<unregistered callable>";
+      out.task_id = task_uuid_of(w.task_sequence);
+      out.task_seconds = w.task_seconds;
+    }
+    out.tasks_done = w.tasks_done;
+    out.restarts = w.restarts;
+    out.in_flight = w.in_flight;
+    out.busy_seconds = w.busy_seconds;
+    out.up_seconds = w.up_seconds;
+    out.bytes_sent = w.bytes_sent;
+    out.bytes_received = w.bytes_received;
+    static_cast<std::vector<WorkerStats>*>(context)->push_back(std::move(out));
+  } catch (...) {
+    // Out of memory: the snapshot goes without this worker.
+  }
+}
+}  // namespace
+
+Stats BackendLink::stats() {
+  Stats out;
+  stats_->fill(out);
+  wm_backend_stats totals{};
+  totals.struct_size = sizeof totals;
+  std::vector<WorkerStats> workers;
+  bool answered = false;
+  // Cores of ABI 1.0 never called stats(): a plugin built for 1.0 may hold anything there. No lock
+  // is held: the backend may wait for its own thread, which may be running a done-callback.
+  if (desc_->stats != nullptr && WM_ABI_MINOR_OF(desc_->abi_version) >= 1)
+    answered = call_plugin(*name_, "stats()", [&] { return desc_->stats(instance_, &totals, &visit_worker, &workers); }) == 0;
+  const std::uint64_t outstanding = out.submitted > out.finished() ? out.submitted - out.finished() : 0;
+  if (answered) {
+    out.workers = std::move(workers);
+    out.retried = totals.retried;
+    out.bytes_sent = totals.bytes_sent;
+    out.bytes_received = totals.bytes_received;
+    out.in_flight = std::min<std::uint64_t>(totals.in_flight, outstanding);
+  } else if (in_process()) {
+    stats_->fill_meters(out, n_workers());
+  } else if (desc_->stats != nullptr) {
+    out.workers_note = "the backend gave no per-worker view (not started yet, or its thread did not answer within 0.5 s)";
+  }
+  for (WorkerStats& w : out.workers) {
+    w.tasks_failed = stats_->failures_of(w.index);
+    if (w.up_seconds > 0) w.busy_fraction = std::min(1.0, w.busy_seconds / w.up_seconds);
+    if (w.state == WorkerState::busy) ++out.running;
+  }
+  if (!answered) out.in_flight = std::min<std::uint64_t>(out.running, outstanding);
+  out.queued = outstanding - out.in_flight;
+  return out;
+}
+
 void serve_and_exit(std::shared_ptr<BackendLink> link) {
   const std::string name = link->name();
+  // Its log lines say which worker, rank or node it is; a dump signal meant for the master does not
+  // end it.
+  set_serving_worker();
+  ignore_dump_signal_in_worker();
   int code = 0;
   try {
     link->startup();
@@ -613,5 +734,6 @@ void WorkManager::submit_states(const detail::StatePtr* states, std::size_t n) {
   link->submit(states, n);
 }
 void WorkManager::install_sigint_handler() { detail::install_sigint_for(link_); }
+Stats WorkManager::stats() const { return link_->stats(); }
 
 }  // namespace wm

@@ -4,8 +4,11 @@
 
 #include "plugin_scan.hpp"
 
+#include "watch.hpp"
+
 #include <wm/abi.h>
 #include <wm/environment.hpp>
+#include <wm/stats.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -14,6 +17,9 @@
 #include <vector>
 
 namespace wm::detail {
+
+class LinkStats;
+struct LinkTag;
 
 /** Options and settings handed to a backend at creation; kept alive as long as the backend. */
 struct ResolvedOption {
@@ -67,6 +73,13 @@ class BackendLink : public std::enable_shared_from_this<BackendLink> {
   /** cancel(kill_running): asks the backend to stop a task of its that is running (its worker is
    *  replaced); true if the task will fail with CancelledError. */
   bool stop_running(TaskState* s);
+  /** A snapshot: the core's counts, and the backend's totals and workers (WorkManager::stats()). */
+  Stats stats();
+  /** What the core counts for this work manager. */
+  LinkStats& counters() noexcept { return *stats_; }
+  const std::shared_ptr<LinkStats>& shared_counters() const noexcept { return stats_; }
+  /** A master's: the status dump, the dashboard, its own progress (watch.hpp); until shutdown. */
+  void start_watch(const WatchSettings& settings);
 
  private:
   const std::string* name_;
@@ -78,6 +91,14 @@ class BackendLink : public std::enable_shared_from_this<BackendLink> {
   std::atomic<bool> started_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> registered_{false};  // in the link registry (at its first submit)
+  // Tasks point at it until they finish, which is before the backend is destroyed; shared with the
+  // thread that destroys a backend let go of inside a task.
+  std::shared_ptr<LinkStats> stats_;
+  LinkTag* tag_;  // name_'s; never freed (futures read the name); its counters cleared at destruction
+  bool counting_;  // false only under WM_BENCH_NO_STATS (the bench's measure of the counting's cost)
+  std::unique_ptr<Watch> watch_;
+  std::atomic<bool> summarized_{false};  // the shutdown summary was given
+  void shut_down();                      // once a waiting shutdown returned
 };
 
 /** The core's service table handed to every backend. */

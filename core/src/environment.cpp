@@ -4,10 +4,12 @@
 // manager; the worker role.
 #include "backend_link.hpp"
 #include "binding.hpp"
+#include "console.hpp"
 #include "internal.hpp"
 #include "log_level.hpp"
 #include "option_value.hpp"
 #include "plugin_scan.hpp"
+#include "watch.hpp"
 
 #include <wm/environment.hpp>
 #include <wm/sdk/abi_version.hpp>
@@ -521,6 +523,11 @@ void WMEnvironment::add_wm_args(po::options_description& desc) const {
       group.add_options()((arg_prefix + "-" + setting).c_str(), v, help.c_str());
     }
   }
+  // Watching a run (watch.hpp): always prefixed, as backend options are (--wm-progress, WM_PROGRESS).
+  std::size_t n_watch = 0;
+  for (const detail::WatchOption* w = detail::watch_options(n_watch); n_watch > 0; ++w, --n_watch)
+    group.add_options()((arg_prefix + "-" + w->name).c_str(), po::value<std::string>()->value_name(w->value_name),
+                        (std::string(w->help) + " (env " + env_name(w->name) + "; default " + w->default_text + ")").c_str());
   desc.add(group);
 }
 
@@ -657,6 +664,11 @@ std::string WMEnvironment::help_text() const {
       short_entry(out, flag + (o.type == WM_OPTION_BOOL ? "" : " ") + value_name(o.type), description);
     }
   }
+  out += "\nwatching a run:\n";
+  std::size_t n_watch = 0;
+  for (const detail::WatchOption* w = detail::watch_options(n_watch); n_watch > 0; ++w, --n_watch)
+    short_entry(out, "--" + arg_prefix + "-" + w->name + " " + w->value_name,
+                std::string(w->help) + " (default " + w->default_text + ")");
   out += "\n";
   wrap_into(out,
             "Every option is also an environment variable" + (example.empty() ? "" : " (" + example + ")") +
@@ -966,6 +978,18 @@ std::string checked_log_level() {
 
 }  // namespace
 
+namespace {
+// wm's watching settings (--wm-progress, --wm-dump-signal, --wm-dashboard), checked.
+detail::WatchSettings watch_settings(const WMEnvironment& env, const std::map<std::string, std::string>& cli) {
+  return detail::read_watch_settings([&](const std::string& name) -> std::optional<std::pair<std::string, std::string>> {
+    if (auto it = cli.find(name); it != cli.end()) return std::make_pair(it->second, "option --" + env.arg_prefix + "-" + name);
+    if (const char* v = std::getenv(env.env_name(name).c_str()))
+      return std::make_pair(std::string(v), "environment variable " + env.env_name(name));
+    return std::nullopt;
+  });
+}
+}  // namespace
+
 std::vector<ConfigEntry> WMEnvironment::config_report() const {
   std::vector<ConfigEntry> out;
   auto source_of = [&](const std::string& name) {
@@ -999,6 +1023,15 @@ std::vector<ConfigEntry> WMEnvironment::config_report() const {
                                 : r.source == "environment" ? ValueSource::environment
                                                             : ValueSource::default_value});
     }
+  }
+  (void)watch_settings(*this, impl_->cli);  // refuses a malformed value, as n_workers() does
+  std::size_t n_watch = 0;
+  for (const detail::WatchOption* w = detail::watch_options(n_watch); n_watch > 0; ++w, --n_watch) {
+    const auto v = get_val(w->name);
+    out.push_back(ConfigEntry{w->name, env_name(w->name), "--" + arg_prefix + "-" + w->name, v ? trim(*v) : w->default_text,
+                              impl_->cli.count(w->name)        ? ValueSource::command_line
+                              : std::getenv(env_name(w->name).c_str()) ? ValueSource::environment
+                                                                        : ValueSource::default_value});
   }
   return out;
 }
@@ -1050,8 +1083,10 @@ std::unique_ptr<WorkManager> WMEnvironment::make_work_manager(const std::string&
   const detail::ScannedPlugin* p = nullptr;
   std::unique_ptr<detail::BackendConfigStorage> config;
   detail::BindingRequest binding;
+  detail::WatchSettings watch;
   configuration_step([&] {
     name = impl_->checked_name(*this, backend, "the program ('" + backend + "')");
+    watch = watch_settings(*this, impl_->cli);
     const unsigned workers = n_workers();
     checked_log_level();
     binding = binding_request(*this, impl_->cli);
@@ -1087,6 +1122,7 @@ std::unique_ptr<WorkManager> WMEnvironment::make_work_manager(const std::string&
   // spawned worker does in serve_if_worker().
   if ((link->capabilities() & WM_CAP_SPMD) != 0) link->startup();
   if (!link->is_master()) detail::serve_and_exit(std::move(link));
+  link->start_watch(watch);  // the status dump, the dashboard, its own progress
   return std::make_unique<WorkManager>(std::move(link));
 }
 
@@ -1136,6 +1172,7 @@ std::unique_ptr<WorkManager> from_environ(const std::string& backend, const WMEn
 void serve_if_worker() {
   const char* backend = std::getenv(WM_ENV_WORKER_BACKEND);
   if (backend == nullptr || *backend == '\0') return;
+  detail::set_serving_worker();  // its log lines say "worker N" from the first one on
   const std::string name = backend;
   // Programs this worker starts are not workers themselves.
   unsetenv(WM_ENV_WORKER_BACKEND);

@@ -72,7 +72,8 @@ std::string last_throw_stacktrace();
 /** Builds the failure record of the exception being handled (call inside a catch block). */
 ErrorInfo current_exception_info(const std::string& task_name);
 
-// ---- logging (stderr; WM_LOG_LEVEL=debug|info|warning|error, default warning) ----
+// ---- logging (log.cpp: stderr or the host's sink; WM_LOG_LEVEL=debug|info|warning|error, default
+// warning; each line with its time, role and pid) ----
 void log(int level, const std::string& component, const std::string& message) noexcept;
 
 /** Fails a task with the record info (and the task's own exception, if it ran here); never throws. */

@@ -4,6 +4,7 @@
 // thread wakes), then sleeps on a futex; nothing polls.
 #include "backend_link.hpp"
 #include "internal.hpp"
+#include "link_stats.hpp"
 
 #include <wm/future.hpp>
 #include <wm/future_watcher.hpp>
@@ -61,9 +62,12 @@ ListenerNode* closed_list() noexcept { return reinterpret_cast<ListenerNode*>(st
 const Failure kUnrecordedFailure{};
 
 void finish(TaskState* s, std::uint32_t status) noexcept {
+  // Counted before it is published: a waiter that wakes and asks for the statistics sees it.
+  count_finish(s, status);
   std::uint32_t old = s->word.load(std::memory_order_relaxed);
   do {
     if ((old & TaskState::status_mask) != TaskState::pending) {
+      count_finish(s, status, true);
       log(WM_LOG_ERROR, "core", "a backend finished task " + std::to_string(s->sequence) +
                                     " twice; the second outcome is ignored");
       return;
@@ -340,7 +344,9 @@ void throw_no_task() {
   throw std::logic_error("this wm::WMFuture refers to no task (default-constructed or moved from)");
 }
 
-std::string task_uuid(const TaskState* s) {
+std::string task_uuid(const TaskState* s) { return task_uuid_of(s->sequence); }
+
+std::string task_uuid_of(std::uint64_t sequence) {
   // Per-process random key; the low half is key XOR sequence, so ids never repeat in a process,
   // and the random key keeps processes apart. Version 4 / RFC 4122 variant bits are set.
   static const std::pair<std::uint64_t, std::uint64_t> key = [] {
@@ -348,8 +354,8 @@ std::string task_uuid(const TaskState* s) {
     auto r64 = [&] { return (std::uint64_t(rd()) << 32) ^ rd(); };
     return std::make_pair(r64(), r64());
   }();
-  std::uint64_t hi = key.first ^ (s->sequence * 0x9e3779b97f4a7c15ull);
-  std::uint64_t lo = key.second ^ s->sequence;
+  std::uint64_t hi = key.first ^ (sequence * 0x9e3779b97f4a7c15ull);
+  std::uint64_t lo = key.second ^ sequence;
   hi = (hi & ~0xf000ull) | 0x4000ull;
   lo = (lo & ~(3ull << 62)) | (2ull << 62);
   char buf[40];

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // where.cpp: host, pid, worker index and stack traces for error records, and the core's log.
+#include "console.hpp"
 #include "internal.hpp"
-#include "log_level.hpp"
+#include "link_stats.hpp"
 
 #include <wm/task.hpp>
 
@@ -55,22 +56,13 @@ bool stacktraces_enabled() {
   }();
   return enabled;
 }
-
-// A bad WM_LOG_LEVEL keeps the default here (the log cannot throw); the configuration refuses it
-// with a ConfigError when a work manager is made.
-int log_threshold() {
-  static const int level = [] {
-    const char* v = std::getenv("WM_LOG_LEVEL");
-    const int parsed = v == nullptr ? -1 : parse_log_level(v);
-    return parsed < 0 ? int(WM_LOG_WARNING) : parsed;
-  }();
-  return level;
-}
 }  // namespace
 
 void set_worker(std::int32_t index, std::int32_t rank) noexcept {
   t_worker_index = index;
   t_worker_rank = rank;
+  note_worker(index);  // the statistics' record of what this thread runs as that worker
+  note_process_worker(index, rank);  // who a serving process is, for its log lines
 }
 std::int32_t worker_index() noexcept { return t_worker_index; }
 std::int32_t worker_rank() noexcept { return t_worker_rank; }
@@ -149,12 +141,6 @@ ErrorInfo current_exception_info(const std::string& task_name) {
   return info;
 }
 
-void log(int level, const std::string& component, const std::string& message) noexcept {
-  if (level < log_threshold()) return;
-  static const char* names[] = {"debug", "info", "warning", "error"};
-  const char* lvl = (level >= 0 && level <= 3) ? names[level] : "log";
-  std::fprintf(stderr, "[wm %s] %s: %s\n", component.c_str(), lvl, message.c_str());
-}
 
 }  // namespace wm::detail
 

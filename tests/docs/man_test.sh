@@ -19,10 +19,11 @@ expect "wm - lists, explains and checks the backends"
 expect "^SYNOPSIS$\|^DESCRIPTION$"
 expect "wm $version"
 expect "^COMMANDS$"
-for command in list info config check; do expect "^   wm $command$"; done
+for command in list info config check status; do expect "^   wm $command$"; done
 for flag in --why --names --json --timeout --work-manager --n-workers; do expect "$flag"; done
 expect "^ENVIRONMENT$"
 expect "WM_PLUGIN_PATH"
 expect "WM_GPUS_PER_WORKER"
+expect "WM_DASHBOARD_TOKEN"
 expect "^EXIT STATUS$"
 echo "man test: ok"

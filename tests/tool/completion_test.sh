@@ -52,8 +52,13 @@ expect_has() {
 }
 
 expect "wm i" "info"
-expect "wm " "check config help info list plugins"
+expect "wm " "check config help info list plugins status"
 expect "wm c" "check config"
+expect "wm s" "status"
+expect_has "wm status --" --json --token --timeout --help
+expect "wm config --wm-progress " "auto off on"
+expect "wm config --wm-dump-signal U" "USR1 USR2"
+expect_has "wm config --wm-d" --wm-dashboard --wm-dump-signal
 expect "wm --v" "--version"
 expect "wm help c" "check config"
 # Backend names: those this wm finds, bundled and through WM_PLUGIN_PATH.

@@ -11,6 +11,9 @@
 #include <wm/errors.hpp>
 #include <wm/future.hpp>
 #include <wm/future_watcher.hpp>
+#include <wm/log.hpp>
+#include <wm/progress.hpp>
+#include <wm/stats.hpp>
 #include <wm/version.hpp>
 #include <wm/work_manager.hpp>
 #include <wm/worker.hpp>

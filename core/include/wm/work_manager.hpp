@@ -39,6 +39,8 @@
 
 namespace wm {
 
+struct Stats;  // <wm/stats.hpp>
+
 namespace detail {
 class BackendLink;
 
@@ -75,6 +77,33 @@ template <class T>
 struct is_task_spec : std::false_type {};
 template <class R>
 struct is_task_spec<TaskSpec<R>> : std::true_type {};
+
+/** The input iterator of a single-pass range whose next() returns std::optional<Value> (nullopt at
+ *  its end): as_completed, submit_as_completed, wm::progress. */
+template <class Range, class Value>
+class NextIterator {
+ public:
+  using iterator_category = std::input_iterator_tag;
+  using value_type = Value;
+  using difference_type = std::ptrdiff_t;
+  using pointer = const Value*;
+  using reference = const Value&;
+  NextIterator() = default;
+  explicit NextIterator(Range* owner) : owner_(owner) { ++*this; }
+  reference operator*() const { return *current_; }
+  pointer operator->() const { return &*current_; }
+  NextIterator& operator++() {
+    current_ = owner_->next();
+    if (!current_) owner_ = nullptr;
+    return *this;
+  }
+  friend bool operator==(const NextIterator& a, const NextIterator& b) { return a.owner_ == b.owner_; }
+  friend bool operator!=(const NextIterator& a, const NextIterator& b) { return a.owner_ != b.owner_; }
+
+ private:
+  Range* owner_ = nullptr;
+  std::optional<Value> current_;
+};
 }  // namespace detail
 
 /** Range of futures in the order they finish (WorkManager::as_completed). Single pass. */
@@ -93,29 +122,7 @@ class AsCompleted {
   }
   std::size_t remaining() const noexcept { return queue_->outstanding(); }
 
-  class iterator {
-   public:
-    using iterator_category = std::input_iterator_tag;
-    using value_type = Future<T>;
-    using difference_type = std::ptrdiff_t;
-    using pointer = const Future<T>*;
-    using reference = const Future<T>&;
-    iterator() = default;
-    explicit iterator(AsCompleted* owner) : owner_(owner) { ++*this; }
-    reference operator*() const { return *current_; }
-    pointer operator->() const { return &*current_; }
-    iterator& operator++() {
-      current_ = owner_->next();
-      if (!current_) owner_ = nullptr;
-      return *this;
-    }
-    friend bool operator==(const iterator& a, const iterator& b) { return a.owner_ == b.owner_; }
-    friend bool operator!=(const iterator& a, const iterator& b) { return a.owner_ != b.owner_; }
-
-   private:
-    AsCompleted* owner_ = nullptr;
-    std::optional<Future<T>> current_;
-  };
+  using iterator = detail::NextIterator<AsCompleted, Future<T>>;
   iterator begin() { return iterator(this); }
   iterator end() { return iterator(); }
 
@@ -152,6 +159,9 @@ class WorkManager {
   unsigned n_workers() const;
   /** True if tasks run in this process (so lambdas are accepted). */
   bool runs_in_process() const noexcept;
+  /** What it is doing: tasks by outcome, queue, rate, each worker and the task it runs
+   *  (<wm/stats.hpp>). Cheap enough to call ten times a second during a run; from any thread. */
+  Stats stats() const;
 
   /** Submits a bound call (see wm::task). */
   template <class R>
@@ -305,29 +315,7 @@ class SubmitAsCompleted {
   /** Tasks submitted and not yet yielded. */
   std::size_t in_flight() const noexcept { return queue_->outstanding(); }
 
-  class iterator {
-   public:
-    using iterator_category = std::input_iterator_tag;
-    using value_type = Future<R>;
-    using difference_type = std::ptrdiff_t;
-    using pointer = const Future<R>*;
-    using reference = const Future<R>&;
-    iterator() = default;
-    explicit iterator(SubmitAsCompleted* owner) : owner_(owner) { ++*this; }
-    reference operator*() const { return *current_; }
-    pointer operator->() const { return &*current_; }
-    iterator& operator++() {
-      current_ = owner_->next();
-      if (!current_) owner_ = nullptr;
-      return *this;
-    }
-    friend bool operator==(const iterator& a, const iterator& b) { return a.owner_ == b.owner_; }
-    friend bool operator!=(const iterator& a, const iterator& b) { return a.owner_ != b.owner_; }
-
-   private:
-    SubmitAsCompleted* owner_ = nullptr;
-    std::optional<Future<R>> current_;
-  };
+  using iterator = detail::NextIterator<SubmitAsCompleted, Future<R>>;
   iterator begin() { return iterator(this); }
   iterator end() { return iterator(); }
 

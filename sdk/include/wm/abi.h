@@ -327,6 +327,44 @@ enum wm_shutdown_flag {
   WM_SHUTDOWN_NOW = 1u << 1
 };
 
+/** ABI 1.1: what a worker is doing (wm_worker_stats.state). */
+enum wm_worker_state {
+  WM_WORKER_STARTING = 0, /* started (or started again), not ready yet */
+  WM_WORKER_IDLE = 1,     /* ready, no task */
+  WM_WORKER_BUSY = 2,     /* running a task */
+  WM_WORKER_LOST = 3      /* gone and not coming back (given up, or ended with the work manager) */
+};
+
+/** ABI 1.1: one worker in a backend's statistics (wm_backend_descriptor.stats). Strings are valid
+ *  during the visit only. Times are in seconds. Fields a backend does not know are 0 / NULL. */
+typedef struct wm_worker_stats {
+  uint32_t struct_size; /* sizeof(wm_worker_stats) of the backend */
+  int32_t state;        /* enum wm_worker_state */
+  wm_worker_identity where; /* index (the key the core matches failures by), pid, rank, host */
+  const char* task_name;    /* the task it runs now ("" for an unregistered callable); NULL: none */
+  uint64_t task_sequence;   /* that task's wm_task_info.sequence; 0: none */
+  double task_seconds;      /* how long that task has run */
+  uint64_t tasks_done;      /* tasks finished on this worker, failed ones included */
+  uint32_t restarts;        /* times this worker was started again after it was lost */
+  uint32_t in_flight;       /* tasks sent to it and not finished (the running one included) */
+  double busy_seconds;      /* time it had a task, since it first started */
+  double up_seconds;        /* time since it first started */
+  uint64_t bytes_sent;      /* requests sent to it */
+  uint64_t bytes_received;  /* replies received from it */
+} wm_worker_stats;
+
+/** ABI 1.1: a backend's totals (wm_backend_descriptor.stats). The core counts submitted, finished
+ *  and failed tasks itself; these are what only the backend knows. */
+typedef struct wm_backend_stats {
+  uint32_t struct_size; /* set by the core; the backend fills what fits */
+  uint32_t reserved0;
+  uint64_t queued;         /* accepted and not on a worker yet */
+  uint64_t in_flight;      /* on workers and not finished */
+  uint64_t retried;        /* runs again of tasks lost with a worker */
+  uint64_t bytes_sent;     /* requests sent to workers */
+  uint64_t bytes_received; /* replies received from workers */
+} wm_backend_stats;
+
 /** Entry points of a loaded backend. Returned by the entry symbol named in the metadata. */
 typedef struct wm_backend_descriptor {
   uint32_t abi_version; /* WM_ABI_VERSION the plugin was built against */
@@ -360,8 +398,15 @@ typedef struct wm_backend_descriptor {
    *  and the backend then drops it (fail() on it only releases it). NULL: cannot stop running
    *  tasks; cores of ABI 1.0 never call it. */
   int (*cancel)(wm_backend* backend, wm_task* task);
+  /** ABI 1.1: statistics, for wm::WorkManager::stats() (any thread, often: ten times a second on a
+   *  busy run). Fills totals (zeroed by the core, struct_size set) and calls worker once per worker,
+   *  with no lock held that a task or callback could need. May wait briefly for a thread of its own
+   *  to answer; must not wait on a task. Returns 0, or nonzero if it has none to give. NULL: none
+   *  (the core still counts tasks); cores of ABI 1.0 never call it. */
+  int (*stats)(wm_backend* backend, wm_backend_stats* totals,
+               void (*worker)(void* context, const wm_worker_stats* stats), void* context);
 
-  void* reserved[15];
+  void* reserved[14];
 } wm_backend_descriptor;
 
 /** Signature of the entry symbol named in wm_plugin_metadata.entry_symbol. */

@@ -114,6 +114,16 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
     Clock::time_point timeout_at{};
     std::uint32_t kind = 0;                  // index in kinds_: what it has (from its hello)
     std::vector<std::uint64_t> cancel_seqs;  // Kill::cancelled: the tasks it was stopped for
+    // For snapshot(): counted on this thread, read by it when asked.
+    std::uint64_t done = 0, bytes_sent = 0, bytes_received = 0;
+    std::uint32_t restarts = 0;
+    Clock::time_point first_start{}, busy_since{};
+    Clock::duration busy_time{};
+  };
+  /** snapshot() from another thread, answered by the dispatcher's (shared: the asker may give up). */
+  struct StatsRequest {
+    BackendStats result;
+    bool answered = false;
   };
   /** cancel(kill_running) from another thread, answered by the dispatcher's. */
   struct CancelRequest {
@@ -137,6 +147,8 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
   std::size_t ready_total() const { return ready_.size() + placed_waiting_; }
   bool stop_running(std::uint64_t seq);
   void answer_cancels();
+  void answer_stats();
+  void fill_snapshot(BackendStats& out, std::size_t not_taken);
   void send(WorkerId id, Worker& w, const Job& job, Clock::time_point now);
   void mark_dirty(WorkerId id, Worker& w);
   void flush_dirty();
@@ -156,9 +168,9 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
   void start_slot(WorkerId id, Worker& w, const std::string& replacing);
   void check_startup();
   void check_dead();
-  void give_up(WorkerId id, Worker& w, const std::string& why);
+  void give_up(WorkerId id, Worker& w, const std::string& why, wm_log_level level = WM_LOG_ERROR);
   void protocol_error(WorkerId id, const std::string& why);
-  void fail(const Job& j, wm_failure_kind kind, const std::string& message, const Worker* on = nullptr,
+  void fail(const Job& j, wm_failure_kind kind, const std::string& message, Worker* on = nullptr,
             std::uint32_t attempts = 1);
   void fail_ready(wm_failure_kind kind, const std::string& message);
   std::string task_label(const Job& j) const;
@@ -201,6 +213,7 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
   std::condition_variable cv_;
   std::vector<Job> submitted_;
   std::vector<CancelRequest*> cancels_;  // waiting for the dispatcher's thread
+  std::vector<std::shared_ptr<StatsRequest>> stats_requests_;  // waiting for the dispatcher's thread
   std::vector<Resources> kinds_shared_;  // kinds_, for submit()
   std::atomic<std::size_t> queued_{0};
   std::atomic<bool> sleeping_{false};
@@ -237,6 +250,7 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
   std::string dead_text_;        // dead_reason_, for this thread
   std::string registry_refusal_;  // why a worker was refused by the registry handshake (the first one)
   Stats stats_;
+  std::uint64_t retried_ = 0;     // tasks run again after a worker death
 };
 
 // ---------------------------------------------------------------- the public face
@@ -275,6 +289,36 @@ bool Dispatcher::stop_running(std::uint64_t seq) {
   return request.stopping;
 }
 Dispatcher::Stats Dispatcher::stats() const { return impl_->stats_; }
+bool Dispatcher::snapshot(BackendStats& out, double seconds) {
+  Impl& d = *impl_;
+  if (d.on_own_thread()) {
+    std::size_t not_taken;
+    {
+      std::lock_guard<std::mutex> lock(d.mutex_);
+      not_taken = d.submitted_.size();
+    }
+    d.fill_snapshot(out, not_taken);
+    return true;
+  }
+  auto request = std::make_shared<Impl::StatsRequest>();
+  std::unique_lock<std::mutex> lock(d.mutex_);
+  if (!d.finished_) {
+    d.stats_requests_.push_back(request);
+    d.queued_.fetch_add(1, std::memory_order_seq_cst);  // the loop looks at what came
+    lock.unlock();
+    d.transport_->wake();
+    lock.lock();
+    d.cv_.wait_for(lock, std::chrono::duration<double>(seconds), [&] { return request->answered || d.finished_; });
+  }
+  if (request->answered) {
+    out = std::move(request->result);
+    return true;
+  }
+  if (!d.finished_) return false;  // busy (a done-callback?); the request is answered later, to no one
+  // The thread is gone: what it kept stays as it left it.
+  d.fill_snapshot(out, d.submitted_.size());
+  return true;
+}
 
 // ---------------------------------------------------------------- from other threads
 
@@ -341,7 +385,7 @@ void Dispatcher::Impl::submit(wm_task* const* tasks, std::size_t n) {
       submitted_.swap(jobs);
     else
       submitted_.insert(submitted_.end(), jobs.begin(), jobs.end());
-    queued_.store(submitted_.size() + cancels_.size(), std::memory_order_seq_cst);
+    queued_.store(submitted_.size() + cancels_.size() + stats_requests_.size(), std::memory_order_seq_cst);
   }
   if (sleeping_.load(std::memory_order_seq_cst)) transport_->wake();
   for (const Job& j : unfit) {
@@ -441,11 +485,12 @@ void Dispatcher::Impl::loop() {
 void Dispatcher::Impl::take_submitted() {
   if (queued_.load(std::memory_order_seq_cst) == 0 && !stop_flag_.load(std::memory_order_seq_cst)) return;
   std::vector<Job> got;
-  bool stop, now, cancels;
+  bool stop, now, cancels, stats;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     got.swap(submitted_);
     cancels = !cancels_.empty();
+    stats = !stats_requests_.empty();
     queued_.store(0, std::memory_order_relaxed);
     stop = stop_requested_;
     now = stop_now_;
@@ -463,6 +508,7 @@ void Dispatcher::Impl::take_submitted() {
     }
   }
   if (cancels) answer_cancels();
+  if (stats) answer_stats();
   if (stop && !stopping_) {
     begin_stopping(now);
   } else if (stop && now && !stopping_now_) {
@@ -684,6 +730,74 @@ void Dispatcher::Impl::answer_cancels() {
   cv_.notify_all();
 }
 
+void Dispatcher::Impl::answer_stats() {
+  std::vector<std::shared_ptr<StatsRequest>> got;
+  std::size_t not_taken;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    got.swap(stats_requests_);
+    not_taken = submitted_.size();
+  }
+  BackendStats snapshot;
+  fill_snapshot(snapshot, not_taken);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      got[i]->result = i + 1 < got.size() ? snapshot : std::move(snapshot);
+      got[i]->answered = true;
+    }
+  }
+  cv_.notify_all();
+}
+
+// The snapshot, on the dispatcher's thread (or once it is gone). not_taken: tasks submitted and not
+// yet taken into the queue.
+void Dispatcher::Impl::fill_snapshot(BackendStats& out, std::size_t not_taken) {
+  const auto now = Clock::now();
+  const auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+  out = BackendStats{};
+  out.queued = ready_total() + not_taken;
+  out.retried = retried_;
+  out.workers.reserve(workers_.size());
+  for (WorkerId id = 0; id < workers_.size(); ++id) {
+    const Worker& w = workers_[id];
+    if (w.state == State::none) continue;
+    WorkerStats s;
+    s.index = w.identity.index >= 0 ? w.identity.index : static_cast<std::int32_t>(id);
+    s.pid = w.identity.pid;
+    s.rank = w.identity.rank;
+    s.host = w.identity.host;
+    switch (w.state) {
+      case State::ready: s.state = w.inflight.empty() ? WM_WORKER_IDLE : WM_WORKER_BUSY; break;
+      case State::lost:
+      case State::disabled: s.state = WM_WORKER_LOST; break;
+      default: s.state = WM_WORKER_STARTING; break;
+    }
+    if (w.state == State::ready && !w.inflight.empty()) {
+      // A worker runs its tasks in order: the first one runs, since it was sent or since the
+      // reply before it came, whichever was later.
+      const InFlight& running = w.inflight.front();
+      wm_task_info info{};
+      info.struct_size = sizeof info;
+      services_.task_info(running.job.task, &info);
+      s.task_sequence = running.job.seq;
+      s.task_name = info.name != nullptr ? info.name : "";
+      s.task_seconds = seconds(now - std::max(running.sent_at, w.last_reply));
+    }
+    s.tasks_done = w.done;
+    s.restarts = w.restarts;
+    s.in_flight = static_cast<std::uint32_t>(w.inflight.size());
+    s.busy_seconds = seconds(w.busy_time + (w.inflight.empty() ? Clock::duration{} : now - w.busy_since));
+    s.up_seconds = seconds(now - w.first_start);
+    s.bytes_sent = w.bytes_sent;
+    s.bytes_received = w.bytes_received;
+    out.in_flight += w.inflight.size();
+    out.bytes_sent += w.bytes_sent;
+    out.bytes_received += w.bytes_received;
+    out.workers.push_back(std::move(s));
+  }
+}
+
 void Dispatcher::Impl::send(WorkerId id, Worker& w, const Job& job, Clock::time_point now) {
   try {
     link(id).send_request(job.seq, job.size, TaskEncoder(services_, job.task));
@@ -696,7 +810,9 @@ void Dispatcher::Impl::send(WorkerId id, Worker& w, const Job& job, Clock::time_
     last_large_ = now;
   }
   w.inflight.push_back(InFlight{job, now});
+  w.bytes_sent += job.size;
   if (w.inflight.size() == 1) {
+    w.busy_since = now;
     rearm_timeout(id, w);
     classify_spin(w);
   }
@@ -861,6 +977,7 @@ void Dispatcher::Impl::note_service_time(Worker& w, const InFlight& done) {
 // counts as one that died before it was ready.
 void Dispatcher::Impl::start_slot(WorkerId id, Worker& w, const std::string& replacing) {
   const bool in_process = transport_->capabilities().in_process;
+  if (!replacing.empty()) ++w.restarts;
   for (;;) {
     WorkerSetup setup;
     setup.index = static_cast<std::int32_t>(id);
@@ -925,11 +1042,11 @@ void Dispatcher::Impl::check_dead() {
   fail_ready(WM_FAIL_BACKEND, reason);
 }
 
-void Dispatcher::Impl::give_up(WorkerId id, Worker& w, const std::string& why) {
+void Dispatcher::Impl::give_up(WorkerId id, Worker& w, const std::string& why, wm_log_level level) {
   (void)id;
   w.state = State::disabled;
   n_workers_.fetch_sub(1, std::memory_order_relaxed);
-  services_.log(WM_LOG_ERROR, name_.c_str(), why.c_str());
+  services_.log(level, name_.c_str(), why.c_str());
 }
 
 void Dispatcher::Impl::protocol_error(WorkerId id, const std::string& why) {
@@ -943,10 +1060,11 @@ void Dispatcher::Impl::protocol_error(WorkerId id, const std::string& why) {
   if (!w.force_sent) force(id, w);
 }
 
-void Dispatcher::Impl::fail(const Job& j, wm_failure_kind kind, const std::string& message, const Worker* on,
+void Dispatcher::Impl::fail(const Job& j, wm_failure_kind kind, const std::string& message, Worker* on,
                             std::uint32_t attempts) {
   const wm_worker_identity where = on != nullptr ? on->identity.c() : wm_worker_identity{};
   ++stats_.completed;
+  if (on != nullptr) ++on->done;
   services_.fail(j.task, kind, message.c_str(), on != nullptr ? &where : nullptr, attempts);
 }
 
@@ -981,6 +1099,7 @@ std::string Dispatcher::Impl::worker_label(WorkerId id, const Worker& w) const {
 void Dispatcher::Impl::worker_added(WorkerId id) {
   Worker& w = worker(id);
   w = Worker{};
+  w.first_start = Clock::now();
   n_workers_.fetch_add(1, std::memory_order_relaxed);
   start_slot(id, w, "");
 }
@@ -1007,7 +1126,11 @@ void Dispatcher::Impl::hello(WorkerId id, const char* data, std::size_t size) {
       return protocol_error(id, "its hello carries " + why);
     const std::string report = compare_listings(own_tasks_, theirs, worker_label(id, w));
     if (!report.empty()) {
-      services_.log(WM_LOG_ERROR, name_.c_str(), report.c_str());
+      // One event, one line: the first refusal is said once, and not at all where the startup
+      // fails with it (the host gets the report in the error); later workers refused alike (every
+      // worker, when the master loaded a task library after the work manager was made) at debug.
+      const bool thrown = !options_.elastic && !settled_seen_;
+      services_.log(registry_refusal_.empty() && !thrown ? WM_LOG_ERROR : WM_LOG_DEBUG, name_.c_str(), report.c_str());
       if (registry_refusal_.empty()) registry_refusal_ = report;
       w.state = State::starting;  // never counted ready
       w.kill = Kill::refused;
@@ -1057,6 +1180,8 @@ void Dispatcher::Impl::reply(WorkerId id, std::uint64_t seq, const char* data, s
   const InFlight done = w.inflight.front();
   w.inflight.pop_front();
   note_service_time(w, done);
+  w.bytes_received += size;
+  if (w.inflight.empty()) w.busy_time += w.last_reply - w.busy_since;  // note_service_time read the clock
   rearm_timeout(id, w);
   classify_spin(w);
   if (usable(id, w) && w.inflight.size() <= w.window) offer_room(id, w);
@@ -1072,6 +1197,7 @@ void Dispatcher::Impl::reply(WorkerId id, std::uint64_t seq, const char* data, s
     return;
   }
   ++stats_.completed;
+  ++w.done;
   const wm_worker_identity where = w.identity.c();
   // Done-callbacks run inside: they may submit (a queue under mutex_, not held here) or stop.
   services_.complete_encoded(done.job.task, data, size, &where);
@@ -1091,6 +1217,7 @@ void Dispatcher::Impl::worker_lost(WorkerId id, const std::string& status) {
   w.last_status = status;
   if (w.has_timeout) timeouts_.erase({w.timeout_at, id});
   w.has_timeout = false;
+  if (!w.inflight.empty()) w.busy_time += Clock::now() - w.busy_since;
   std::deque<InFlight> lost;
   lost.swap(w.inflight);
   classify_spin(w);
@@ -1111,7 +1238,7 @@ void Dispatcher::Impl::worker_lost(WorkerId id, const std::string& status) {
   // done-callback) sees the work manager as it now is.
   if (!stopping_) {
     if (kill == Kill::refused) {
-      give_up(id, w, kill_note + " It is not replaced (a replacement would be the same).");
+      give_up(id, w, kill_note + " It is not replaced (a replacement would be the same).", WM_LOG_DEBUG);
     } else if (!was_ready && ++w.early_deaths >= options_.early_death_limit) {
       give_up(id, w,
               "worker " + std::to_string(id) + " " + status + " before it was ready, " +
@@ -1162,6 +1289,7 @@ void Dispatcher::Impl::worker_lost(WorkerId id, const std::string& status) {
                        std::to_string(attempts + 1) + " of " + std::to_string(options_.retries + 1) + ")")
                           .c_str());
         j.attempts = attempts;
+        ++retried_;
         requeue.push_back(j);
       } else {
         fail(j, WM_FAIL_WORKER_LOST,

@@ -112,6 +112,11 @@ bool RemoteBackend::do_cancel_running(wm_task* task) {
   return d && d->stop_running(task_info(task).sequence);
 }
 
+bool RemoteBackend::do_stats(BackendStats& out) {
+  auto d = role_ == Role::master ? current() : nullptr;
+  return d && d->snapshot(out);
+}
+
 bool RemoteBackend::do_is_master() const { return decided_ ? role_ == Role::master : !worker_role(); }
 
 unsigned RemoteBackend::do_n_workers() const {

@@ -8,6 +8,7 @@
 #include <wm/task.hpp>
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -921,4 +922,165 @@ TEST_P(Conformance, ATaskThatNeedsWhatNoWorkerHasFailsAtSubmitWithResourceError)
   EXPECT_THROW(wm::task(wmtest::square, 1).needs({{"GPU", 1}}), wm::Error);
   EXPECT_THROW(wm::task(wmtest::square, 1).needs({{"gpu", 0}}), wm::Error);
   EXPECT_THROW(wm::task(wmtest::square, 1).needs({{"gpu", 1}, {"gpu", 2}}), wm::Error);
+}
+
+// ---------------------------------------------------------------- statistics (WorkManager::stats)
+
+namespace {
+const wm::WorkerStats* worker_running(const wm::Stats& s, const std::string& task) {
+  for (const wm::WorkerStats& w : s.workers)
+    if (w.running() && w.task_name == task) return &w;
+  return nullptr;
+}
+// This project's backends give every worker's view; another may give none (the core's counts are
+// still there): the per-worker checks are then left out.
+bool has_worker_view(const std::string& backend) {
+  for (const char* b : {"serial", "threads", "processes", "mpi", "zmq"})
+    if (backend == b) return true;
+  return false;
+}
+}  // namespace
+
+// The snapshot against a run whose outcome is known: successes, failures by kind, the last
+// failures with their messages, and each worker's counts adding up to the totals.
+TEST_P(Conformance, StatisticsCountAKnownRun) {
+  const wm::Stats before = wm_->stats();
+  EXPECT_EQ(before.backend, backend_);
+  EXPECT_EQ(before.pid, static_cast<std::int64_t>(getpid()));
+  EXPECT_EQ(before.submitted, 0u);
+  EXPECT_EQ(before.finished(), 0u);
+  std::vector<wm::Future<int>> good, bad;
+  for (int i = 0; i < 40; ++i) good.push_back(wm_->submit(wmtest::square, i));
+  for (int i = 0; i < 3; ++i) bad.push_back(wm_->submit(wmtest::throw_runtime, "stats failure " + std::to_string(i)));
+  within(60s, "the tasks", [&] {
+    wm_->wait_all(good);
+    wm_->wait_all(bad);
+  });
+  const wm::Stats s = wm_->stats();
+  EXPECT_EQ(s.submitted, 43u);
+  EXPECT_EQ(s.completed, 40u);
+  EXPECT_EQ(s.failed, 3u);
+  EXPECT_EQ(s.cancelled, 0u);
+  EXPECT_EQ(s.finished(), 43u);
+  EXPECT_EQ(s.failures(wm::FailureKind::task_exception), 3u);
+  EXPECT_EQ(s.queued, 0u);
+  EXPECT_EQ(s.in_flight, 0u);
+  EXPECT_EQ(s.running, 0u);
+  EXPECT_GT(s.tasks_per_second, 0.0);
+  EXPECT_GT(s.uptime_seconds, 0.0);
+  ASSERT_EQ(s.recent_failures.size(), 3u);
+  std::set<std::string> failed_ids, expected_ids;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(s.recent_failures[i].task_name, "wmtest::throw_runtime");
+    EXPECT_EQ(s.recent_failures[i].kind, wm::FailureKind::task_exception);
+    EXPECT_NE(s.recent_failures[i].message.find("stats failure "), std::string::npos) << s.recent_failures[i].message;
+    failed_ids.insert(s.recent_failures[i].task_id);
+    expected_ids.insert(bad[i].task_id());
+  }
+  EXPECT_EQ(failed_ids, expected_ids);
+  const std::string text = wm::format_stats(s);
+  EXPECT_NE(text.find("43 submitted, 40 completed, 3 failed (3 task_exception)"), std::string::npos) << text;
+  if (!has_worker_view(backend_) && s.workers.empty()) return;
+  ASSERT_EQ(s.workers.size(), wm_->n_workers()) << wm::format_stats(s);
+  std::uint64_t done = 0, failed = 0;
+  for (const wm::WorkerStats& w : s.workers) {
+    done += w.tasks_done;
+    failed += w.tasks_failed;
+    // zmq with nodes joining while the tests run: a worker of a node that has just joined may still
+    // be starting (it has no pid yet, and no task).
+    if (backend_ == "zmq" && w.state == wm::WorkerState::starting) continue;
+    EXPECT_EQ(w.state, wm::WorkerState::idle) << wm::format_stats(s);
+    EXPECT_NE(w.pid, 0) << wm::format_stats(s);
+    EXPECT_FALSE(w.running());
+    EXPECT_GE(w.busy_fraction, 0.0);
+    EXPECT_LE(w.busy_fraction, 1.0);
+  }
+  EXPECT_EQ(done, 43u) << wm::format_stats(s);
+  EXPECT_EQ(failed, 3u) << wm::format_stats(s);
+  if (!wm_->runs_in_process()) {
+    EXPECT_GT(s.bytes_sent, 0u);
+    EXPECT_GT(s.bytes_received, 0u);
+  }
+}
+
+// A worker's running task, with its id and age, seen from another thread while it runs (serial
+// runs it inside submit, on the submitting thread).
+TEST_P(Conformance, StatisticsNameTheRunningTaskAndItsAge) {
+  char dir[] = "/tmp/wm_stats_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string started = std::string(dir) + "/started";
+  std::promise<wm::Future<int>> submitted;
+  std::thread submitter([&] { submitted.set_value(wm_->submit(wmtest::touch_then_sleep, started, 1500)); });
+  const auto limit = std::chrono::steady_clock::now() + 30s;
+  while (access(started.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < limit)
+    std::this_thread::sleep_for(2ms);
+  std::this_thread::sleep_for(300ms);
+  const wm::Stats s = wm_->stats();
+  wm::Future<int> f = submitted.get_future().get();
+  submitter.join();
+  ASSERT_EQ(access(started.c_str(), F_OK), 0) << "the task did not start within 30 s";
+  EXPECT_EQ(s.submitted, 1u);
+  EXPECT_EQ(s.finished(), 0u);
+  if (!has_worker_view(backend_) && s.workers.empty()) return;
+  const wm::WorkerStats* w = worker_running(s, "wmtest::touch_then_sleep");
+  ASSERT_NE(w, nullptr) << wm::format_stats(s);
+  EXPECT_EQ(w->state, wm::WorkerState::busy);
+  EXPECT_EQ(w->task_id, f.task_id());
+  EXPECT_GE(w->task_seconds, 0.25) << wm::format_stats(s);
+  EXPECT_LT(w->task_seconds, 30.0) << wm::format_stats(s);
+  EXPECT_EQ(s.running, 1u) << wm::format_stats(s);
+  EXPECT_EQ(s.in_flight, 1u) << wm::format_stats(s);
+  EXPECT_EQ(s.queued, 0u) << wm::format_stats(s);
+  const std::string text = wm::format_stats(s);
+  EXPECT_NE(text.find("running 'wmtest::touch_then_sleep' (task " + f.task_id() + ") for "), std::string::npos) << text;
+  EXPECT_EQ(f.get_result(), 1);
+  std::remove(started.c_str());
+  rmdir(dir);
+}
+
+// A worker killed while it runs a task: the task fails as lost, the worker is counted as started
+// again, and its failure is its own.
+TEST_P(Conformance, StatisticsCountAKilledWorker) {
+  if (wm_->runs_in_process()) GTEST_SKIP() << "its workers are threads of this process";
+  if (backend_ == "mpi") GTEST_SKIP() << "mpirun ends the job at a death: test mpi.stats.killed_worker has its own";
+  if (!has_worker_view(backend_)) GTEST_SKIP() << "no per-worker view: no worker's pid to kill";
+  char dir[] = "/tmp/wm_stats_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string started = std::string(dir) + "/started";
+  auto f = wm_->submit(wmtest::touch_then_sleep, started, 60000);
+  const auto limit = std::chrono::steady_clock::now() + 30s;
+  while (access(started.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < limit)
+    std::this_thread::sleep_for(2ms);
+  ASSERT_EQ(access(started.c_str(), F_OK), 0) << "the task did not start within 30 s";
+  wm::Stats s = wm_->stats();
+  const wm::WorkerStats* w = worker_running(s, "wmtest::touch_then_sleep");
+  ASSERT_NE(w, nullptr) << wm::format_stats(s);
+  const std::int32_t index = w->index;
+  const std::int64_t pid = w->pid;
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(kill(static_cast<pid_t>(pid), SIGKILL), 0);
+  expect_done(f);
+  EXPECT_TRUE(wmtest::fails_with<wm::WorkerLostError>(f)) << wmtest::failure_of(f);
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  const wm::WorkerStats* again = nullptr;
+  for (;;) {
+    s = wm_->stats();
+    again = nullptr;
+    for (const wm::WorkerStats& x : s.workers)
+      if (x.index == index) again = &x;
+    if ((again != nullptr && again->state == wm::WorkerState::idle && again->pid != pid) ||
+        std::chrono::steady_clock::now() > until)
+      break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_NE(again, nullptr) << wm::format_stats(s);
+  EXPECT_EQ(again->state, wm::WorkerState::idle) << wm::format_stats(s);
+  EXPECT_NE(again->pid, pid) << "a new process" << wm::format_stats(s);
+  EXPECT_EQ(again->restarts, 1u) << wm::format_stats(s);
+  EXPECT_EQ(again->tasks_failed, 1u) << wm::format_stats(s);
+  EXPECT_EQ(s.failures(wm::FailureKind::worker_lost), 1u);
+  EXPECT_EQ(s.failed, 1u);
+  EXPECT_EQ(wm_->submit(wmtest::square, 5).get_result(), 25);
+  std::remove(started.c_str());
+  rmdir(dir);
 }

@@ -100,7 +100,9 @@ struct TaskState {
   std::uint8_t wait_spin_us = kLocalWaitSpinMicros;
   std::uint64_t sequence;                        // process-unique, from a counter
   const RegisteredTask* registered = nullptr;    // set for tasks that can run by name
-  const std::string* backend_name = nullptr;     // set at submit; interned, never freed
+  // Set at submit: the name of the work manager it was submitted to, in a record per work manager
+  // that is never freed (LinkTag, core/src/link_stats.hpp: also how its counts are found).
+  const std::string* backend_name = nullptr;
   std::atomic<ListenerNode*> listeners{nullptr}; // closed_list() once the task finished
   const Failure* failure = nullptr;              // written before the status says failed
   // Remote backends: the size of the encoded request, measured at submit (where a task that cannot

@@ -31,7 +31,9 @@
 #include <wm/sdk/abi_version.hpp>
 #include <wm/sdk/metadata.hpp>
 #include <wm/sdk/resources.hpp>
+#include <wm/sdk/stats.hpp>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -143,6 +145,8 @@ class Backend {
   void submit(wm_task* const* tasks, std::size_t n) { do_submit(tasks, n); }
   /** cancel(wm::kill_running) on a task that started: true if the backend will stop it. */
   bool cancel_running(wm_task* task) { return do_cancel_running(task); }
+  /** wm::WorkManager::stats(): what the backend alone knows; false if it keeps nothing. */
+  bool stats(BackendStats& out) { return do_stats(out); }
   void run() { do_run(); }
   bool is_master() const { return do_is_master(); }
   unsigned n_workers() const { return do_n_workers(); }
@@ -172,6 +176,16 @@ class Backend {
    *  (threads cannot be stopped) says no. */
   virtual bool do_cancel_running(wm_task* task) {
     (void)task;
+    return false;
+  }
+  /** For wm::WorkManager::stats() (<wm/sdk/stats.hpp>): the tasks queued and in flight, retries,
+   *  bytes, and each worker: its state, the task it runs and for how long, tasks done, restarts,
+   *  busy time. Called from any thread, often (ten times a second on a busy run): hold no lock a
+   *  task or done-callback could need, and do not wait for a task. The core counts tasks itself and
+   *  keeps what threads of in-process backends run (set_worker): the default fills nothing and says
+   *  so (false), which is all serial and threads need. Remote backends answer from the dispatcher. */
+  virtual bool do_stats(BackendStats& out) {
+    (void)out;
     return false;
   }
 
@@ -372,6 +386,30 @@ wm_backend_descriptor make_descriptor(const char* name, const char* version, std
     wm_error ignored{};
     guarded(&ignored, [&] { stopping = self(b)->cancel_running(t); });
     return stopping ? 1 : 0;
+  };
+  d.stats = [](wm_backend* b, wm_backend_stats* totals, void (*worker)(void*, const wm_worker_stats*),
+               void* context) -> int {
+    BackendStats s;
+    bool filled = false;
+    wm_error ignored{};
+    if (guarded(&ignored, [&] { filled = self(b)->stats(s); }) != 0 || !filled) return 1;
+    if (totals != nullptr) {
+      // The core's record may be of another minor: fill what it has room for.
+      wm_backend_stats t{};
+      t.struct_size = totals->struct_size;
+      t.queued = s.queued;
+      t.in_flight = s.in_flight;
+      t.retried = s.retried;
+      t.bytes_sent = s.bytes_sent;
+      t.bytes_received = s.bytes_received;
+      std::memcpy(totals, &t, std::min<std::size_t>(totals->struct_size, sizeof t));
+    }
+    if (worker != nullptr)
+      for (const WorkerStats& w : s.workers) {
+        const wm_worker_stats c = w.c();
+        worker(context, &c);
+      }
+    return 0;
   };
   return d;
 }

@@ -90,6 +90,12 @@ class Dispatcher {
   bool stop_running(std::uint64_t seq);
   /** The transport, for the thread that owns it once the dispatcher's thread is gone (after join()). */
   Transport& transport();
+  /** wm::WorkManager::stats(): the queue, retries, bytes and every worker (its state, the task it
+   *  runs and since when, tasks done, restarts, busy time), assembled by the dispatcher's thread on
+   *  request (nothing is kept for it on the path of a task but a few counters). From any thread:
+   *  waits up to `seconds` for the answer (the thread may be running a done-callback); false if
+   *  none came. */
+  bool snapshot(BackendStats& out, double seconds = 0.5);
 
   struct Stats {
     std::uint64_t completed = 0;  // tasks completed or failed by the dispatcher

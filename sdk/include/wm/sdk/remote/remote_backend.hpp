@@ -96,6 +96,7 @@ class RemoteBackend : public Backend {
   bool do_is_master() const final;
   unsigned do_n_workers() const final;
   bool do_cancel_running(wm_task* task) final;
+  bool do_stats(BackendStats& out) final;
 
  private:
   std::shared_ptr<Dispatcher> current() const;
