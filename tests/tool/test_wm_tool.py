@@ -164,7 +164,8 @@ class Cli(ToolTest):
         # wm's own options, which every backend takes, are named too.
         self.assertIn("--wm-gpus-per-worker", self.wm_ok(["info", "threads"]).stdout)
         common = {o["name"]: o for o in self.wm_json(["info", "threads"])["common_options"]}
-        self.assertEqual(set(common), {"n-workers", "gpus-per-worker", "gpus", "cpus-per-worker", "bind", "resources"})
+        self.assertEqual(set(common), {"n-workers", "gpus-per-worker", "gpus", "cpus-per-worker", "bind", "resources",
+                                       "progress", "dump-signal", "dashboard"})
         self.assertEqual(common["bind"]["variable"], "WM_BIND")
         r = run(["info", "thread"])
         self.assertEqual(r.returncode, 1)
