@@ -11,6 +11,8 @@
 //   hang MS FILE         one task that creates FILE and sleeps MS ms; "started" on stdout once it runs
 //   serve N MS           N tasks of MS ms, a few failing, while the dashboard serves; "done" on stdout
 //                        once they finished, then waits until stdin closes (or 60 s) before it ends
+//   stream MS            tasks of MS ms, 3 failing, submitted without end until stdin closes (or 120 s),
+//                        so the run goes on however slowly the test watches it
 //   snapshot             prints its statistics (format_stats) after a short known run
 //   retry FILE           10 tasks, 2 failing, and one that kills its worker the first time (FILE marks
 //                        it): with retries, it runs again; prints format_stats and a STATS line
@@ -23,6 +25,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -64,7 +67,7 @@ WM_TASK(observe::die_once);
 namespace {
 
 int usage() {
-  std::fprintf(stderr, "usage: observe_host progress|run|sink|late|hang|serve|snapshot|retry ARGS... [wm flags]\n");
+  std::fprintf(stderr, "usage: observe_host progress|run|sink|late|hang|serve|stream|snapshot|retry ARGS... [wm flags]\n");
   return 2;
 }
 
@@ -157,6 +160,23 @@ int main(int argc, char** argv) {
       std::printf("done\n");
       std::fflush(stdout);
       wait_for_stdin_to_close(60);
+    } else if (role == "stream") {
+      const int ms = arg(1, 60);
+      std::atomic<bool> closed{false};
+      std::thread watch([&] {
+        wait_for_stdin_to_close(120);
+        closed = true;
+      });
+      int i = 0;
+      auto gen = [&]() -> std::optional<wm::TaskSpec<int>> {
+        if (closed) return std::nullopt;
+        ++i;
+        return i <= 3 ? wm::task(observe::failing, ms, i) : wm::task(observe::work, ms, i);
+      };
+      long done = 0;
+      for (wm::Future<int> f : wm->submit_as_completed(gen, 8)) done += f.failed() ? 0 : 1;
+      watch.join();
+      std::printf("RESULT %ld done\n", done);
     } else if (role == "retry" && args.size() >= 2) {
       auto fs = wm->submit_many(tasks(10, 20, 2));
       auto dies = wm->submit(observe::die_once, args[1]);

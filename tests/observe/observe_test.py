@@ -516,7 +516,7 @@ class Browser(ObserveTest):
         """The page's DOM after 2.5 s of its own time (its script ran, its timers fired)."""
         profile = tempfile.mkdtemp(prefix="profile-", dir=self.tmp)
         browser = self.start([], stdin_open=False, cmd=[
-            find_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            find_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
             "--disable-extensions", "--user-data-dir=" + profile, "--virtual-time-budget=2500", "--dump-dom", url])
         status = browser.finish(90)  # Chromium and its helpers are a session of their own, ended in any case
         browser.end()
@@ -529,7 +529,7 @@ class Browser(ObserveTest):
                           "in a browser here")
         for backend, workers in (("threads", 3), ("processes", 2)):
             with self.subTest(backend=backend):
-                p = self.start(["serve", "300", "60", "--work-manager", backend, "--n-workers", str(workers),
+                p = self.start(["stream", "60", "--work-manager", backend, "--n-workers", str(workers),
                                 "--wm-dashboard", "127.0.0.1:0"])
                 url, _ = dashboard_url(p)
                 counts = []
@@ -543,6 +543,8 @@ class Browser(ObserveTest):
                 self.assertLess(counts[0], counts[1], f"done counts {counts}")
                 self.assertGreater(counts[0], 0)
                 self.assertRegex(dom, r'<tr class="worker" data-state="busy"')
+                self.assertEqual(p.finish(), 0, p.stderr)
+                self.assertRegex(p.stdout, r"RESULT \d+ done")
 
 
 # ---------------------------------------------------------------- zmq nodes
