@@ -5,6 +5,7 @@
 #include "console.hpp"
 #include "internal.hpp"
 #include "link_stats.hpp"
+#include "shared_memory.hpp"
 
 #include <wm/stats.hpp>
 #include <wm/task.hpp>
@@ -86,8 +87,14 @@ constexpr std::uint64_t kLargePayloadBytes = std::uint64_t(1) << 20;
 // fail in the caller's thread, with its name. The bytes are not kept: the request is encoded again
 // when it is sent, straight into the backend's storage (one copy of large arguments, and no per-task
 // buffer for small ones). False: it cannot run by name. Throws what encoding throws.
+// Whether the task's workers map this process's memory (its shared arrays then go as references).
+bool maps_memory(const TaskState* s) noexcept {
+  return s->backend_name != nullptr && tag_of(s->backend_name)->maps_memory.load(std::memory_order_relaxed);
+}
+
 bool prepare_request(TaskState* s) {
   if (s->encoded_size != 0) return true;
+  ShareEncodeScope share(maps_memory(s), false);
   CountingSink sink;
   if (!s->encode_request(sink)) return false;
   s->encoded_size = sink.total();
@@ -123,6 +130,7 @@ int svc_encode(wm_task* t, wm_byte_buffer* out, wm_error* err) {
   try {
     if (!prepare_request(s)) return failed("it cannot run by name: register it with WM_TASK");
     BufferSink sink(*out);
+    ShareEncodeScope share(maps_memory(s), false);
     s->encode_request(sink);
     if (out->size - start != s->encoded_size)
       return failed("its arguments encoded to " + std::to_string(s->encoded_size) + " bytes at submit and to " +
@@ -136,7 +144,12 @@ int svc_encode(wm_task* t, wm_byte_buffer* out, wm_error* err) {
 
 void svc_complete_encoded(wm_task* t, const void* reply, std::size_t size, const wm_worker_identity* where) {
   TaskState* s = state_of(t);
-  if (claim_start(s)) complete_from_reply(s, static_cast<const char*>(reply), size, where);
+  if (claim_start(s)) {
+    // A reply's references name regions of the worker that sent it, checked against its pid.
+    const std::int64_t pid = where != nullptr ? where->pid : 0;
+    ShareDecodeScope share(maps_memory(s) && pid > 0, pid);
+    complete_from_reply(s, static_cast<const char*>(reply), size, where);
+  }
   intrusive_ptr_release(s);
 }
 
@@ -197,6 +210,7 @@ const wm_core_services g_services = [] {
   s.worker_environment = &svc_worker_environment;
   s.bind_worker_thread = &svc_bind_worker_thread;
   s.worker_resources = &svc_worker_resources;
+  s.share_memory_with_master = [](std::int32_t enabled) { set_share_with_master(enabled != 0); };
   return s;
 }();
 
@@ -407,6 +421,7 @@ BackendLink::BackendLink(const ScannedPlugin& plugin, std::unique_ptr<BackendCon
   if (counting_) tag_->stats.store(stats_.get());
   desc_ = load_descriptor(plugin);
   caps_ = desc_->capabilities;
+  tag_->maps_memory.store(WM_ABI_MINOR_OF(desc_->abi_version) >= 2 && (caps_ & WM_CAP_MAPS_MEMORY) != 0);
   wm_error err{};
   instance_ = call_plugin(*name_, "create()", [&] { return desc_->create(&g_services, &config_->config, &err); });
   if (instance_ == nullptr)

@@ -9,6 +9,7 @@
 #include "log_level.hpp"
 #include "option_value.hpp"
 #include "plugin_scan.hpp"
+#include "shared_memory.hpp"
 #include "watch.hpp"
 
 #include <wm/environment.hpp>
@@ -1087,6 +1088,11 @@ std::unique_ptr<WorkManager> WMEnvironment::make_work_manager(const std::string&
   configuration_step([&] {
     name = impl_->checked_name(*this, backend, "the program ('" + backend + "')");
     watch = watch_settings(*this, impl_->cli);
+    if (watch.shared_memory_limit != 0) {
+      detail::set_shared_memory_limit(watch.shared_memory_limit);
+      // The processes this one starts (workers, a node's workers) keep to it too.
+      setenv(env_name("shared-memory-limit").c_str(), std::to_string(watch.shared_memory_limit).c_str(), 1);
+    }
     const unsigned workers = n_workers();
     checked_log_level();
     binding = binding_request(*this, impl_->cli);

@@ -80,6 +80,8 @@ struct alignas(64) WorkerMeter {
 struct LinkTag {
   std::string name;
   std::atomic<LinkStats*> stats{nullptr};
+  // Its workers map this process's memory (WM_CAP_MAPS_MEMORY): shared arrays go as references.
+  std::atomic<bool> maps_memory{false};
 };
 /** A new tag (never freed), its counters not set yet; its name is the work manager's name, one
  *  pointer per work manager (BackendLink::interned_name()). */

@@ -2,6 +2,7 @@
 // registry.cpp: the task registry, the wire format of requests and replies, and the worker-side
 // "execute this named task on these bytes".
 #include "internal.hpp"
+#include "shared_memory.hpp"
 
 #include <wm/task.hpp>
 
@@ -215,6 +216,11 @@ void write_failure_reply(wm_byte_buffer* out, std::size_t start, const ErrorInfo
 void execute_encoded_into(const void* request, std::size_t size, wm_byte_buffer* out) noexcept {
   const std::size_t start = out->size;
   std::string name = "<unknown>";
+  // A worker whose master maps its memory reads shared arguments in place and replies with
+  // references to its own regions.
+  const bool share = share_with_master();
+  ShareDecodeScope share_in(share, 0);
+  ShareEncodeScope share_out(share, true);
   try {
     BufferSink sink(*out);
     ParsedRequest r = parse_request(static_cast<const char*>(request), size);

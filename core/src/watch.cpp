@@ -3,11 +3,13 @@
 // module (see watch.hpp).
 #include "watch.hpp"
 
+
 #include "backend_link.hpp"
 #include "console.hpp"
 #include "dashboard_module.hpp"
 #include "internal.hpp"
 #include "link_stats.hpp"
+#include "shared_memory.hpp"
 
 #include <wm/errors.hpp>
 
@@ -43,6 +45,8 @@ constexpr WatchOption kWatchOptions[] = {
                               "a number, or off)", "USR1"},
     {"dashboard", "HOST:PORT", "serve a live page, /metrics and /status.json from the master (any address but loopback "
                                "needs the token it prints)", "off"},
+    {"shared-memory-limit", "SIZE", "the most memory the shared arrays (wm::SharedArray) of each process of the job keep, "
+                                    "e.g. 8G or 512M", "half the machine's memory"},
 };
 
 constexpr std::size_t kMinTokenLength = 16;
@@ -285,6 +289,10 @@ WatchSettings read_watch_settings(const SettingReader& read) {
     if (!ok)
       bad(*v, "is not a signal for the status dump; use USR1, USR2, HUP, PWR, URG, WINCH, a number of another signal "
               "that does not stop the program, or off");
+  }
+  if (auto v = read("shared-memory-limit")) {
+    if (!parse_memory_size(v->first, s.shared_memory_limit))
+      bad(*v, "is not a size for the shared arrays' memory; use bytes or a number with K, M, G or T (8G, 512M, 1.5GiB)");
   }
   if (auto v = read("dashboard")) {
     std::string lower = v->first;

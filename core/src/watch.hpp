@@ -8,6 +8,7 @@
 
 #include <wm/stats.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -23,6 +24,7 @@ struct WatchSettings {
   int dump_signal = 0;  // 0: none
   std::string dashboard;  // "HOST:PORT"; empty: none
   std::string token;      // WM_DASHBOARD_TOKEN; empty: one is made where it is needed
+  std::uint64_t shared_memory_limit = 0;  // --wm-shared-memory-limit; 0: the default
 };
 
 /** How each setting is read: its text and where it came from ("option --wm-x", "environment

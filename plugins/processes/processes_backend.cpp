@@ -19,6 +19,7 @@ class ProcessesBackend final : public remote::RemoteBackend {
     engine_options().dead_hint =
         "run with WM_LOG_LEVEL=debug and read the workers' standard error; the host program must call "
         "wm::serve_if_worker() or wm::make_work_manager() early in main";
+    engine_options().share_memory = true;  // WM_CAP_MAPS_MEMORY: shared arrays are mapped, not sent
   }
 
  protected:
@@ -37,7 +38,7 @@ class ProcessesBackend final : public remote::RemoteBackend {
 
 WM_DECLARE_BACKEND(processes, ProcessesBackend, "1.2.0",
                    "Runs registered tasks in worker processes of the host program (n_workers defaults to the cores)",
-                   WM_CAP_REMOTE | WM_CAP_SPAWNS_WORKERS, WM_REMOTE_ENGINE_OPTIONS,
+                   WM_CAP_REMOTE | WM_CAP_SPAWNS_WORKERS | WM_CAP_MAPS_MEMORY, WM_REMOTE_ENGINE_OPTIONS,
                    wm::sdk::option_bool("shared-memory", "true",
                                         "bytes through shared-memory rings, arguments and results of 1 MiB or more "
                                         "through shared regions (one copy on each side), not the sockets"))

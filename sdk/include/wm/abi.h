@@ -53,7 +53,7 @@ extern "C" {
  * The core refuses plugins of another major at discovery (metadata) and at load (descriptor).
  */
 #define WM_ABI_MAJOR 1u
-#define WM_ABI_MINOR 1u
+#define WM_ABI_MINOR 2u
 #define WM_ABI_VERSION ((WM_ABI_MAJOR << 16) | WM_ABI_MINOR)
 #define WM_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
 #define WM_ABI_MINOR_OF(v) ((uint32_t)(v)&0xffffu)
@@ -81,7 +81,10 @@ enum wm_capability {
   /** The backend starts worker processes of the host program in a worker role. */
   WM_CAP_SPAWNS_WORKERS = 1u << 2,
   /** Every process of the job runs the host program; non-master processes serve in run(). */
-  WM_CAP_SPMD = 1u << 3
+  WM_CAP_SPMD = 1u << 3,
+  /** ABI 1.2: its workers run on this host and map this process's memory: shared arrays
+   *  (wm::SharedArray) travel as references to their regions, never as bytes (processes). */
+  WM_CAP_MAPS_MEMORY = 1u << 4
 };
 
 /** Type of a backend option. Environment and command line share one grammar per type. */
@@ -312,7 +315,13 @@ typedef struct wm_core_services {
    *  worker) index and n_workers are ignored: it reports itself. */
   size_t (*worker_resources)(int32_t index, uint32_t n_workers, wm_resource_amount* out, size_t capacity);
 
-  void* reserved[13];
+  /* ---- ABI 1.2: shared arrays ---- */
+  /** A worker process whose master maps its memory (the master's backend has WM_CAP_MAPS_MEMORY):
+   *  from now on execute_encoded reads the shared arrays of requests in place and writes those of
+   *  replies as references to this process's regions. Call it before the first task. */
+  void (*share_memory_with_master)(int32_t enabled);
+
+  void* reserved[12];
 } wm_core_services;
 
 /** shutdown() flags. */

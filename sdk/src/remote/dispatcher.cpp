@@ -984,6 +984,7 @@ void Dispatcher::Impl::start_slot(WorkerId id, Worker& w, const std::string& rep
     setup.seed = in_process ? 0 : (seeds_() | 1);
     setup.spin_us = options_.spin_us;
     setup.keep_memory_mib = in_process ? 0 : options_.keep_memory_mib;
+    setup.share_memory = !in_process && options_.share_memory;
     bool launched = false;
     try {
       launched = transport_->launch(id, setup);

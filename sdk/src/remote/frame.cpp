@@ -24,7 +24,7 @@ std::string check_header(const FrameHeader& h) {
 namespace {
 
 constexpr std::uint16_t kHelloVersion = 2;
-constexpr std::uint16_t kSetupVersion = 1;
+constexpr std::uint16_t kSetupVersion = 2;
 constexpr std::uint32_t kMaxHost = 4096;
 constexpr std::uint32_t kMaxExtension = 1u << 20;
 constexpr std::uint32_t kMaxResources = 64;
@@ -103,7 +103,7 @@ bool parse_hello(const char* data, std::size_t size, Hello& out, std::string& wh
 
 std::string encode_setup(const WorkerSetup& s) {
   RecordWriter w;
-  w.put(kSetupVersion).put(std::uint16_t(0)).put(s.index).put(s.seed).put(s.spin_us).put(s.keep_memory_mib);
+  w.put(kSetupVersion).put(std::uint16_t(0)).put(s.index).put(s.seed).put(s.spin_us).put(s.keep_memory_mib).put(std::uint8_t(s.share_memory ? 1 : 0));
   return std::move(w.bytes);
 }
 
@@ -111,15 +111,17 @@ bool parse_setup(const char* data, std::size_t size, WorkerSetup& out, std::stri
   RecordReader in(data, size);
   if (!record_version(in, kSetupVersion, "setup", why)) return false;
   WorkerSetup s;
-  if (!in.get(s.index) || !in.get(s.seed) || !in.get(s.spin_us) || !in.get(s.keep_memory_mib)) {
+  std::uint8_t share = 0;
+  if (!in.get(s.index) || !in.get(s.seed) || !in.get(s.spin_us) || !in.get(s.keep_memory_mib) || !in.get(share)) {
     why = "a truncated setup";
     return false;
   }
   if (!record_done(in, "setup", why)) return false;
-  if (s.index < 0 || s.spin_us < 0 || s.keep_memory_mib < 0) {
-    why = "a setup with a negative index, spin window or memory budget";
+  if (s.index < 0 || s.spin_us < 0 || s.keep_memory_mib < 0 || share > 1) {
+    why = "a setup with a negative index, spin window or memory budget, or a bad flag";
     return false;
   }
+  s.share_memory = share == 1;
   out = s;
   return true;
 }

@@ -126,6 +126,9 @@ class Serving final : private PortHost, private WorkerLinkEvents {
     const wm_worker_identity id = me_.c();
     services_.set_worker(&id, s.seed);
     keep_freed_memory(s.keep_memory_mib);
+    if (services_.struct_size > offsetof(wm_core_services, share_memory_with_master) &&
+        services_.share_memory_with_master != nullptr)
+      services_.share_memory_with_master(s.share_memory ? 1 : 0);
     if (!port_.capabilities().in_process) {
       // What a task reads: a worker process's environment says who it is (a spawn set these
       // already; a worker that was not spawned for this, such as an MPI rank, learns them now).

@@ -542,6 +542,99 @@ TEST_P(Conformance, LargeArgumentRoundTrip) {
   EXPECT_EQ(f.get_result(), big);
 }
 
+// ---- shared arrays (wm::SharedArray): every size class, both ways, inside a user's struct ----
+
+namespace {
+wmtest::Words host_words(std::size_t n, std::uint32_t seed) {
+  wmtest::Words a = wm::make_shared_array<std::uint32_t>(n);
+  for (std::size_t i = 0; i < n; ++i) a[i] = wmtest::pattern(i, seed);
+  return a;
+}
+std::uint64_t wrong_words(const wmtest::Words& a, std::uint32_t seed) {
+  std::uint64_t wrong = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) wrong += a[i] != wmtest::pattern(i, seed) ? 1 : 0;
+  return wrong;
+}
+}  // namespace
+
+TEST_P(Conformance, SharedArraysOfEverySizeRoundTrip) {
+  // 0, one element, a page, 1 MiB and 64 MiB (in words of 4 bytes).
+  for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(1024), std::size_t(256) << 10, std::size_t(16) << 20}) {
+    SCOPED_TRACE("words: " + std::to_string(n));
+    const auto seed = static_cast<std::uint32_t>(n + 3);
+    wmtest::Words in = host_words(n, seed);
+    auto echoed = wm_->submit(wmtest::sa_echo, in);
+    auto same = wm_->submit(wmtest::sa_identity, in);
+    auto checked = wm_->submit(wmtest::sa_check, in, seed);
+    auto made = wm_->submit(wmtest::sa_make, static_cast<std::uint64_t>(n), seed + 1);
+    expect_done(echoed);
+    wmtest::Words e = echoed.get_result();
+    ASSERT_EQ(e.size(), n);
+    EXPECT_EQ(wrong_words(e, seed), 0u);
+    wmtest::Words i = same.get_result();
+    ASSERT_EQ(i.size(), n);
+    EXPECT_EQ(wrong_words(i, seed), 0u);
+    EXPECT_EQ(checked.get_result(), 0u);
+    wmtest::Words m = made.get_result();
+    ASSERT_EQ(m.size(), n);
+    EXPECT_EQ(wrong_words(m, seed + 1), 0u);
+    // A result made by a worker goes on to another task as it is.
+    EXPECT_EQ(wm_->submit(wmtest::sa_check, m, seed + 1).get_result(), 0u);
+    // The host's array is as it was.
+    EXPECT_EQ(wrong_words(in, seed), 0u);
+    // A result is the host's to change.
+    if (n != 0) {
+      e[0] = 1;
+      EXPECT_EQ(e[0], 1u);
+      EXPECT_FALSE(e.read_only());
+    }
+  }
+}
+
+TEST_P(Conformance, SharedArraysInsideAUserStruct) {
+  wmtest::Frame f;
+  f.step = 41;
+  f.coords = wm::make_shared_array<double>(std::size_t(100000), 0.5);
+  f.note = wm::make_shared_array(std::vector<std::byte>{std::byte{1}, std::byte{2}, std::byte{3}});
+  wmtest::Frame g = wm_->submit(wmtest::sa_advance, f).get_result();
+  EXPECT_EQ(g.step, 42);
+  ASSERT_EQ(g.coords.size(), 100000u);
+  EXPECT_TRUE(std::all_of(g.coords.begin(), g.coords.end(), [](double x) { return x == 1.5; }));
+  ASSERT_EQ(g.note.size(), 3u);
+  EXPECT_EQ(g.note[2], std::byte{3});
+  EXPECT_TRUE(std::all_of(f.coords.begin(), f.coords.end(), [](double x) { return x == 0.5; }));
+}
+
+TEST_P(Conformance, AnArgumentArrayMappedFromTheHostIsReadOnlyInTheTask) {
+  // Where the worker maps the host's memory (processes), an argument is read-only there: writing
+  // it throws, and the host's array is untouched. Elsewhere the task writes its own copy, or (serial,
+  // threads: the array is passed as it is) the host's own array.
+  wmtest::Words in = host_words(std::size_t(64) << 10, 5);
+  const int read_only = wm_->submit(wmtest::sa_write_argument, in).get_result();
+  if (backend_ == "processes") {
+    EXPECT_EQ(read_only, 1);
+  }
+  if (read_only == 1) {
+    EXPECT_EQ(wrong_words(in, 5), 0u);
+  }
+}
+
+TEST_P(Conformance, AThousandSharedArraysAtOnce) {
+  std::vector<wm::Future<wmtest::Words>> futures;
+  std::vector<wmtest::Words> inputs;
+  for (std::uint32_t k = 0; k < 1000; ++k) {
+    inputs.push_back(host_words(std::size_t(16) << 10, k));  // 64 KiB each: pooled
+    futures.push_back(wm_->submit(wmtest::sa_echo, inputs.back()));
+  }
+  std::vector<wmtest::Words> results;
+  for (std::uint32_t k = 0; k < 1000; ++k) {
+    expect_done(futures[k]);
+    results.push_back(futures[k].get_result());
+  }
+  // All held at once, each still its own.
+  for (std::uint32_t k = 0; k < 1000; ++k) ASSERT_EQ(wrong_words(results[k], k), 0u) << "array " << k;
+}
+
 TEST_P(Conformance, ManyTinyTasks) {
   std::vector<wm::TaskSpec<int>> specs;
   for (int i = 0; i < 20000; ++i) specs.push_back(wm::task(wmtest::add, i, 1));

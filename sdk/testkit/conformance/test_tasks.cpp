@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
+#include <utility>
 #include <fstream>
 #include <numeric>
 #include <sstream>
@@ -72,6 +74,41 @@ ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
   else
     unsetenv(name);
 }
+Words sa_echo(Words in) {
+  Words out = wm::make_shared_array<std::uint32_t>(in.size());
+  if (!in.empty()) std::memcpy(out.data(), std::as_const(in).data(), in.size_bytes());
+  return out;
+}
+Words sa_identity(Words in) { return in; }
+Words sa_make(std::uint64_t n, std::uint32_t seed) {
+  Words out = wm::make_shared_array<std::uint32_t>(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = pattern(i, seed);
+  return out;
+}
+std::uint64_t sa_check(Words in, std::uint32_t seed) {
+  std::uint64_t wrong = 0;
+  const Words& c = in;
+  for (std::size_t i = 0; i < c.size(); ++i) wrong += c[i] != pattern(i, seed) ? 1 : 0;
+  return wrong;
+}
+int sa_write_argument(Words in) {
+  try {
+    if (!in.empty()) in[0] = 7;
+    return 0;
+  } catch (const std::logic_error&) {
+    return 1;
+  }
+}
+Frame sa_advance(Frame f) {
+  Frame out;
+  out.step = f.step + 1;
+  out.coords = wm::make_shared_array<double>(f.coords.size());
+  const auto& in = std::as_const(f.coords);
+  for (std::size_t i = 0; i < in.size(); ++i) out.coords[i] = in[i] + 1.0;
+  out.note = f.note;
+  return out;
+}
+
 ScopedEnv::~ScopedEnv() {
   if (had_)
     setenv(name_.c_str(), old_.c_str(), 1);
@@ -97,3 +134,9 @@ WM_TASK(wmtest::token_value);
 WM_TASK(wmtest::make_blob);
 WM_TASK(wmtest::boxed);
 WM_TASK(wmtest::split_words);
+WM_TASK(wmtest::sa_echo);
+WM_TASK(wmtest::sa_identity);
+WM_TASK(wmtest::sa_make);
+WM_TASK(wmtest::sa_check);
+WM_TASK(wmtest::sa_write_argument);
+WM_TASK(wmtest::sa_advance);

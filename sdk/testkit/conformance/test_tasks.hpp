@@ -2,6 +2,7 @@
 // test_tasks.hpp: tasks registered with WM_TASK, shared by the tests, and small test helpers.
 #pragma once
 
+#include <wm/shared_array.hpp>
 #include <wm/wm.hpp>
 
 #include <cstdint>
@@ -55,6 +56,26 @@ Blob make_blob(int n);                                         // values 1..n
 std::unique_ptr<std::string> boxed(std::string s);             // s in a unique_ptr
 // A standard container of move-only elements: its copy constructor exists but cannot compile.
 std::vector<std::unique_ptr<std::string>> split_words(std::string text);
+
+// Shared arrays (wm::SharedArray): values pattern(i, seed) = i * 2654435761 + seed.
+using Words = wm::SharedArray<std::uint32_t>;
+inline std::uint32_t pattern(std::size_t i, std::uint32_t seed) { return static_cast<std::uint32_t>(i * 2654435761u + seed); }
+Words sa_echo(Words in);                          // a new array holding a copy of in
+Words sa_identity(Words in);                      // in itself
+Words sa_make(std::uint64_t n, std::uint32_t seed);  // n words of pattern(i, seed), made in the task
+std::uint64_t sa_check(Words in, std::uint32_t seed);  // how many words differ from pattern(i, seed)
+int sa_write_argument(Words in);                  // 1: writing it threw std::logic_error (read-only); 0: it wrote
+/** A user's struct holding shared arrays, serialized with cereal. */
+struct Frame {
+  int step = 0;
+  wm::SharedArray<double> coords;
+  wm::SharedBytes note;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(step, coords, note);
+  }
+};
+Frame sa_advance(Frame f);                        // step + 1, coords + 1.0 (a new array), note as it came
 
 /** Sets an environment variable for the life of the object, restoring it afterwards. */
 class ScopedEnv {

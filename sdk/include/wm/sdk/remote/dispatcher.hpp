@@ -31,6 +31,9 @@ struct EngineOptions {
   int spin_us = 200;            // us the master and workers keep looking after activity before they sleep
   std::size_t max_window = 128; // most tasks in flight on one worker
   int keep_memory_mib = 256;    // freed memory a worker process keeps for reuse (0: malloc defaults)
+  /** The workers run on this host and the master maps their memory, as they map its (the backend
+   *  declares WM_CAP_MAPS_MEMORY): wm::SharedArray arguments and results go as references. */
+  bool share_memory = false;
   /** Workers come and go (nodes): startup does not wait for them, and losing them all is not the
    *  end. Otherwise startup waits for every worker started (up to startup_limit) and fails if none
    *  said hello. */

@@ -49,6 +49,7 @@ struct WorkerSetup {
   std::uint64_t seed = 0;          // seeds rand(), random(), drand48() of the worker (0: not seeded)
   std::int32_t spin_us = 200;      // how long the worker looks for bytes before it sleeps
   std::int32_t keep_memory_mib = 0;  // freed memory the worker process keeps for reuse (0: malloc defaults)
+  bool share_memory = false;  // the master maps the worker's memory: shared arrays go as references
 };
 
 /** What a transport can do besides moving bytes in order. */
