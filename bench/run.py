@@ -28,10 +28,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 FIGURES = ["throughput", "roundtrip", "bandwidth", "idle", "efficiency", "death", "memory", "sweep", "node_death",
-           "stats", "idle_dashboard"]
+           "stats", "idle_dashboard", "shared_bandwidth", "shared_result"]
 # Figures run in a fresh process per run: VmHWM only grows, an MPI job cannot replace a rank, a
 # killed zmq node is gone.
-ONE_RUN_PER_PROCESS = {"death", "memory", "node_death"}
+ONE_RUN_PER_PROCESS = {"death", "memory", "node_death", "shared_result"}
 # Backends whose workers run under nodes started beside the master (the node_death figure is theirs).
 NODE_BACKENDS = {"zmq"}
 ZMQ_NODE_WORKERS = 2
@@ -49,6 +49,8 @@ EXPECTED = {
     "node_death": ["node_death_ms"],
     "stats": ["stats_ratio", "stats_call_us"],
     "idle_dashboard": ["idle_cpu_dashboard"],
+    "shared_bandwidth": ["shared_bandwidth", "shared_echo_memcpys"],
+    "shared_result": ["shared_result_hwm"],
 }
 # The idle figure again with the dashboard listening (WM_DASHBOARD): fewer runs, 3 s each.
 DASHBOARD_IDLE_RUNS = 3
@@ -69,6 +71,10 @@ ROWS = [
     ("rt_p99", "round trip, p99"),
     ("bandwidth", "64 MiB echo bandwidth"),
     ("bandwidth_keep", "64 MiB echo bandwidth, host malloc keeps freed memory"),
+    ("shared_bandwidth", "64 MiB wm::SharedArray echo bandwidth"),
+    ("shared_floor_ratio", "64 MiB wm::SharedArray echo, to its floor"),
+    ("shared_echo_memcpys", "64 MiB wm::SharedArray echo, in memcpys of 64 MiB (same run)"),
+    ("shared_result_hwm", "peak RSS master, holding a 1 GiB wm::SharedBytes result"),
     ("idle_cpu", "idle CPU, 3 s, whole tree"),
     ("idle_cpu_dashboard", "idle CPU, 3 s, whole tree, dashboard listening"),
     ("dashboard_idle_extra", "the idle dashboard's CPU over 3 s (difference of medians)"),
@@ -83,7 +89,7 @@ ROWS = [
     ("mem_per_future", "memory per outstanding future"),
 ]
 # Rows measured for some backends only (remote ones): left out where absent.
-OPTIONAL_ROWS = {"bandwidth_keep", "node_death_ms", "idle_cpu_dashboard", "dashboard_idle_extra", "stats_ratio",
+OPTIONAL_ROWS = {"bandwidth_keep", "shared_floor_ratio", "node_death_ms", "idle_cpu_dashboard", "dashboard_idle_extra", "stats_ratio",
                  "stats_call_us", "stats_counting_ratio"}
 FLOOR_ROWS = [
     ("pool_throughput", "std::thread pool + packaged_task throughput"),
@@ -273,6 +279,9 @@ def floor_for(metric, backend, info, floor_metrics):
         if backend == "zmq" and have("zmq_rt_" + suffix):
             return "zmq_rt_" + suffix
         return "pipe_rt_" + suffix
+    if metric == "shared_bandwidth":
+        # The echo's task copies once: the floor is a memcpy, or MPI's own echo.
+        return "mpi_bandwidth" if backend == "mpi" and have("mpi_bandwidth") else "memcpy"
     if metric in ("bandwidth", "bandwidth_keep"):
         if backend == "mpi" and have("mpi_bandwidth"):
             return "mpi_bandwidth"
@@ -644,6 +653,15 @@ def main():
             t = targets.get(b, {}).get("dashboard_idle_extra")
             if t:
                 out["dashboard_idle_extra"]["target"] = t
+        # The shared-array echo against its floor (raw MPI's echo for mpi), as a figure of its own.
+        if out.get("shared_bandwidth", {}).get("ratio") is not None:
+            r = out["shared_bandwidth"]["ratio"]
+            out["shared_floor_ratio"] = dict(summary([r]), values=[r], unit="x",
+                                             note="median of shared_bandwidth over the median of its floor (%s)"
+                                             % out["shared_bandwidth"]["floor"])
+            t = targets.get(b, {}).get("shared_floor_ratio")
+            if t:
+                out["shared_floor_ratio"]["target"] = t
         results[b] = {"info": info, "metrics": out, "hists": store.hists.get(b, {})}
     # Targets once every backend is in: a target may be relative to another backend of this run.
     for b in backends:

@@ -7,12 +7,14 @@
 //   wm_bench --work-manager threads --bench-figure throughput [--bench-runs 5] [--bench-smoke]
 //   mpirun -np 3 wm_bench --work-manager mpi --bench-figure roundtrip
 //
-// Figures: throughput roundtrip bandwidth idle efficiency death memory sweep node_death stats idle_dashboard.
+// Figures: throughput roundtrip bandwidth idle efficiency death memory sweep node_death stats idle_dashboard
+// shared_bandwidth shared_result.
 // The program's own flags start with --bench- so that Boost.Program_options (which accepts
 // unambiguous prefixes of the work manager's flags) never mistakes one for a --wm-/--n-... flag.
 #include "bench_common.hpp"
 
 #include <wm/environment.hpp>
+#include <wm/shared_array.hpp>
 #include <wm/task.hpp>
 #include <wm/wm.hpp>
 
@@ -21,7 +23,10 @@
 #include <sys/stat.h>
 
 #include <condition_variable>
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <utility>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -41,6 +46,20 @@ WM_TASK(bench_noop);
 
 std::string bench_echo(std::string s) { return s; }
 WM_TASK(bench_echo);
+// The shared-array echo: a new array holding a copy of the argument (one memcpy: the floor).
+wm::SharedArray<double> bench_shared_echo(wm::SharedArray<double> in) {
+  auto out = wm::make_shared_array<double>(in.size());
+  std::memcpy(out.data(), std::as_const(in).data(), in.size_bytes());
+  return out;
+}
+WM_TASK(bench_shared_echo);
+// A shared-array result of `bytes` bytes made in the task.
+wm::SharedBytes bench_shared_make(std::uint64_t bytes) {
+  auto out = wm::make_shared_array<std::byte>(static_cast<std::size_t>(bytes));
+  std::memset(out.data(), 1, out.size());
+  return out;
+}
+WM_TASK(bench_shared_make);
 
 std::int64_t bench_busy(std::int64_t us) {
   bench::busy_cpu_us(us);
@@ -193,6 +212,56 @@ void fig_bandwidth(Ctx& c) {
                          std::string(c.keep_memory ? "; the host's malloc keeps freed memory "
                                                      "(M_MMAP_MAX 0, M_TRIM_THRESHOLD 1 GiB, M_ARENA_MAX 1)"
                                                    : ""));
+}
+
+// The shared-array echo (issue 23): 64 MiB of doubles made once by the host, echoed by a task that
+// copies them into a new array; 2 x bytes / time. Beside it, in the same process, a memcpy of as
+// many bytes between warm buffers, and the ratio: how many memcpys the whole echo costs.
+void fig_shared_bandwidth(Ctx& c) {
+  const std::size_t size = c.smoke ? (std::size_t(4) << 20) : (std::size_t(64) << 20);
+  const std::size_t n = size / sizeof(double);
+  auto arg = wm::make_shared_array<double>(n, 1.0);
+  arg[n / 2] = 2.0;
+  auto once = [&] {
+    const double t0 = bench::now_s();
+    wm::SharedArray<double> back = c.wm->submit(bench_shared_echo, arg).get_result();
+    const double dt = bench::now_s() - t0;
+    if (back.size() != n || back[n / 2] != 2.0) throw std::runtime_error("shared_bandwidth: wrong echo");
+    return dt;
+  };
+  std::vector<char> a(size, 'a'), b(size, 'b');
+  auto copy = [&] {
+    const double t0 = bench::now_s();
+    std::memcpy(b.data(), a.data(), size);
+    const double dt = bench::now_s() - t0;
+    if (b[size / 3] != 'a') throw std::runtime_error("memcpy");
+    return dt;
+  };
+  once();
+  once();
+  copy();
+  std::vector<double> gbs, ratio;
+  for (int r = 0; r < c.runs; ++r) {
+    // Echo and memcpy alternate, three of each per run, best of each: the ratio of two noisy times.
+    double e = 1e9, m = 1e9;
+    for (int k = 0; k < 3; ++k) e = std::min(e, once()), m = std::min(m, copy());
+    gbs.push_back(2.0 * double(size) / e / 1e9);
+    ratio.push_back(e / m);
+  }
+  const std::string what = std::to_string(size >> 20) + " MiB wm::SharedArray<double> echoed into a new array by the task";
+  bench::emit_metric(c.src, "shared_bandwidth", "GB/s", gbs, what + ", bytes counted both ways");
+  bench::emit_metric(c.src, "shared_echo_memcpys", "memcpys", ratio,
+                     what + ": its time over a memcpy of as many bytes in the same run (best of 3 each)");
+}
+
+// A 1 GiB shared-array result (issue 23): the master's peak RSS once it holds it.
+void fig_shared_result(Ctx& c) {
+  const std::uint64_t size = c.smoke ? (std::uint64_t(64) << 20) : (std::uint64_t(1) << 30);
+  wm::SharedBytes r = c.wm->submit(bench_shared_make, size).get_result();
+  if (r.size() != size || r[size - 1] != std::byte{1}) throw std::runtime_error("shared_result: wrong result");
+  const double hwm = bench::proc_status_kb(getpid(), "VmHWM");
+  bench::emit_metric(c.src, "shared_result_hwm", "GiB", {hwm / 1024.0 / 1024.0},
+                     "master VmHWM holding a " + std::to_string(size >> 20) + " MiB wm::SharedBytes result");
 }
 
 /** Root of the process tree whose CPU we count: this process, or mpirun (our parent) under MPI. */
@@ -532,7 +601,8 @@ int main(int argc, char** argv) {
         {"throughput", fig_throughput}, {"roundtrip", fig_roundtrip}, {"bandwidth", fig_bandwidth},
         {"idle", [](Ctx& x) { fig_idle(x); }}, {"efficiency", fig_efficiency}, {"death", fig_death},
         {"memory", fig_memory},         {"sweep", fig_sweep},           {"node_death", fig_node_death},
-        {"stats", fig_stats},           {"idle_dashboard", fig_idle_dashboard}};
+        {"stats", fig_stats},           {"idle_dashboard", fig_idle_dashboard},
+        {"shared_bandwidth", fig_shared_bandwidth}, {"shared_result", fig_shared_result}};
     bool found = false;
     for (const auto& [name, fn] : figures) {
       if (figure != "all" && figure != name) continue;
