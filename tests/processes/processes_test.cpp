@@ -2,10 +2,12 @@
 // processes_test.cpp: the processes backend: crash matrix (after CPython's test_deadlock.py),
 // worker and master death, shutdown, Ctrl-C, retries, timeouts, WM_PROCESS_INDEX and seeds.
 // Every test checks that no process of ours is left: the fixture counts this process's children.
+#include <wm/shared_array.hpp>
 #include <wm/task.hpp>
 #include <wm/wm.hpp>
 
 #include "test_support.hpp"
+#include "test_tasks.hpp"
 #include "byte_ring.hpp"  // the layout of a worker's rings, to corrupt them
 
 #include <gtest/gtest.h>
@@ -163,6 +165,56 @@ std::vector<char> crash_first_big(std::string counter_file, int crashes, std::ve
 }
 WM_TASK(crash_first_big);
 
+
+// ---- shared arrays (wm::SharedArray) ----
+
+// Makes a 64 MiB shared result, writes half of it, and kills its own process.
+wm::SharedBytes die_while_writing_shared(int) {
+  auto a = wm::make_shared_array<std::byte>(std::size_t(64) << 20);
+  std::memset(a.data(), 1, a.size() / 2);
+  raise(SIGKILL);
+  return a;
+}
+WM_TASK(die_while_writing_shared);
+
+// A result whose bytes name a region the way a broken or hostile worker could: the master must
+// refuse each with a protocol error, and read nothing outside a region.
+struct Forged {
+  int mode = 0;
+  wm::SharedArray<std::uint32_t> array;
+  template <class Archive>
+  void save(Archive& ar) const {
+    const auto good = wm::make_shared_array<std::uint32_t>(std::size_t(1) << 16, 7u);  // 256 KiB, pooled
+    struct stat st {};
+    int fd = -1;
+    // The region's descriptor: the lowest one at or above 10 whose file is a sealed wm region.
+    for (int i = 10; i < 4096 && fd < 0; ++i) {
+      char link[256] = {};
+      const std::string path = "/proc/self/fd/" + std::to_string(i);
+      if (readlink(path.c_str(), link, sizeof link - 1) > 0 && std::strstr(link, "wm-shared-array") != nullptr) fd = i;
+    }
+    if (fd >= 0) fstat(fd, &st);
+    std::int64_t pid = getpid();
+    std::uint64_t ino = st.st_ino, offset = 4096, bytes = std::uint64_t(1) << 18;
+    switch (mode) {
+      case 0: pid = getppid(); break;                    // another process's memory (the master's)
+      case 1: fd = 1; ino = 1; break;                    // a descriptor that is no region
+      case 2: bytes = std::uint64_t(1) << 40; break;     // past the region's end
+      case 3: offset = 0; break;                         // the region's header
+      case 4: ino += 1; break;                           // an inode the descriptor does not have
+      case 5: offset = ~std::uint64_t(0) - 8; break;     // offset + size overflows
+    }
+    ar(std::uint8_t(1), pid, static_cast<std::int32_t>(fd), ino, offset, bytes);
+    (void)good;
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    ar(array);
+  }
+};
+Forged forge_reference(int mode) { return Forged{mode, {}}; }
+WM_TASK(forge_reference);
+
 // ---------------------------------------------------------------- helpers
 
 namespace {
@@ -288,6 +340,22 @@ int wait_child(pid_t pid, std::chrono::milliseconds limit) {
     if (Clock::now() >= until) return -1;
     std::this_thread::sleep_for(10ms);
   }
+}
+
+// This process's mappings of shared-array regions (lines of /proc/self/maps).
+std::size_t region_mappings() {
+  std::ifstream maps("/proc/self/maps");
+  std::size_t n = 0;
+  for (std::string line; std::getline(maps, line);) n += line.find("wm-shared-array") != std::string::npos ? 1 : 0;
+  return n;
+}
+std::set<std::string> dev_shm() {
+  std::set<std::string> out;
+  if (DIR* d = opendir("/dev/shm")) {
+    while (dirent* e = readdir(d)) out.insert(e->d_name);
+    closedir(d);
+  }
+  return out;
 }
 
 class Processes : public ::testing::Test {
@@ -781,6 +849,7 @@ TEST_F(Processes, WorkersEndWhenTheMasterIsKilled) {
   ASSERT_EQ(read_line(out, 30000ms), "ready");
   auto workers = children_of(helper);
   ASSERT_EQ(workers.size(), 2u);
+  const auto shm_before = dev_shm();
   ASSERT_EQ(kill(helper, SIGKILL), 0);
   ASSERT_NE(wait_child(helper, 10000ms), -1);
   close(out);
@@ -792,6 +861,8 @@ TEST_F(Processes, WorkersEndWhenTheMasterIsKilled) {
       },
       5000ms))
       << "a worker outlived its master";
+  // Its shared arrays were memory files: nothing is left behind in /dev/shm.
+  EXPECT_EQ(dev_shm(), shm_before);
 }
 
 TEST_F(Processes, CtrlCShutsDownAndChainsThePreviousHandler) {
@@ -813,12 +884,120 @@ TEST_F(Processes, CtrlCShutsDownAndChainsThePreviousHandler) {
   for (pid_t w : workers) EXPECT_FALSE(running(w)) << "worker " << w << " outlived Ctrl-C";
 }
 
+
+// ---------------------------------------------------------------- shared arrays
+
+
+TEST_F(Processes, SharedArraysLiveInMemoryFilesNeverInDevShm) {
+  const auto before = dev_shm();
+  auto wm = make_processes(2);
+  auto in = wm::make_shared_array<std::uint32_t>(std::size_t(4) << 20, 3u);
+  std::vector<wm::Future<wmtest::Words>> fs;
+  for (int i = 0; i < 8; ++i) fs.push_back(wm->submit(wmtest::sa_echo, in));
+  for (auto& f : fs) EXPECT_EQ(f.get_result()[12345], 3u);
+  EXPECT_GT(region_mappings(), 0u);
+  // A worker's regions are memory files of its own (memfd), close-on-exec.
+  bool worker_has_region = false;
+  for (pid_t w : children_of(getpid()))
+    if (DIR* d = opendir(("/proc/" + std::to_string(w) + "/fd").c_str())) {
+      while (dirent* e = readdir(d)) {
+        char link[256] = {};
+        const std::string path = "/proc/" + std::to_string(w) + "/fd/" + e->d_name;
+        if (readlink(path.c_str(), link, sizeof link - 1) > 0 && std::string(link).find("/memfd:wm-shared-array") == 0)
+          worker_has_region = true;
+      }
+      closedir(d);
+    }
+  EXPECT_TRUE(worker_has_region);
+  wm.reset();
+  EXPECT_EQ(dev_shm(), before);
+}
+
+TEST_F(Processes, AWorkerKilledWhileWritingASharedResultFailsOnlyThatTask) {
+  auto wm = make_processes(1);
+  const std::size_t mapped = region_mappings();
+  auto f = wm->submit(die_while_writing_shared, 0);
+  EXPECT_TRUE(fails_with<wm::WorkerLostError>(f));
+  // Its region went with it: the master never mapped it, and the next worker runs the next task.
+  EXPECT_EQ(region_mappings(), mapped);
+  auto in = wm::make_shared_array<std::uint32_t>(std::size_t(1) << 20);
+  for (std::size_t i = 0; i < in.size(); ++i) in[i] = wmtest::pattern(i, 9);
+  EXPECT_EQ(wm->submit(wmtest::sa_check, in, 9u).get_result(), 0u);
+  auto e = wm->submit(wmtest::sa_echo, in).get_result();
+  EXPECT_EQ(e.size(), in.size());
+  EXPECT_TRUE(std::equal(e.begin(), e.end(), std::as_const(in).begin()));
+}
+
+TEST_F(Processes, AForgedRegionReferenceFailsTheTaskAndNothingElse) {
+  auto wm = make_processes(1);
+  for (int mode = 0; mode <= 5; ++mode) {
+    SCOPED_TRACE("mode " + std::to_string(mode));
+    auto f = wm->submit(forge_reference, mode);
+    const std::string failure = failure_of(f);
+    EXPECT_EQ(failure.rfind("ProtocolError: ", 0), 0u) << failure;
+    EXPECT_NE(failure.find("shared-array reference"), std::string::npos) << failure;
+    const char* why[] = {"not of the worker that sent it", "not the region it says", "reaches past its region",
+                         "bad offset or size", "not the region it says", "bad offset or size"};
+    EXPECT_NE(failure.find(why[mode]), std::string::npos) << failure;
+  }
+  auto in = wm::make_shared_array<std::uint32_t>(std::size_t(1) << 18, 4u);
+  EXPECT_EQ(wm->submit(wmtest::sa_echo, in).get_result()[77], 4u);
+}
+
+TEST_F(Processes, TheSharedMemoryLimitFailsWhatWouldExceedItWithTheLimitAndTheSize) {
+  const char* argv[] = {"processes_test", "--work-manager", "processes", "--n-workers", "1",
+                        "--wm-shared-memory-limit", "32M"};
+  auto wm = wm::make_work_manager(7, argv);
+  // In the host:
+  try {
+    (void)wm::make_shared_array<char>(std::size_t(64) << 20);
+    ADD_FAILURE() << "a 64 MiB array was made under a 32 MiB limit";
+  } catch (const wm::SharedMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("32.00 MiB"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("64.00 MiB"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--wm-shared-memory-limit"), std::string::npos) << e.what();
+  }
+  // At the limit: arrays held at once up to it, then reused once let go.
+  std::vector<wm::SharedArray<char>> held;
+  try {
+    for (int i = 0; i < 64; ++i) held.push_back(wm::make_shared_array<char>(std::size_t(1) << 20));
+    ADD_FAILURE() << "64 arrays of 1 MiB were held under a 32 MiB limit";
+  } catch (const wm::SharedMemoryError&) {
+  }
+  EXPECT_GE(held.size(), 20u);
+  const std::size_t n = held.size();
+  held.clear();
+  for (std::size_t i = 0; i < n; ++i) held.push_back(wm::make_shared_array<char>(std::size_t(1) << 20));
+  held.clear();
+  // In a task (its worker has the master's limit):
+  auto f = wm->submit(wmtest::sa_make, std::uint64_t(16) << 20, 1u);  // 64 MiB of words
+  const std::string failure = failure_of(f);
+  EXPECT_EQ(failure.rfind("TaskError: ", 0), 0u) << failure;
+  EXPECT_NE(failure.find("32.00 MiB"), std::string::npos) << failure;
+  EXPECT_NE(failure.find("64.00 MiB"), std::string::npos) << failure;
+  EXPECT_EQ(wm->submit(wmtest::sa_make, std::uint64_t(1) << 18, 1u).get_result().size(), std::size_t(1) << 18);
+}
+
+TEST_F(Processes, AMalformedSharedMemoryLimitIsRefusedWithTheValue) {
+  const char* argv[] = {"processes_test", "--work-manager", "processes", "--wm-shared-memory-limit", "lots"};
+  try {
+    (void)wm::make_work_manager(5, argv);
+    ADD_FAILURE() << "accepted";
+  } catch (const wm::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("'lots'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--wm-shared-memory-limit"), std::string::npos) << e.what();
+  }
+}
+
 // ---------------------------------------------------------------- helper processes
 
 int helper_main(const std::string& role) {
   auto wm = make_processes(2, {{"shutdown-timeout", "1"}});
   wm->startup();
   if (role == "master") {
+    // Holding a shared array of its own and one a worker made when it is killed.
+    auto mine = wm::make_shared_array<std::uint32_t>(std::size_t(1) << 20, 1u);
+    auto theirs = wm->submit(wmtest::sa_echo, mine).get_result();
     std::printf("ready\n");
     std::fflush(stdout);
     for (;;) pause();
