@@ -154,7 +154,8 @@ std::vector<std::string> capability_names(std::uint64_t caps) {
   const std::pair<std::uint64_t, const char*> known[] = {{WM_CAP_IN_PROCESS, "in-process"},
                                                          {WM_CAP_REMOTE, "remote"},
                                                          {WM_CAP_SPAWNS_WORKERS, "spawns-workers"},
-                                                         {WM_CAP_SPMD, "spmd"}};
+                                                         {WM_CAP_SPMD, "spmd"},
+                                                         {WM_CAP_MAPS_MEMORY, "maps-memory"}};
   for (const auto& [bit, name] : known)
     if (caps & bit) {
       out.emplace_back(name);

@@ -203,7 +203,7 @@ TEST(Discovery, SymlinkToPluginIsFollowed) {
 TEST(Discovery, WrongAbiIsRefusedButNamed) {
   const ScannedPlugin p = timed_read(WM_FIXTURE_WRONG_ABI);
   EXPECT_FALSE(p.usable);
-  EXPECT_TRUE(contains(p.reason, "built for ABI version 0.999, this core speaks ABI version 1.1")) << p.reason;
+  EXPECT_TRUE(contains(p.reason, "built for ABI version 0.999, this core speaks ABI version 1.2")) << p.reason;
   EXPECT_TRUE(contains(p.reason, "rebuild the plugin against this SDK")) << p.reason;
   ASSERT_TRUE(p.has_meta);
   EXPECT_STREQ(p.meta.name, "fixture_wrong_abi");
@@ -338,7 +338,7 @@ TEST(Discovery, MalformedRecordsGetSpecificReasons) {
   const std::vector<Case> cases = {
       {"magic", [](wm_plugin_metadata& m) { m.magic[7] = '2'; }, "wrong magic", false},
       {"abi7", [](wm_plugin_metadata& m) { m.abi_version = 7; },
-       "built for ABI version 0.7, this core speaks ABI version 1.1 (wm " WM_VERSION_STRING
+       "built for ABI version 0.7, this core speaks ABI version 1.2 (wm " WM_VERSION_STRING
        "): the plugin is older than this wm; rebuild the plugin against this SDK", true},
       {"record_size", [](wm_plugin_metadata& m) { m.record_size = 12; }, "record_size is 12", true},
       {"name_unterminated", [](wm_plugin_metadata& m) { std::memset(m.name, 'a', sizeof m.name); },
@@ -549,10 +549,10 @@ TEST(Discovery, NewerMinorThatNeedsANewerCoreIsRefusedWithTheReason) {
   EXPECT_STREQ(p.meta.name, "fixture_newer_minor");
   EXPECT_EQ(p.meta.abi_version, (WM_ABI_MAJOR << 16) | 5u);
   EXPECT_TRUE(contains(p.reason, "built for ABI version 1.5 and needs a wm core of ABI version 1.5 or a later 1.x, "
-                                 "this core speaks ABI version 1.1 (wm " WM_VERSION_STRING "): upgrade wm, or "
+                                 "this core speaks ABI version 1.2 (wm " WM_VERSION_STRING "): upgrade wm, or "
                                  "rebuild the plugin against the SDK installed with this wm"))
       << p.reason;
-  EXPECT_TRUE(contains(p.reason, "WM_SDK_MIN_CORE_MINOR 1")) << p.reason;
+  EXPECT_TRUE(contains(p.reason, "WM_SDK_MIN_CORE_MINOR 2")) << p.reason;
 }
 
 TEST(Discovery, NewerMinorThatRunsHereIsTakenAndNoted) {
@@ -564,7 +564,7 @@ TEST(Discovery, NewerMinorThatRunsHereIsTakenAndNoted) {
   EXPECT_EQ(p.meta.min_core_abi_version, WM_ABI_MAJOR << 16);
   ASSERT_EQ(p.meta.n_options, 2u);
   EXPECT_STREQ(p.meta.options[1].name, "spin-us");
-  EXPECT_TRUE(contains(p.note, "built for ABI version 1.5, newer than this core's 1.1; it runs on cores of ABI 1.0 "
+  EXPECT_TRUE(contains(p.note, "built for ABI version 1.5, newer than this core's 1.2; it runs on cores of ABI 1.0 "
                                "and later: what the newer minor added is not used"))
       << p.note;
   EXPECT_TRUE(timed_read(WM_FIXTURE_GOOD).note.empty());
@@ -587,12 +587,12 @@ TEST(Discovery, DiscoveryDecidesWhatTheSdkCreateWouldDecide) {
     EXPECT_EQ(p.meta.abi_version, (WM_ABI_MAJOR << 16) | 3u);
     EXPECT_EQ(p.usable, c.runs_here) << p.reason;
     if (c.runs_here) {
-      EXPECT_TRUE(contains(p.note, "built for ABI version 1.3, newer than this core's 1.1; it runs on cores of ABI "
+      EXPECT_TRUE(contains(p.note, "built for ABI version 1.3, newer than this core's 1.2; it runs on cores of ABI "
                                    "1.0 and later"))
           << p.note;
     } else {
       EXPECT_TRUE(contains(p.reason, "built for ABI version 1.3 and needs a wm core of ABI version 1.3 or a later "
-                                     "1.x, this core speaks ABI version 1.1"))
+                                     "1.x, this core speaks ABI version 1.2"))
           << p.reason;
     }
 
@@ -640,7 +640,7 @@ TEST(Discovery, MinCoreVersionIsOfThePluginsMajorAndNotNewerThanIt) {
       {"other_major", WM_ABI_VERSION, 2u << 16, "min_core_abi_version is 2.0, not a version of ABI 1.x up to"},
       {"newer_than_itself", minor5, (WM_ABI_MAJOR << 16) | 7u, "min_core_abi_version is 1.7, not a version"},
       {"needs_1_5", minor5, minor5, "needs a wm core of ABI version 1.5 or a later 1.x"},
-      {"needs_1_2", minor5, (WM_ABI_MAJOR << 16) | 2u, "needs a wm core of ABI version 1.2 or a later 1.x"},
+      {"needs_1_3", minor5, (WM_ABI_MAJOR << 16) | 3u, "needs a wm core of ABI version 1.3 or a later 1.x"},
       {"runs_on_1_0", minor5, WM_ABI_MAJOR << 16, nullptr},
       {"unset_means_built_for", WM_ABI_VERSION, 0, nullptr},
   };
@@ -665,7 +665,7 @@ TEST(Discovery, MinCoreVersionIsOfThePluginsMajorAndNotNewerThanIt) {
 TEST(Discovery, OtherMajorNamesBothVersionsAndWhatToRebuild) {
   const ScannedPlugin newer = timed_read(WM_FIXTURE_ABI_MAJOR2);
   EXPECT_FALSE(newer.usable);
-  EXPECT_TRUE(contains(newer.reason, "built for ABI version 2.0, this core speaks ABI version 1.1 (wm " WM_VERSION_STRING ")"))
+  EXPECT_TRUE(contains(newer.reason, "built for ABI version 2.0, this core speaks ABI version 1.2 (wm " WM_VERSION_STRING ")"))
       << newer.reason;
   EXPECT_TRUE(contains(newer.reason, "the plugin is newer than this wm; rebuild it against the SDK installed with this wm"))
       << newer.reason;
@@ -691,7 +691,7 @@ TEST(Discovery, RecordSizeFollowsTheGrowthRule) {
   };
   const Case cases[] = {
       {"shorter_than_1_0", WM_ABI_VERSION, size - 8, "shorter than the ABI 1.0 record"},
-      {"same_minor_longer", WM_ABI_VERSION, size + 64, "ABI version 1.1 records are"},
+      {"same_minor_longer", WM_ABI_VERSION, size + 64, "ABI version 1.2 records are"},
       {"newer_minor_shorter", minor5, size - 8, "shorter than the ABI 1.0 record"},
       {"newer_minor_past_section", minor5, size + 64, "shorter than its"},
       {"newer_minor_same_size", minor5, size, nullptr},

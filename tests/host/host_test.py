@@ -279,7 +279,7 @@ class SetupErrors(HostTest):
 
 
 class AbiMinor(HostTest):
-    """Plugins built with the SDK of ABI 1.3 (newer than this core's 1.1): `wm list --why`, `wm check`
+    """Plugins built with the SDK of ABI 1.3 (newer than this core's 1.2): `wm list --why`, `wm check`
     and a host give the same verdict on each, for the same reason."""
 
     def why_line(self, d, file):
@@ -296,7 +296,7 @@ class AbiMinor(HostTest):
             self.assertIsNotNone(m, line)
             reason = m.group(1)
             self.assertIn("built for ABI version 1.3 and needs a wm core of ABI version 1.3 or a later 1.x, this "
-                          "core speaks ABI version 1.1", reason)
+                          "core speaks ABI version 1.2", reason)
 
             check = run([WM, "check", "fixture_abi_1_3"], env={"WM_PLUGIN_PATH": d}, timeout=90)
             self.assert_ran(check, 1, "wm check")
@@ -315,7 +315,7 @@ class AbiMinor(HostTest):
             name = "fixture_abi_1_3_runs_on_1_0"
             line = self.why_line(d, "abi_1_3_runs_on_1_0.so")
             self.assertRegex(line, rf"^  taken +{name} +abi_1_3_runs_on_1_0\.so \(version 1\.3\.0\) \(note: built for "
-                                   r"ABI version 1\.3, newer than this core's 1\.1; it runs on cores of ABI 1\.0 and later")
+                                   r"ABI version 1\.3, newer than this core's 1\.2; it runs on cores of ABI 1\.0 and later")
 
             check = run([WM, "check", name], env={"WM_PLUGIN_PATH": d}, timeout=90)
             self.assert_ran(check, 0, "wm check")

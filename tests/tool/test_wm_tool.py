@@ -148,7 +148,7 @@ class Cli(ToolTest):
 
     def test_info(self):
         out = self.wm_ok(["info", "threads"]).stdout
-        for text in ("threads 1.0.0: ", "ABI version   1.1", "capabilities  in-process", "entry symbol  wm_backend_entry_threads",
+        for text in ("threads 1.0.0: ", "ABI version   1.2", "capabilities  in-process", "entry symbol  wm_backend_entry_threads",
                      "spin-us  int, default '50', range 0..", "WM_THREADS_SPIN_US / --wm-threads-spin-us"):
             self.assertIn(text, out)
         info = self.wm_json(["info", "Threads"])["work_manager"]
@@ -161,11 +161,12 @@ class Cli(ToolTest):
                           "flag": "--wm-threads-spin-us", "min": 0})
         processes = self.wm_json(["info", "processes"])["work_manager"]
         self.assertIn("spawns-workers", processes["capabilities"])
+        self.assertIn("maps-memory", processes["capabilities"])
         # wm's own options, which every backend takes, are named too.
         self.assertIn("--wm-gpus-per-worker", self.wm_ok(["info", "threads"]).stdout)
         common = {o["name"]: o for o in self.wm_json(["info", "threads"])["common_options"]}
         self.assertEqual(set(common), {"n-workers", "gpus-per-worker", "gpus", "cpus-per-worker", "bind", "resources",
-                                       "progress", "dump-signal", "dashboard"})
+                                       "progress", "dump-signal", "dashboard", "shared-memory-limit"})
         self.assertEqual(common["bind"]["variable"], "WM_BIND")
         r = run(["info", "thread"])
         self.assertEqual(r.returncode, 1)
@@ -243,7 +244,7 @@ class Cli(ToolTest):
         self.assertRegex(r.stderr, r"\[wm core\] debug: .*/wm_backend_serial\.so: taken 'serial' version 1\.0\.0")
         r = self.wm_ok(["check", "threads"], env={"WM_LOG_LEVEL": "info"})
         self.assertRegex(r.stdout, r"\[wm core\] info: work manager 'threads': loading /.*wm_backend_threads\.so "
-                                   r"\(version 1\.0\.0, ABI 1\.1\)")
+                                   r"\(version 1\.0\.0, ABI 1\.2\)")
         self.assertNotIn("debug:", r.stdout)
 
 
@@ -281,13 +282,13 @@ class Matrix(ToolTest):
 
     def test_wrong_abi_major_older(self):
         self.case({"wrong_abi.so": fixture("wrong_abi.so")}, "refused",
-                  "built for ABI version 0.999, this core speaks ABI version 1.1", "fixture_wrong_abi")
+                  "built for ABI version 0.999, this core speaks ABI version 1.2", "fixture_wrong_abi")
         self.case({"wrong_abi.so": fixture("wrong_abi.so")}, "refused",
                   "the plugin is older than this wm; rebuild the plugin against this SDK", "fixture_wrong_abi")
 
     def test_wrong_abi_major_newer(self):
         self.case({"abi_major2.so": fixture("abi_major2.so")}, "refused",
-                  "built for ABI version 2.0, this core speaks ABI version 1.1", "fixture_abi_major2")
+                  "built for ABI version 2.0, this core speaks ABI version 1.2", "fixture_abi_major2")
         self.case({"abi_major2.so": fixture("abi_major2.so")}, "refused",
                   "the plugin is newer than this wm; rebuild it against the SDK installed with this wm (ABI 1.x), "
                   "or use a wm that speaks ABI 2.x", "fixture_abi_major2", selected=False)
@@ -297,14 +298,14 @@ class Matrix(ToolTest):
         # its record says it runs on this one. (tests/host checks `wm check` and a host agree too.)
         self.case({"newer_minor.so": fixture("newer_minor.so")}, "refused",
                   "built for ABI version 1.5 and needs a wm core of ABI version 1.5 or a later 1.x, this core "
-                  "speaks ABI version 1.1", "fixture_newer_minor")
+                  "speaks ABI version 1.2", "fixture_newer_minor")
         self.case({"newer_minor_runs_here.so": fixture("newer_minor_runs_here.so")}, "taken",
-                  "built for ABI version 1.5, newer than this core's 1.1; it runs on cores of ABI 1.0 and later",
+                  "built for ABI version 1.5, newer than this core's 1.2; it runs on cores of ABI 1.0 and later",
                   "fixture_newer_minor_runs_here")
         with PluginDir() as d:
             d.copy(fixture("newer_minor_runs_here.so"))
             out = self.wm_ok(["info", "fixture_newer_minor_runs_here"], plugin_path=d.path).stdout
-            self.assertIn("ABI version   1.5 (this wm: 1.1)", out)
+            self.assertIn("ABI version   1.5 (this wm: 1.2)", out)
             self.assertIn("note          built for ABI version 1.5", out)
 
     def test_no_metadata_record(self):
@@ -512,7 +513,7 @@ class Json(ToolTest):
                 self.assertTrue(typed(f["capabilities"], list) and typed(f["options"], list), f)
 
         info = self.wm_json(["info", "threads"])
-        self.assertEqual(info["core_abi_version"], "1.1")
+        self.assertEqual(info["core_abi_version"], "1.2")
         spin = next(o for o in info["work_manager"]["options"] if o["name"] == "spin-us")
         self.assert_types(spin, {"default": int, "min": int, "max": int, "help": str}, "info threads spin-us")
         self.assertEqual(spin["default"], 50)
