@@ -63,7 +63,7 @@ DISPATCH_WORKERS = [2, 64, 1024]
 DISPATCH_NEEDS_WORKERS = [2, 1024]
 DISPATCH_EXPECTED = ["dispatch_ns_%d" % w for w in DISPATCH_WORKERS] + \
     ["dispatch_needs_ns_%d" % w for w in DISPATCH_NEEDS_WORKERS]
-ZMQ_FLOOR_EXPECTED = ["zmq_rt_median", "zmq_rt_p99"]
+ZMQ_FLOOR_EXPECTED = ["zmq_rt_median", "zmq_rt_p99", "zmq_bandwidth"]
 # Table rows, in order: metric, label.
 ROWS = [
     ("throughput", "tiny-task throughput"),
@@ -104,6 +104,7 @@ FLOOR_ROWS = [
     ("memcpy", "memcpy 64 MiB"),
     ("fresh_echo", "64 MiB into fresh memory, as an echo's new result (2 × bytes / time)"),
     ("mpi_bandwidth", "MPI 64 MiB echo, both ways (np 2)"),
+    ("zmq_bandwidth", "ZeroMQ 64 MiB echo, both ways (ROUTER/DEALER, ipc, 2 processes)"),
     ("pool_mem_master_hwm", "std::thread pool peak RSS, 100k futures"),
     ("pool_mem_per_future", "std::thread pool memory per future"),
 ]
@@ -281,7 +282,11 @@ def floor_for(metric, backend, info, floor_metrics):
         return "pipe_rt_" + suffix
     if metric == "shared_bandwidth":
         # The echo's task copies once: the floor is a memcpy, or MPI's own echo.
-        return "mpi_bandwidth" if backend == "mpi" and have("mpi_bandwidth") else "memcpy"
+        if backend == "mpi" and have("mpi_bandwidth"):
+            return "mpi_bandwidth"
+        if backend == "zmq" and have("zmq_bandwidth"):
+            return "zmq_bandwidth"
+        return "memcpy"
     if metric in ("bandwidth", "bandwidth_keep"):
         if backend == "mpi" and have("mpi_bandwidth"):
             return "mpi_bandwidth"

@@ -4,6 +4,8 @@
 // (ipc), as a zmq master and a node on one host talk; prints JSON lines (bench_common.hpp) with
 // source "floor":
 //   zmq_rt_median / zmq_rt_p99   1-byte ping-pong, both sides blocking in zmq recv [us]
+//   zmq_bandwidth                a 64 MiB message echoed (sent without a copy from warm memory,
+//                                received as libzmq receives it), 2 x bytes / time [GB/s]
 // What a zmq work manager's round trip adds to this: the node's hop to its worker and back, the
 // dispatcher, the host's future.
 #include "bench_common.hpp"
@@ -24,7 +26,9 @@ int main(int argc, char** argv) {
   char dir[] = "/tmp/wm_zmq_floor.XXXXXX";
   if (mkdtemp(dir) == nullptr) return 1;
   const std::string endpoint = std::string("ipc://") + dir + "/s";
-  const long total = long(m) * (runs + 1);
+  const std::size_t big = smoke ? (std::size_t(4) << 20) : (std::size_t(64) << 20);
+  const int big_runs = runs + 2;  // two warm-ups
+  const long total = long(m) * (runs + 1) + big_runs;
   const pid_t child = fork();
   if (child == 0) {
     {
@@ -41,7 +45,7 @@ int main(int argc, char** argv) {
     }
     _exit(0);
   }
-  std::vector<double> med, p99, all;
+  std::vector<double> med, p99, all, gbs;
   {
     zmq::context_t ctx(1);
     zmq::socket_t r(ctx, zmq::socket_type::router);
@@ -68,6 +72,18 @@ int main(int argc, char** argv) {
         all.insert(all.end(), s.begin(), s.end());
       }
     }
+    std::vector<char> payload(big, 'z');
+    for (int run = 0; run < big_runs; ++run) {
+      const auto t0 = std::chrono::steady_clock::now();
+      r.send(zmq::buffer(id.data(), id.size()), zmq::send_flags::sndmore);
+      r.send(zmq::message_t(payload.data(), payload.size(), [](void*, void*) {}), zmq::send_flags::none);
+      zmq::message_t who, back;
+      (void)r.recv(who);
+      (void)r.recv(back);
+      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (back.size() != big) return 1;
+      if (run >= 2) gbs.push_back(2.0 * double(big) / dt / 1e9);
+    }
   }
   int status = 0;
   waitpid(child, &status, 0);
@@ -79,5 +95,8 @@ int main(int argc, char** argv) {
   bench::emit_metric("floor", "zmq_rt_median", "us", med, note);
   bench::emit_metric("floor", "zmq_rt_p99", "us", p99, note);
   bench::emit_hist("floor", "zmq_roundtrip", all);
+  bench::emit_metric("floor", "zmq_bandwidth", "GB/s", gbs,
+                     std::to_string(big >> 20) + " MiB message echoed by a DEALER to a ROUTER over ipc (sent from warm "
+                     "memory without a copy)");
   return 0;
 }

@@ -71,6 +71,10 @@ class CountingSink final : public BlockSink {
   std::uint64_t total() const { return total_; }
 
  protected:
+  pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode) override {
+    if (off != 0 || dir != std::ios_base::cur) return pos_type(off_type(-1));
+    return pos_type(static_cast<off_type>(total_));
+  }
   std::streamsize xsputn(const char*, std::streamsize n) override {
     total_ += static_cast<std::uint64_t>(n);
     return n;
@@ -211,6 +215,9 @@ const wm_core_services g_services = [] {
   s.bind_worker_thread = &svc_bind_worker_thread;
   s.worker_resources = &svc_worker_resources;
   s.share_memory_with_master = [](std::int32_t enabled) { set_share_with_master(enabled != 0); };
+  s.shared_block_new = &SharedBlockServices::create;
+  s.shared_block_release = &SharedBlockServices::release;
+  s.decode_from_block = &SharedBlockServices::decode_from;
   return s;
 }();
 

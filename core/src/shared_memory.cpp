@@ -386,11 +386,39 @@ struct DecodeContext {
   bool refs = false;
   std::int64_t peer = 0;
 };
+thread_local const wm_shared_block* t_source = nullptr;  // decode_from_block
 thread_local EncodeContext t_encode;
 thread_local DecodeContext t_decode;
 std::atomic<bool> g_share_with_master{false};
 
 }  // namespace
+}  // namespace wm::detail
+
+// A block of pooled memory a backend receives a large message into (ABI 1.2).
+struct wm_shared_block {
+  std::shared_ptr<wm::detail::SharedBlock> block;
+  char* data = nullptr;
+  std::size_t size = 0;
+};
+
+namespace wm::detail {
+
+wm_shared_block* SharedBlockServices::create(std::size_t size, char** data) noexcept {
+  try {
+    auto b = std::make_unique<wm_shared_block>();
+    void* p = nullptr;
+    b->block = allocate_shared(size, p);
+    if (p == nullptr) return nullptr;
+    b->data = static_cast<char*>(p);
+    b->size = size;
+    *data = b->data;
+    return b.release();
+  } catch (...) {
+    return nullptr;  // over the limit, or no memory: the backend receives into memory of its own
+  }
+}
+void SharedBlockServices::release(wm_shared_block* block) noexcept { delete block; }
+void SharedBlockServices::decode_from(const wm_shared_block* block) noexcept { t_source = block; }
 
 ShareEncodeScope::ShareEncodeScope(bool refs, bool reply) noexcept : refs_(t_encode.refs), reply_(t_encode.reply) {
   t_encode = {refs, reply};
@@ -483,7 +511,14 @@ void save_shared(WireOutputArchive& ar, const SharedBlock* block, const void* da
        static_cast<std::uint64_t>(static_cast<const char*>(data) - r.base), static_cast<std::uint64_t>(bytes));
     return;
   }
-  ar(kInline, static_cast<std::uint64_t>(bytes));
+  // A large array's bytes start 64-byte aligned from the message's start, so that a receiver that
+  // took the message into pooled memory (decode_from_block) can keep them where they landed.
+  std::uint8_t pad = 0;
+  const std::int64_t at = ar.position();
+  if (bytes >= kPooledBytes && at >= 0) pad = static_cast<std::uint8_t>((64 - (static_cast<std::uint64_t>(at) + 10) % 64) % 64);
+  ar(kInline, static_cast<std::uint64_t>(bytes), pad);
+  static const char zeros[64] = {};
+  if (pad != 0) ar.saveBinary(zeros, pad);
   ar.saveBinary(data, static_cast<std::streamsize>(bytes));
 }
 
@@ -492,11 +527,25 @@ std::shared_ptr<SharedBlock> load_shared(WireInputArchive& ar, std::size_t eleme
   ar(tag);
   if (tag == kInline) {
     std::uint64_t n = 0;
-    ar(n);
-    if (n % element_size != 0)
+    std::uint8_t pad = 0;
+    ar(n, pad);
+    if (n % element_size != 0 || pad >= 64)
       throw Error("a shared array of " + std::to_string(n) + " bytes is not a whole number of " +
-                  std::to_string(element_size) + "-byte elements (the two sides disagree on the types)");
+                  std::to_string(element_size) + "-byte elements, or its padding is wrong (corrupt bytes, or the two "
+                  "sides disagree on the types)");
+    ar.check_length(pad, 1);
+    ar.skip(pad);
     ar.check_length(n, 1);
+    const char* at = ar.position();
+    const wm_shared_block* src = t_source;
+    if (src != nullptr && n >= kPooledBytes && reinterpret_cast<std::uintptr_t>(at) % 64 == 0 && at >= src->data &&
+        static_cast<std::size_t>(at - src->data) + n <= src->size) {
+      // The message was received into pooled memory: the array is kept where it landed.
+      data = const_cast<char*>(at);
+      ar.skip(static_cast<std::size_t>(n));
+      bytes = static_cast<std::size_t>(n);
+      return src->block;
+    }
     auto block = allocate_shared(static_cast<std::size_t>(n), data);
     if (n != 0) {
       std::memcpy(data, ar.position(), static_cast<std::size_t>(n));  // pooled memory: warm, no fresh pages

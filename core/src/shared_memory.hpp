@@ -3,6 +3,9 @@
 // shared memory instead of carrying bytes, when its decodes may map them, and the pool's limit.
 #pragma once
 
+#include <wm/abi.h>
+
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -41,6 +44,13 @@ class ShareDecodeScope {
  *  requests use references. */
 void set_share_with_master(bool on) noexcept;
 bool share_with_master() noexcept;
+
+/** The core services of ABI 1.2 for receiving large messages into pooled memory (abi.h). */
+struct SharedBlockServices {
+  static wm_shared_block* create(std::size_t size, char** data) noexcept;
+  static void release(wm_shared_block* block) noexcept;
+  static void decode_from(const wm_shared_block* block) noexcept;
+};
 
 /** The most bytes of shared-array regions this process keeps (--wm-shared-memory-limit). */
 void set_shared_memory_limit(std::uint64_t bytes) noexcept;

@@ -62,7 +62,9 @@ struct StubTransport final : remote::Transport, remote::MasterLinkEvents {
     std::string why;
     if (remote::parse_hello(data, size, h, why)) check(remote::encode_hello(h) == std::string(data, size));
   }
-  void reply(remote::WorkerId, std::uint64_t, const char* data, std::size_t size) override { touch(data, size); }
+  void reply(remote::WorkerId, std::uint64_t, const char* data, std::size_t size, const wm_shared_block*) override {
+    touch(data, size);
+  }
   void bye(remote::WorkerId) override {}
   void broken(remote::WorkerId, const std::string& why) override {
     check(!why.empty());

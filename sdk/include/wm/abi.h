@@ -127,6 +127,7 @@ typedef struct wm_plugin_metadata {
 } wm_plugin_metadata;
 
 typedef struct wm_task wm_task;       /* opaque, owned by the core */
+typedef struct wm_shared_block wm_shared_block; /* opaque, owned by the core (ABI 1.2) */
 typedef struct wm_backend wm_backend; /* opaque, owned by the plugin */
 
 /** Error out-parameter of entry points that can fail (they return nonzero). */
@@ -320,8 +321,18 @@ typedef struct wm_core_services {
    *  from now on execute_encoded reads the shared arrays of requests in place and writes those of
    *  replies as references to this process's regions. Call it before the first task. */
   void (*share_memory_with_master)(int32_t enabled);
+  /** Memory of at least size bytes from this process's pool of shared-array memory (reused, its
+   *  pages already touched) for a large message to be received into; data is set to its start
+   *  (aligned to 64 bytes). NULL if there is none to be had. Release it when done with it; a shared
+   *  array decoded from it (decode_from_block) keeps its own hold and stays valid. */
+  wm_shared_block* (*shared_block_new)(size_t size, char** data);
+  void (*shared_block_release)(wm_shared_block* block);
+  /** The bytes the next decodes on this thread read (complete_encoded, execute_encoded) lie in
+   *  this block: a large shared array among them is kept where it is instead of copied. NULL: no
+   *  block. Set it just before the call and clear it after. */
+  void (*decode_from_block)(const wm_shared_block* block);
 
-  void* reserved[12];
+  void* reserved[9];
 } wm_core_services;
 
 /** shutdown() flags. */

@@ -4,6 +4,8 @@
 
 #include <sys/mman.h>
 
+#include <cstddef>
+
 #include <new>
 
 namespace wm::sdk::remote {
@@ -30,7 +32,11 @@ void Buffer::reserve(std::size_t n) {
 }
 
 void Buffer::release() noexcept {
-  if (data != nullptr) {
+  if (block != nullptr) {
+    drop_block(block);
+    block = nullptr;
+    drop_block = nullptr;
+  } else if (data != nullptr) {
     if (mapped)
       munmap(data, capacity);
     else
@@ -43,12 +49,28 @@ void Buffer::release() noexcept {
 
 bool Buffer::clear_for(std::size_t n) noexcept {
   size = 0;
+  if (block != nullptr) release();  // the core's memory is not grown or reused here
   try {
     reserve(n);
   } catch (const std::bad_alloc&) {
     return false;
   }
   return true;
+}
+
+bool Buffer::pooled_for(const wm_core_services& services, std::size_t n) noexcept {
+  release();
+  if (services.struct_size > offsetof(wm_core_services, decode_from_block) && services.shared_block_new != nullptr) {
+    char* p = nullptr;
+    if (wm_shared_block* b = services.shared_block_new(n, &p)) {
+      data = p;
+      capacity = n;
+      block = b;
+      drop_block = services.shared_block_release;
+      return true;
+    }
+  }
+  return clear_for(n);
 }
 
 int BufferWriter::grow(wm_byte_buffer* self, std::size_t need) noexcept {

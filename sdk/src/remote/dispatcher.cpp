@@ -196,7 +196,8 @@ struct Dispatcher::Impl final : public TransportHost, public MasterLinkEvents {
 
   // ---- MasterLinkEvents ----
   void hello(WorkerId id, const char* data, std::size_t size) override;
-  void reply(WorkerId id, std::uint64_t seq, const char* data, std::size_t size) override;
+  void reply(WorkerId id, std::uint64_t seq, const char* data, std::size_t size, const wm_shared_block* block) override;
+  bool reply_storage(Buffer& into, std::size_t n) override { return into.pooled_for(services_, n); }
   void bye(WorkerId id) override { transport_->said_goodbye(id); }
   // broken(): the same as the transport's
 
@@ -1169,7 +1170,8 @@ void Dispatcher::Impl::hello(WorkerId id, const char* data, std::size_t size) {
   check_startup();
 }
 
-void Dispatcher::Impl::reply(WorkerId id, std::uint64_t seq, const char* data, std::size_t size) {
+void Dispatcher::Impl::reply(WorkerId id, std::uint64_t seq, const char* data, std::size_t size,
+                             const wm_shared_block* block) {
   Worker& w = worker(id);
   if (w.inflight.empty() || w.inflight.front().job.seq != seq) {
     protocol_error(id, "a reply for task number " + std::to_string(seq) + " came when " +
@@ -1201,7 +1203,14 @@ void Dispatcher::Impl::reply(WorkerId id, std::uint64_t seq, const char* data, s
   ++w.done;
   const wm_worker_identity where = w.identity.c();
   // Done-callbacks run inside: they may submit (a queue under mutex_, not held here) or stop.
-  services_.complete_encoded(done.job.task, data, size, &where);
+  if (block != nullptr) {
+    // Received into pooled memory: a large shared array in it is kept there, not copied.
+    services_.decode_from_block(block);
+    services_.complete_encoded(done.job.task, data, size, &where);
+    services_.decode_from_block(nullptr);
+  } else {
+    services_.complete_encoded(done.job.task, data, size, &where);
+  }
 }
 
 void Dispatcher::Impl::worker_lost(WorkerId id, const std::string& status) {

@@ -130,7 +130,7 @@ void MasterLink::payload_received(Buffer&& payload) {
   if (!paused_) return;
   paused_ = false;
   const std::uint64_t seq = paused_seq_;
-  events_.reply(id_, seq, payload_in_.data, payload_in_.size);
+  events_.reply(id_, seq, payload_in_.data, payload_in_.size, payload_in_.block);
   replied(seq);
   read();
 }
@@ -168,7 +168,7 @@ void MasterLink::read() {
         events_.hello(id_, f.data, f.size);
         break;
       case kFrameReply:
-        events_.reply(id_, f.seq, f.data, f.size);
+        events_.reply(id_, f.seq, f.data, f.size, nullptr);
         replied(f.seq);
         break;
       case kFrameReplyLent: {
@@ -179,7 +179,7 @@ void MasterLink::read() {
         if (data == nullptr)
           return fail("a reply of " + std::to_string(len) +
                       " bytes in shared memory was announced, more than the storage holds");
-        events_.reply(id_, f.seq, data, static_cast<std::size_t>(len));
+        events_.reply(id_, f.seq, data, static_cast<std::size_t>(len), nullptr);
         t_.reply_done(id_);
         replied(f.seq);
         break;
@@ -188,7 +188,7 @@ void MasterLink::read() {
         if (!f.length(len) || len == 0)
           return fail("a reply announces a payload of a size that is not valid (" + std::to_string(len) + " bytes)");
         Buffer into = std::move(payload_in_);
-        if (!into.clear_for(static_cast<std::size_t>(len)))
+        if (!events_.reply_storage(into, static_cast<std::size_t>(len)))
           return fail("no memory for a reply of " + std::to_string(len) + " bytes");
         into.size = static_cast<std::size_t>(len);
         paused_ = true;

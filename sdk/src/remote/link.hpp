@@ -56,7 +56,12 @@ class CopyEncoder final : public Encoder {
 class MasterLinkEvents {
  public:
   virtual void hello(WorkerId id, const char* data, std::size_t size) = 0;
-  virtual void reply(WorkerId id, std::uint64_t seq, const char* data, std::size_t size) = 0;
+  /** A reply; block: the core's pooled memory it was received into (payloads), else nullptr. */
+  virtual void reply(WorkerId id, std::uint64_t seq, const char* data, std::size_t size,
+                     const wm_shared_block* block) = 0;
+  /** Room for a reply of n bytes to be received into as a payload (Buffer::pooled_for where the
+   *  replies are decoded here); false if there is no memory for it. */
+  virtual bool reply_storage(Buffer& into, std::size_t n) { return into.clear_for(n); }
   virtual void bye(WorkerId id) = 0;
   /** Bytes that break the protocol: the link reads nothing more until reset(). */
   virtual void broken(WorkerId id, const std::string& why) = 0;

@@ -164,7 +164,7 @@ class Relay final : public MasterLinkEvents {
     up_.at(w)->link.send_hello(std::string(data, size));
     dirty_up(w);
   }
-  void reply(WorkerId w, std::uint64_t seq, const char* data, std::size_t size) override;
+  void reply(WorkerId w, std::uint64_t seq, const char* data, std::size_t size, const wm_shared_block*) override;
   void bye(WorkerId w) override {
     up_.at(w)->link.send_bye();
     dirty_up(w);
@@ -319,7 +319,7 @@ void Relay::end() {
   for (WorkerId w = 0; w < down_.size(); ++w) stop(w);
 }
 
-void Relay::reply(WorkerId w, std::uint64_t seq, const char* data, std::size_t size) {
+void Relay::reply(WorkerId w, std::uint64_t seq, const char* data, std::size_t size, const wm_shared_block*) {
   Down& d = down_.at(w);
   if (d.inflight.empty() || d.inflight.front().seq != seq) {
     local_->stop_worker(w);

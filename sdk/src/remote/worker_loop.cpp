@@ -155,7 +155,7 @@ class Serving final : private PortHost, private WorkerLinkEvents {
   }
   void task_payload(const Incoming& t) override {
     if (done_) return;
-    if (!payload_.clear_for(t.size)) {
+    if (!payload_.pooled_for(services_, t.size)) {
       end("no memory for a request of " + std::to_string(t.size) + " bytes");
       return;
     }
@@ -165,7 +165,10 @@ class Serving final : private PortHost, private WorkerLinkEvents {
     }
     Incoming in = t;
     in.data = payload_.data;
+    // Received into pooled memory: a large shared array argument is read where it landed.
+    if (payload_.block != nullptr) services_.decode_from_block(payload_.block);
     execute(in);
+    if (payload_.block != nullptr) services_.decode_from_block(nullptr);
   }
   void stop() override {
     end_ = WorkerEnd::stopped;

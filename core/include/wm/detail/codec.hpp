@@ -83,9 +83,15 @@ class BlockSink : public std::streambuf {
 // its callback; throws std::bad_alloc when it cannot grow.
 class BufferSink final : public BlockSink {
  public:
-  explicit BufferSink(wm_byte_buffer& out) : out_(out) {}
+  explicit BufferSink(wm_byte_buffer& out) : out_(out), start_(out.size) {}
 
  protected:
+  // The position is counted from where this sink began: the start of the message it writes (a
+  // shared array aligns its bytes to it, so that a receiver may keep them where they landed).
+  pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode) override {
+    if (off != 0 || dir != std::ios_base::cur) return pos_type(off_type(-1));
+    return pos_type(static_cast<off_type>(out_.size - start_));
+  }
   std::streamsize xsputn(const char* s, std::streamsize n) override {
     const auto k = static_cast<std::size_t>(n);
     if (out_.capacity - out_.size < k && out_.grow(&out_, out_.size + k) != 0) throw std::bad_alloc();
@@ -96,6 +102,7 @@ class BufferSink final : public BlockSink {
 
  private:
   wm_byte_buffer& out_;
+  std::size_t start_;
 };
 
 int grow_byte_buffer(wm_byte_buffer* self, std::size_t need) noexcept;
@@ -139,6 +146,9 @@ class WireOutputArchive final
  public:
   explicit WireOutputArchive(std::streambuf& out)
       : cereal::OutputArchive<WireOutputArchive, cereal::AllowEmptyClassElision>(this), out_(out) {}
+
+  /** Bytes written since the message began, where the stream knows it (-1 where it does not). */
+  std::int64_t position() const { return static_cast<std::int64_t>(out_.pubseekoff(0, std::ios_base::cur, std::ios_base::out)); }
 
   /** Writes size bytes (cereal's binary archive interface). */
   void saveBinary(const void* data, std::streamsize size) {

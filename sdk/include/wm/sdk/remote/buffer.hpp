@@ -24,6 +24,9 @@ struct Buffer {
   std::size_t size = 0;
   std::size_t capacity = 0;
   bool mapped = false;
+  /** Set when the memory is the core's (pooled_for): given back with drop_block, never freed here. */
+  wm_shared_block* block = nullptr;
+  void (*drop_block)(wm_shared_block*) = nullptr;
 
   Buffer() = default;
   Buffer(const Buffer&) = delete;
@@ -43,6 +46,8 @@ struct Buffer {
     std::swap(size, o.size);
     std::swap(capacity, o.capacity);
     std::swap(mapped, o.mapped);
+    std::swap(block, o.block);
+    std::swap(drop_block, o.drop_block);
   }
   /** Room for n bytes in all, keeping the first size; throws std::bad_alloc. */
   void reserve(std::size_t n);
@@ -54,6 +59,11 @@ struct Buffer {
     size += n;
   }
   void release() noexcept;
+  /** Empties it, with room for n bytes of the core's pooled shared-array memory (ABI 1.2), so that
+   *  a large shared array in a message received into it is kept there instead of copied (pass the
+   *  block to services.decode_from_block around the decode). Falls back to clear_for(n) where the
+   *  core has no pool to give. */
+  bool pooled_for(const wm_core_services& services, std::size_t n) noexcept;
 };
 
 /** @brief A wm_byte_buffer over a Buffer (what the core encodes into); commit() writes the size back. */
