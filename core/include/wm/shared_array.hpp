@@ -13,9 +13,9 @@
 // worker runs on this host and maps memory (processes, and the workers of a zmq node), an argument
 // is read in place (mapped read-only: writing it in the task is an error, copy it first) and a
 // result reaches the host as a view of the region the task wrote, given back to that worker's pool
-// when the last copy of it here is dropped. Elsewhere (mpi, from a zmq node to its master) the bytes
-// travel once and land in pooled memory. On serial and threads the array itself is passed: nothing
-// is copied at all. Small arrays are sent as bytes.
+// when the last copy of it here is dropped. Elsewhere (mpi, zmq) the bytes are encoded into the
+// message, which is received into pooled memory, and the array is kept where it landed. On serial
+// and threads the array itself is passed: nothing is copied at all. Small arrays go as bytes.
 //
 // Copies of a SharedArray share its storage, as copies of a std::shared_ptr do. std::vector and
 // std::string keep working as before (they are copied into and out of messages).
