@@ -83,8 +83,11 @@ build-tsan: deps
 	  -DCMAKE_MODULE_LINKER_FLAGS="$(TSAN_FLAGS)"
 	cmake --build $(TSAN_BUILD) -j $(JOBS) --target test_conformance
 
+# atexit_sleep_ms=0: TSan otherwise sleeps 1 s in every process that exits (each test, each worker
+# process) before its last report; every work manager is gone before a test's exit, so nothing
+# runs then. It took test-tsan from 336 s to 46 s on 2 cores (2026-12-08).
 test-tsan: build-tsan
-	cd $(TSAN_BUILD) && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	cd $(TSAN_BUILD) && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 atexit_sleep_ms=0 suppressions=$(CURDIR)/tests/tsan.supp" \
 	  ctest --output-on-failure -j $(JOBS) --timeout 300 -R '^Backends/Conformance\.'
 
 # Every fuzz target (tests/fuzz) for FUZZ_SECONDS each, growing its corpus in $(BUILD)/fuzz/corpus/;
