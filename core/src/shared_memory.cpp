@@ -378,17 +378,16 @@ class Pool {
 
 RegionBlock::~RegionBlock() { Pool::get().release(region, counted); }
 
-struct EncodeContext {
-  bool refs = false;
-  bool reply = false;
+struct ShareContext {
+  bool encode_refs = false;
+  bool encode_reply = false;
+  bool decode_refs = false;
+  std::int64_t decode_peer = 0;
+  const wm_shared_block* source = nullptr;  // decode_from_block
 };
-struct DecodeContext {
-  bool refs = false;
-  std::int64_t peer = 0;
-};
-thread_local const wm_shared_block* t_source = nullptr;  // decode_from_block
-thread_local EncodeContext t_encode;
-thread_local DecodeContext t_decode;
+// initial-exec, constinit: set around every remote task's encode and decode, so no __tls_get_addr
+// call and no guard (as t_obs, link_stats.hpp).
+constinit thread_local ShareContext t_share [[gnu::tls_model("initial-exec")]];
 std::atomic<bool> g_share_with_master{false};
 
 }  // namespace
@@ -418,17 +417,31 @@ wm_shared_block* SharedBlockServices::create(std::size_t size, char** data) noex
   }
 }
 void SharedBlockServices::release(wm_shared_block* block) noexcept { delete block; }
-void SharedBlockServices::decode_from(const wm_shared_block* block) noexcept { t_source = block; }
+void SharedBlockServices::decode_from(const wm_shared_block* block) noexcept { t_share.source = block; }
 
-ShareEncodeScope::ShareEncodeScope(bool refs, bool reply) noexcept : refs_(t_encode.refs), reply_(t_encode.reply) {
-  t_encode = {refs, reply};
+ShareEncodeScope::ShareEncodeScope(bool refs, bool reply) noexcept
+    : refs_(t_share.encode_refs), reply_(t_share.encode_reply) {
+  ShareContext& t = t_share;
+  t.encode_refs = refs;
+  t.encode_reply = reply;
 }
-ShareEncodeScope::~ShareEncodeScope() { t_encode = {refs_, reply_}; }
+ShareEncodeScope::~ShareEncodeScope() {
+  ShareContext& t = t_share;
+  t.encode_refs = refs_;
+  t.encode_reply = reply_;
+}
 
-ShareDecodeScope::ShareDecodeScope(bool refs, std::int64_t peer_pid) noexcept : refs_(t_decode.refs), peer_(t_decode.peer) {
-  t_decode = {refs, peer_pid};
+ShareDecodeScope::ShareDecodeScope(bool refs, std::int64_t peer_pid) noexcept
+    : refs_(t_share.decode_refs), peer_(t_share.decode_peer) {
+  ShareContext& t = t_share;
+  t.decode_refs = refs;
+  t.decode_peer = peer_pid;
 }
-ShareDecodeScope::~ShareDecodeScope() { t_decode = {refs_, peer_}; }
+ShareDecodeScope::~ShareDecodeScope() {
+  ShareContext& t = t_share;
+  t.decode_refs = refs_;
+  t.decode_peer = peer_;
+}
 
 void set_share_with_master(bool on) noexcept { g_share_with_master.store(on, std::memory_order_relaxed); }
 bool share_with_master() noexcept { return g_share_with_master.load(std::memory_order_relaxed); }
@@ -503,10 +516,10 @@ constexpr std::uint8_t kInline = 0, kReference = 1;
 }
 
 void save_shared(WireOutputArchive& ar, const SharedBlock* block, const void* data, std::size_t bytes) {
-  const auto* rb = t_encode.refs ? dynamic_cast<const RegionBlock*>(block) : nullptr;
+  const auto* rb = t_share.encode_refs ? dynamic_cast<const RegionBlock*>(block) : nullptr;
   if (rb != nullptr && bytes != 0) {
     const Region& r = *rb->region;
-    if (t_encode.reply && r.own) r.header()->lent.fetch_add(1, std::memory_order_acq_rel);
+    if (t_share.encode_reply && r.own) r.header()->lent.fetch_add(1, std::memory_order_acq_rel);
     ar(kReference, static_cast<std::int64_t>(getpid()), static_cast<std::int32_t>(r.fd), static_cast<std::uint64_t>(r.ino),
        static_cast<std::uint64_t>(static_cast<const char*>(data) - r.base), static_cast<std::uint64_t>(bytes));
     return;
@@ -537,7 +550,7 @@ std::shared_ptr<SharedBlock> load_shared(WireInputArchive& ar, std::size_t eleme
     ar.skip(pad);
     ar.check_length(n, 1);
     const char* at = ar.position();
-    const wm_shared_block* src = t_source;
+    const wm_shared_block* src = t_share.source;
     if (src != nullptr && n >= kPooledBytes && reinterpret_cast<std::uintptr_t>(at) % 64 == 0 && at >= src->data &&
         static_cast<std::size_t>(at - src->data) + n <= src->size) {
       // The message was received into pooled memory: the array is kept where it landed.
@@ -559,13 +572,13 @@ std::shared_ptr<SharedBlock> load_shared(WireInputArchive& ar, std::size_t eleme
   std::int32_t fd = -1;
   std::uint64_t ino = 0, offset = 0, n = 0;
   ar(pid, fd, ino, offset, n);
-  if (!t_decode.refs)
+  if (!t_share.decode_refs)
     throw Error("a shared-array reference came from a peer that cannot share memory with this process (corrupt bytes, "
                 "or a worker that does not keep to the protocol)");
   if (n % element_size != 0)
     throw Error("a shared array of " + std::to_string(n) + " bytes is not a whole number of " +
                 std::to_string(element_size) + "-byte elements (the two sides disagree on the types)");
-  auto block = Pool::get().resolve(pid, fd, ino, offset, n, t_decode.peer, data);
+  auto block = Pool::get().resolve(pid, fd, ino, offset, n, t_share.decode_peer, data);
   bytes = static_cast<std::size_t>(n);
   return block;
 }
