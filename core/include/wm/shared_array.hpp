@@ -10,10 +10,10 @@
 // Large arrays (64 KiB and more) live in shared memory that this process keeps in a pool: regions of
 // an anonymous memory file (memfd; never a name in /dev/shm, gone when the last process holding it
 // ends), pre-faulted when made and reused, so that steady use touches no fresh memory. Where the
-// worker runs on this host and maps memory (processes, and the workers of a zmq node), an argument
-// is read in place (mapped read-only: writing it in the task is an error, copy it first) and a
-// result reaches the host as a view of the region the task wrote, given back to that worker's pool
-// when the last copy of it here is dropped. Elsewhere (mpi, zmq) the bytes are encoded into the
+// worker runs on this host and maps memory (processes), an argument is read in place (mapped
+// read-only: writing it in the task is an error, copy it first) and a result reaches the host as a
+// view of the region the task wrote, given back to that worker's pool when the last copy of it
+// here is dropped. Elsewhere (mpi, zmq) the bytes are encoded into the
 // message, which is received into pooled memory, and the array is kept where it landed. On serial
 // and threads the array itself is passed: nothing is copied at all. Small arrays go as bytes.
 //
