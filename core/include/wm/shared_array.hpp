@@ -174,7 +174,8 @@ using SharedBytes = SharedArray<std::byte>;
  *  reused from this process's pool. Throws SharedMemoryError past --wm-shared-memory-limit. */
 template <class T>
 SharedArray<T> make_shared_array(std::size_t n) {
-  if (n > SIZE_MAX / sizeof(T)) throw SharedMemoryError("wm::make_shared_array: " + std::to_string(n) + " elements do not fit in memory");
+  if (n > SIZE_MAX / sizeof(T))
+    throw SharedMemoryError("wm::make_shared_array: " + std::to_string(n) + " elements do not fit in memory");
   return SharedArray<T>(n);
 }
 

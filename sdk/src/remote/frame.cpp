@@ -103,7 +103,8 @@ bool parse_hello(const char* data, std::size_t size, Hello& out, std::string& wh
 
 std::string encode_setup(const WorkerSetup& s) {
   RecordWriter w;
-  w.put(kSetupVersion).put(std::uint16_t(0)).put(s.index).put(s.seed).put(s.spin_us).put(s.keep_memory_mib).put(std::uint8_t(s.share_memory ? 1 : 0));
+  w.put(kSetupVersion).put(std::uint16_t(0)).put(s.index).put(s.seed).put(s.spin_us).put(s.keep_memory_mib);
+  w.put(std::uint8_t(s.share_memory ? 1 : 0));
   return std::move(w.bytes);
 }
 

@@ -148,7 +148,9 @@ class WireOutputArchive final
       : cereal::OutputArchive<WireOutputArchive, cereal::AllowEmptyClassElision>(this), out_(out) {}
 
   /** Bytes written since the message began, where the stream knows it (-1 where it does not). */
-  std::int64_t position() const { return static_cast<std::int64_t>(out_.pubseekoff(0, std::ios_base::cur, std::ios_base::out)); }
+  std::int64_t position() const {
+    return static_cast<std::int64_t>(out_.pubseekoff(0, std::ios_base::cur, std::ios_base::out));
+  }
 
   /** Writes size bytes (cereal's binary archive interface). */
   void saveBinary(const void* data, std::streamsize size) {
