@@ -218,6 +218,8 @@ const wm_core_services g_services = [] {
   s.shared_block_new = &SharedBlockServices::create;
   s.shared_block_release = &SharedBlockServices::release;
   s.decode_from_block = &SharedBlockServices::decode_from;
+  s.shared_block_describe = &SharedBlockServices::describe;
+  s.shared_block_map = &SharedBlockServices::map;
   return s;
 }();
 

@@ -419,6 +419,35 @@ wm_shared_block* SharedBlockServices::create(std::size_t size, char** data) noex
 void SharedBlockServices::release(wm_shared_block* block) noexcept { delete block; }
 void SharedBlockServices::decode_from(const wm_shared_block* block) noexcept { t_share.source = block; }
 
+int SharedBlockServices::describe(const wm_shared_block* block, std::size_t size, wm_shared_ref* out) noexcept {
+  const auto* rb = block != nullptr ? dynamic_cast<const RegionBlock*>(block->block.get()) : nullptr;
+  if (rb == nullptr || out == nullptr || size > block->size) return 0;
+  const Region& r = *rb->region;
+  *out = wm_shared_ref{static_cast<std::int64_t>(getpid()), static_cast<std::int32_t>(r.fd), 0,
+                       static_cast<std::uint64_t>(r.ino), static_cast<std::uint64_t>(block->data - r.base),
+                       static_cast<std::uint64_t>(size)};
+  return 1;
+}
+
+wm_shared_block* SharedBlockServices::map(const wm_shared_ref* ref, char** data, wm_error* err) noexcept {
+  try {
+    auto b = std::make_unique<wm_shared_block>();
+    void* p = nullptr;
+    // From the process that serves this one (trusted, as the master's arguments are): read-only.
+    b->block = Pool::get().resolve(ref->pid, ref->fd, ref->ino, ref->offset, ref->size, 0, p);
+    b->data = static_cast<char*>(p);
+    b->size = static_cast<std::size_t>(ref->size);
+    *data = b->data;
+    return b.release();
+  } catch (const std::exception& e) {
+    if (err != nullptr) {
+      err->code = 1;
+      std::snprintf(err->message, sizeof err->message, "%s", e.what());
+    }
+    return nullptr;
+  }
+}
+
 ShareEncodeScope::ShareEncodeScope(bool refs, bool reply) noexcept
     : refs_(t_share.encode_refs), reply_(t_share.encode_reply) {
   ShareContext& t = t_share;

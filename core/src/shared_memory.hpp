@@ -50,6 +50,8 @@ struct SharedBlockServices {
   static wm_shared_block* create(std::size_t size, char** data) noexcept;
   static void release(wm_shared_block* block) noexcept;
   static void decode_from(const wm_shared_block* block) noexcept;
+  static int describe(const wm_shared_block* block, std::size_t size, wm_shared_ref* out) noexcept;
+  static wm_shared_block* map(const wm_shared_ref* ref, char** data, wm_error* err) noexcept;
 };
 
 /** The most bytes of shared-array regions this process keeps (--wm-shared-memory-limit). */

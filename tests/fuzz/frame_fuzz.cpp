@@ -93,6 +93,12 @@ struct StubPort final : remote::Port, remote::WorkerLinkEvents {
   void setup(const remote::WorkerSetup& s, const char* raw, std::size_t size) override {
     check(remote::encode_setup(s) == std::string(raw, size));
   }
+  void task_ref(const remote::Incoming& t, const wm_shared_ref& ref) override {
+    check(ref.size != 0 && t.size == ref.size);
+    wm_shared_ref again{};
+    std::string why;
+    check(remote::parse_ref(remote::encode_ref(ref).data(), remote::encode_ref(ref).size(), again, why));
+  }
   void task(const remote::Incoming& t) override { touch(t.data, t.size); }
   void task_payload(const remote::Incoming& t) override {
     due = t.size;

@@ -10,6 +10,7 @@
 #include "test_support.hpp"
 #include "zmq_test_support.hpp"
 
+#include <wm/shared_array.hpp>
 #include <wm/task.hpp>
 #include <wm/wm.hpp>
 
@@ -36,7 +37,9 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
+#include <utility>
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -119,6 +122,24 @@ int sleep_ms(int ms) {
   return ms;
 }
 WM_TASK(sleep_ms);
+
+// Shared arrays through a node: the sum of an argument's words, and whether writing it threw (it
+// was then read in place from the node's memory, read-only).
+std::uint64_t words_sum(wm::SharedArray<std::uint32_t> a) {
+  std::uint64_t s = 0;
+  for (std::uint32_t x : std::as_const(a)) s += x;
+  return s;
+}
+WM_TASK(words_sum);
+int words_write(wm::SharedArray<std::uint32_t> a) {
+  try {
+    a[0] = 1;
+    return 0;
+  } catch (const std::logic_error&) {
+    return 1;
+  }
+}
+WM_TASK(words_write);
 
 // ---------------------------------------------------------------- helpers
 
@@ -319,6 +340,23 @@ TEST_F(Zmq, NodesJoinAndShareTheWork) {
   }
   EXPECT_NE(access(hi_.c_str(), F_OK), 0) << "the host-info file is removed at shutdown";
   EXPECT_NE(access(ipc.c_str(), F_OK), 0) << "the master's Unix socket is removed at shutdown";
+}
+
+// A large shared-array argument reaches a node's worker without a copy between them: the node
+// receives the request into its pooled memory and the worker reads it there (so writing it throws);
+// a small one travels inside the request and is the task's own.
+TEST_F(Zmq, ALargeArrayArgumentIsReadInPlaceFromItsNodesMemory) {
+  node(2);
+  auto& wm = master({{"--n-workers", "2"}});
+  auto big = wm::make_shared_array<std::uint32_t>(std::size_t(1) << 20);  // 4 MiB: a payload of its own
+  std::uint64_t expected = 0;
+  for (std::size_t i = 0; i < big.size(); ++i) expected += big[i] = static_cast<std::uint32_t>(i * 7);
+  std::vector<wm::Future<std::uint64_t>> sums;
+  for (int k = 0; k < 8; ++k) sums.push_back(wm.submit(words_sum, big));  // blocks and mappings reused
+  for (auto& f : sums) EXPECT_EQ(f.get_result(), expected);
+  EXPECT_EQ(wm.submit(words_write, big).get_result(), 1);
+  EXPECT_EQ(big[0], 0u);
+  EXPECT_EQ(wm.submit(words_write, wm::make_shared_array<std::uint32_t>(16, 3u)).get_result(), 0);
 }
 
 // Heterogeneous nodes: tasks that need what one node declares (--wm-resources, per node) all run

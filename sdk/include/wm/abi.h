@@ -206,6 +206,17 @@ typedef struct wm_byte_buffer {
   int (*grow)(struct wm_byte_buffer* self, size_t need);
 } wm_byte_buffer;
 
+/** ABI 1.2: where bytes in pooled shared-array memory are, for another process on this host: the
+ *  region's descriptor in process pid, its inode, and the bytes' offset and size in it. */
+typedef struct wm_shared_ref {
+  int64_t pid;
+  int32_t fd;
+  uint32_t reserved0;
+  uint64_t ino;
+  uint64_t offset;
+  uint64_t size;
+} wm_shared_ref;
+
 /** Where a task ran or was running: a worker of a backend. Fields unknown are -1 / 0 / NULL. */
 typedef struct wm_worker_identity {
   uint32_t struct_size; /* sizeof(wm_worker_identity) */
@@ -331,8 +342,15 @@ typedef struct wm_core_services {
    *  this block: a large shared array among them is kept where it is instead of copied. NULL: no
    *  block. Set it just before the call and clear it after. */
   void (*decode_from_block)(const wm_shared_block* block);
+  /** Where the first size bytes of block are, for a process on this host to map (shared_block_map);
+   *  0 if the block is not shared memory (small blocks live on the heap), else 1. */
+  int (*shared_block_describe)(const wm_shared_block* block, size_t size, wm_shared_ref* out);
+  /** Maps, read-only, the bytes another process of this host described (the process that serves
+   *  this one: a worker's relay), and returns them as a block (data set); NULL with err if they
+   *  cannot be mapped. A shared array decoded from it (decode_from_block) is read in place. */
+  wm_shared_block* (*shared_block_map)(const wm_shared_ref* ref, char** data, wm_error* err);
 
-  void* reserved[9];
+  void* reserved[7];
 } wm_core_services;
 
 /** shutdown() flags. */

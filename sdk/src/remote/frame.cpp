@@ -25,6 +25,7 @@ namespace {
 
 constexpr std::uint16_t kHelloVersion = 2;
 constexpr std::uint16_t kSetupVersion = 2;
+constexpr std::uint16_t kRefVersion = 1;
 constexpr std::uint32_t kMaxHost = 4096;
 constexpr std::uint32_t kMaxExtension = 1u << 20;
 constexpr std::uint32_t kMaxResources = 64;
@@ -106,6 +107,29 @@ std::string encode_setup(const WorkerSetup& s) {
   w.put(kSetupVersion).put(std::uint16_t(0)).put(s.index).put(s.seed).put(s.spin_us).put(s.keep_memory_mib);
   w.put(std::uint8_t(s.share_memory ? 1 : 0));
   return std::move(w.bytes);
+}
+
+std::string encode_ref(const wm_shared_ref& r) {
+  RecordWriter w;
+  w.put(kRefVersion).put(std::uint16_t(0)).put(r.pid).put(r.fd).put(r.ino).put(r.offset).put(r.size);
+  return std::move(w.bytes);
+}
+
+bool parse_ref(const char* data, std::size_t size, wm_shared_ref& out, std::string& why) {
+  RecordReader in(data, size);
+  if (!record_version(in, kRefVersion, "request reference", why)) return false;
+  wm_shared_ref r{};
+  if (!in.get(r.pid) || !in.get(r.fd) || !in.get(r.ino) || !in.get(r.offset) || !in.get(r.size)) {
+    why = "a truncated request reference";
+    return false;
+  }
+  if (!record_done(in, "request reference", why)) return false;
+  if (r.pid <= 0 || r.fd < 0 || r.size == 0) {
+    why = "a request reference with a bad process, descriptor or size";
+    return false;
+  }
+  out = r;
+  return true;
 }
 
 bool parse_setup(const char* data, std::size_t size, WorkerSetup& out, std::string& why) {

@@ -41,7 +41,9 @@ enum FrameType : std::uint8_t {
   kFrameTaskPayload = 9,   // master -> worker: the request follows as a payload; payload: its u64 length
   kFrameReplyPayload = 10, // worker -> master: the reply follows as a payload; payload: its u64 length
   kFrameBye = 11,          // worker -> master, after a stop: every reply is sent; it leaves
-  kFrameLast = kFrameBye
+  kFrameTaskRef = 12,      // relay -> local worker: the request is in the relay's pooled memory, which the
+                           // worker maps read-only; payload: where (encode_ref)
+  kFrameLast = kFrameTaskRef
 };
 
 /** Task frame flag: the worker may put this task's reply in its shared storage (one task at a time
@@ -119,6 +121,9 @@ std::string encode_hello(const Hello& hello);
 bool parse_hello(const char* data, std::size_t size, Hello& out, std::string& why);
 
 std::string encode_setup(const WorkerSetup& setup);
+/** Where a request in a relay's pooled memory is (kFrameTaskRef). */
+std::string encode_ref(const wm_shared_ref& ref);
+bool parse_ref(const char* data, std::size_t size, wm_shared_ref& out, std::string& why);
 bool parse_setup(const char* data, std::size_t size, WorkerSetup& out, std::string& why);
 
 // ---------------------------------------------------------------- the demultiplexer

@@ -115,6 +115,17 @@ void MasterLink::send_request(std::uint64_t seq, std::size_t size, const Encoder
   }
 }
 
+void MasterLink::send_request_ref(std::uint64_t seq, const wm_shared_ref& ref) {
+  const std::uint16_t flags = caps_.shared_storage && !grant_out_ ? kFlagReplyMayLend : 0;
+  const std::string where = encode_ref(ref);
+  if (ends_batch(caps_, t_.outbox(id_), where.size())) t_.flush(id_);
+  put_frame(t_.outbox(id_), kFrameTaskRef, seq, where.data(), where.size(), flags);
+  if (flags & kFlagReplyMayLend) {
+    grant_out_ = true;
+    grant_seq_ = seq;
+  }
+}
+
 void MasterLink::arrived() {
   if (!paused_) read();
 }
@@ -283,6 +294,17 @@ void WorkerLink::read() {
         in.size = static_cast<std::size_t>(len);
         events_.task_payload(in);
         break;
+      case kFrameTaskRef: {
+        wm_shared_ref ref{};
+        if (!parse_ref(f.data, f.size, ref, why)) {
+          dead_ = true;
+          return events_.broken("the master sent " + why);
+        }
+        in.data = nullptr;
+        in.size = static_cast<std::size_t>(ref.size);
+        events_.task_ref(in, ref);
+        break;
+      }
       case kFrameStop:
         events_.stop();
         break;

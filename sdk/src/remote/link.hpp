@@ -84,6 +84,8 @@ class MasterLink {
   /** Queues a task: in shared storage, as a payload, or inline (see the file comment); may grant
    *  the worker its storage for the reply. If encode throws, nothing is queued and it propagates. */
   void send_request(std::uint64_t seq, std::size_t size, const Encoder& encode);
+  /** Queues a task whose request the worker maps from this process's pooled memory (a relay's). */
+  void send_request_ref(std::uint64_t seq, const wm_shared_ref& ref);
   void send_stop();
 
   // What the transport delivers (TransportHost).
@@ -132,6 +134,8 @@ class WorkerLinkEvents {
   virtual void task(const Incoming& task) = 0;
   /** A request that follows as a payload of `size` bytes (Port::receive_payload). */
   virtual void task_payload(const Incoming& task) = 0;
+  /** A request in its relay's pooled memory, to be mapped where ref says (kFrameTaskRef). */
+  virtual void task_ref(const Incoming& task, const wm_shared_ref& ref) = 0;
   virtual void stop() = 0;
   virtual void broken(const std::string& why) = 0;
 

@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <stdexcept>
@@ -70,6 +72,9 @@ class UpLink final : public Port, public WorkerLinkEvents {
   void setup(const WorkerSetup& s, const char*, std::size_t) override;
   void task(const Incoming& t) override;
   void task_payload(const Incoming& t) override;
+  void task_ref(const Incoming&, const wm_shared_ref&) override {
+    broken("a request in a relay's shared memory came from the master");
+  }
   void stop() override;
   void broken(const std::string& why) override;
 };
@@ -88,6 +93,7 @@ class Relay final : public MasterLinkEvents {
         local_options_(with_services(std::move(local), services)),
         options_(options),
         log_(std::move(log)),
+        services_(services),
         large_(static_cast<std::size_t>(services.large_payload_bytes)),
         up_host_(*this),
         down_host_(*this) {}
@@ -101,6 +107,9 @@ class Relay final : public MasterLinkEvents {
   void task(WorkerId w, const Incoming& t);
   void task_payload(WorkerId w, const Incoming& t);
   void stop(WorkerId w);
+  /** Sends local worker w a reference to request t in pooled (this process's shared) memory, and
+   *  holds that memory until the reply; false if the memory is not shared (the caller sends bytes). */
+  bool send_in_place(WorkerId w, const Incoming& t, Buffer& pooled);
   [[noreturn]] void master_broke(WorkerId w, const std::string& why) {
     throw std::runtime_error("the master sent bytes that are not the protocol on the link of worker " +
                              std::to_string(w) + " (" + why + ")");
@@ -110,6 +119,9 @@ class Relay final : public MasterLinkEvents {
   struct Down {
     std::unique_ptr<MasterLink> link;
     std::deque<Incoming> inflight;  // tasks sent to the local worker: their sequence and the master's flags
+    // Requests the worker reads in place from this process's pooled memory (kFrameTaskRef), by
+    // sequence: kept until their replies come.
+    std::deque<std::pair<std::uint64_t, Buffer>> held;
     bool alive = false;
   };
 
@@ -178,6 +190,7 @@ class Relay final : public MasterLinkEvents {
   LocalProcessOptions local_options_;
   const EngineOptions options_;
   Log log_;
+  const wm_core_services& services_;
   const std::size_t large_;
   UpHost up_host_;
   DownHost down_host_;
@@ -259,6 +272,7 @@ void Relay::setup(WorkerId w, const WorkerSetup& s) {
     return uplink_.worker_broken(w, "a setup came for a worker that still runs");
   }
   d.inflight.clear();
+  d.held.clear();
   try {
     local_->launch(w, s);
   } catch (const std::exception& e) {
@@ -270,9 +284,36 @@ void Relay::setup(WorkerId w, const WorkerSetup& s) {
   dirty_down(w);
 }
 
+bool Relay::send_in_place(WorkerId w, const Incoming& t, Buffer& pooled) {
+  wm_shared_ref ref{};
+  if (pooled.block == nullptr || services_.struct_size <= offsetof(wm_core_services, shared_block_map) ||
+      services_.shared_block_describe(pooled.block, t.size, &ref) != 1)
+    return false;
+  // The local worker reads the request where it is (a shared array in it without a copy); it is
+  // held here until the reply.
+  Down& d = down_.at(w);
+  if (d.alive) {
+    d.link->send_request_ref(t.seq, ref);
+    d.inflight.push_back(Incoming{t.seq, t.flags, nullptr, t.size, false});
+    d.held.emplace_back(t.seq, std::move(pooled));
+    dirty_down(w);
+  }
+  return true;
+}
+
 void Relay::task(WorkerId w, const Incoming& t) {
   Down& d = down_.at(w);
   if (t.size >= large_) last_large_ = Clock::now(), big_ = true;
+  if (t.size >= large_ && t.lent) {
+    // In the master's storage, which it reuses once this task is answered: copied once into pooled
+    // memory, which the worker then reads in place (else it would be copied into the worker's
+    // storage and decoded out of it).
+    Buffer pooled;
+    if (pooled.pooled_for(services_, t.size) && pooled.block != nullptr) {
+      std::memcpy(pooled.data, t.data, t.size);
+      if (send_in_place(w, t, pooled)) return uplink_.request_done(w);
+    }
+  }
   if (d.alive) {
     // A task for a worker that ended meanwhile is dropped: the master learns of the end and runs it
     // elsewhere.
@@ -285,8 +326,10 @@ void Relay::task(WorkerId w, const Incoming& t) {
 
 void Relay::task_payload(WorkerId w, const Incoming& t) {
   UpLink& u = *up_.at(w);
+  // Into pooled memory: the local worker then maps it and reads a shared array there in place.
   Buffer into = std::move(u.incoming);
-  if (!into.clear_for(t.size)) master_broke(w, "no memory for a request of " + std::to_string(t.size) + " bytes");
+  if (!into.pooled_for(services_, t.size))
+    master_broke(w, "no memory for a request of " + std::to_string(t.size) + " bytes");
   into.size = t.size;
   u.due = t;
   u.receiving = true;
@@ -296,9 +339,11 @@ void Relay::task_payload(WorkerId w, const Incoming& t) {
 
 void Relay::payload_received(WorkerId w, Buffer&& payload) {
   UpLink& u = *up_.at(w);
-  u.incoming = std::move(payload);
   u.receiving = false;
   Incoming t = u.due;
+  last_large_ = Clock::now(), big_ = true;
+  if (send_in_place(w, t, payload)) return u.link.resume();  // the worker reads it where it landed
+  u.incoming = std::move(payload);
   t.data = u.incoming.data;
   task(w, t);
   u.link.resume();
@@ -327,6 +372,7 @@ void Relay::reply(WorkerId w, std::uint64_t seq, const char* data, std::size_t s
   }
   const Incoming t = d.inflight.front();
   d.inflight.pop_front();
+  while (!d.held.empty() && d.held.front().first <= seq) d.held.pop_front();  // its request is read
   if (size >= large_) last_large_ = Clock::now(), big_ = true;
   up_.at(w)->link.send_reply(t, data, size);
   dirty_up(w);
@@ -337,6 +383,7 @@ void Relay::worker_lost(WorkerId w, const std::string& status) {
   if (!d.alive) return;
   d.alive = false;
   d.inflight.clear();
+  d.held.clear();
   d.link->reset();
   uplink_.worker_lost(w, status);
 }

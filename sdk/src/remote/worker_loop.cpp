@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstdlib>
 #include <string>
 
@@ -169,6 +170,27 @@ class Serving final : private PortHost, private WorkerLinkEvents {
     if (payload_.block != nullptr) services_.decode_from_block(payload_.block);
     execute(in);
     if (payload_.block != nullptr) services_.decode_from_block(nullptr);
+  }
+  void task_ref(const Incoming& t, const wm_shared_ref& ref) override {
+    if (done_) return;
+    if (services_.struct_size <= offsetof(wm_core_services, shared_block_map) || services_.shared_block_map == nullptr) {
+      end("the relay sent a request in shared memory, which this core cannot map");
+      return;
+    }
+    char* data = nullptr;
+    wm_error err{};
+    wm_shared_block* block = services_.shared_block_map(&ref, &data, &err);
+    if (block == nullptr) {
+      end(std::string("the relay's request in shared memory could not be mapped: ") + err.message);
+      return;
+    }
+    Incoming in = t;
+    in.data = data;
+    // Read in place: a large shared array argument stays in the relay's memory (read-only).
+    services_.decode_from_block(block);
+    execute(in);
+    services_.decode_from_block(nullptr);
+    services_.shared_block_release(block);
   }
   void stop() override {
     end_ = WorkerEnd::stopped;
