@@ -476,10 +476,6 @@ void set_share_with_master(bool on) noexcept { g_share_with_master.store(on, std
 bool share_with_master() noexcept { return g_share_with_master.load(std::memory_order_relaxed); }
 
 void set_shared_memory_limit(std::uint64_t bytes) noexcept { Pool::get().limit.store(bytes); }
-std::uint64_t shared_memory_limit() noexcept {
-  const std::uint64_t l = Pool::get().limit.load();
-  return l != 0 ? l : default_shared_memory_limit();
-}
 std::uint64_t default_shared_memory_limit() noexcept {
   // A worker process (started with the master's environment) takes the master's limit from it.
   if (const char* v = std::getenv("WM_SHARED_MEMORY_LIMIT")) {
@@ -564,6 +560,15 @@ void save_shared(WireOutputArchive& ar, const SharedBlock* block, const void* da
   ar.saveBinary(data, static_cast<std::streamsize>(bytes));
 }
 
+namespace {
+// A shared array's size, as either wire form announces it, checked against its element type.
+void check_whole_elements(std::uint64_t n, std::size_t element_size) {
+  if (n % element_size != 0)
+    throw Error("a shared array of " + std::to_string(n) + " bytes is not a whole number of " +
+                std::to_string(element_size) + "-byte elements (the two sides disagree on the types)");
+}
+}  // namespace
+
 std::shared_ptr<SharedBlock> load_shared(WireInputArchive& ar, std::size_t element_size, void*& data, std::size_t& bytes) {
   std::uint8_t tag = 0;
   ar(tag);
@@ -571,10 +576,9 @@ std::shared_ptr<SharedBlock> load_shared(WireInputArchive& ar, std::size_t eleme
     std::uint64_t n = 0;
     std::uint8_t pad = 0;
     ar(n, pad);
-    if (n % element_size != 0 || pad >= 64)
-      throw Error("a shared array of " + std::to_string(n) + " bytes is not a whole number of " +
-                  std::to_string(element_size) + "-byte elements, or its padding is wrong (corrupt bytes, or the two "
-                  "sides disagree on the types)");
+    check_whole_elements(n, element_size);
+    if (pad >= 64)
+      throw Error("a shared array's padding is " + std::to_string(pad) + " bytes (less than 64 expected): corrupt bytes");
     ar.check_length(pad, 1);
     ar.skip(pad);
     ar.check_length(n, 1);
@@ -604,9 +608,7 @@ std::shared_ptr<SharedBlock> load_shared(WireInputArchive& ar, std::size_t eleme
   if (!t_share.decode_refs)
     throw Error("a shared-array reference came from a peer that cannot share memory with this process (corrupt bytes, "
                 "or a worker that does not keep to the protocol)");
-  if (n % element_size != 0)
-    throw Error("a shared array of " + std::to_string(n) + " bytes is not a whole number of " +
-                std::to_string(element_size) + "-byte elements (the two sides disagree on the types)");
+  check_whole_elements(n, element_size);
   auto block = Pool::get().resolve(pid, fd, ino, offset, n, t_share.decode_peer, data);
   bytes = static_cast<std::size_t>(n);
   return block;

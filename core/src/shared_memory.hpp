@@ -56,8 +56,7 @@ struct SharedBlockServices {
 
 /** The most bytes of shared-array regions this process keeps (--wm-shared-memory-limit). */
 void set_shared_memory_limit(std::uint64_t bytes) noexcept;
-std::uint64_t shared_memory_limit() noexcept;
-/** The default limit: half of this machine's memory. */
+/** The default limit: WM_SHARED_MEMORY_LIMIT as the master passed it on, else half of this machine's memory. */
 std::uint64_t default_shared_memory_limit() noexcept;
 /** "8G", "512M", "1.5GiB", "1000000": bytes; false if it is not a size. */
 bool parse_memory_size(const std::string& text, std::uint64_t& bytes);
